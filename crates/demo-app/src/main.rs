@@ -1,0 +1,104 @@
+//! The bundled demo: a 2-worker Tokio app whose behaviour is known, so a
+//! profile of it can be checked against the truth.
+//!
+//! Every 500 ms one poll burns ~30 ms of CPU (`cpu_heavy_poll`), and between
+//! those, another poll blocks the worker in `nanosleep` for 40 ms
+//! (`block_in_syscall`). Short tasks run every 5 ms (`short_task`). Every
+//! 4 s the app idles for 1 s (`idle_phase`): workers have nothing to do.
+//!
+//! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+pub const CPU_HEAVY_MS: u64 = 30;
+pub const BLOCKING_MS: u64 = 40;
+const CYCLE: Duration = Duration::from_secs(4);
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Spins on arithmetic for `ms` of wall time: the CPU-heavy poll.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn cpu_heavy_poll(ms: u64) -> u64 {
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut acc = 0u64;
+    while Instant::now() < until {
+        for i in 0..1_000u64 {
+            acc = black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    acc
+}
+
+/// Blocks the worker thread in a syscall, as a careless sync call would.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn block_in_syscall(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A few microseconds of work, like a well-behaved request handler.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn short_task(seed: u64) -> u64 {
+    (0..2_000u64).fold(seed, |a, i| black_box(a.rotate_left(5) ^ i))
+}
+
+/// Sleeps out the idle part of the 4 s cycle, if we are in it.
+#[inline(never)]
+async fn idle_phase(started: Instant) {
+    let into_cycle = Duration::from_nanos((started.elapsed().as_nanos() % CYCLE.as_nanos()) as u64);
+    if into_cycle >= CYCLE - IDLE {
+        tokio::time::sleep(CYCLE - into_cycle).await;
+    }
+}
+
+async fn cpu_heavy_loop(started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        idle_phase(started).await;
+        black_box(cpu_heavy_poll(CPU_HEAVY_MS));
+    }
+}
+
+async fn blocking_loop(started: Instant) {
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        idle_phase(started).await;
+        block_in_syscall(BLOCKING_MS);
+    }
+}
+
+async fn short_task_loop(started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        idle_phase(started).await;
+        n += 1;
+        tokio::spawn(async move { black_box(short_task(n)) });
+    }
+}
+
+fn main() {
+    let run_for = std::env::args().nth(1).and_then(|s| s.parse::<f64>().ok());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!("demo-app pid {}", std::process::id());
+    runtime.block_on(async {
+        let started = Instant::now();
+        tokio::spawn(cpu_heavy_loop(started));
+        tokio::spawn(blocking_loop(started));
+        tokio::spawn(short_task_loop(started));
+        match run_for {
+            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            None => std::future::pending().await,
+        }
+    });
+}

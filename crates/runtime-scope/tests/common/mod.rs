@@ -1,0 +1,180 @@
+//! Helpers for the kernel end-to-end tests: they run the real profiler binary
+//! as root against the real demo app and read the real output back.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PROFILER: &str = env!("CARGO_BIN_EXE_runtime-scope");
+
+/// Kernel tests must run, never skip: fail loudly with the reason.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "kernel end-to-end tests need root (eBPF); run them through `cargo xtask test` as root"
+    );
+}
+
+pub fn demo_app_path() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/demo-app");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask test` builds it (cargo build --release -p demo-app)",
+        path.display()
+    );
+    path
+}
+
+/// The demo app, killed when dropped.
+pub struct Demo {
+    pub child: Child,
+}
+
+impl Demo {
+    pub fn start(run_for_s: u32) -> Demo {
+        let child = Command::new(demo_app_path())
+            .arg(run_for_s.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start demo-app");
+        Demo { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the runtime has named its `count` workers.
+    pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let workers = worker_tids(self.pid());
+            if workers.len() >= count {
+                return workers;
+            }
+            assert!(Instant::now() < deadline, "demo-app never started {count} workers");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn worker_tids(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    tids.retain(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm"))
+            .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+    });
+    tids.sort_unstable();
+    tids
+}
+
+/// Exact ns the thread has run (schedstat's first field).
+pub fn schedstat_ns(pid: u32, tid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).expect("schedstat");
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A profiler run whose stderr is read line by line as it comes, so the test
+/// can act at the moments the profiler announces.
+pub struct Run {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Run {
+    pub fn start(args: &[&str]) -> Run {
+        let mut child = Command::new(PROFILER)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runtime-scope");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Run { child, lines, stderr: Vec::new() }
+    }
+
+    /// Blocks until a stderr line contains `needle`; returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}; saw {:?}", self.stderr));
+            self.stderr.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for exit; returns (exit code, stdout, all stderr).
+    pub fn finish(mut self) -> (i32, String, String) {
+        let mut stdout = String::new();
+        use std::io::Read;
+        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr.push(line);
+        }
+        (status.code().unwrap_or(-1), stdout, self.stderr.join("\n"))
+    }
+}
+
+pub fn read_trace(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("trace file written");
+    serde_json::from_str(&text).expect("trace is valid JSON")
+}
+
+/// (ts, dur, cat, name) of every complete event on `tid`, sorted by ts.
+pub fn spans_of(trace: &Value, tid: u32) -> Vec<(f64, f64, String, String)> {
+    let mut spans: Vec<_> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["tid"].as_u64() == Some(u64::from(tid)))
+        .map(|e| {
+            (
+                e["ts"].as_f64().unwrap(),
+                e["dur"].as_f64().unwrap(),
+                e["cat"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    spans
+}
+
+pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
+    trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| (e["tid"].as_u64().unwrap() as u32, e["args"]["name"].as_str().unwrap().to_string()))
+        .collect()
+}

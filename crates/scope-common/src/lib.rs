@@ -1,0 +1,107 @@
+//! Records written by the kernel side into the ring buffer.
+//!
+//! Every record starts with the same [`Header`], so userspace can dispatch on
+//! `kind` before it knows the record's length. All fields are plain integers:
+//! the layout is the wire format between two compilers (bpf and x86_64).
+#![no_std]
+
+/// Record kinds (the `kind` field of [`Header`]).
+pub mod kind {
+    pub const SWITCH: u32 = 1;
+    pub const NEW_THREAD: u32 = 2;
+    pub const EXIT: u32 = 3;
+    pub const COMM: u32 = 4;
+}
+
+/// Bits of [`Switch::ours`]: which side of the switch belongs to the target.
+pub mod side {
+    pub const PREV: u32 = 1;
+    pub const NEXT: u32 = 2;
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Records lost because the ring buffer was full.
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// Threads that could not be added to the filter map (map full).
+    pub const FILTER_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Capacity of the thread filter map.
+pub const MAX_THREADS: u32 = 16384;
+
+/// Length of a kernel task name (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ts: u64,
+}
+
+/// `sched_switch` where the previous or the next task is a target thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switch {
+    pub header: Header,
+    pub prev_tid: u32,
+    pub next_tid: u32,
+    /// `prev_state` as the tracepoint reports it (0 = runnable, i.e. preempted).
+    pub prev_state: u64,
+    /// [`side`] bits.
+    pub ours: u32,
+    pub _pad: u32,
+}
+
+/// A thread created in the target process (`task_newtask` with CLONE_THREAD).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewThread {
+    pub header: Header,
+    pub tid: u32,
+    pub parent_tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A target thread exited (`sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exit {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+}
+
+/// A target thread's name changed (seen at its switch-out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Comm {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Byte offsets of the tracepoint fields the programs read, taken from
+/// tracefs `format` files at load time (they differ between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldOffsets {
+    pub switch_prev_comm: u32,
+    pub switch_prev_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub newtask_pid: u32,
+    pub newtask_comm: u32,
+    pub newtask_clone_flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all-integer #[repr(C)] structs with explicit padding fields.
+    unsafe impl aya::Pod for super::FieldOffsets {}
+}

@@ -1,0 +1,81 @@
+//! The short report printed at the end of every recording: one line per
+//! worker, the busiest other threads, lost events, and what to look at next.
+
+use scope_model::{StopReason, ThreadTimeline, Timeline};
+use std::fmt::Write;
+
+const OTHER_THREADS_SHOWN: usize = 5;
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+fn ms(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.2} s", ns as f64 / 1e9)
+    } else {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    }
+}
+
+fn thread_line(t: &ThreadTimeline, out: &mut String) {
+    let life = t.lifetime_ns();
+    let longest = t.longest_blocked().map_or("-".to_string(), |s| ms(s.duration_ns()));
+    let _ = writeln!(
+        out,
+        "  {:<44} on-CPU {:>5.1}%  blocked {:>5.1}%  preempted {:>4.1}%  switches {:>6}  longest block {}",
+        t.display_name(),
+        pct(t.on_cpu_ns(), life),
+        pct(t.blocked_ns(), life),
+        pct(t.preempted_ns(), life),
+        t.switch_outs(),
+        longest,
+    );
+}
+
+pub fn render(tl: &Timeline) -> String {
+    let mut out = String::new();
+    let workers: Vec<&ThreadTimeline> = tl.workers().collect();
+    let why = match tl.stop_reason {
+        StopReason::Duration => "duration reached",
+        StopReason::Signal => "interrupted",
+        StopReason::TargetExited => "target exited",
+    };
+    let _ = writeln!(
+        out,
+        "{} (pid {}): {} recorded ({why}), {} workers, {} other threads",
+        tl.command,
+        tl.pid,
+        ms(tl.duration_ns()),
+        workers.len(),
+        tl.threads.len() - workers.len(),
+    );
+    if workers.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no Tokio worker threads recognised by name (use --workers PREFIX for custom names)"
+        );
+    }
+    for t in &workers {
+        thread_line(t, &mut out);
+    }
+    let mut others: Vec<&ThreadTimeline> = tl.threads.iter().filter(|t| !t.is_worker()).collect();
+    others.sort_by_key(|t| std::cmp::Reverse(t.on_cpu_ns()));
+    for t in others.iter().take(OTHER_THREADS_SHOWN) {
+        thread_line(t, &mut out);
+    }
+    if others.len() > OTHER_THREADS_SHOWN {
+        let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
+    }
+    if tl.lost_events > 0 || tl.inconsistencies > 0 {
+        let _ = writeln!(
+            out,
+            "  warning: {} events lost (ring buffer full), {} inconsistent switch sequences; \
+             parts of the timeline are inferred",
+            tl.lost_events, tl.inconsistencies
+        );
+    } else {
+        let _ = writeln!(out, "  no events lost");
+    }
+    out
+}

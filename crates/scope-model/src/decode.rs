@@ -1,0 +1,145 @@
+//! Raw ring-buffer records (`scope_common` structs) → [`Event`]s.
+
+use crate::Event;
+use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, Switch, kind, side};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the header or than the record its kind announces.
+    Truncated { kind: Option<u32>, len: usize },
+    UnknownKind(u32),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { kind, len } => {
+                write!(f, "truncated record ({len} bytes, kind {kind:?})")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn read<T: Copy>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Truncated { kind, len: bytes.len() });
+    }
+    // SAFETY: length checked; T is a #[repr(C)] all-integer struct, any bit
+    // pattern is valid; read_unaligned because ring-buffer slices are only
+    // 8-byte aligned by convention, not by type.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Kernel comm bytes → String (NUL-terminated, not necessarily UTF-8).
+pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: Header = read(bytes, None)?;
+    let k = Some(header.kind);
+    Ok(match header.kind {
+        kind::SWITCH => {
+            let r: Switch = read(bytes, k)?;
+            Event::Switch {
+                ts: header.ts,
+                cpu: header.cpu,
+                prev_tid: r.prev_tid,
+                next_tid: r.next_tid,
+                prev_state: r.prev_state,
+                prev_ours: r.ours & side::PREV != 0,
+                next_ours: r.ours & side::NEXT != 0,
+            }
+        }
+        kind::NEW_THREAD => {
+            let r: NewThread = read(bytes, k)?;
+            Event::NewThread {
+                ts: header.ts,
+                tid: r.tid,
+                parent_tid: r.parent_tid,
+                name: comm_to_string(&r.comm),
+            }
+        }
+        kind::EXIT => {
+            let r: Exit = read(bytes, k)?;
+            Event::Exit { ts: header.ts, tid: r.tid }
+        }
+        kind::COMM => {
+            let r: Comm = read(bytes, k)?;
+            Event::Rename { ts: header.ts, tid: r.tid, name: comm_to_string(&r.comm) }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_switch_with_sides() {
+        let raw = Switch {
+            header: Header { kind: kind::SWITCH, cpu: 1, ts: 42 },
+            prev_tid: 10,
+            next_tid: 11,
+            prev_state: 0x100,
+            ours: side::NEXT,
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes_of(&raw)).unwrap(),
+            Event::Switch {
+                ts: 42,
+                cpu: 1,
+                prev_tid: 10,
+                next_tid: 11,
+                prev_state: 0x100,
+                prev_ours: false,
+                next_ours: true
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_names_without_trailing_nuls() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..15].copy_from_slice(b"tokio-rt-worker");
+        let raw = Comm {
+            header: Header { kind: kind::COMM, cpu: 0, ts: 7 },
+            tid: 5,
+            _pad: 0,
+            comm,
+        };
+        assert_eq!(
+            decode(&bytes_of(&raw)).unwrap(),
+            Event::Rename { ts: 7, tid: 5, name: "tokio-rt-worker".into() }
+        );
+        let full = [b'x'; COMM_LEN];
+        assert_eq!(comm_to_string(&full).len(), COMM_LEN);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        let raw = Exit { header: Header { kind: kind::EXIT, cpu: 0, ts: 1 }, tid: 3, _pad: 0 };
+        let bytes = bytes_of(&raw);
+        assert_eq!(decode(&bytes).unwrap(), Event::Exit { ts: 1, tid: 3 });
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { kind: Some(kind::EXIT), .. })
+        ));
+        assert!(matches!(decode(&bytes[..4]), Err(DecodeError::Truncated { kind: None, .. })));
+        let bogus = Header { kind: 99, cpu: 0, ts: 0 };
+        assert_eq!(decode(&bytes_of(&bogus)), Err(DecodeError::UnknownKind(99)));
+    }
+}

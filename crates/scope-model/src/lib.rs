@@ -1,0 +1,15 @@
+//! The pure half of runtime-scope: what was recorded ([`Recording`]), how raw
+//! ring-buffer records become [`Event`]s ([`decode`]), and the per-thread
+//! timeline built from them ([`Timeline`]). No kernel access, no root: every
+//! function here is tested from recorded fixtures.
+
+pub mod decode;
+mod recording;
+mod thread_state;
+mod timeline;
+mod workers;
+
+pub use recording::{Event, Recording, StopReason, ThreadInfo};
+pub use thread_state::ThreadState;
+pub use timeline::{OffReason, Span, SpanState, ThreadTimeline, Timeline};
+pub use workers::{Role, WorkerRule};

@@ -1,0 +1,301 @@
+//! Events → per-thread timeline of on-CPU spans and off-CPU gaps.
+//!
+//! Each thread's spans are contiguous and cover its life inside the recording
+//! window: from the window start (or its creation) to the window end (or its
+//! exit). What a thread was doing before its first observed switch is
+//! inferred from that switch: a switch-out means it was running.
+
+use crate::{Event, Recording, Role, StopReason, ThreadState, WorkerRule};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum OffReason {
+    /// Switched out while runnable: waiting for a CPU.
+    Preempted,
+    /// Switched out waiting for something (sleep, I/O, lock, park).
+    Blocked { state: ThreadState },
+    /// Not observed: before the thread's first switch-in.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SpanState {
+    /// `cpu` is None only when the thread never switched during the window.
+    OnCpu { cpu: Option<u32> },
+    OffCpu(OffReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub state: SpanState,
+}
+
+impl Span {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadTimeline {
+    pub tid: u32,
+    pub name: String,
+    pub role: Role,
+    pub spans: Vec<Span>,
+    pub created_ns: Option<u64>,
+    pub exited_ns: Option<u64>,
+    /// Exact on-CPU time the kernel accounted over the window (schedstat).
+    pub kernel_cpu_ns: Option<u64>,
+}
+
+impl ThreadTimeline {
+    fn total(&self, keep: impl Fn(&SpanState) -> bool) -> u64 {
+        self.spans.iter().filter(|s| keep(&s.state)).map(Span::duration_ns).sum()
+    }
+
+    pub fn on_cpu_ns(&self) -> u64 {
+        self.total(|s| matches!(s, SpanState::OnCpu { .. }))
+    }
+
+    pub fn blocked_ns(&self) -> u64 {
+        self.total(|s| matches!(s, SpanState::OffCpu(OffReason::Blocked { .. })))
+    }
+
+    pub fn preempted_ns(&self) -> u64 {
+        self.total(|s| matches!(s, SpanState::OffCpu(OffReason::Preempted)))
+    }
+
+    /// Wall time the thread existed inside the window.
+    pub fn lifetime_ns(&self) -> u64 {
+        self.total(|_| true)
+    }
+
+    pub fn longest_blocked(&self) -> Option<&Span> {
+        self.spans
+            .iter()
+            .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
+            .max_by_key(|s| s.duration_ns())
+    }
+
+    pub fn switch_outs(&self) -> usize {
+        // Every on-CPU span that ends before the thread's own end was ended by a switch-out.
+        let end = self.spans.last().map_or(0, |s| s.end_ns);
+        self.spans
+            .iter()
+            .filter(|s| matches!(s.state, SpanState::OnCpu { .. }) && s.end_ns < end)
+            .count()
+    }
+
+    pub fn is_worker(&self) -> bool {
+        matches!(self.role, Role::Worker { .. })
+    }
+
+    /// The row label every output uses.
+    pub fn display_name(&self) -> String {
+        match self.role {
+            Role::Worker { index } => format!("worker {index} (tid {})", self.tid),
+            Role::Other => format!("{} (tid {}) · not a worker", self.name, self.tid),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub pid: u32,
+    pub command: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Workers first (by index), then the other threads by tid.
+    pub threads: Vec<ThreadTimeline>,
+    /// Event sequences that contradict each other (a sign of lost events).
+    pub inconsistencies: u64,
+    pub lost_events: u64,
+    pub stop_reason: StopReason,
+}
+
+impl Timeline {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &ThreadTimeline> {
+        self.threads.iter().filter(|t| t.is_worker())
+    }
+
+    pub fn build(rec: &Recording, rule: &WorkerRule) -> Timeline {
+        let window = (rec.start_ns, rec.end_ns.max(rec.start_ns));
+        let mut threads: BTreeMap<u32, Builder> = rec
+            .threads
+            .iter()
+            .map(|t| {
+                let cpu = t.cpu_ns_at_start.zip(t.cpu_ns_at_stop).map(|(a, b)| b.saturating_sub(a));
+                (t.tid, Builder::new(t.name.clone(), window, window.0, cpu))
+            })
+            .collect();
+        let mut inconsistencies = 0;
+        let mut events: Vec<&Event> = rec.events.iter().collect();
+        // Records from different CPUs reach the ring buffer slightly out of order.
+        events.sort_by_key(|e| e.ts());
+        for event in events {
+            match event {
+                Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours } => {
+                    if *prev_ours {
+                        inconsistencies += thread_entry(&mut threads, *prev_tid, window).switch_out(*ts, *cpu, *prev_state);
+                    }
+                    if *next_ours {
+                        inconsistencies += thread_entry(&mut threads, *next_tid, window).switch_in(*ts, *cpu);
+                    }
+                }
+                Event::NewThread { ts, tid, name, .. } => {
+                    let b = thread_entry(&mut threads, *tid, window);
+                    b.name = name.clone();
+                    b.begin_ns = (*ts).max(window.0);
+                    b.created_ns = Some(*ts);
+                    b.current = Some((SpanState::OffCpu(OffReason::Unknown), *ts));
+                }
+                Event::Exit { ts, tid } => thread_entry(&mut threads, *tid, window).exit(*ts),
+                Event::Rename { tid, name, .. } => thread_entry(&mut threads, *tid, window).name = name.clone(),
+            }
+        }
+
+        let mut built: Vec<ThreadTimeline> = threads
+            .into_iter()
+            .map(|(tid, b)| b.finish(tid))
+            .collect();
+        let mut index = 0;
+        for t in built.iter_mut() {
+            if rule.is_worker(&t.name) {
+                t.role = Role::Worker { index };
+                index += 1;
+            }
+        }
+        built.sort_by_key(|t| (!t.is_worker(), t.tid));
+        Timeline {
+            pid: rec.pid,
+            command: rec.command.clone(),
+            start_ns: window.0,
+            end_ns: window.1,
+            threads: built,
+            inconsistencies,
+            lost_events: rec.lost_events,
+            stop_reason: rec.stop_reason,
+        }
+    }
+}
+
+fn thread_entry(threads: &mut BTreeMap<u32, Builder>, tid: u32, window: (u64, u64)) -> &mut Builder {
+    // A thread we were not told about (created before the filter saw it).
+    threads.entry(tid).or_insert_with(|| Builder::new(format!("tid {tid}"), window, window.0, None))
+}
+
+struct Builder {
+    name: String,
+    window: (u64, u64),
+    begin_ns: u64,
+    created_ns: Option<u64>,
+    exited_ns: Option<u64>,
+    kernel_cpu_ns: Option<u64>,
+    /// State since a timestamp; None until the first event tells us.
+    current: Option<(SpanState, u64)>,
+    spans: Vec<Span>,
+}
+
+impl Builder {
+    fn new(name: String, window: (u64, u64), begin_ns: u64, kernel_cpu_ns: Option<u64>) -> Self {
+        Builder {
+            name,
+            window,
+            begin_ns,
+            created_ns: None,
+            exited_ns: None,
+            kernel_cpu_ns,
+            current: None,
+            spans: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, state: SpanState, start: u64, end: u64) {
+        let start = start.max(self.begin_ns).max(self.window.0);
+        let end = end.min(self.window.1);
+        if end > start {
+            self.spans.push(Span { start_ns: start, end_ns: end, state });
+        }
+    }
+
+    /// Closes the current state at `ts`; `assumed` is what the event implies
+    /// the thread was doing when nothing was observed before.
+    fn close(&mut self, ts: u64, assumed: SpanState) -> SpanState {
+        let (state, since) = self.current.unwrap_or((assumed, self.begin_ns));
+        self.push(state, since, ts);
+        state
+    }
+
+    fn switch_out(&mut self, ts: u64, cpu: u32, prev_state: u64) -> u64 {
+        if self.exited_ns.is_some() {
+            return 0;
+        }
+        let was = self.close(ts, SpanState::OnCpu { cpu: Some(cpu) });
+        let state = ThreadState(prev_state);
+        let reason = if state.is_runnable() {
+            OffReason::Preempted
+        } else {
+            OffReason::Blocked { state }
+        };
+        self.current = Some((SpanState::OffCpu(reason), ts));
+        u64::from(!matches!(was, SpanState::OnCpu { .. }))
+    }
+
+    fn switch_in(&mut self, ts: u64, cpu: u32) -> u64 {
+        if self.exited_ns.is_some() {
+            return 0;
+        }
+        let was = self.close(ts, SpanState::OffCpu(OffReason::Unknown));
+        self.current = Some((SpanState::OnCpu { cpu: Some(cpu) }, ts));
+        u64::from(!matches!(was, SpanState::OffCpu(_)))
+    }
+
+    fn exit(&mut self, ts: u64) {
+        // The exiting thread runs its own exit path: it was on a CPU.
+        self.close(ts, SpanState::OnCpu { cpu: None });
+        self.current = None;
+        self.exited_ns = Some(ts);
+    }
+
+    fn finish(mut self, tid: u32) -> ThreadTimeline {
+        if self.exited_ns.is_none() {
+            let end = self.window.1;
+            match self.current {
+                Some((state, since)) => self.push(state, since, end),
+                None => {
+                    // Never switched while we watched: either asleep throughout
+                    // or running throughout; the kernel's own accounting says which.
+                    let lifetime = end.saturating_sub(self.begin_ns.max(self.window.0));
+                    let ran = self.kernel_cpu_ns.is_some_and(|c| c * 2 > lifetime);
+                    let state = if ran {
+                        SpanState::OnCpu { cpu: None }
+                    } else {
+                        SpanState::OffCpu(OffReason::Unknown)
+                    };
+                    self.push(state, self.begin_ns, end);
+                }
+            }
+        }
+        ThreadTimeline {
+            tid,
+            name: self.name,
+            role: Role::Other,
+            spans: self.spans,
+            created_ns: self.created_ns,
+            exited_ns: self.exited_ns,
+            kernel_cpu_ns: self.kernel_cpu_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
