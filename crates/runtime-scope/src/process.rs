@@ -27,13 +27,6 @@ impl Target {
         if pid == 0 {
             return usage("pid 0 is not a process");
         }
-        // SAFETY: plain syscall with integer arguments.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-        if fd < 0 {
-            return usage(format!("no process with pid {pid} (it may have exited)"));
-        }
-        // SAFETY: pidfd_open returned a fresh descriptor we now own.
-        let exit_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let Some(status) = read_trimmed(proc_path(pid, "status")) else {
             return usage(format!("no process with pid {pid} (it may have exited)"));
         };
@@ -44,6 +37,13 @@ impl Target {
                 tgid.unwrap_or("?")
             ));
         }
+        // SAFETY: plain syscall with integer arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            return usage(format!("no process with pid {pid} (it may have exited)"));
+        }
+        // SAFETY: pidfd_open returned a fresh descriptor we now own.
+        let exit_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let command = read_trimmed(proc_path(pid, "comm")).unwrap_or_else(|| format!("pid {pid}"));
         let executable = match executable {
             Some(path) if !path.exists() => {
