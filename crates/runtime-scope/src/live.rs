@@ -22,6 +22,8 @@ pub struct LiveView {
     busy_in_interval: BTreeMap<u32, u64>,
     events_in_interval: u64,
     events_total: u64,
+    /// Highest lost-record count each CPU has reported in-band.
+    lost_by_cpu: HashMap<u32, u32>,
 }
 
 impl LiveView {
@@ -39,6 +41,7 @@ impl LiveView {
             busy_in_interval: BTreeMap::new(),
             events_in_interval: 0,
             events_total: 0,
+            lost_by_cpu: HashMap::new(),
         }
     }
 
@@ -46,7 +49,9 @@ impl LiveView {
         self.events_in_interval += 1;
         self.events_total += 1;
         match event {
-            Event::Switch { ts, prev_tid, next_tid, prev_ours, next_ours, .. } => {
+            Event::Switch { ts, cpu, prev_tid, next_tid, prev_ours, next_ours, cpu_lost, .. } => {
+                let lost = self.lost_by_cpu.entry(*cpu).or_default();
+                *lost = (*lost).max(*cpu_lost);
                 if *prev_ours {
                     let since = self.on_since.remove(prev_tid).unwrap_or(self.interval_start);
                     *self.busy_in_interval.entry(*prev_tid).or_default() +=
@@ -66,10 +71,11 @@ impl LiveView {
     }
 
     /// Prints a line when one is due; returns it for tests.
-    pub fn tick(&mut self, now_ns: u64, lost: u64) -> Option<String> {
+    pub fn tick(&mut self, now_ns: u64) -> Option<String> {
         if now_ns < self.next_tick {
             return None;
         }
+        let lost: u64 = self.lost_by_cpu.values().map(|&n| u64::from(n)).sum();
         let line = if self.live { self.activity_line(now_ns, lost) } else { self.progress_line(now_ns, lost) };
         let every = if self.live { LIVE_EVERY_NS } else { PROGRESS_EVERY_NS };
         self.next_tick = now_ns + every;
@@ -132,7 +138,7 @@ mod tests {
     use super::*;
 
     fn switch(ts: u64, prev: u32, next: u32, prev_ours: bool, next_ours: bool) -> Event {
-        Event::Switch { ts, cpu: 0, prev_tid: prev, next_tid: next, prev_state: 1, prev_ours, next_ours }
+        Event::Switch { ts, cpu: 0, prev_tid: prev, next_tid: next, prev_state: 1, prev_ours, next_ours, cpu_lost: 3 }
     }
 
     #[test]
@@ -141,13 +147,13 @@ mod tests {
         let mut view = LiveView::new(true, WorkerRule::default(), names, 0, 10_000_000_000);
         view.feed(&switch(100_000_000, 0, 7, false, true));
         view.feed(&switch(600_000_000, 7, 8, true, true));
-        assert!(view.tick(500_000_000, 0).is_none(), "not due yet");
-        let line = view.tick(1_000_000_000, 3).unwrap();
+        assert!(view.tick(500_000_000).is_none(), "not due yet");
+        let line = view.tick(1_000_000_000).unwrap();
         assert!(line.contains("worker 0  50%"), "{line}");
         assert!(line.contains("other threads  40%"), "{line}");
         assert!(line.contains("3 lost"), "{line}");
         // Thread 8 keeps running through the next interval.
-        let line = view.tick(2_000_000_000, 3).unwrap();
+        let line = view.tick(2_000_000_000).unwrap();
         assert!(line.contains("worker 0   0%") && line.contains("other threads 100%"), "{line}");
     }
 }

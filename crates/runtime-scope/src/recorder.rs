@@ -102,7 +102,9 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
         if now >= deadline {
             break StopReason::Duration;
         }
-        view.tick(now, probes.lost_events());
+        // No map syscalls while recording: they would blind our programs on
+        // this CPU for as long as we are preempted inside them.
+        view.tick(now);
     };
     let end_ns = monotonic_ns();
     for t in threads.iter_mut() {
@@ -116,9 +118,10 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
     eprintln!("runtime-scope: stopped after {:.2} s: {why}", (end_ns - start_ns) as f64 / 1e9);
     // Records already in the buffer still belong to the window.
     drain(&mut ring, &mut view);
+    drop(ring);
+    // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events();
     let untracked_threads = probes.untracked_threads();
-    drop(ring);
     drop(probes);
     if undecodable > 0 {
         eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");

@@ -54,7 +54,10 @@ pub struct Switch {
     pub prev_state: u64,
     /// [`side`] bits.
     pub ours: u32,
-    pub _pad: u32,
+    /// Records this CPU has lost so far (ring buffer full). Reported in-band
+    /// because reading the counter map with a syscall while recording makes
+    /// the kernel skip our programs on that CPU (see docs/design-notes.md).
+    pub cpu_lost: u32,
 }
 
 /// A thread created in the target process (`task_newtask` with CLONE_THREAD).

@@ -138,7 +138,7 @@ fn on_switch(ctx: &TracePointContext) -> Result<(), i32> {
         next_tid,
         prev_state,
         ours,
-        _pad: 0,
+        cpu_lost: COUNTERS.get(counter::RINGBUF_DROPS).map_or(0, |n| *n as u32),
     });
     Ok(())
 }

@@ -67,15 +67,21 @@ pub fn render(tl: &Timeline) -> String {
     if others.len() > OTHER_THREADS_SHOWN {
         let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
     }
-    if tl.lost_events > 0 || tl.inconsistencies > 0 {
+    if tl.lost_events > 0 {
         let _ = writeln!(
             out,
-            "  warning: {} events lost (ring buffer full), {} inconsistent switch sequences; \
-             parts of the timeline are inferred",
-            tl.lost_events, tl.inconsistencies
+            "  warning: {} events lost (ring buffer full); parts of the timeline are inferred",
+            tl.lost_events
         );
     } else {
         let _ = writeln!(out, "  no events lost");
+    }
+    if tl.inconsistencies > 0 {
+        let _ = writeln!(
+            out,
+            "  note: {} context switches were not delivered by the kernel; the state around them is inferred",
+            tl.inconsistencies
+        );
     }
     out
 }

@@ -54,6 +54,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 prev_state: r.prev_state,
                 prev_ours: r.ours & side::PREV != 0,
                 next_ours: r.ours & side::NEXT != 0,
+                cpu_lost: r.cpu_lost,
             }
         }
         kind::NEW_THREAD => {
@@ -95,7 +96,7 @@ mod tests {
             next_tid: 11,
             prev_state: 0x100,
             ours: side::NEXT,
-            _pad: 0,
+            cpu_lost: 3,
         };
         assert_eq!(
             decode(&bytes_of(&raw)).unwrap(),
@@ -106,7 +107,8 @@ mod tests {
                 next_tid: 11,
                 prev_state: 0x100,
                 prev_ours: false,
-                next_ours: true
+                next_ours: true,
+                cpu_lost: 3
             }
         );
     }

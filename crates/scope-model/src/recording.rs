@@ -14,11 +14,18 @@ pub enum Event {
         prev_state: u64,
         prev_ours: bool,
         next_ours: bool,
+        /// Records lost on this CPU so far.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cpu_lost: u32,
     },
     NewThread { ts: u64, tid: u32, parent_tid: u32, name: String },
     Exit { ts: u64, tid: u32 },
     /// The thread's name changed (observed at a switch-out).
     Rename { ts: u64, tid: u32, name: String },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Event {

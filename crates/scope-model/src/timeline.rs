@@ -143,7 +143,7 @@ impl Timeline {
         events.sort_by_key(|e| e.ts());
         for event in events {
             match event {
-                Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours } => {
+                Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours, .. } => {
                     if *prev_ours {
                         inconsistencies += thread_entry(&mut threads, *prev_tid, window).switch_out(*ts, *cpu, *prev_state);
                     }

@@ -22,6 +22,7 @@ fn out(ts: u64, tid: u32, state: u64) -> Event {
         prev_state: state,
         prev_ours: true,
         next_ours: false,
+        cpu_lost: 0,
     }
 }
 
@@ -34,6 +35,7 @@ fn into(ts: u64, tid: u32, cpu: u32) -> Event {
         prev_state: 0,
         prev_ours: false,
         next_ours: true,
+        cpu_lost: 0,
     }
 }
 
