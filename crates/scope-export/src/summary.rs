@@ -18,6 +18,10 @@ fn ms(ns: u64) -> String {
     }
 }
 
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 fn thread_line(t: &ThreadTimeline, out: &mut String) {
     let life = t.lifetime_ns();
     let longest = t.longest_blocked().map_or("-".to_string(), |s| ms(s.duration_ns()));
@@ -43,12 +47,12 @@ pub fn render(tl: &Timeline) -> String {
     };
     let _ = writeln!(
         out,
-        "{} (pid {}): {} recorded ({why}), {} workers, {} other threads",
+        "{} (pid {}): {} recorded ({why}), {}, {}",
         tl.command,
         tl.pid,
         ms(tl.duration_ns()),
-        workers.len(),
-        tl.threads.len() - workers.len(),
+        count(workers.len(), "worker"),
+        count(tl.threads.len() - workers.len(), "other thread"),
     );
     if workers.is_empty() {
         let _ = writeln!(
