@@ -73,18 +73,20 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Sum over CPUs of one kernel-side counter.
-    pub fn counter(&self, index: u32) -> u64 {
-        let Some(map) = self.ebpf.map("COUNTERS") else { return 0 };
-        let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) else { return 0 };
-        array.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    /// Sum over CPUs of one kernel-side counter. An unreadable counter is an
+    /// error, never a zero: "no events lost" must mean what it says.
+    fn counter(&self, index: u32) -> Result<u64> {
+        let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
+        let array = PerCpuArray::<&MapData, u64>::try_from(map)?;
+        let values = array.get(&index, 0).context("reading the kernel-side counters")?;
+        Ok(values.iter().sum())
     }
 
-    pub fn lost_events(&self) -> u64 {
+    pub fn lost_events(&self) -> Result<u64> {
         self.counter(counter::RINGBUF_DROPS)
     }
 
-    pub fn untracked_threads(&self) -> u64 {
+    pub fn untracked_threads(&self) -> Result<u64> {
         self.counter(counter::FILTER_FULL)
     }
 }

@@ -120,8 +120,8 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
     drain(&mut ring, &mut view);
     drop(ring);
     // Counters are read only now, after the window closed (see view.tick).
-    let lost_events = probes.lost_events();
-    let untracked_threads = probes.untracked_threads();
+    let lost_events = probes.lost_events()?;
+    let untracked_threads = probes.untracked_threads()?;
     drop(probes);
     if undecodable > 0 {
         eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");

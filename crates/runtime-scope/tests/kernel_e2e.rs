@@ -28,15 +28,13 @@ fn trace_of_demo_matches_kernel_accounting() {
     assert_eq!(code, 0, "profiler failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("Trace written to"), "{stdout}");
     assert!(stdout.contains("no events lost"), "{stdout}");
-    // A rare switch record is not delivered by this kernel without any drop
-    // counted (docs/design-notes.md); more than a handful means a bug of ours.
-    let missing: u64 = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("note: ")?.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
-    assert!(missing <= 3, "{missing} switches missing:\n{stdout}");
 
     let trace = read_trace(&trace_path);
+    assert_eq!(trace["otherData"]["lost_events"], 0);
+    // A rare switch record is not delivered by this kernel without any drop
+    // counted (docs/design-notes.md); more than a handful means a bug of ours.
+    let missing = trace["otherData"]["missing_switches"].as_u64().expect("missing_switches");
+    assert!(missing <= 3, "{missing} switches missing:\n{stdout}");
     let names = thread_names(&trace);
     for (i, tid) in workers.iter().enumerate() {
         let expected = format!("worker {i} (tid {tid})");

@@ -89,6 +89,7 @@ pub fn to_value(tl: &Timeline, tool_version: &str) -> Value {
             "command": tl.command,
             "duration_us": micros(tl.duration_ns()),
             "lost_events": tl.lost_events,
+            "missing_switches": tl.inconsistencies,
             "stop_reason": tl.stop_reason,
             "workers": tl.workers().count(),
         }),

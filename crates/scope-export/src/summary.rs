@@ -80,6 +80,13 @@ pub fn render(tl: &Timeline) -> String {
     } else {
         let _ = writeln!(out, "  no events lost");
     }
+    if tl.untracked_threads > 0 {
+        let _ = writeln!(
+            out,
+            "  warning: {} threads were not followed (kernel thread filter full)",
+            tl.untracked_threads
+        );
+    }
     if tl.inconsistencies > 0 {
         let _ = writeln!(
             out,

@@ -115,6 +115,8 @@ pub struct Timeline {
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     pub lost_events: u64,
+    /// Threads the kernel filter had no room for (not on the timeline).
+    pub untracked_threads: u64,
     pub stop_reason: StopReason,
 }
 
@@ -183,6 +185,7 @@ impl Timeline {
             threads: built,
             inconsistencies,
             lost_events: rec.lost_events,
+            untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
         }
     }
