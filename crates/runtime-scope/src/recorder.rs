@@ -110,12 +110,7 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
     for t in threads.iter_mut() {
         t.cpu_ns_at_stop = target.thread_cpu_ns(t.tid);
     }
-    let why = match reason {
-        StopReason::Duration => "duration reached",
-        StopReason::Signal => "interrupted by signal",
-        StopReason::TargetExited => "the target process exited",
-    };
-    eprintln!("runtime-scope: stopped after {:.2} s: {why}", (end_ns - start_ns) as f64 / 1e9);
+    eprintln!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
     // Records already in the buffer still belong to the window.
     drain(&mut ring, &mut view);
     drop(ring);

@@ -2,6 +2,7 @@
 //! in chrome://tracing and ui.perfetto.dev) and the end-of-run summary.
 
 pub mod chrome;
+pub mod perfetto;
 pub mod summary;
 
 /// Microseconds since the start of the recording, as trace viewers want them.

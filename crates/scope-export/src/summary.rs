@@ -1,7 +1,7 @@
 //! The short report printed at the end of every recording: one line per
 //! worker, the busiest other threads, lost events, and what to look at next.
 
-use scope_model::{StopReason, ThreadTimeline, Timeline};
+use scope_model::{ThreadTimeline, Timeline};
 use std::fmt::Write;
 
 const OTHER_THREADS_SHOWN: usize = 5;
@@ -40,11 +40,7 @@ fn thread_line(t: &ThreadTimeline, out: &mut String) {
 pub fn render(tl: &Timeline) -> String {
     let mut out = String::new();
     let workers: Vec<&ThreadTimeline> = tl.workers().collect();
-    let why = match tl.stop_reason {
-        StopReason::Duration => "duration reached",
-        StopReason::Signal => "interrupted",
-        StopReason::TargetExited => "target exited",
-    };
+    let why = tl.stop_reason.describe();
     let _ = writeln!(
         out,
         "{} (pid {}): {} recorded ({why}), {}, {}",

@@ -2,13 +2,8 @@
 //! app, tids and clock renumbered): snapshot-tested, plus the properties a
 //! trace viewer relies on.
 
-use scope_model::{Recording, Timeline, WorkerRule};
-
-fn fixture() -> Timeline {
-    let text = include_str!("fixtures/demo-recording.json");
-    let rec: Recording = serde_json::from_str(text).expect("fixture parses");
-    Timeline::build(&rec, &WorkerRule::default())
-}
+mod common;
+use common::fixture;
 
 #[test]
 fn chrome_trace_snapshot() {

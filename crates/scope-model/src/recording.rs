@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 /// One decoded kernel record. Timestamps are CLOCK_MONOTONIC nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A context switch on `cpu`; `prev_ours`/`next_ours` say which side is a
     /// thread of the target.
@@ -15,17 +15,12 @@ pub enum Event {
         prev_ours: bool,
         next_ours: bool,
         /// Records lost on this CPU so far.
-        #[serde(default, skip_serializing_if = "is_zero")]
         cpu_lost: u32,
     },
     NewThread { ts: u64, tid: u32, parent_tid: u32, name: String },
     Exit { ts: u64, tid: u32 },
     /// The thread's name changed (observed at a switch-out).
     Rename { ts: u64, tid: u32, name: String },
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl Event {
@@ -57,6 +52,41 @@ pub enum StopReason {
     Duration,
     Signal,
     TargetExited,
+    /// The capture ends without its stop record (the recorder was killed,
+    /// or the disk filled up): the window ends at the last event read.
+    Incomplete,
+}
+
+impl StopReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Duration => "duration reached",
+            StopReason::Signal => "interrupted by signal",
+            StopReason::TargetExited => "the target process exited",
+            StopReason::Incomplete => "recording incomplete",
+        }
+    }
+}
+
+/// A file-backed executable mapping of the target, as /proc/PID/maps showed
+/// it at attach. Addresses are the target's virtual addresses (AVMA).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    pub path: String,
+    pub start_avma: u64,
+    pub end_avma: u64,
+    /// Offset in the file of the byte mapped at `start_avma`.
+    pub file_offset: u64,
+    /// GNU build-id (hex), to detect a binary replaced on disk later.
+    pub build_id: Option<String>,
+}
+
+/// Set when the profiler started the target itself (`record -- CMD`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub argv: Vec<String>,
+    /// Exit code, or 128 + signal number, if it exited while recorded.
+    pub exit_status: Option<i32>,
 }
 
 /// Everything one recording session produced, enough to rebuild the timeline
@@ -78,4 +108,11 @@ pub struct Recording {
     pub untracked_threads: u64,
     pub threads: Vec<ThreadInfo>,
     pub events: Vec<Event>,
+    #[serde(default)]
+    pub modules: Vec<Module>,
+    /// Kernel attach points used, e.g. `tracepoint:sched/sched_switch`.
+    #[serde(default)]
+    pub probes: Vec<String>,
+    #[serde(default)]
+    pub launch: Option<Launch>,
 }

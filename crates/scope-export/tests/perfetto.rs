@@ -1,0 +1,166 @@
+//! The Perfetto export decoded with the Perfetto protos and checked: tracks,
+//! interned names, balanced and ordered slices, and the same spans as the
+//! Chrome export.
+
+mod common;
+
+use common::fixture;
+use perfetto_protos::trace::Trace;
+use perfetto_protos::track_event::track_event::Type;
+use protobuf::Message;
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Decoded {
+    tracks: BTreeMap<u64, String>,
+    /// (track name, start ns, end ns, slice name, category)
+    slices: Vec<(String, u64, u64, String, String)>,
+    counters: Vec<(u64, i64)>,
+    bytes: usize,
+}
+
+fn decode() -> Decoded {
+    let mut bytes = Vec::new();
+    scope_export::perfetto::write(&fixture(), &mut bytes).unwrap();
+    let trace = Trace::parse_from_bytes(&bytes).expect("valid Trace proto");
+    let mut tracks = BTreeMap::new();
+    // Interning, default track and clock are per sequence.
+    #[derive(Default)]
+    struct SeqState {
+        names: BTreeMap<u64, String>,
+        categories: BTreeMap<u64, String>,
+        track: Option<u64>,
+        ts: Option<u64>,
+    }
+    let mut sequences: BTreeMap<u32, SeqState> = BTreeMap::new();
+    let mut open: BTreeMap<u64, Vec<(u64, String, String)>> = BTreeMap::new();
+    let mut slices = Vec::new();
+    let mut counters = Vec::new();
+    for packet in &trace.packet {
+        if packet.has_track_descriptor() {
+            let td = packet.track_descriptor();
+            let name = match td.thread.as_ref() {
+                Some(t) => t.thread_name().to_string(),
+                None => td.process.as_ref().map_or(td.name().to_string(), |p| p.process_name().to_string()),
+            };
+            tracks.insert(td.uuid(), name);
+            continue;
+        }
+        let seq = sequences.entry(packet.trusted_packet_sequence_id()).or_default();
+        if packet.sequence_flags() & 1 != 0 {
+            assert!(packet.first_packet_on_sequence(), "state cleared only at sequence start here");
+            let clocks = &packet.clock_snapshot().clocks;
+            let inc = clocks.iter().find(|c| c.clock_id() == 64).expect("incremental clock defined");
+            assert!(inc.is_incremental());
+            assert!(clocks.iter().any(|c| c.clock_id() == 6), "incremental clock anchored to BOOTTIME");
+            seq.ts = Some(inc.timestamp());
+            let defaults = packet.trace_packet_defaults.as_ref().expect("defaults");
+            assert_eq!(defaults.timestamp_clock_id(), 64);
+            seq.track = defaults.track_event_defaults.as_ref().map(|d| d.track_uuid());
+            let interned = packet.interned_data.as_ref().expect("interned data");
+            seq.names = interned.event_names.iter().map(|n| (n.iid(), n.name().to_string())).collect();
+            seq.categories = interned.event_categories.iter().map(|c| (c.iid(), c.name().to_string())).collect();
+            continue;
+        }
+        if packet.has_track_event() {
+            let ts = seq.ts.expect("clock defined before events") + packet.timestamp();
+            seq.ts = Some(ts);
+            let ev = packet.track_event();
+            let track = ev.track_uuid.or(seq.track).expect("a track");
+            assert!(tracks.contains_key(&track), "event on undeclared track {track}");
+            match ev.type_() {
+                Type::TYPE_SLICE_BEGIN => {
+                    let name = seq.names.get(&ev.name_iid()).expect("name interned").clone();
+                    let cat = seq.categories.get(&ev.category_iids[0]).expect("category interned").clone();
+                    open.entry(track).or_default().push((ts, name, cat));
+                }
+                Type::TYPE_SLICE_END => {
+                    let (start, name, cat) = open.get_mut(&track).and_then(Vec::pop).expect("END matches a BEGIN");
+                    assert!(ts > start, "slice has positive length");
+                    slices.push((tracks[&track].clone(), start, ts, name, cat));
+                }
+                Type::TYPE_COUNTER => counters.push((ts, ev.counter_value())),
+                other => panic!("unexpected event type {other:?}"),
+            }
+        }
+    }
+    assert!(open.values().all(Vec::is_empty), "unclosed slices");
+    Decoded { tracks, slices, counters, bytes: bytes.len() }
+}
+
+#[test]
+fn tracks_are_named_like_the_chrome_rows() {
+    let d = decode();
+    let names: BTreeSet<&str> = d.tracks.values().map(String::as_str).collect();
+    for expected in ["demo-app", "worker 0 (tid 4243)", "worker 1 (tid 4244)", "demo-app (tid 4242) · not a worker", "workers on CPU"] {
+        assert!(names.contains(expected), "{expected} missing from {names:?}");
+    }
+}
+
+#[test]
+fn same_spans_as_the_chrome_export() {
+    let d = decode();
+    let chrome = scope_export::chrome::to_value(&fixture(), "test");
+    let thread_names: BTreeMap<u64, String> = chrome["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .map(|e| (e["tid"].as_u64().unwrap(), e["args"]["name"].as_str().unwrap().to_string()))
+        .collect();
+    let from_chrome: BTreeSet<(String, u64, u64, String, String)> = chrome["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| {
+            let start = (e["ts"].as_f64().unwrap() * 1000.0).round() as u64;
+            let dur = (e["dur"].as_f64().unwrap() * 1000.0).round() as u64;
+            (
+                thread_names[&e["tid"].as_u64().unwrap()].clone(),
+                start,
+                start + dur,
+                e["name"].as_str().unwrap().to_string(),
+                e["cat"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let from_perfetto: BTreeSet<_> = d.slices.iter().cloned().collect();
+    assert_eq!(from_perfetto.len(), d.slices.len(), "no duplicate slices");
+    // Chrome rounds to ns through µs floats: compare with a 1 ns slack.
+    assert_eq!(from_perfetto.len(), from_chrome.len());
+    for (p, c) in from_perfetto.iter().zip(&from_chrome) {
+        assert_eq!((&p.0, &p.3, &p.4), (&c.0, &c.3, &c.4));
+        assert!(p.1.abs_diff(c.1) <= 1 && p.2.abs_diff(c.2) <= 1, "{p:?} vs {c:?}");
+    }
+}
+
+#[test]
+fn worker_counter_stays_within_worker_count() {
+    let d = decode();
+    assert!(!d.counters.is_empty());
+    assert!(d.counters.iter().all(|&(_, v)| (0..=2).contains(&v)), "{:?}", d.counters);
+    assert_eq!(d.counters.last().unwrap().1, 0, "all spans closed at the end");
+}
+
+#[test]
+fn perfetto_is_much_smaller_than_chrome_json() {
+    let d = decode();
+    let json = serde_json::to_vec(&scope_export::chrome::to_value(&fixture(), "test")).unwrap();
+    let ratio = json.len() as f64 / d.bytes as f64;
+    eprintln!("perfetto {} B, chrome {} B, ratio {ratio:.1}", d.bytes, json.len());
+    assert!(ratio >= 3.0, "perfetto {} B vs chrome {} B", d.bytes, json.len());
+}
+
+#[test]
+fn perfetto_dump_snapshot() {
+    let d = decode();
+    let mut text = String::new();
+    for (uuid, name) in &d.tracks {
+        text.push_str(&format!("track {uuid:#x} {name}\n"));
+    }
+    for s in d.slices.iter().take(40) {
+        text.push_str(&format!("{:>44} {:>10} {:>10} {:<12} {}\n", s.0, s.1, s.2, s.3, s.4));
+    }
+    insta::assert_snapshot!("perfetto_dump", text);
+}
+

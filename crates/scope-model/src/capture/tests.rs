@@ -1,0 +1,105 @@
+use super::*;
+use crate::Recording;
+use proptest::prelude::*;
+
+fn fixture() -> Recording {
+    serde_json::from_str(include_str!("../../../scope-export/tests/fixtures/demo-recording.json")).unwrap()
+}
+
+fn encoded(rec: &Recording) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_recording(rec, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn round_trips_a_recording_exactly() {
+    let rec = fixture();
+    let loaded = read(&encoded(&rec)).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.recording, rec);
+}
+
+#[test]
+fn capture_is_compact() {
+    let rec = fixture();
+    let bytes = encoded(&rec);
+    let per_event = bytes.len() as f64 / rec.events.len() as f64;
+    // Start frame dominates this small fixture; events themselves are ~20 B.
+    assert!(per_event < 40.0, "{per_event} bytes/event");
+}
+
+#[test]
+fn truncated_capture_keeps_every_complete_frame() {
+    let rec = fixture();
+    let mut bytes = Vec::new();
+    let mut w = CaptureWriter::new(&mut bytes, &Start::of(&rec)).unwrap();
+    let (first, second) = rec.events.split_at(50);
+    w.events(first).unwrap();
+    let cut = w.bytes_written() as usize;
+    w.events(second).unwrap();
+    w.finish(&Stop::of(&rec)).unwrap();
+    // Killed mid-way through the second batch.
+    let loaded = read(&bytes[..cut + 20]).unwrap();
+    assert_eq!(loaded.recording.events, first);
+    assert_eq!(loaded.recording.stop_reason, StopReason::Incomplete);
+    assert_eq!(loaded.recording.end_ns, first.iter().map(|e| e.ts()).max().unwrap());
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].contains("cut short"), "{:?}", loaded.warnings);
+    assert!(loaded.warnings[1].contains("no stop record"), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn every_prefix_reads_or_fails_cleanly() {
+    let bytes = encoded(&fixture());
+    for len in 0..bytes.len() {
+        match read(&bytes[..len]) {
+            Ok(loaded) => assert!(!loaded.warnings.is_empty(), "prefix {len} read without a warning"),
+            Err(e) => assert!(matches!(e, CaptureError::NoStart), "prefix {len}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn newer_versions_and_foreign_files_are_refused() {
+    let mut bytes = encoded(&fixture());
+    bytes[8] = 9;
+    assert_eq!(
+        read(&bytes).unwrap_err(),
+        CaptureError::NewerVersion { found: 9, supported: FORMAT_VERSION }
+    );
+    assert!(read(&bytes).unwrap_err().to_string().contains("upgrade runtime-scope"));
+    assert_eq!(read(b"{\"traceEvents\": []}").unwrap_err(), CaptureError::NotACapture);
+}
+
+#[test]
+fn flipped_byte_is_caught_by_the_checksum() {
+    let rec = fixture();
+    let mut bytes = encoded(&rec);
+    let at = bytes.len() - 30; // inside the stop frame
+    bytes[at] ^= 0x40;
+    let loaded = read(&bytes).unwrap();
+    assert_eq!(loaded.recording.events, rec.events);
+    assert!(loaded.warnings.iter().any(|w| w.contains("checksum mismatch")), "{:?}", loaded.warnings);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = read(&bytes);
+    }
+
+    #[test]
+    fn corrupted_captures_never_panic(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                                     cut in any::<usize>()) {
+        let mut bytes = encoded(&fixture());
+        for (at, value) in edits {
+            let i = at % bytes.len();
+            bytes[i] = value;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        let _ = read(&bytes);
+    }
+}
