@@ -1,6 +1,7 @@
-//! Command line: the prototype's flat CLI, kept as documented.
+//! Command line: the prototype's flat CLI (kept as documented) plus the
+//! record / export / report subcommands.
 
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 const MAX_DURATION_S: u64 = 24 * 60 * 60;
@@ -9,6 +10,8 @@ const MAX_DURATION_S: u64 = 24 * 60 * 60;
 #[command(
     name = "runtime-scope",
     version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
     about = "Timeline profiler for async Rust (Tokio): records what every runtime thread did and when, with eBPF, no code changes.",
     after_help = "\
 Examples:
@@ -18,16 +21,31 @@ Examples:
   # Record 10 s quietly and write a Chrome trace (open in ui.perfetto.dev)
   sudo runtime-scope --pid 1234 --trace --duration 10 --no-live --trace-output trace.json
 
-  # Threads named by a custom Builder::thread_name are workers too
-  sudo runtime-scope --pid 1234 --workers api-worker --trace
+  # Record into a Perfetto trace; start the program under the profiler
+  sudo runtime-scope record -o trace.pftrace -- ./target/release/my-app --port 8080
 
-Needs root (or CAP_BPF + CAP_PERFMON). Stops at --duration, on Ctrl-C or
-SIGTERM, or when the target exits; the trace is written in every case."
+  # Keep the capture, convert it later (no root needed)
+  sudo runtime-scope record -p 1234 -d 10 -o run.rscope
+  runtime-scope export run.rscope -o run.json
+  runtime-scope report run.rscope
+
+Needs root (or CAP_BPF + CAP_PERFMON) to record. Recording stops at the
+duration, on Ctrl-C or SIGTERM, or when the target exits; the output is
+written in every case."
 )]
-pub struct Args {
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+/// The flat CLI of the prototype.
+#[derive(ClapArgs, Debug)]
+pub struct SeedArgs {
     /// Process ID to attach to.
-    #[arg(short, long)]
-    pub pid: u32,
+    #[arg(short, long, required = true)]
+    pub pid: Option<u32>,
 
     /// Path to the target binary [default: /proc/PID/exe].
     #[arg(short, long, value_name = "PATH")]
@@ -46,6 +64,16 @@ pub struct Args {
     #[arg(long, default_value = "trace.json", value_name = "FILE")]
     pub trace_output: PathBuf,
 
+    #[command(flatten)]
+    pub view: ViewArgs,
+
+    /// Also save the raw recording as JSON (for fixtures and bug reports).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub save_recording: Option<PathBuf>,
+}
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ViewArgs {
     /// No per-second activity lines; only progress every 2 s and the summary.
     #[arg(long)]
     pub no_live: bool,
@@ -54,8 +82,91 @@ pub struct Args {
     /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+}
 
-    /// Also save the raw recording as JSON (for fixtures and bug reports).
-    #[arg(long, value_name = "FILE", hide = true)]
-    pub save_recording: Option<PathBuf>,
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Record a running process (-p) or a program started under the profiler (-- CMD).
+    #[command(after_help = "\
+The output format follows the extension of -o: .pftrace / .perfetto-trace →
+Perfetto, .json → Chrome trace, .rscope → the capture itself; or --format.
+
+A program started with `-- CMD` is held before its first instruction until
+the probes are attached, so nothing it does is missed. Its stdout and stderr
+pass through. Recording ends when it exits, at --duration, or on Ctrl-C; a
+program still running then is sent SIGTERM (and SIGKILL 5 s later): it was
+started for this recording. runtime-scope then exits with the program's exit
+status (128 + N if killed by signal N), as `time` and `strace` do.")]
+    Record(RecordArgs),
+    /// Convert a capture (.rscope) to Perfetto or Chrome trace. No root needed.
+    Export(ExportArgs),
+    /// Print the end-of-run summary of a capture. No root needed.
+    Report(ReportArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["pid", "command"]))]
+pub struct RecordArgs {
+    /// Process ID to attach to.
+    #[arg(short, long)]
+    pub pid: Option<u32>,
+
+    /// Stop after this many seconds (1 to 86400) [default: until Ctrl-C or the target exits].
+    #[arg(short, long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_S))]
+    pub duration: Option<u64>,
+
+    /// Output file; its extension picks the format.
+    #[arg(short, long, default_value = "trace.pftrace", value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Output format, overriding the extension of -o.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Also keep the capture here, to export or report on later.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub view: ViewArgs,
+
+    /// Program to start and record, with its arguments (after --).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct ExportArgs {
+    /// Capture file written by `record`.
+    pub capture: PathBuf,
+
+    /// Output file; its extension picks the format.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    #[arg(long = "workers", value_name = "PREFIX")]
+    pub worker_prefixes: Vec<String>,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct ReportArgs {
+    /// Capture file written by `record`.
+    pub capture: PathBuf,
+
+    #[arg(long = "workers", value_name = "PREFIX")]
+    pub worker_prefixes: Vec<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Perfetto protobuf trace (ui.perfetto.dev).
+    Perfetto,
+    /// Chrome trace event JSON (chrome://tracing, ui.perfetto.dev).
+    Chrome,
+    /// runtime-scope capture, to export or report on later.
+    Capture,
 }

@@ -14,7 +14,7 @@ pub struct LiveView {
     rule: WorkerRule,
     names: HashMap<u32, String>,
     start_ns: u64,
-    duration_ns: u64,
+    duration_ns: Option<u64>,
     interval_start: u64,
     next_tick: u64,
     /// Threads on a CPU now, since when.
@@ -27,7 +27,7 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    pub fn new(live: bool, rule: WorkerRule, names: HashMap<u32, String>, start_ns: u64, duration_ns: u64) -> Self {
+    pub fn new(live: bool, rule: WorkerRule, names: HashMap<u32, String>, start_ns: u64, duration_ns: Option<u64>) -> Self {
         let every = if live { LIVE_EVERY_NS } else { PROGRESS_EVERY_NS };
         LiveView {
             live,
@@ -87,10 +87,10 @@ impl LiveView {
     }
 
     fn progress_line(&self, now_ns: u64, lost: u64) -> String {
+        let total = self.duration_ns.map_or(String::new(), |d| format!("/{}", d / 1_000_000_000));
         format!(
-            "recording… {:>4.0}/{} s  {} events  {} lost",
+            "recording… {:>4.0}{total} s  {} events  {} lost",
             (now_ns - self.start_ns) as f64 / 1e9,
-            self.duration_ns / 1_000_000_000,
             self.events_total,
             lost
         )
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn reports_worker_share_per_interval() {
         let names = HashMap::from([(7, "tokio-rt-worker".to_string()), (8, "main".to_string())]);
-        let mut view = LiveView::new(true, WorkerRule::default(), names, 0, 10_000_000_000);
+        let mut view = LiveView::new(true, WorkerRule::default(), names, 0, Some(10_000_000_000));
         view.feed(&switch(100_000_000, 0, 7, false, true));
         view.feed(&switch(600_000_000, 7, 8, true, true));
         assert!(view.tick(500_000_000).is_none(), "not due yet");

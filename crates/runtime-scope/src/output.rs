@@ -10,12 +10,12 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-fn temp_path(path: &Path) -> PathBuf {
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-fn create_private(path: &Path) -> std::io::Result<File> {
+pub fn create_private(path: &Path) -> std::io::Result<File> {
     // O_EXCL + O_NOFOLLOW: never write through a symlink someone planted.
     OpenOptions::new()
         .write(true)

@@ -56,6 +56,16 @@ impl Target {
         Ok(Target { pid, command, executable, exit_fd })
     }
 
+    /// Re-reads name and executable (after the target exec'd).
+    pub fn refresh_identity(&mut self) {
+        if let Some(command) = read_trimmed(proc_path(self.pid, "comm")) {
+            self.command = command;
+        }
+        if let Ok(exe) = std::fs::read_link(proc_path(self.pid, "exe")) {
+            self.executable = exe;
+        }
+    }
+
     /// Thread ids alive right now.
     pub fn threads(&self) -> Vec<u32> {
         let mut tids: Vec<u32> = std::fs::read_dir(proc_path(self.pid, "task"))

@@ -1,14 +1,18 @@
-//! One recording session: attach, pump the ring buffer until a stop
-//! condition, detach, and hand back a [`Recording`].
+//! One recording session: attach, pump the ring buffer into a [`Sink`]
+//! until a stop condition, detach.
 
 use crate::live::LiveView;
+use crate::modules;
 use crate::probes::Probes;
 use crate::process::{Target, monotonic_ns};
+use crate::sink::Sink;
 use crate::tracefs;
-use anyhow::Result;
-use scope_model::{Recording, StopReason, ThreadInfo, WorkerRule, decode};
+use anyhow::{Context, Result};
+use scope_model::capture::{CLOCK_MONOTONIC, Start, Stop};
+use scope_model::{Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,10 +20,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// a live view or a drain can get otherwise.
 const POLL_MS: i32 = 100;
 
+const PROBES: [(&str, &str); 3] =
+    [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch")];
+
 pub struct Settings {
-    pub duration_ns: u64,
+    /// None: until a signal or the target exits.
+    pub duration_ns: Option<u64>,
     pub live: bool,
     pub rule: WorkerRule,
+    /// Launch mode: the held child; writing to this releases it into exec.
+    pub release: Option<OwnedFd>,
+    pub launch: Option<Launch>,
+    /// Launch mode: the child, reaped (or stopped) when recording ends.
+    pub child: Option<std::process::Child>,
 }
 
 /// Waits until the ring buffer or the target's pidfd is readable, a signal
@@ -34,7 +47,7 @@ fn wait(ring_fd: i32, exit_fd: i32, timeout_ms: i32) -> bool {
     n > 0 && fds[1].revents & libc::POLLIN != 0
 }
 
-pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> Result<Recording> {
+fn attach(target: &Target) -> Result<(Probes, Vec<(u32, String)>)> {
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
     let mut probes = Probes::load(target.pid, &offsets)?;
@@ -51,10 +64,35 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
         .collect();
     probes.follow_threads(&initial)?;
     probes.attach("sched_switch", "sched")?;
-    let mut ring = probes.take_ring()?;
+    Ok((probes, initial))
+}
 
+/// Lets a held child exec its program and waits (briefly) until it has.
+fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
+    let before = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
+    std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
+    for _ in 0..200 {
+        let now = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
+        if now != before || now.is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    target.refresh_identity();
+    Ok(())
+}
+
+pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, sink: &mut dyn Sink) -> Result<StopReason> {
+    let (mut probes, initial) = attach(target)?;
+    let mut ring = probes.take_ring()?;
     let start_ns = monotonic_ns();
-    let mut threads: Vec<ThreadInfo> = initial
+    if let Some(fd) = settings.release {
+        release_child(fd, target)?;
+    }
+    // After a launch the names changed with the exec: read them now.
+    let initial: Vec<(u32, String)> =
+        initial.into_iter().map(|(t, name)| (t, target.thread_name(t).unwrap_or(name))).collect();
+    let threads: Vec<ThreadInfo> = initial
         .iter()
         .map(|(tid, name)| ThreadInfo {
             tid: *tid,
@@ -63,35 +101,52 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
             cpu_ns_at_stop: None,
         })
         .collect();
+    let modules = modules::read(target.pid);
+    sink.begin(&Start {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        clock: CLOCK_MONOTONIC.to_string(),
+        pid: target.pid,
+        command: target.command.clone(),
+        executable: target.executable.display().to_string(),
+        start_ns,
+        threads: threads.clone(),
+        modules,
+        probes: PROBES.iter().map(|(c, n)| format!("tracepoint:{c}/{n}")).collect(),
+        launch: settings.launch.clone(),
+    })
+    .context("writing the capture")?;
+    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
     eprintln!(
-        "runtime-scope: recording {} (pid {}, {} threads) for {} s; Ctrl-C stops early",
+        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
         target.command,
         target.pid,
         threads.len(),
-        settings.duration_ns / 1_000_000_000
     );
     let names: HashMap<u32, String> = initial.into_iter().collect();
     let mut view = LiveView::new(settings.live, settings.rule.clone(), names, start_ns, settings.duration_ns);
-    let deadline = start_ns + settings.duration_ns;
-    let mut events = Vec::new();
+    let deadline = settings.duration_ns.map(|d| start_ns + d);
     let mut undecodable = 0u64;
-    let mut drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>, view: &mut LiveView| {
+    let mut batch = Vec::new();
+    let ring_fd = ring.as_raw_fd();
+    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
         while let Some(item) = ring.next() {
             match decode::decode(&item) {
                 Ok(event) => {
                     view.feed(&event);
-                    events.push(event);
+                    batch.push(event);
                 }
                 Err(_) => undecodable += 1,
             }
         }
+        sink.events(&batch).context("writing the capture")?;
+        batch.clear();
+        Ok(())
     };
-    let ring_fd = ring.as_raw_fd();
     let reason = loop {
         let now = monotonic_ns();
-        let left_ms = (deadline.saturating_sub(now) / 1_000_000) as i32;
+        let left_ms = deadline.map_or(POLL_MS, |d| (d.saturating_sub(now) / 1_000_000) as i32);
         let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, POLL_MS));
-        drain(&mut ring, &mut view);
+        drain(&mut view, sink)?;
         let now = monotonic_ns();
         if exited {
             break StopReason::TargetExited;
@@ -99,7 +154,7 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
         if stop.load(Ordering::Relaxed) {
             break StopReason::Signal;
         }
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             break StopReason::Duration;
         }
         // No map syscalls while recording: they would blind our programs on
@@ -107,31 +162,25 @@ pub fn record(target: &Target, settings: &Settings, stop: &Arc<AtomicBool>) -> R
         view.tick(now);
     };
     let end_ns = monotonic_ns();
-    for t in threads.iter_mut() {
-        t.cpu_ns_at_stop = target.thread_cpu_ns(t.tid);
-    }
+    let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();
     eprintln!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
     // Records already in the buffer still belong to the window.
-    drain(&mut ring, &mut view);
-    drop(ring);
+    drain(&mut view, sink)?;
     // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;
-    drop(probes);
+    let exit_status = settings.child.map(|child| crate::launch::finish(child, reason));
     if undecodable > 0 {
         eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");
     }
-    Ok(Recording {
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: target.pid,
-        command: target.command.clone(),
-        executable: target.executable.display().to_string(),
-        start_ns,
+    sink.end(&Stop {
         end_ns,
         stop_reason: reason,
         lost_events,
         untracked_threads,
-        threads,
-        events,
+        cpu_ns_at_stop,
+        exit_status,
     })
+    .context("writing the capture")?;
+    Ok(reason)
 }

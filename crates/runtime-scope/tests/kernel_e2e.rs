@@ -97,7 +97,7 @@ fn stops_when_target_exits_and_still_writes_trace() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(started.elapsed().as_secs() < 10, "should stop when the target exits");
     assert!(stderr.contains("the target process exited"), "{stderr}");
-    assert!(stdout.contains("target exited"), "{stdout}");
+    assert!(stdout.contains("recorded (the target process exited)"), "{stdout}");
     let trace = read_trace(&trace_path);
     assert!(thread_names(&trace).iter().any(|(_, n)| n.starts_with("worker 0")));
     // Live mode printed per-second lines, not one per event.

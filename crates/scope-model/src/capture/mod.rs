@@ -11,7 +11,7 @@
 mod read;
 mod write;
 
-pub use read::{CaptureError, Loaded, read};
+pub use read::{CaptureError, Loaded, assemble, read};
 pub use write::CaptureWriter;
 
 use crate::{Event, Launch, Module, StopReason, ThreadInfo};

@@ -112,7 +112,9 @@ pub fn read(bytes: &[u8]) -> Result<Loaded, CaptureError> {
     Ok(Loaded { recording, warnings })
 }
 
-fn assemble(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
+/// The recording that a start record, a stop record (None if it never came)
+/// and the events between describe.
+pub fn assemble(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
     let mut threads = start.threads;
     let mut launch = start.launch;
     let (end_ns, stop_reason, lost_events, untracked_threads) = match stop {

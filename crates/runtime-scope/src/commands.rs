@@ -1,0 +1,178 @@
+//! The subcommands and the prototype's flat CLI, each from parsed arguments
+//! to files written and a summary printed.
+
+use crate::cli::{ExportArgs, Format, RecordArgs, ReportArgs, SeedArgs, ViewArgs};
+use crate::sink::{CaptureSink, MemorySink, Sink};
+use crate::{failure::usage, formats, launch, output, privileges, process, recorder};
+use anyhow::{Context, Result};
+use scope_model::{Launch, Recording, Timeline, WorkerRule, capture};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second Ctrl-C while we are writing the trace exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+fn settings(view: &ViewArgs, duration_s: Option<u64>) -> recorder::Settings {
+    recorder::Settings {
+        duration_ns: duration_s.map(|s| s * 1_000_000_000),
+        live: !view.no_live,
+        rule: WorkerRule::with_extra(&view.worker_prefixes),
+        release: None,
+        launch: None,
+        child: None,
+    }
+}
+
+fn timeline_of(recording: &Recording, rule: &WorkerRule) -> Timeline {
+    let timeline = Timeline::build(recording, rule);
+    if timeline.workers().next().is_none() {
+        eprintln!(
+            "runtime-scope: warning: no Tokio worker threads found in {} (names tokio-rt-worker / \
+             tokio-runtime-w); all threads were recorded. Custom names: --workers PREFIX",
+            recording.command
+        );
+    }
+    timeline
+}
+
+/// The prototype's CLI: record into memory, optionally write a Chrome trace.
+pub fn seed(args: SeedArgs) -> Result<()> {
+    let pid = args.pid.context("--pid is required")?;
+    if args.trace {
+        output::check_writable(&args.trace_output)?;
+    }
+    if let Some(path) = &args.save_recording {
+        output::check_writable(path)?;
+    }
+    let mut target = process::Target::open(pid, args.target.clone())?;
+    privileges::check()?;
+    let stop = install_signal_handlers()?;
+    let settings = settings(&args.view, Some(args.duration));
+    let rule = settings.rule.clone();
+    let mut sink = MemorySink::default();
+    recorder::record(&mut target, settings, &stop, &mut sink)?;
+    let recording = sink.into_recording()?;
+    let timeline = timeline_of(&recording, &rule);
+    if let Some(path) = &args.save_recording {
+        output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
+    }
+    print!("{}", scope_export::summary::render(&timeline));
+    if args.trace {
+        let written = formats::write(&args.trace_output, Format::Chrome, &recording, &timeline)?;
+        println!("{written}. {}", formats::how_to_open(Format::Chrome, &args.trace_output));
+    }
+    Ok(())
+}
+
+fn report_launch(recording: &Recording) {
+    if let Some(Launch { argv, exit_status: Some(code) }) = &recording.launch {
+        let how = match *code {
+            0 => "exited normally".to_string(),
+            c if c > 128 => format!("was killed by signal {} (exit status {c})", c - 128),
+            c => format!("exited with status {c}"),
+        };
+        eprintln!("runtime-scope: {} {how}", argv.join(" "));
+    }
+}
+
+/// `record`: stream a capture, then convert it (record first, convert later).
+/// Returns the exit code: a launched program's own, as `time` and `strace` do.
+pub fn record(args: RecordArgs) -> Result<i32> {
+    let format = formats::choose(&args.output, args.format)?;
+    output::check_writable(&args.output)?;
+    if let Some(path) = &args.capture {
+        output::check_writable(path)?;
+    }
+    let capture_path = match (format, &args.capture) {
+        (Format::Capture, _) => args.output.clone(),
+        (_, Some(path)) => path.clone(),
+        (_, None) => output::temp_path(&args.output).with_extension("rscope"),
+    };
+    privileges::check()?;
+    let mut settings = settings(&args.view, args.duration);
+    let rule = settings.rule.clone();
+    let mut target = if args.command.is_empty() {
+        let pid = args.pid.context("-p PID or -- CMD is required")?;
+        process::Target::open(pid, None)?
+    } else {
+        let held = launch::spawn_held(&args.command)?;
+        let target = process::Target::open(held.child.id(), None)?;
+        settings.release = Some(held.release);
+        settings.launch = Some(Launch { argv: args.command.clone(), exit_status: None });
+        settings.child = Some(held.child);
+        target
+    };
+    let stop = install_signal_handlers()?;
+    let mut sink = CaptureSink::create(&capture_path)?;
+    recorder::record(&mut target, settings, &stop, &mut sink as &mut dyn Sink)?;
+    let loaded = read_capture(sink.path())?;
+    report_launch(&loaded.recording);
+    let timeline = timeline_of(&loaded.recording, &rule);
+    print!("{}", scope_export::summary::render(&timeline));
+    if format == Format::Capture {
+        let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "Capture written to {} ({} events, {:.1} MB). {}",
+            args.output.display(),
+            loaded.recording.events.len(),
+            size as f64 / 1e6,
+            formats::how_to_open(format, &args.output)
+        );
+        return Ok(launch_exit_code(&loaded.recording));
+    }
+    let written = formats::write(&args.output, format, &loaded.recording, &timeline)?;
+    if args.capture.is_none() {
+        let _ = std::fs::remove_file(&capture_path);
+    } else {
+        println!("Capture kept in {}.", capture_path.display());
+    }
+    println!("{written}. {}", formats::how_to_open(format, &args.output));
+    Ok(launch_exit_code(&loaded.recording))
+}
+
+fn launch_exit_code(recording: &Recording) -> i32 {
+    recording.launch.as_ref().and_then(|l| l.exit_status).unwrap_or(0)
+}
+
+fn read_capture(path: &Path) -> Result<capture::Loaded> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return usage(format!("{}: no such capture file", path.display()));
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let loaded = capture::read(&bytes).with_context(|| path.display().to_string())?;
+    for warning in &loaded.warnings {
+        eprintln!("runtime-scope: warning: {}: {warning}", path.display());
+    }
+    Ok(loaded)
+}
+
+/// `export`: capture → Perfetto / Chrome (or a clean copy of the capture).
+pub fn export(args: ExportArgs) -> Result<()> {
+    let format = formats::choose(&args.output, args.format)?;
+    output::check_writable(&args.output)?;
+    let loaded = read_capture(&args.capture)?;
+    let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
+    let written = formats::write(&args.output, format, &loaded.recording, &timeline)?;
+    println!("{written}. {}", formats::how_to_open(format, &args.output));
+    Ok(())
+}
+
+/// `report`: the end-of-run summary of a capture.
+pub fn report(args: ReportArgs) -> Result<()> {
+    let loaded = read_capture(&args.capture)?;
+    report_launch(&loaded.recording);
+    let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
+    print!("{}", scope_export::summary::render(&timeline));
+    Ok(())
+}

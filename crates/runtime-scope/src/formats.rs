@@ -1,0 +1,72 @@
+//! Which format an output file gets, and writing a recording in it.
+
+use crate::cli::Format;
+use crate::failure::usage;
+use crate::output;
+use anyhow::Result;
+use scope_model::{Recording, Timeline, capture};
+use std::path::Path;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `--format` if given, else the file's extension.
+pub fn choose(path: &Path, format: Option<Format>) -> Result<Format> {
+    if let Some(format) = format {
+        return Ok(format);
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if name.ends_with(".pftrace") || name.ends_with(".perfetto-trace") {
+        Ok(Format::Perfetto)
+    } else if name.ends_with(".json") {
+        Ok(Format::Chrome)
+    } else if name.ends_with(".rscope") {
+        Ok(Format::Capture)
+    } else {
+        usage(format!(
+            "{}: cannot tell the format from the extension; use .pftrace, .json or .rscope, or pass --format",
+            path.display()
+        ))
+    }
+}
+
+/// Writes `recording` (already turned into `timeline`) to `path`; returns a
+/// one-line description of what was written.
+pub fn write(path: &Path, format: Format, recording: &Recording, timeline: &Timeline) -> Result<String> {
+    let what = match format {
+        Format::Chrome => {
+            let n = output::write_atomically(path, |out| scope_export::chrome::write(timeline, VERSION, out))?;
+            format!("Chrome trace, {n} events")
+        }
+        Format::Perfetto => {
+            let n = output::write_atomically(path, |out| scope_export::perfetto::write(timeline, out))?;
+            format!("Perfetto trace, {n} packets")
+        }
+        Format::Capture => {
+            output::write_atomically(path, |out| capture::write_recording(recording, out))?;
+            format!("capture, {} events", recording.events.len())
+        }
+    };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(format!("{} written to {} ({what}, {:.1} MB)", kind_name(format), path.display(), size as f64 / 1e6))
+}
+
+fn kind_name(format: Format) -> &'static str {
+    match format {
+        Format::Capture => "Capture",
+        Format::Chrome | Format::Perfetto => "Trace",
+    }
+}
+
+pub fn how_to_open(format: Format, path: &Path) -> String {
+    match format {
+        Format::Capture => format!(
+            "Convert it with `runtime-scope export {} -o trace.pftrace`, or summarise it with `runtime-scope report {}`.",
+            path.display(),
+            path.display()
+        ),
+        Format::Perfetto => "Open it at https://ui.perfetto.dev (\"Open trace file\").".to_string(),
+        Format::Chrome => {
+            "Open it at https://ui.perfetto.dev (\"Open trace file\") or in chrome://tracing (\"Load\").".to_string()
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Launch mode: start a program held before its first instruction, attach,
+//! then let it run. The held process is ourselves re-executed as
+//! `runtime-scope __launch CMD…`: it waits for a byte on an inherited pipe,
+//! then execs CMD in place — same pid, so the probes are already on it.
+
+use crate::failure::usage;
+use anyhow::{Context, Result};
+use scope_model::StopReason;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const STUB_ARG: &str = "__launch";
+const GATE_ENV: &str = "RUNTIME_SCOPE_LAUNCH_FD";
+const GRACE: Duration = Duration::from_secs(5);
+
+/// If this process is the held stub, waits for the go and execs; never
+/// returns in that case.
+pub fn run_stub_if_requested() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(STUB_ARG) {
+        return;
+    }
+    let Some(fd) = std::env::var(GATE_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        eprintln!("runtime-scope: {STUB_ARG} is internal");
+        std::process::exit(2);
+    };
+    // SAFETY: the parent passed us this descriptor, nobody else owns it.
+    let gate = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    // SAFETY: valid fd and buffer.
+    let n = unsafe { libc::read(gate.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        // The profiler went away before attaching: do not run unobserved.
+        std::process::exit(125);
+    }
+    drop(gate);
+    // SAFETY: single-threaded stub, changing our own environment.
+    unsafe { std::env::remove_var(GATE_ENV) };
+    let argv: Vec<CString> = args[2..].iter().map(|a| CString::new(a.as_str()).expect("no NUL in argv")).collect();
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: NUL-terminated argv array of valid C strings.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    eprintln!("runtime-scope: cannot run {}: {err}", args[2]);
+    std::process::exit(127);
+}
+
+/// Finds the program as execvp will, to fail early with a usage error.
+pub fn resolve(program: &str) -> Result<PathBuf> {
+    let is_executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return if is_executable(&path) { Ok(path) } else { usage(format!("cannot run {program}: no such executable file")) };
+    }
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    usage(format!("cannot run {program}: not found in PATH"))
+}
+
+pub struct Held {
+    pub child: Child,
+    /// Write a byte here to let the program start.
+    pub release: OwnedFd,
+}
+
+/// Starts `argv` held before exec. Stdin, stdout and stderr are shared.
+pub fn spawn_held(argv: &[String]) -> Result<Held> {
+    resolve(&argv[0])?;
+    let mut fds = [0i32; 2];
+    // SAFETY: valid out-array; O_CLOEXEC on both ends, the read end is
+    // re-enabled for the child by passing it explicitly below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the launch pipe");
+    }
+    // SAFETY: fresh descriptors we own.
+    let (read_end, release) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let raw = read_end.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(STUB_ARG).args(argv).env(GATE_ENV, raw.to_string());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(raw, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {}", argv[0]))?;
+    drop(read_end);
+    Ok(Held { child, release })
+}
+
+/// Exit code, or 128 + signal, as a shell reports it.
+fn status_code(status: std::process::ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Reaps the launched program when recording ends. If it is still running
+/// (duration reached or Ctrl-C), it gets SIGTERM, then SIGKILL after 5 s.
+pub fn finish(mut child: Child, reason: StopReason) -> i32 {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status_code(status);
+    }
+    let deadline = Instant::now() + GRACE;
+    eprintln!(
+        "runtime-scope: the launched program is still running ({}): sending SIGTERM",
+        reason.describe()
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status_code(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait().map(status_code).unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

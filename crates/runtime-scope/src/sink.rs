@@ -1,0 +1,98 @@
+//! Where recorded events go while recording: kept in memory, or streamed to
+//! a capture file (memory stays flat on long runs).
+
+use crate::output;
+use anyhow::{Context, Result};
+use scope_model::capture::{self, CaptureWriter, Start, Stop};
+use scope_model::{Event, Recording};
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+pub trait Sink {
+    fn begin(&mut self, start: &Start) -> io::Result<()>;
+    fn events(&mut self, batch: &[Event]) -> io::Result<()>;
+    fn end(&mut self, stop: &Stop) -> io::Result<()>;
+}
+
+#[derive(Default)]
+pub struct MemorySink {
+    start: Option<Start>,
+    events: Vec<Event>,
+    stop: Option<Stop>,
+}
+
+impl Sink for MemorySink {
+    fn begin(&mut self, start: &Start) -> io::Result<()> {
+        self.start = Some(start.clone());
+        Ok(())
+    }
+
+    fn events(&mut self, batch: &[Event]) -> io::Result<()> {
+        self.events.extend_from_slice(batch);
+        Ok(())
+    }
+
+    fn end(&mut self, stop: &Stop) -> io::Result<()> {
+        self.stop = Some(stop.clone());
+        Ok(())
+    }
+}
+
+impl MemorySink {
+    pub fn into_recording(self) -> Result<Recording> {
+        let start = self.start.context("recording never started")?;
+        let mut warnings = Vec::new();
+        Ok(capture::assemble(start, self.stop, self.events, &mut warnings))
+    }
+}
+
+/// Streams frames to a temporary name beside `path`, renamed into place
+/// when recording ends. If we are killed, the temporary file is a valid
+/// (incomplete) capture.
+pub struct CaptureSink {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<CaptureWriter<BufWriter<File>>>,
+}
+
+impl CaptureSink {
+    pub fn create(path: &Path) -> Result<CaptureSink> {
+        let tmp = output::temp_path(path);
+        Ok(CaptureSink { path: path.to_path_buf(), tmp, writer: None })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Sink for CaptureSink {
+    fn begin(&mut self, start: &Start) -> io::Result<()> {
+        let file = output::create_private(&self.tmp)?;
+        self.writer = Some(CaptureWriter::new(BufWriter::new(file), start)?);
+        Ok(())
+    }
+
+    fn events(&mut self, batch: &[Event]) -> io::Result<()> {
+        self.writer.as_mut().ok_or_else(|| io::Error::other("capture not started"))?.events(batch)
+    }
+
+    fn end(&mut self, stop: &Stop) -> io::Result<()> {
+        let writer = self.writer.take().ok_or_else(|| io::Error::other("capture not started"))?;
+        let file = writer.finish(stop)?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)
+    }
+}
+
+impl Drop for CaptureSink {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            eprintln!(
+                "runtime-scope: the capture was not completed; what was recorded is in {}",
+                self.tmp.display()
+            );
+        }
+    }
+}
