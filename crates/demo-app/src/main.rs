@@ -31,10 +31,14 @@ pub fn cpu_heavy_poll(ms: u64) -> u64 {
 }
 
 /// Blocks the worker thread in a syscall, as a careless sync call would.
+/// (Returns the time slept so the sleep is not a tail call: this frame stays
+/// on the stack, as a real caller's would.)
 #[inline(never)]
 #[unsafe(no_mangle)]
-pub fn block_in_syscall(ms: u64) {
+pub fn block_in_syscall(ms: u64) -> Duration {
+    let started = Instant::now();
     std::thread::sleep(Duration::from_millis(ms));
+    started.elapsed()
 }
 
 /// A few microseconds of work, like a well-behaved request handler.
@@ -68,7 +72,7 @@ async fn blocking_loop(started: Instant) {
     loop {
         tick.tick().await;
         idle_phase(started).await;
-        block_in_syscall(BLOCKING_MS);
+        black_box(block_in_syscall(BLOCKING_MS));
     }
 }
 

@@ -67,9 +67,36 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub view: ViewArgs,
 
+    #[command(flatten)]
+    pub stacks: StackArgs,
+
     /// Also save the raw recording as JSON (for fixtures and bug reports).
     #[arg(long, value_name = "FILE", hide = true)]
     pub save_recording: Option<PathBuf>,
+}
+
+/// How stacks are captured.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct StackArgs {
+    /// cpu-clock sampling frequency of the target's threads, 1 to 10000 Hz; 0 turns sampling off.
+    #[arg(long, default_value_t = 99, value_name = "HZ",
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub frequency: u32,
+
+    /// Bytes of user stack copied per stack (512 to 32768). Deeper stacks
+    /// are cut at this depth (the frames nearest the thread's start are lost).
+    #[arg(long, default_value_t = 16384, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(512..=32768))]
+    pub stack_size: u32,
+
+    /// Budget for stacks copied when a thread blocks, bytes per second over
+    /// all CPUs; copies over budget are skipped and counted. 0: none.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES_PER_SEC")]
+    pub stack_budget: u64,
+
+    /// No stacks at all (timeline only).
+    #[arg(long)]
+    pub no_stacks: bool,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -130,6 +157,9 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub view: ViewArgs,
+
+    #[command(flatten)]
+    pub stacks: StackArgs,
 
     /// Program to start and record, with its arguments (after --).
     #[arg(last = true, value_name = "CMD")]

@@ -1,11 +1,12 @@
 //! The subcommands and the prototype's flat CLI, each from parsed arguments
 //! to files written and a summary printed.
 
-use crate::cli::{ExportArgs, Format, RecordArgs, ReportArgs, SeedArgs, ViewArgs};
+use crate::cli::{ExportArgs, Format, RecordArgs, ReportArgs, SeedArgs, StackArgs, ViewArgs};
+use scope_common::StackConfig;
 use crate::sink::{CaptureSink, MemorySink, Sink};
 use crate::{failure::usage, formats, launch, output, privileges, process, recorder};
 use anyhow::{Context, Result};
-use scope_model::{Launch, Recording, Timeline, WorkerRule, capture};
+use scope_model::{Launch, Recording, Symbols, Timeline, WorkerRule, capture};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,8 +21,15 @@ fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn settings(view: &ViewArgs, duration_s: Option<u64>) -> recorder::Settings {
+fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u64>) -> recorder::Settings {
+    let cpus = cpu_count();
     recorder::Settings {
+        stacks: StackConfig {
+            stack_bytes: if stacks.no_stacks { 0 } else { stacks.stack_size },
+            _pad: 0,
+            blocked_bytes_per_sec: stacks.stack_budget / cpus,
+        },
+        frequency: if stacks.no_stacks { 0 } else { stacks.frequency },
         duration_ns: duration_s.map(|s| s * 1_000_000_000),
         live: !view.no_live,
         rule: WorkerRule::with_extra(&view.worker_prefixes),
@@ -29,6 +37,26 @@ fn settings(view: &ViewArgs, duration_s: Option<u64>) -> recorder::Settings {
         launch: None,
         child: None,
     }
+}
+
+fn cpu_count() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// Names for every recorded frame (reads the binaries, checks build-ids).
+fn symbols_of(recording: &Recording) -> Symbols {
+    let frames = recording.frames();
+    if frames.is_empty() {
+        return Symbols::default();
+    }
+    let modules = recording.all_modules();
+    let started = std::time::Instant::now();
+    eprintln!("runtime-scope: symbolizing {} addresses in {} modules…", frames.len(), modules.len());
+    let symbols = scope_stacks::symbolize::symbolize(&modules, frames);
+    if started.elapsed().as_secs() >= 1 {
+        eprintln!("runtime-scope: symbolized in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    symbols
 }
 
 fn timeline_of(recording: &Recording, rule: &WorkerRule) -> Timeline {
@@ -55,18 +83,19 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let mut target = process::Target::open(pid, args.target.clone())?;
     privileges::check()?;
     let stop = install_signal_handlers()?;
-    let settings = settings(&args.view, Some(args.duration));
+    let settings = settings(&args.view, &args.stacks, Some(args.duration));
     let rule = settings.rule.clone();
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
     let recording = sink.into_recording()?;
     let timeline = timeline_of(&recording, &rule);
+    let symbols = symbols_of(&recording);
     if let Some(path) = &args.save_recording {
         output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
     }
-    print!("{}", scope_export::summary::render(&timeline));
+    print!("{}", scope_export::summary::render(&timeline, &symbols));
     if args.trace {
-        let written = formats::write(&args.trace_output, Format::Chrome, &recording, &timeline)?;
+        let written = formats::write(&args.trace_output, Format::Chrome, &recording, &timeline, &symbols)?;
         println!("{written}. {}", formats::how_to_open(Format::Chrome, &args.trace_output));
     }
     Ok(())
@@ -97,7 +126,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         (_, None) => output::temp_path(&args.output).with_extension("rscope"),
     };
     privileges::check()?;
-    let mut settings = settings(&args.view, args.duration);
+    let mut settings = settings(&args.view, &args.stacks, args.duration);
     let rule = settings.rule.clone();
     let mut target = if args.command.is_empty() {
         let pid = args.pid.context("-p PID or -- CMD is required")?;
@@ -116,7 +145,8 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let loaded = read_capture(sink.path())?;
     report_launch(&loaded.recording);
     let timeline = timeline_of(&loaded.recording, &rule);
-    print!("{}", scope_export::summary::render(&timeline));
+    let symbols = symbols_of(&loaded.recording);
+    print!("{}", scope_export::summary::render(&timeline, &symbols));
     if format == Format::Capture {
         let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
         println!(
@@ -128,7 +158,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         );
         return Ok(launch_exit_code(&loaded.recording));
     }
-    let written = formats::write(&args.output, format, &loaded.recording, &timeline)?;
+    let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
     if args.capture.is_none() {
         let _ = std::fs::remove_file(&capture_path);
     } else {
@@ -163,7 +193,8 @@ pub fn export(args: ExportArgs) -> Result<()> {
     output::check_writable(&args.output)?;
     let loaded = read_capture(&args.capture)?;
     let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
-    let written = formats::write(&args.output, format, &loaded.recording, &timeline)?;
+    let symbols = symbols_of(&loaded.recording);
+    let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
     println!("{written}. {}", formats::how_to_open(format, &args.output));
     Ok(())
 }
@@ -173,6 +204,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     let loaded = read_capture(&args.capture)?;
     report_launch(&loaded.recording);
     let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
-    print!("{}", scope_export::summary::render(&timeline));
+    let symbols = symbols_of(&loaded.recording);
+    print!("{}", scope_export::summary::render(&timeline, &symbols));
     Ok(())
 }

@@ -4,7 +4,7 @@ use crate::cli::Format;
 use crate::failure::usage;
 use crate::output;
 use anyhow::Result;
-use scope_model::{Recording, Timeline, capture};
+use scope_model::{Recording, Symbols, Timeline, capture};
 use std::path::Path;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,14 +31,14 @@ pub fn choose(path: &Path, format: Option<Format>) -> Result<Format> {
 
 /// Writes `recording` (already turned into `timeline`) to `path`; returns a
 /// one-line description of what was written.
-pub fn write(path: &Path, format: Format, recording: &Recording, timeline: &Timeline) -> Result<String> {
+pub fn write(path: &Path, format: Format, recording: &Recording, timeline: &Timeline, symbols: &Symbols) -> Result<String> {
     let what = match format {
         Format::Chrome => {
-            let n = output::write_atomically(path, |out| scope_export::chrome::write(timeline, VERSION, out))?;
+            let n = output::write_atomically(path, |out| scope_export::chrome::write(timeline, symbols, VERSION, out))?;
             format!("Chrome trace, {n} events")
         }
         Format::Perfetto => {
-            let n = output::write_atomically(path, |out| scope_export::perfetto::write(timeline, out))?;
+            let n = output::write_atomically(path, |out| scope_export::perfetto::write(timeline, symbols, out))?;
             format!("Perfetto trace, {n} packets")
         }
         Format::Capture => {

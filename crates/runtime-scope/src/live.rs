@@ -67,6 +67,7 @@ impl LiveView {
             Event::Exit { tid, .. } => {
                 self.on_since.remove(tid);
             }
+            Event::Stack { .. } | Event::NewModule { .. } => {}
         }
     }
 

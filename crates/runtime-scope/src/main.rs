@@ -13,6 +13,7 @@ mod probes;
 mod process;
 mod recorder;
 mod sink;
+mod stacks;
 mod tracefs;
 
 use clap::Parser;

@@ -4,9 +4,10 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{PerfEvent, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use scope_common::{FieldOffsets, counter};
+use scope_common::{FieldOffsets, StackConfig, counter};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scope-ebpf"));
 
@@ -26,20 +27,23 @@ fn comm_words(name: &str) -> [u64; 2] {
 }
 
 fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
-    let text = err.to_string();
+    let text = format!("{:#}", anyhow::Error::from(err));
     let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
         "; run as root (or with CAP_BPF and CAP_PERFMON)"
     } else {
-        "; the kernel needs BPF ring buffers (Linux ≥ 5.8) with CONFIG_BPF_SYSCALL"
+        "; runtime-scope needs Linux ≥ 5.15 with BPF ring buffers and BTF"
     };
     anyhow::anyhow!("loading the eBPF programs failed: {text}{hint}")
 }
 
 impl Probes {
-    pub fn load(tgid: u32, offsets: &FieldOffsets) -> Result<Probes> {
+    pub fn load(tgid: u32, offsets: &FieldOffsets, stacks: &StackConfig) -> Result<Probes> {
+        let scratch_slots = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
         let ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
+            .override_global("STACK_CONFIG", stacks, true)
+            .map_max_entries("SCRATCH", scratch_slots)
             .load(OBJECT)
             .map_err(explain_load_error)?;
         Ok(Probes { ebpf })
@@ -54,6 +58,29 @@ impl Probes {
         tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
         tp.attach(category, program)
             .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
+        Ok(())
+    }
+
+    /// cpu-clock sampling at `hz` on every CPU; the program keeps only the
+    /// target's threads (per-thread events would miss threads created later).
+    pub fn attach_sampling(&mut self, hz: u32) -> Result<()> {
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut("sample_stack")
+            .context("program sample_stack missing from the eBPF object")?
+            .try_into()?;
+        program.load().context("the kernel rejected the sampling program")?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(hz)),
+                    false,
+                )
+                .with_context(|| format!("starting cpu-clock sampling on CPU {cpu}"))?;
+        }
         Ok(())
     }
 
@@ -88,6 +115,11 @@ impl Probes {
 
     pub fn untracked_threads(&self) -> Result<u64> {
         self.counter(counter::FILTER_FULL)
+    }
+
+    /// (skipped over budget, unreadable) stack copies.
+    pub fn stack_misses(&self) -> Result<(u64, u64)> {
+        Ok((self.counter(counter::STACKS_OVER_BUDGET)?, self.counter(counter::STACKS_UNREADABLE)?))
     }
 }
 

@@ -6,9 +6,11 @@ use crate::modules;
 use crate::probes::Probes;
 use crate::process::{Target, monotonic_ns};
 use crate::sink::Sink;
+use crate::stacks::StackCollector;
 use crate::tracefs;
 use anyhow::{Context, Result};
 use scope_model::capture::{CLOCK_MONOTONIC, Start, Stop};
+use scope_common::StackConfig;
 use scope_model::{Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
 use std::io::Write;
@@ -24,6 +26,9 @@ const PROBES: [(&str, &str); 3] =
     [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch")];
 
 pub struct Settings {
+    /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
+    pub stacks: StackConfig,
+    pub frequency: u32,
     /// None: until a signal or the target exits.
     pub duration_ns: Option<u64>,
     pub live: bool,
@@ -47,10 +52,10 @@ fn wait(ring_fd: i32, exit_fd: i32, timeout_ms: i32) -> bool {
     n > 0 && fds[1].revents & libc::POLLIN != 0
 }
 
-fn attach(target: &Target) -> Result<(Probes, Vec<(u32, String)>)> {
+fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, String)>)> {
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
-    let mut probes = Probes::load(target.pid, &offsets)?;
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -64,6 +69,9 @@ fn attach(target: &Target) -> Result<(Probes, Vec<(u32, String)>)> {
         .collect();
     probes.follow_threads(&initial)?;
     probes.attach("sched_switch", "sched")?;
+    if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
+        probes.attach_sampling(settings.frequency)?;
+    }
     Ok((probes, initial))
 }
 
@@ -83,7 +91,7 @@ fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
 }
 
 pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, sink: &mut dyn Sink) -> Result<StopReason> {
-    let (mut probes, initial) = attach(target)?;
+    let (mut probes, initial) = attach(target, &settings)?;
     let mut ring = probes.take_ring()?;
     let start_ns = monotonic_ns();
     if let Some(fd) = settings.release {
@@ -102,6 +110,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         })
         .collect();
     let modules = modules::read(target.pid);
+    let mut collector = StackCollector::new(target.pid, &modules);
     sink.begin(&Start {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         clock: CLOCK_MONOTONIC.to_string(),
@@ -130,6 +139,13 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let ring_fd = ring.as_raw_fd();
     let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
         while let Some(item) = ring.next() {
+            if decode::is_stack(&item) {
+                match decode::decode_stack(&item) {
+                    Ok(raw) => batch.extend(collector.process(&raw)),
+                    Err(_) => undecodable += 1,
+                }
+                continue;
+            }
             match decode::decode(&item) {
                 Ok(event) => {
                     view.feed(&event);
@@ -169,6 +185,17 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;
+    let (over_budget, unreadable) = probes.stack_misses()?;
+    if collector.stacks > 0 || over_budget + unreadable > 0 {
+        eprintln!(
+            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start), {over_budget} skipped over the budget, {unreadable} unreadable",
+            collector.stacks,
+            collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64
+        );
+    }
+    for warning in &collector.warnings {
+        eprintln!("runtime-scope: warning: {warning}");
+    }
     let exit_status = settings.child.map(|child| crate::launch::finish(child, reason));
     if undecodable > 0 {
         eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");

@@ -11,6 +11,16 @@ pub mod kind {
     pub const NEW_THREAD: u32 = 2;
     pub const EXIT: u32 = 3;
     pub const COMM: u32 = 4;
+    /// [`StackHeader`] followed by `len` bytes of user stack.
+    pub const STACK: u32 = 5;
+}
+
+/// Why a stack was copied ([`StackHeader::reason`]).
+pub mod stack_reason {
+    /// A cpu-clock sample of a running target thread.
+    pub const SAMPLE: u32 = 1;
+    /// A target thread switching out blocked (S/D): where it waits.
+    pub const BLOCKED: u32 = 2;
 }
 
 /// Bits of [`Switch::ours`]: which side of the switch belongs to the target.
@@ -25,7 +35,40 @@ pub mod counter {
     pub const RINGBUF_DROPS: u32 = 0;
     /// Threads that could not be added to the filter map (map full).
     pub const FILTER_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Blocked-switch stacks not copied because the byte budget was spent.
+    pub const STACKS_OVER_BUDGET: u32 = 2;
+    /// Stacks whose user memory could not be read at all.
+    pub const STACKS_UNREADABLE: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Largest user-stack copy the kernel side can make (`--stack-size` ≤ this).
+pub const STACK_MAX: usize = 32 * 1024;
+
+/// Head of a [`kind::STACK`] record: the thread's user registers at the
+/// sample or switch-out, and how many stack bytes (from `sp` up) follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackHeader {
+    pub header: Header,
+    pub tid: u32,
+    pub reason: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub len: u32,
+    pub _pad: u32,
+}
+
+/// What userspace configures for stack capture (a `.rodata` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Bytes of stack to copy (≤ STACK_MAX); 0 disables stack capture.
+    pub stack_bytes: u32,
+    pub _pad: u32,
+    /// Budget for blocked-switch stack copies, bytes per second per CPU.
+    pub blocked_bytes_per_sec: u64,
 }
 
 /// Capacity of the thread filter map.
@@ -107,4 +150,5 @@ pub struct FieldOffsets {
 mod pod {
     // SAFETY: all-integer #[repr(C)] structs with explicit padding fields.
     unsafe impl aya::Pod for super::FieldOffsets {}
+    unsafe impl aya::Pod for super::StackConfig {}
 }

@@ -4,16 +4,18 @@
 #![no_std]
 #![no_main]
 
+mod stacks;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, perf_event, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{PerfEventContext, TracePointContext},
 };
 use scope_common::{
     COMM_LEN, Comm, Exit, FieldOffsets, Header, MAX_THREADS, NewThread, Switch, counter, kind,
-    side,
+    side, stack_reason,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -42,10 +44,10 @@ struct ThreadState {
 static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(MAX_THREADS, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 #[inline(always)]
 fn offsets() -> FieldOffsets {
@@ -59,7 +61,7 @@ fn target_tgid() -> u32 {
 }
 
 #[inline(always)]
-fn bump(index: u32) {
+pub(crate) fn bump(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         unsafe { *p += 1 };
     }
@@ -84,13 +86,13 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 #[inline(always)]
+pub(crate) fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
+#[inline(always)]
 fn emit<T: 'static>(record: T) {
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    if EVENTS.output::<T>(&record, flags).is_err() {
+    if EVENTS.output::<T>(&record, wakeup_flags()).is_err() {
         bump(counter::RINGBUF_DROPS);
     }
 }
@@ -132,15 +134,31 @@ fn on_switch(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     let prev_state: u64 = unsafe { ctx.read_at(off.switch_prev_state as usize)? };
+    let head = header(kind::SWITCH);
     emit(Switch {
-        header: header(kind::SWITCH),
+        header: head,
         prev_tid,
         next_tid,
         prev_state,
         ours,
         cpu_lost: COUNTERS.get(counter::RINGBUF_DROPS).map_or(0, |n| *n as u32),
     });
+    // Sleeping (S) or in uninterruptible wait (D): where it waits is the
+    // question a blocked worker raises, so copy its stack (within budget).
+    if ours & side::PREV != 0 && prev_state & 0x3 != 0 {
+        stacks::copy_blocked(head, prev_tid);
+    }
     Ok(())
+}
+
+/// cpu-clock samples on every CPU; only the target's threads are kept.
+#[perf_event]
+pub fn sample_stack(ctx: PerfEventContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_some() {
+        stacks::copy(header(kind::STACK), tid, stack_reason::SAMPLE);
+    }
+    0
 }
 
 /// `task:task_newtask` runs in the parent before the child can be scheduled,

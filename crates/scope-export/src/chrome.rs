@@ -2,8 +2,9 @@
 //! first, each on-CPU span a complete event (`ph: "X"`, `cat: "oncpu"`), each
 //! observed off-CPU gap one too (`cat: "offcpu"`) named by its reason.
 
-use crate::micros;
-use scope_model::{OffReason, Role, SpanState, ThreadTimeline, Timeline};
+use crate::{labels, micros};
+use scope_model::{OffReason, ResolvedFrame, Role, SpanState, Symbols, ThreadTimeline, Timeline};
+use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{self, Write};
@@ -12,6 +13,8 @@ use std::io::{self, Write};
 struct TraceFile<'a> {
     #[serde(rename = "traceEvents")]
     trace_events: Vec<Value>,
+    #[serde(rename = "stackFrames")]
+    stack_frames: serde_json::Map<String, Value>,
     #[serde(rename = "displayTimeUnit")]
     display_time_unit: &'a str,
     #[serde(rename = "otherData")]
@@ -36,7 +39,35 @@ fn metadata(tl: &Timeline, events: &mut Vec<Value>) {
     }
 }
 
-fn span_events(tl: &Timeline, t: &ThreadTimeline, events: &mut Vec<Value>) {
+/// The `stackFrames` tree: one node per distinct (parent, frame).
+#[derive(Default)]
+struct FrameTree {
+    ids: HashMap<(Option<u64>, String), u64>,
+    nodes: serde_json::Map<String, Value>,
+}
+
+impl FrameTree {
+    /// Id of the leaf of `frames` (innermost first).
+    fn leaf(&mut self, frames: &[ResolvedFrame]) -> Option<u64> {
+        let mut parent = None;
+        for f in frames.iter().rev() {
+            let key = (parent, f.describe());
+            let next = self.ids.len() as u64 + 1;
+            let id = *self.ids.entry(key).or_insert_with(|| {
+                let mut node = json!({ "name": f.describe(), "category": if f.inlined { "inlined" } else { "function" } });
+                if let Some(p) = parent {
+                    node["parent"] = json!(p.to_string());
+                }
+                self.nodes.insert(next.to_string(), node);
+                next
+            });
+            parent = Some(id);
+        }
+        parent
+    }
+}
+
+fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mut Vec<Value>) {
     for span in &t.spans {
         let ts = micros(span.start_ns - tl.start_ns);
         let dur = micros(span.duration_ns());
@@ -46,8 +77,15 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, events: &mut Vec<Value>) {
                 if let Role::Worker { index } = t.role {
                     args["worker_id"] = json!(index);
                 }
+                let name = match labels::running(tl, t, span, symbols) {
+                    Some(frame) => {
+                        args["running"] = json!(frame.describe());
+                        frame.function
+                    }
+                    None => "on-cpu".to_string(),
+                };
                 json!({
-                    "name": "on-cpu", "cat": "oncpu", "ph": "X",
+                    "name": name, "cat": "oncpu", "ph": "X",
                     "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid, "args": args
                 })
             }
@@ -57,31 +95,59 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, events: &mut Vec<Value>) {
                 "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid,
                 "args": { "reason": "preempted", "duration_us": dur }
             }),
-            SpanState::OffCpu(OffReason::Blocked { state }) => json!({
-                "name": format!("blocked ({})", state.letter()), "cat": "offcpu", "ph": "X",
-                "cname": "thread_state_sleeping",
-                "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid,
-                "args": {
+            SpanState::OffCpu(OffReason::Blocked { state }) => {
+                let mut args = json!({
                     "reason": "blocked",
                     "state": state.letter().to_string(),
                     "state_meaning": state.describe(),
                     "duration_us": dur
+                });
+                if let Some((stack, telling)) = labels::blocked(tl, t, span, symbols) {
+                    args["blocked_in"] = json!(telling.describe());
+                    args["stack"] = json!(stack);
                 }
-            }),
+                json!({
+                    "name": format!("blocked ({})", state.letter()), "cat": "offcpu", "ph": "X",
+                    "cname": "thread_state_sleeping",
+                    "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid, "args": args
+                })
+            }
         };
         events.push(event);
     }
 }
 
+/// cpu-clock samples as instant events: `sf` points into `stackFrames`
+/// (chrome://tracing shows it on click), `args.stack` spells it out for
+/// viewers that ignore `sf`.
+fn sample_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, tree: &mut FrameTree, events: &mut Vec<Value>) {
+    for &(ts, index) in &t.samples {
+        let frames = labels::stack(tl, symbols, index);
+        let name = labels::most_telling(tl, symbols, index).map_or("sample".to_string(), |f| f.function);
+        let mut event = json!({
+            "name": name, "cat": "sample", "ph": "i", "s": "t",
+            "ts": micros(ts.saturating_sub(tl.start_ns)), "pid": tl.pid, "tid": t.tid,
+            "args": { "stack": frames.iter().map(ResolvedFrame::describe).collect::<Vec<_>>() }
+        });
+        if let Some(leaf) = tree.leaf(&frames) {
+            event["sf"] = json!(leaf.to_string());
+        }
+        events.push(event);
+    }
+}
+
 /// The whole trace as a JSON value (tests and small traces).
-pub fn to_value(tl: &Timeline, tool_version: &str) -> Value {
+pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
     let mut events = Vec::new();
+    let mut tree = FrameTree::default();
     metadata(tl, &mut events);
     for t in &tl.threads {
-        span_events(tl, t, &mut events);
+        span_events(tl, t, symbols, &mut events);
+        sample_events(tl, t, symbols, &mut tree, &mut events);
     }
     serde_json::to_value(TraceFile {
         trace_events: events,
+        stack_frames: tree.nodes,
         display_time_unit: "ms",
         other_data: json!({
             "tool": format!("runtime-scope {tool_version}"),
@@ -98,8 +164,8 @@ pub fn to_value(tl: &Timeline, tool_version: &str) -> Value {
 }
 
 /// Writes the trace; returns the number of trace events written.
-pub fn write(tl: &Timeline, tool_version: &str, out: impl Write) -> io::Result<usize> {
-    let value = to_value(tl, tool_version);
+pub fn write(tl: &Timeline, symbols: &Symbols, tool_version: &str, out: impl Write) -> io::Result<usize> {
+    let value = to_value(tl, symbols, tool_version);
     let count = value["traceEvents"].as_array().map_or(0, Vec::len);
     serde_json::to_writer(out, &value)?;
     Ok(count)

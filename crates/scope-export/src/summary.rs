@@ -1,8 +1,12 @@
 //! The short report printed at the end of every recording: one line per
 //! worker, the busiest other threads, lost events, and what to look at next.
 
-use scope_model::{ThreadTimeline, Timeline};
+use crate::labels;
+use scope_model::{OffReason, SpanState, Symbols, ThreadTimeline, Timeline};
+use std::collections::HashMap;
 use std::fmt::Write;
+
+const TOP: usize = 5;
 
 const OTHER_THREADS_SHOWN: usize = 5;
 
@@ -37,7 +41,56 @@ fn thread_line(t: &ThreadTimeline, out: &mut String) {
     );
 }
 
-pub fn render(tl: &Timeline) -> String {
+/// Most sampled functions (most telling frame of each sample).
+fn hottest(tl: &Timeline, symbols: &Symbols, out: &mut String) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    for t in &tl.threads {
+        for &(_, s) in &t.samples {
+            total += 1;
+            if let Some(f) = labels::most_telling(tl, symbols, s) {
+                *counts.entry(f.function).or_default() += 1;
+            }
+        }
+    }
+    if total == 0 {
+        return;
+    }
+    let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let _ = writeln!(out, "  hottest code ({total} samples):");
+    for (function, n) in ranked.iter().take(TOP) {
+        let _ = writeln!(out, "    {:>5.1}%  {function}", *n as f64 * 100.0 / total as f64);
+    }
+}
+
+/// Where time went blocked, by the most telling frame at the switch-out.
+fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
+    let mut by: HashMap<String, (u64, usize)> = HashMap::new();
+    for t in tl.threads.iter().filter(|t| t.is_worker()) {
+        for span in &t.spans {
+            if !matches!(span.state, SpanState::OffCpu(OffReason::Blocked { .. })) {
+                continue;
+            }
+            if let Some((_, telling)) = labels::blocked(tl, t, span, symbols) {
+                let e = by.entry(telling.function).or_default();
+                e.0 += span.duration_ns();
+                e.1 += 1;
+            }
+        }
+    }
+    if by.is_empty() {
+        return;
+    }
+    let mut ranked: Vec<(String, (u64, usize))> = by.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    let _ = writeln!(out, "  workers blocked in:");
+    for (function, (ns, n)) in ranked.iter().take(TOP) {
+        let _ = writeln!(out, "    {:>10} in {n:>5} waits  {function}", ms(*ns));
+    }
+}
+
+pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
     let mut out = String::new();
     let workers: Vec<&ThreadTimeline> = tl.workers().collect();
     let why = tl.stop_reason.describe();
@@ -66,6 +119,11 @@ pub fn render(tl: &Timeline) -> String {
     }
     if others.len() > OTHER_THREADS_SHOWN {
         let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
+    }
+    hottest(tl, symbols, &mut out);
+    blocked_in(tl, symbols, &mut out);
+    for warning in &symbols.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
     }
     if tl.lost_events > 0 {
         let _ = writeln!(

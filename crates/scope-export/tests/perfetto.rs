@@ -5,6 +5,7 @@
 mod common;
 
 use common::fixture;
+use scope_model::Symbols;
 use perfetto_protos::trace::Trace;
 use perfetto_protos::track_event::track_event::Type;
 use protobuf::Message;
@@ -20,7 +21,7 @@ struct Decoded {
 
 fn decode() -> Decoded {
     let mut bytes = Vec::new();
-    scope_export::perfetto::write(&fixture(), &mut bytes).unwrap();
+    scope_export::perfetto::write(&fixture(), &Symbols::default(), &mut bytes).unwrap();
     let trace = Trace::parse_from_bytes(&bytes).expect("valid Trace proto");
     let mut tracks = BTreeMap::new();
     // Interning, default track and clock are per sequence.
@@ -99,7 +100,7 @@ fn tracks_are_named_like_the_chrome_rows() {
 #[test]
 fn same_spans_as_the_chrome_export() {
     let d = decode();
-    let chrome = scope_export::chrome::to_value(&fixture(), "test");
+    let chrome = scope_export::chrome::to_value(&fixture(), &Symbols::default(), "test");
     let thread_names: BTreeMap<u64, String> = chrome["traceEvents"]
         .as_array()
         .unwrap()
@@ -145,7 +146,7 @@ fn worker_counter_stays_within_worker_count() {
 #[test]
 fn perfetto_is_much_smaller_than_chrome_json() {
     let d = decode();
-    let json = serde_json::to_vec(&scope_export::chrome::to_value(&fixture(), "test")).unwrap();
+    let json = serde_json::to_vec(&scope_export::chrome::to_value(&fixture(), &Symbols::default(), "test")).unwrap();
     let ratio = json.len() as f64 / d.bytes as f64;
     eprintln!("perfetto {} B, chrome {} B, ratio {ratio:.1}", d.bytes, json.len());
     assert!(ratio >= 3.0, "perfetto {} B vs chrome {} B", d.bytes, json.len());

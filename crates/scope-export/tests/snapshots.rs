@@ -4,22 +4,23 @@
 
 mod common;
 use common::fixture;
+use scope_model::Symbols;
 
 #[test]
 fn chrome_trace_snapshot() {
-    let value = scope_export::chrome::to_value(&fixture(), "test");
+    let value = scope_export::chrome::to_value(&fixture(), &Symbols::default(), "test");
     insta::assert_json_snapshot!("chrome_trace", value);
 }
 
 #[test]
 fn summary_snapshot() {
-    insta::assert_snapshot!("summary", scope_export::summary::render(&fixture()));
+    insta::assert_snapshot!("summary", scope_export::summary::render(&fixture(), &Symbols::default()));
 }
 
 #[test]
 fn chrome_trace_rows_and_spans_are_well_formed() {
     let tl = fixture();
-    let value = scope_export::chrome::to_value(&tl, "test");
+    let value = scope_export::chrome::to_value(&tl, &Symbols::default(), "test");
     let events = value["traceEvents"].as_array().unwrap();
     let names: Vec<&str> = events
         .iter()

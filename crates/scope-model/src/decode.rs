@@ -1,7 +1,8 @@
 //! Raw ring-buffer records (`scope_common` structs) → [`Event`]s.
 
 use crate::Event;
-use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, Switch, kind, side};
+use crate::StackReason;
+use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, StackHeader, Switch, kind, side, stack_reason};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,41 @@ fn read<T: Copy>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeError> {
 pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// A stack record before unwinding: registers and the copied bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStack<'a> {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub reason: StackReason,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Stack memory from `sp` upwards.
+    pub bytes: &'a [u8],
+}
+
+/// Stack records need the target's modules to become events (unwinding).
+pub fn is_stack(bytes: &[u8]) -> bool {
+    read::<Header>(bytes, None).is_ok_and(|h| h.kind == kind::STACK)
+}
+
+pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
+    let head: StackHeader = read(bytes, Some(kind::STACK))?;
+    let data = &bytes[size_of::<StackHeader>()..];
+    let stack = data.get(..head.len as usize).ok_or(DecodeError::Truncated { kind: Some(kind::STACK), len: bytes.len() })?;
+    Ok(RawStack {
+        ts: head.header.ts,
+        cpu: head.header.cpu,
+        tid: head.tid,
+        reason: if head.reason == stack_reason::BLOCKED { StackReason::Blocked } else { StackReason::Sample },
+        ip: head.ip,
+        sp: head.sp,
+        bp: head.bp,
+        bytes: stack,
+    })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -129,6 +165,26 @@ mod tests {
         );
         let full = [b'x'; COMM_LEN];
         assert_eq!(comm_to_string(&full).len(), COMM_LEN);
+    }
+
+    #[test]
+    fn decodes_stack_records_with_their_bytes() {
+        let head = StackHeader {
+            header: Header { kind: kind::STACK, cpu: 1, ts: 9 },
+            tid: 4,
+            reason: stack_reason::BLOCKED,
+            ip: 0x1000,
+            sp: 0x7ff0,
+            bp: 0,
+            len: 3,
+            _pad: 0,
+        };
+        let mut bytes = bytes_of(&head);
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert!(is_stack(&bytes));
+        let raw = decode_stack(&bytes).unwrap();
+        assert_eq!((raw.tid, raw.reason, raw.ip, raw.bytes), (4, StackReason::Blocked, 0x1000, &[1u8, 2, 3][..]));
+        assert!(decode_stack(&bytes[..bytes.len() - 1]).is_err(), "fewer bytes than announced");
     }
 
     #[test]

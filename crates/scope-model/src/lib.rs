@@ -6,11 +6,13 @@
 pub mod capture;
 pub mod decode;
 mod recording;
+mod symbols;
 mod thread_state;
 mod timeline;
 mod workers;
 
-pub use recording::{Event, Launch, Module, Recording, StopReason, ThreadInfo};
+pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopReason, ThreadInfo};
+pub use symbols::{ResolvedFrame, Symbols};
 pub use thread_state::ThreadState;
-pub use timeline::{OffReason, Span, SpanState, ThreadTimeline, Timeline};
+pub use timeline::{OffReason, Span, SpanState, Stack, ThreadTimeline, Timeline};
 pub use workers::{Role, WorkerRule};

@@ -21,6 +21,44 @@ pub enum Event {
     Exit { ts: u64, tid: u32 },
     /// The thread's name changed (observed at a switch-out).
     Rename { ts: u64, tid: u32, name: String },
+    /// A user stack, unwound while the target was alive; the raw stack bytes
+    /// were dropped (they are the target's memory).
+    Stack {
+        ts: u64,
+        cpu: u32,
+        tid: u32,
+        reason: StackReason,
+        /// Innermost first: the sampled instruction, then each caller's
+        /// return address minus one (ready for symbol lookup).
+        frames: Vec<Frame>,
+        /// The unwinder reached the thread's first frame.
+        complete: bool,
+    },
+    /// An executable mapping seen after the start (dlopen, late libraries).
+    NewModule { ts: u64, index: u32, module: Module },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackReason {
+    /// cpu-clock sample of a running thread.
+    Sample,
+    /// Taken as the thread switched out blocked: where it waits.
+    Blocked,
+}
+
+/// A code address normalised while the target was alive: the module (index
+/// into the recording's module list) and the file offset within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    pub module: u32,
+    /// File offset in the module; for `NO_MODULE`, the raw virtual address.
+    pub offset: u64,
+}
+
+impl Frame {
+    /// The address was in no file-backed mapping (JIT, anonymous memory).
+    pub const NO_MODULE: u32 = u32::MAX;
 }
 
 impl Event {
@@ -29,7 +67,9 @@ impl Event {
             Event::Switch { ts, .. }
             | Event::NewThread { ts, .. }
             | Event::Exit { ts, .. }
-            | Event::Rename { ts, .. } => *ts,
+            | Event::Rename { ts, .. }
+            | Event::Stack { ts, .. }
+            | Event::NewModule { ts, .. } => *ts,
         }
     }
 }
@@ -55,6 +95,35 @@ pub enum StopReason {
     /// The capture ends without its stop record (the recorder was killed,
     /// or the disk filled up): the window ends at the last event read.
     Incomplete,
+}
+
+impl Recording {
+    /// The start's modules plus those found later, indexed as frames refer to them.
+    pub fn all_modules(&self) -> Vec<Module> {
+        let mut modules = self.modules.clone();
+        for event in &self.events {
+            if let Event::NewModule { index, module, .. } = event {
+                let i = *index as usize;
+                if modules.len() <= i {
+                    modules.resize(i + 1, Module { path: String::new(), start_avma: 0, end_avma: 0, file_offset: 0, build_id: None });
+                }
+                modules[i] = module.clone();
+            }
+        }
+        modules
+    }
+
+    /// Every distinct frame in the recorded stacks.
+    pub fn frames(&self) -> std::collections::BTreeSet<Frame> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Stack { frames, .. } => Some(frames.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
 }
 
 impl StopReason {

@@ -5,7 +5,7 @@
 //! exit). What a thread was doing before its first observed switch is
 //! inferred from that switch: a switch-out means it was running.
 
-use crate::{Event, Recording, Role, StopReason, ThreadState, WorkerRule};
+use crate::{Event, Frame, Recording, Role, StackReason, StopReason, ThreadState, WorkerRule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -51,6 +51,19 @@ pub struct ThreadTimeline {
     pub exited_ns: Option<u64>,
     /// Exact on-CPU time the kernel accounted over the window (schedstat).
     pub kernel_cpu_ns: Option<u64>,
+    /// (ts, index into `Timeline::stacks`) of cpu-clock samples.
+    pub samples: Vec<(u64, u32)>,
+    /// (ts, stack index) taken as the thread switched out blocked; the ts is
+    /// that of the switch, so it equals the blocked span's start.
+    pub blocked_stacks: Vec<(u64, u32)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub cpu: u32,
+    pub frames: Vec<Frame>,
+    pub complete: bool,
+    pub reason: StackReason,
 }
 
 impl ThreadTimeline {
@@ -95,6 +108,19 @@ impl ThreadTimeline {
         matches!(self.role, Role::Worker { .. })
     }
 
+    /// The stack taken when this blocked span began, if one was copied.
+    pub fn blocked_stack(&self, span: &Span) -> Option<u32> {
+        let i = self.blocked_stacks.partition_point(|&(ts, _)| ts < span.start_ns);
+        self.blocked_stacks.get(i).filter(|&&(ts, _)| ts == span.start_ns).map(|&(_, s)| s)
+    }
+
+    /// Samples taken inside a span.
+    pub fn samples_in(&self, span: &Span) -> &[(u64, u32)] {
+        let from = self.samples.partition_point(|&(ts, _)| ts < span.start_ns);
+        let to = self.samples.partition_point(|&(ts, _)| ts < span.end_ns);
+        &self.samples[from..to]
+    }
+
     /// The row label every output uses.
     pub fn display_name(&self) -> String {
         match self.role {
@@ -112,6 +138,10 @@ pub struct Timeline {
     pub end_ns: u64,
     /// Workers first (by index), then the other threads by tid.
     pub threads: Vec<ThreadTimeline>,
+    /// Every stack recorded; threads refer to them by index.
+    pub stacks: Vec<Stack>,
+    /// Path of each module frames refer to (by index).
+    pub module_paths: Vec<String>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     pub lost_events: u64,
@@ -140,6 +170,7 @@ impl Timeline {
             })
             .collect();
         let mut inconsistencies = 0;
+        let mut stacks = Vec::new();
         let mut events: Vec<&Event> = rec.events.iter().collect();
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
@@ -162,6 +193,16 @@ impl Timeline {
                 }
                 Event::Exit { ts, tid } => thread_entry(&mut threads, *tid, window).exit(*ts),
                 Event::Rename { tid, name, .. } => thread_entry(&mut threads, *tid, window).name = name.clone(),
+                Event::Stack { ts, cpu, tid, reason, frames, complete } => {
+                    let index = stacks.len() as u32;
+                    stacks.push(Stack { cpu: *cpu, frames: frames.clone(), complete: *complete, reason: *reason });
+                    let b = thread_entry(&mut threads, *tid, window);
+                    match reason {
+                        StackReason::Sample => b.samples.push((*ts, index)),
+                        StackReason::Blocked => b.blocked_stacks.push((*ts, index)),
+                    }
+                }
+                Event::NewModule { .. } => {}
             }
         }
 
@@ -183,6 +224,8 @@ impl Timeline {
             start_ns: window.0,
             end_ns: window.1,
             threads: built,
+            stacks,
+            module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
             lost_events: rec.lost_events,
             untracked_threads: rec.untracked_threads,
@@ -206,6 +249,8 @@ struct Builder {
     /// State since a timestamp; None until the first event tells us.
     current: Option<(SpanState, u64)>,
     spans: Vec<Span>,
+    samples: Vec<(u64, u32)>,
+    blocked_stacks: Vec<(u64, u32)>,
 }
 
 impl Builder {
@@ -219,6 +264,8 @@ impl Builder {
             kernel_cpu_ns,
             current: None,
             spans: Vec::new(),
+            samples: Vec::new(),
+            blocked_stacks: Vec::new(),
         }
     }
 
@@ -296,6 +343,8 @@ impl Builder {
             created_ns: self.created_ns,
             exited_ns: self.exited_ns,
             kernel_cpu_ns: self.kernel_cpu_ns,
+            samples: self.samples,
+            blocked_stacks: self.blocked_stacks,
         }
     }
 }

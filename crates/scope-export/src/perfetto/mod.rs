@@ -1,13 +1,15 @@
 //! Perfetto protobuf export (`.pftrace`): one process track, one thread
 //! track per thread (workers first, labelled as in the Chrome export), every
-//! on-CPU span and off-CPU gap as a slice with interned name and category,
-//! and a counter of workers on a CPU. Timestamps are ns since the start of
-//! the recording, as in the Chrome export (µs there). One packet sequence per
-//! track, so packets carry neither a track id nor an absolute time.
+//! on-CPU span and off-CPU gap as a slice with interned names ([`slices`]),
+//! cpu-clock samples with interned callstacks so the UI's flamegraph works
+//! on a selected range ([`samples`]), and a counter of workers on a CPU.
+//! Timestamps are ns since the start of the recording, as in the Chrome
+//! export (µs there).
 
-use scope_model::{OffReason, SpanState, ThreadTimeline, Timeline};
-use perfetto_protos::debug_annotation::{DebugAnnotation, DebugAnnotationName};
-use perfetto_protos::interned_data::InternedData;
+mod samples;
+mod slices;
+
+use scope_model::{SpanState, Symbols, Timeline};
 use perfetto_protos::process_descriptor::ProcessDescriptor;
 use perfetto_protos::thread_descriptor::ThreadDescriptor;
 use perfetto_protos::trace_packet::TracePacket;
@@ -17,17 +19,13 @@ use perfetto_protos::track_descriptor::track_descriptor::ChildTracksOrdering;
 use perfetto_protos::clock_snapshot::ClockSnapshot;
 use perfetto_protos::clock_snapshot::clock_snapshot::Clock;
 use perfetto_protos::counter_descriptor::CounterDescriptor;
+use perfetto_protos::interned_data::InternedData;
 use perfetto_protos::trace_packet_defaults::TracePacketDefaults;
 use perfetto_protos::track_event::track_event::Type;
-use perfetto_protos::track_event::{EventCategory, EventName, TrackEvent, TrackEventDefaults};
+use perfetto_protos::track_event::{TrackEvent, TrackEventDefaults};
 use protobuf::Message;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-
-const CATEGORY_ONCPU: u64 = 1;
-const CATEGORY_OFFCPU: u64 = 2;
-const ANNOTATION_CPU: u64 = 1;
-const ANNOTATION_STATE: u64 = 2;
 
 fn process_uuid(pid: u32) -> u64 {
     u64::from(pid) << 32
@@ -39,18 +37,6 @@ fn thread_uuid(pid: u32, tid: u32) -> u64 {
 
 fn counter_uuid(pid: u32) -> u64 {
     process_uuid(pid) | 0xffff_ffff
-}
-
-/// Slice name and category of a span; None for spans we do not show.
-fn slice_label(state: &SpanState) -> Option<(String, u64)> {
-    match state {
-        SpanState::OnCpu { .. } => Some(("on-cpu".into(), CATEGORY_ONCPU)),
-        SpanState::OffCpu(OffReason::Preempted) => Some(("preempted".into(), CATEGORY_OFFCPU)),
-        SpanState::OffCpu(OffReason::Blocked { state }) => {
-            Some((format!("blocked ({})", state.letter()), CATEGORY_OFFCPU))
-        }
-        SpanState::OffCpu(OffReason::Unknown) => None,
-    }
 }
 
 /// Streams length-delimited `Trace.packet` entries.
@@ -119,48 +105,15 @@ fn descriptors(tl: &Timeline) -> Vec<TracePacket> {
     packets
 }
 
-/// Every slice name used, with its interning id.
-fn name_ids(tl: &Timeline) -> BTreeMap<String, u64> {
-    let mut names = BTreeMap::new();
-    for t in &tl.threads {
-        for span in &t.spans {
-            if let Some((name, _)) = slice_label(&span.state) {
-                let next = names.len() as u64 + 1;
-                names.entry(name).or_insert(next);
-            }
-        }
-    }
-    names
-}
-
 /// Sequence-scoped clock whose packet timestamps are deltas from the
 /// previous packet on the same sequence (what the Perfetto SDK does): most
 /// deltas fit in 1–3 bytes instead of 4–5 for absolute times.
 const INCREMENTAL_CLOCK: u32 = 64;
 const BUILTIN_CLOCK_BOOTTIME: u32 = 6;
 
-/// First packet of a sequence: clears incremental state, defines the delta
-/// clock and the default track, and interns every name the sequence uses.
-fn sequence_start(sequence: u32, track: u64, names: &BTreeMap<String, u64>) -> TracePacket {
-    let mut interned = InternedData::new();
-    for (name, &iid) in names {
-        let mut n = EventName::new();
-        n.iid = Some(iid);
-        n.name = Some(name.clone());
-        interned.event_names.push(n);
-    }
-    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu")] {
-        let mut c = EventCategory::new();
-        c.iid = Some(iid);
-        c.name = Some(name.into());
-        interned.event_categories.push(c);
-    }
-    for (iid, name) in [(ANNOTATION_CPU, "cpu"), (ANNOTATION_STATE, "state")] {
-        let mut a = DebugAnnotationName::new();
-        a.iid = Some(iid);
-        a.name = Some(name.into());
-        interned.debug_annotation_names.push(a);
-    }
+/// First packet of a delta-timed sequence: clears incremental state,
+/// defines the delta clock and the default track, carries the interning.
+fn sequence_start(sequence: u32, track: u64, interned: InternedData) -> TracePacket {
     let mut snapshot = ClockSnapshot::new();
     for (id, incremental) in [(INCREMENTAL_CLOCK, true), (BUILTIN_CLOCK_BOOTTIME, false)] {
         let mut clock = Clock::new();
@@ -208,41 +161,6 @@ impl Sequence {
     }
 }
 
-fn annotation(name_iid: u64) -> DebugAnnotation {
-    let mut a = DebugAnnotation::new();
-    a.set_name_iid(name_iid);
-    a
-}
-
-fn slice_packets(tl: &Timeline, t: &ThreadTimeline, names: &BTreeMap<String, u64>, seq: &mut Sequence) -> Vec<TracePacket> {
-    let mut packets = Vec::new();
-    for span in &t.spans {
-        let Some((name, category)) = slice_label(&span.state) else { continue };
-        let mut begin = TrackEvent::new();
-        begin.set_type(Type::TYPE_SLICE_BEGIN);
-        begin.set_name_iid(names[&name]);
-        begin.category_iids.push(category);
-        match span.state {
-            SpanState::OnCpu { cpu: Some(cpu) } => {
-                let mut a = annotation(ANNOTATION_CPU);
-                a.set_uint_value(u64::from(cpu));
-                begin.debug_annotations.push(a);
-            }
-            SpanState::OffCpu(OffReason::Blocked { state }) => {
-                let mut a = annotation(ANNOTATION_STATE);
-                a.set_string_value(state.describe().into());
-                begin.debug_annotations.push(a);
-            }
-            _ => {}
-        }
-        let mut end = TrackEvent::new();
-        end.set_type(Type::TYPE_SLICE_END);
-        packets.push(seq.packet(span.start_ns - tl.start_ns, begin));
-        packets.push(seq.packet(span.end_ns - tl.start_ns, end));
-    }
-    packets
-}
-
 fn counter_packets(tl: &Timeline, seq: &mut Sequence) -> Vec<TracePacket> {
     let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
     for t in tl.workers() {
@@ -267,23 +185,25 @@ fn counter_packets(tl: &Timeline, seq: &mut Sequence) -> Vec<TracePacket> {
 }
 
 /// Writes the trace; returns the number of packets.
-pub fn write(tl: &Timeline, out: impl Write) -> io::Result<usize> {
+pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<usize> {
     let mut writer = PacketWriter { out, packets: 0 };
     for packet in descriptors(tl) {
         writer.write(&packet)?;
     }
-    let names = name_ids(tl);
-    // One sequence per thread (its track is the sequence default), one for the counter.
+    // One sequence per thread (its track is the sequence default), one for
+    // the counter, one for the samples.
     for (i, t) in tl.threads.iter().enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
-        writer.write(&sequence_start(seq.id, thread_uuid(tl.pid, t.tid), &names))?;
-        for packet in slice_packets(tl, t, &names, &mut seq) {
+        for packet in slices::thread_packets(tl, t, symbols, &mut seq) {
             writer.write(&packet)?;
         }
     }
     let mut seq = Sequence { id: tl.threads.len() as u32 + 1, last_ts: 0 };
-    writer.write(&sequence_start(seq.id, counter_uuid(tl.pid), &names))?;
+    writer.write(&sequence_start(seq.id, counter_uuid(tl.pid), InternedData::new()))?;
     for packet in counter_packets(tl, &mut seq) {
+        writer.write(&packet)?;
+    }
+    for packet in samples::packets(tl, symbols, tl.threads.len() as u32 + 2) {
         writer.write(&packet)?;
     }
     writer.out.flush()?;

@@ -1,0 +1,85 @@
+//! Turns copied stacks into frames while the target is alive: unwinds with
+//! the target's modules (re-reading its maps when an address falls outside
+//! every known one: late dlopen, or libraries mapped after a launch's exec),
+//! then drops the stack bytes.
+
+use crate::modules;
+use scope_model::decode::RawStack;
+use scope_model::{Event, Module};
+use scope_stacks::unwind::StackUnwinder;
+use std::time::{Duration, Instant};
+
+const RESCAN_EVERY: Duration = Duration::from_millis(200);
+
+pub struct StackCollector {
+    pid: u32,
+    unwinder: StackUnwinder,
+    modules: Vec<Module>,
+    last_rescan: Instant,
+    pub warnings: Vec<String>,
+    pub stacks: u64,
+    pub complete: u64,
+}
+
+impl StackCollector {
+    pub fn new(pid: u32, modules: &[Module]) -> Self {
+        let mut collector = StackCollector {
+            pid,
+            unwinder: StackUnwinder::default(),
+            modules: Vec::new(),
+            last_rescan: Instant::now(),
+            warnings: Vec::new(),
+            stacks: 0,
+            complete: 0,
+        };
+        for m in modules {
+            collector.add(m.clone());
+        }
+        collector
+    }
+
+    fn add(&mut self, module: Module) -> u32 {
+        let index = self.modules.len() as u32;
+        if let Err(e) = self.unwinder.add_module(index, &module) {
+            self.warnings.push(format!("cannot unwind through {e}"));
+        }
+        self.modules.push(module);
+        index
+    }
+
+    /// Adds mappings not seen before; returns them as events.
+    fn rescan(&mut self, ts: u64) -> Vec<Event> {
+        self.last_rescan = Instant::now();
+        let mut events = Vec::new();
+        for module in modules::read(self.pid) {
+            let known = self.modules.iter().any(|m| m.start_avma == module.start_avma && m.path == module.path);
+            if !known {
+                let index = self.add(module.clone());
+                events.push(Event::NewModule { ts, index, module });
+            }
+        }
+        events
+    }
+
+    pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, raw.bytes);
+        if unwound.unknown_addresses > 0 && self.last_rescan.elapsed() >= RESCAN_EVERY {
+            out = self.rescan(raw.ts);
+            if !out.is_empty() {
+                unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, raw.bytes);
+            }
+        }
+        self.stacks += 1;
+        self.complete += u64::from(unwound.complete);
+        out.push(Event::Stack {
+            ts: raw.ts,
+            cpu: raw.cpu,
+            tid: raw.tid,
+            reason: raw.reason,
+            frames: unwound.frames,
+            complete: unwound.complete,
+        });
+        out
+    }
+}

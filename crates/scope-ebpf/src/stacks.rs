@@ -1,0 +1,149 @@
+//! User-stack copies: the thread's user registers plus the top of its stack,
+//! unwound later in userspace from .eh_frame (release binaries have no frame
+//! pointers, so bpf_get_stack sees one frame).
+
+use crate::{EVENTS, bump, wakeup_flags};
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        generated::{bpf_probe_read_user, bpf_ringbuf_output},
+    },
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use scope_common::{Header, STACK_MAX, StackConfig, StackHeader, counter, kind, stack_reason};
+
+#[unsafe(no_mangle)]
+static STACK_CONFIG: StackConfig = StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0 };
+
+#[repr(C)]
+pub struct Scratch {
+    head: StackHeader,
+    data: [u8; STACK_MAX],
+}
+
+/// Token bucket for blocked-switch copies, per CPU.
+#[repr(C)]
+pub struct Bucket {
+    tokens: u64,
+    last_ns: u64,
+}
+
+/// One slot per CPU (a per-CPU map cannot hold values over 32 KiB); sized
+/// to the machine's CPU count by the loader.
+#[map]
+static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+
+#[map]
+static BUDGET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn config() -> StackConfig {
+    unsafe { core::ptr::read_volatile(&STACK_CONFIG) }
+}
+
+/// The user-mode registers saved when the thread entered the kernel (by
+/// syscall or interrupt): valid whether the sample hit user or kernel code.
+#[inline(always)]
+fn user_regs() -> Option<pt_regs> {
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const pt_regs;
+        bpf_probe_read_kernel(regs).ok()
+    }
+}
+
+/// Charges `bytes` to this CPU's budget; refills at the configured rate,
+/// holding at most one second's worth.
+#[inline(always)]
+fn within_budget(now: u64, bytes: u64, rate: u64) -> bool {
+    let Some(bucket) = BUDGET.get_ptr_mut(0) else { return false };
+    let bucket = unsafe { &mut *bucket };
+    let mut elapsed = now.wrapping_sub(bucket.last_ns);
+    if elapsed > 1_000_000_000 {
+        elapsed = 1_000_000_000;
+    }
+    bucket.last_ns = now;
+    let mut tokens = bucket.tokens + elapsed * rate / 1_000_000_000;
+    if tokens > rate {
+        tokens = rate;
+    }
+    if tokens < bytes {
+        bucket.tokens = tokens;
+        return false;
+    }
+    bucket.tokens = tokens - bytes;
+    true
+}
+
+pub fn copy_blocked(head: Header, tid: u32) {
+    let cfg = config();
+    if cfg.stack_bytes == 0 {
+        return;
+    }
+    if !within_budget(unsafe { bpf_ktime_get_ns() }, u64::from(cfg.stack_bytes), cfg.blocked_bytes_per_sec) {
+        bump(counter::STACKS_OVER_BUDGET);
+        return;
+    }
+    copy(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED);
+}
+
+pub fn copy(head: Header, tid: u32, reason: u32) {
+    let want = config().stack_bytes;
+    if want == 0 {
+        return;
+    }
+    let Some(regs) = user_regs() else {
+        bump(counter::STACKS_UNREADABLE);
+        return;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return };
+    let scratch = unsafe { &mut *scratch };
+    let dst = scratch.data.as_mut_ptr().cast();
+    let src = regs.rsp as *const core::ffi::c_void;
+    // A read that crosses the end of the stack mapping fails whole: try
+    // smaller sizes until one fits.
+    let mut len: u32 = 0;
+    macro_rules! attempt {
+        ($size:expr) => {
+            if len == 0 && $size <= want && unsafe { bpf_probe_read_user(dst, $size, src) } == 0 {
+                len = $size;
+            }
+        };
+    }
+    attempt!(32768);
+    attempt!(16384);
+    attempt!(8192);
+    attempt!(4096);
+    attempt!(2048);
+    attempt!(1024);
+    attempt!(512);
+    if len == 0 {
+        bump(counter::STACKS_UNREADABLE);
+        return;
+    }
+    scratch.head = StackHeader {
+        header: head,
+        tid,
+        reason,
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: regs.rbp,
+        len,
+        _pad: 0,
+    };
+    let size = (size_of::<StackHeader>() as u64) + u64::from(len);
+    let size = if size > size_of::<Scratch>() as u64 { size_of::<Scratch>() as u64 } else { size };
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            &EVENTS as *const _ as *mut core::ffi::c_void,
+            (scratch as *mut Scratch).cast(),
+            size,
+            wakeup_flags(),
+        )
+    };
+    if rc != 0 {
+        bump(counter::RINGBUF_DROPS);
+    }
+}

@@ -1,0 +1,138 @@
+//! Thread tracks: each span a slice on its thread's own packet sequence,
+//! names, categories, annotation names and blocked stacks interned.
+
+use super::{Sequence, sequence_start, thread_uuid};
+use crate::labels;
+use perfetto_protos::debug_annotation::{DebugAnnotation, DebugAnnotationName};
+use perfetto_protos::interned_data::InternedData;
+use perfetto_protos::profile_common::InternedString;
+use perfetto_protos::trace_packet::TracePacket;
+use perfetto_protos::track_event::track_event::Type;
+use perfetto_protos::track_event::{EventCategory, EventName, TrackEvent};
+use scope_model::{OffReason, Span, SpanState, Symbols, ThreadTimeline, Timeline};
+use std::collections::BTreeMap;
+
+const CATEGORY_ONCPU: u64 = 1;
+const CATEGORY_OFFCPU: u64 = 2;
+const ANNOTATION_CPU: u64 = 1;
+const ANNOTATION_STATE: u64 = 2;
+const ANNOTATION_BLOCKED_IN: u64 = 3;
+const ANNOTATION_STACK: u64 = 4;
+
+/// What a span shows: name, category, and its annotations.
+struct Label {
+    name: String,
+    category: u64,
+    cpu: Option<u32>,
+    state: Option<&'static str>,
+    blocked_in: Option<String>,
+    stack: Option<String>,
+}
+
+fn label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Option<Label> {
+    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None };
+    match span.state {
+        SpanState::OnCpu { cpu } => {
+            let name = labels::running(tl, t, span, symbols).map_or("on-cpu".to_string(), |f| f.function);
+            Some(Label { cpu, ..plain(&name, CATEGORY_ONCPU) })
+        }
+        SpanState::OffCpu(OffReason::Preempted) => Some(plain("preempted", CATEGORY_OFFCPU)),
+        SpanState::OffCpu(OffReason::Blocked { state }) => {
+            let mut l = plain(&format!("blocked ({})", state.letter()), CATEGORY_OFFCPU);
+            l.state = Some(state.describe());
+            if let Some((stack, telling)) = labels::blocked(tl, t, span, symbols) {
+                l.blocked_in = Some(telling.describe());
+                l.stack = Some(stack.join("\n"));
+            }
+            Some(l)
+        }
+        SpanState::OffCpu(OffReason::Unknown) => None,
+    }
+}
+
+/// Interning ids, assigned in first-use order.
+#[derive(Default)]
+struct Table(BTreeMap<String, u64>);
+
+impl Table {
+    fn id(&mut self, s: &str) -> u64 {
+        let next = self.0.len() as u64 + 1;
+        *self.0.entry(s.to_string()).or_insert(next)
+    }
+}
+
+fn annotation(name_iid: u64) -> DebugAnnotation {
+    let mut a = DebugAnnotation::new();
+    a.set_name_iid(name_iid);
+    a
+}
+
+fn interned(names: &Table, strings: &Table) -> InternedData {
+    let mut data = InternedData::new();
+    for (name, &iid) in &names.0 {
+        let mut n = EventName::new();
+        n.iid = Some(iid);
+        n.name = Some(name.clone());
+        data.event_names.push(n);
+    }
+    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu")] {
+        let mut c = EventCategory::new();
+        c.iid = Some(iid);
+        c.name = Some(name.into());
+        data.event_categories.push(c);
+    }
+    for (iid, name) in [(ANNOTATION_CPU, "cpu"), (ANNOTATION_STATE, "state"), (ANNOTATION_BLOCKED_IN, "blocked_in"), (ANNOTATION_STACK, "stack")] {
+        let mut a = DebugAnnotationName::new();
+        a.iid = Some(iid);
+        a.name = Some(name.into());
+        data.debug_annotation_names.push(a);
+    }
+    for (value, &iid) in &strings.0 {
+        let mut s = InternedString::new();
+        s.iid = Some(iid);
+        s.str = Some(value.clone().into_bytes());
+        data.debug_annotation_string_values.push(s);
+    }
+    data
+}
+
+/// The sequence of one thread: its start packet, then BEGIN/END pairs.
+pub(super) fn thread_packets(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, seq: &mut Sequence) -> Vec<TracePacket> {
+    let labelled: Vec<(&Span, Label)> = t.spans.iter().filter_map(|s| Some((s, label(tl, t, s, symbols)?))).collect();
+    let (mut names, mut strings) = (Table::default(), Table::default());
+    for (_, l) in &labelled {
+        names.id(&l.name);
+        for s in [&l.blocked_in, &l.stack].into_iter().flatten() {
+            strings.id(s);
+        }
+    }
+    let mut packets = vec![sequence_start(seq.id, thread_uuid(tl.pid, t.tid), interned(&names, &strings))];
+    for (span, l) in labelled {
+        let mut begin = TrackEvent::new();
+        begin.set_type(Type::TYPE_SLICE_BEGIN);
+        begin.set_name_iid(names.id(&l.name));
+        begin.category_iids.push(l.category);
+        if let Some(cpu) = l.cpu {
+            let mut a = annotation(ANNOTATION_CPU);
+            a.set_uint_value(u64::from(cpu));
+            begin.debug_annotations.push(a);
+        }
+        if let Some(state) = l.state {
+            let mut a = annotation(ANNOTATION_STATE);
+            a.set_string_value(state.into());
+            begin.debug_annotations.push(a);
+        }
+        for (iid, value) in [(ANNOTATION_BLOCKED_IN, &l.blocked_in), (ANNOTATION_STACK, &l.stack)] {
+            if let Some(v) = value {
+                let mut a = annotation(iid);
+                a.set_string_value_iid(strings.id(v));
+                begin.debug_annotations.push(a);
+            }
+        }
+        let mut end = TrackEvent::new();
+        end.set_type(Type::TYPE_SLICE_END);
+        packets.push(seq.packet(span.start_ns - tl.start_ns, begin));
+        packets.push(seq.packet(span.end_ns - tl.start_ns, end));
+    }
+    packets
+}

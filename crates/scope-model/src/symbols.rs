@@ -1,0 +1,104 @@
+//! Symbol names for recorded frames, produced by a symbolizer (scope-stacks)
+//! and consumed by the exporters: plain data, so exports stay pure.
+
+use crate::Frame;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// One function at an address; an address inside inlined code yields several,
+/// innermost first, all but the last marked `inlined`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedFrame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub inlined: bool,
+}
+
+impl ResolvedFrame {
+    pub fn unknown(label: String) -> Self {
+        ResolvedFrame { function: label, file: None, line: None, inlined: false }
+    }
+
+    /// `function (file:line)`, the form every output shows.
+    pub fn describe(&self) -> String {
+        let inl = if self.inlined { " [inlined]" } else { "" };
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{} ({file}:{line}){inl}", self.function),
+            (Some(file), None) => format!("{} ({file}){inl}", self.function),
+            _ => format!("{}{inl}", self.function),
+        }
+    }
+}
+
+/// Async runtime, std and libc machinery: true frames, but rarely the
+/// answer to "what was this thread doing".
+pub fn is_plumbing(function: &str) -> bool {
+    const PREFIXES: [&str; 16] = [
+        "tokio::", "<tokio::", "std::", "<std::", "core::", "<core::", "alloc::", "<alloc::",
+        "futures_", "<futures_", "__", "start_thread", "clone", "_start", "syscall", "[",
+    ];
+    const LIBC: [&str; 8] = ["read", "write", "epoll_wait", "nanosleep", "clock_nanosleep", "poll", "futex", "sched_yield"];
+    PREFIXES.iter().any(|p| function.starts_with(p))
+        || LIBC.contains(&function)
+        || function.starts_with("pthread_")
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Symbols {
+    pub frames: HashMap<Frame, Vec<ResolvedFrame>>,
+    /// One line each: stripped binaries, build-id mismatches, missing files.
+    pub warnings: Vec<String>,
+}
+
+impl Symbols {
+    /// The functions at one frame, innermost first; never empty.
+    pub fn resolve(&self, frame: &Frame) -> Vec<ResolvedFrame> {
+        match self.frames.get(frame) {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ if frame.module == Frame::NO_MODULE => {
+                vec![ResolvedFrame::unknown(format!("[anonymous memory {:#x}]", frame.offset))]
+            }
+            _ => vec![ResolvedFrame::unknown(format!("[unknown] module {}+{:#x}", frame.module, frame.offset))],
+        }
+    }
+
+    /// A whole stack, innermost first, inlined frames expanded.
+    pub fn expand(&self, frames: &[Frame]) -> Vec<ResolvedFrame> {
+        frames.iter().flat_map(|f| self.resolve(f)).collect()
+    }
+
+    /// The frame that best says what the thread was doing: the innermost
+    /// one that is not runtime or library plumbing; in a stack of nothing
+    /// but plumbing (an idle worker parking), the innermost Rust function.
+    pub fn most_telling(&self, frames: &[Frame]) -> Option<ResolvedFrame> {
+        let all = self.expand(frames);
+        all.iter()
+            .find(|f| !is_plumbing(&f.function))
+            .or_else(|| all.iter().find(|f| f.function.contains("::")))
+            .or(all.first())
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_telling_skips_runtime_and_std() {
+        let mut symbols = Symbols::default();
+        let f = |m: u32, o: u64| Frame { module: m, offset: o };
+        let name = |s: &str| vec![ResolvedFrame::unknown(s.into())];
+        symbols.frames.insert(f(0, 1), name("clock_nanosleep"));
+        symbols.frames.insert(f(0, 2), name("std::thread::sleep"));
+        symbols.frames.insert(f(1, 3), name("demo_app::block_in_syscall"));
+        symbols.frames.insert(f(1, 4), name("tokio::runtime::task::raw::poll"));
+        let stack = [f(0, 1), f(0, 2), f(1, 3), f(1, 4)];
+        assert_eq!(symbols.most_telling(&stack).unwrap().function, "demo_app::block_in_syscall");
+        assert_eq!(symbols.most_telling(&stack[..2]).unwrap().function, "std::thread::sleep");
+        assert_eq!(symbols.most_telling(&stack[..1]).unwrap().function, "clock_nanosleep");
+        assert_eq!(symbols.resolve(&f(7, 0x10))[0].function, "[unknown] module 7+0x10");
+        assert!(symbols.resolve(&f(Frame::NO_MODULE, 0xdead))[0].function.contains("anonymous"));
+    }
+}

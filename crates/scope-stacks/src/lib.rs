@@ -1,0 +1,9 @@
+//! Stacks without frame pointers or debug builds: copied user stacks are
+//! unwound with the `.eh_frame` every Rust binary carries ([`unwind`]), and
+//! addresses, normalised to (module, file offset), are named by blazesym
+//! with inlined frames and source lines where debuginfo exists
+//! ([`symbolize`]). Pure: reads binaries, never the target.
+
+pub mod elf;
+pub mod symbolize;
+pub mod unwind;

@@ -1,0 +1,129 @@
+//! Names for frames with blazesym: demangled (legacy and v0 Rust, `.llvm.N`
+//! and hash suffixes removed), inlined functions and file:line where DWARF
+//! exists (also split `.debug` files via debug links), the symbol table
+//! otherwise, `[unknown] module+offset` when neither. Each module is checked
+//! against the build-id recorded while the target ran: a binary replaced on
+//! disk is not used (wrong names are worse than none).
+
+use crate::elf;
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use scope_model::{Frame, Module, ResolvedFrame, Symbols};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `foo::bar::h0123456789abcdef` and `foo.llvm.123` → `foo::bar`, `foo`.
+pub fn clean_name(name: &str) -> String {
+    let mut name = name;
+    if let Some(i) = name.find(".llvm.") {
+        name = &name[..i];
+    }
+    if let Some(i) = name.rfind("::h") {
+        let hash = &name[i + 3..];
+        if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            name = &name[..i];
+        }
+    }
+    name.to_string()
+}
+
+fn location(info: Option<&blazesym::symbolize::CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+    match info {
+        Some(ci) => {
+            let file = match &ci.dir {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file).display().to_string(),
+                _ => ci.file.to_string_lossy().into_owned(),
+            };
+            (Some(file), ci.line)
+        }
+        None => (None, None),
+    }
+}
+
+/// Innermost first: the inlined callees (deepest first), then the function.
+fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
+    let mut out = Vec::new();
+    // blazesym lists inlined functions outermost first; the code location of
+    // each is where the *next inner* one is, the innermost's is `code_info`.
+    let mut callee_loc = location(sym.code_info.as_deref());
+    for inlined in sym.inlined.iter().rev() {
+        let (file, line) = callee_loc;
+        out.push(ResolvedFrame { function: clean_name(&inlined.name), file, line, inlined: true });
+        callee_loc = location(inlined.code_info.as_ref());
+    }
+    let (file, line) = callee_loc;
+    out.push(ResolvedFrame { function: clean_name(&sym.name), file, line, inlined: false });
+    out
+}
+
+/// Symbolizes every distinct frame once, module by module.
+pub fn symbolize(modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
+    let mut by_module: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for f in frames {
+        if f.module != Frame::NO_MODULE {
+            by_module.entry(f.module).or_default().insert(f.offset);
+        }
+    }
+    let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
+    let mut symbols = Symbols::default();
+    for (index, offsets) in by_module {
+        let Some(module) = modules.get(index as usize) else { continue };
+        let data = match std::fs::read(&module.path) {
+            Ok(d) => d,
+            Err(e) => {
+                symbols.warnings.push(format!("{}: {e}; its frames stay unnamed", module.path));
+                continue;
+            }
+        };
+        if let (Some(recorded), Some(now)) = (&module.build_id, elf::build_id(&data)) {
+            if *recorded != now {
+                symbols.warnings.push(format!(
+                    "{} was replaced on disk since it was recorded (build-id {now}, recorded {recorded}); its frames stay unnamed",
+                    module.path
+                ));
+                continue;
+            }
+        }
+        drop(data);
+        let offsets: Vec<u64> = offsets.into_iter().collect();
+        let src = Source::Elf(Elf::new(&module.path));
+        let results = match symbolizer.symbolize(&src, Input::FileOffset(&offsets)) {
+            Ok(r) => r,
+            Err(e) => {
+                symbols.warnings.push(format!("{}: cannot symbolize ({e}); its frames stay unnamed", module.path));
+                continue;
+            }
+        };
+        let mut named = 0;
+        for (offset, result) in offsets.iter().zip(results) {
+            let frame = Frame { module: index, offset: *offset };
+            let resolved = match &result {
+                Symbolized::Sym(sym) => {
+                    named += 1;
+                    frames_of(sym)
+                }
+                Symbolized::Unknown(_) => {
+                    let base = module.path.rsplit('/').next().unwrap_or(&module.path);
+                    vec![ResolvedFrame::unknown(format!("[unknown] {base}+{offset:#x}"))]
+                }
+            };
+            symbols.frames.insert(frame, resolved);
+        }
+        if named == 0 && !offsets.is_empty() {
+            symbols.warnings.push(format!("{}: no symbols (stripped?); frames shown as module+offset", module.path));
+        }
+    }
+    symbols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_name;
+
+    #[test]
+    fn strips_hashes_and_llvm_suffixes() {
+        assert_eq!(clean_name("demo_app::main::h0123456789abcdef"), "demo_app::main");
+        assert_eq!(clean_name("tokio::runtime::park::Inner::park.llvm.4421"), "tokio::runtime::park::Inner::park");
+        assert_eq!(clean_name("my::hash_table"), "my::hash_table");
+        assert_eq!(clean_name("<T as core::fmt::Debug>::fmt"), "<T as core::fmt::Debug>::fmt");
+    }
+}

@@ -1,0 +1,128 @@
+//! Unwinding copied stacks with framehop from each module's `.eh_frame`
+//! (plus instruction analysis of `.text` for prologues and epilogues).
+
+use crate::elf;
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Unwinder};
+use object::{Object, ObjectSection};
+use scope_model::{Frame, Module};
+use std::ops::Range;
+
+/// Stops runaway unwinds on corrupt stacks.
+const MAX_FRAMES: usize = 256;
+
+struct Mapped {
+    index: u32,
+    avma: Range<u64>,
+    file_offset: u64,
+}
+
+pub struct StackUnwinder {
+    unwinder: UnwinderX86_64<Vec<u8>>,
+    cache: CacheX86_64,
+    mapped: Vec<Mapped>,
+}
+
+/// An unwound stack: frames normalised, and whether the walk reached the
+/// thread's first frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwound {
+    pub frames: Vec<Frame>,
+    pub complete: bool,
+    /// Addresses that fell in no known module (a reason to re-read maps).
+    pub unknown_addresses: usize,
+}
+
+fn section(file: &object::File<'_>, name: &str) -> (Option<Range<u64>>, Option<Vec<u8>>) {
+    match file.section_by_name(name) {
+        Some(s) => (Some(s.address()..s.address() + s.size()), s.data().ok().map(<[u8]>::to_vec)),
+        None => (None, None),
+    }
+}
+
+impl Default for StackUnwinder {
+    fn default() -> Self {
+        StackUnwinder { unwinder: UnwinderX86_64::new(), cache: CacheX86_64::new(), mapped: Vec::new() }
+    }
+}
+
+impl StackUnwinder {
+    /// Loads one module's unwind tables; `index` is its place in the
+    /// recording's module list.
+    pub fn add_module(&mut self, index: u32, module: &Module) -> Result<(), String> {
+        let data = std::fs::read(&module.path).map_err(|e| format!("{}: {e}", module.path))?;
+        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", module.path))?;
+        let svma = elf::svma_of_file_offset(&file, module.file_offset)
+            .ok_or_else(|| format!("{}: no segment holds file offset {:#x}", module.path, module.file_offset))?;
+        let base_avma = module.start_avma.wrapping_sub(svma);
+        let (text_svma, text) = section(&file, ".text");
+        let (eh_frame_svma, eh_frame) = section(&file, ".eh_frame");
+        let (eh_frame_hdr_svma, eh_frame_hdr) = section(&file, ".eh_frame_hdr");
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma,
+            text,
+            eh_frame_svma,
+            eh_frame,
+            eh_frame_hdr_svma,
+            eh_frame_hdr,
+            ..Default::default()
+        };
+        let avma = module.start_avma..module.end_avma;
+        self.unwinder.add_module(framehop::Module::new(module.path.clone(), avma.clone(), base_avma, info));
+        self.mapped.push(Mapped { index, avma, file_offset: module.file_offset });
+        Ok(())
+    }
+
+    fn normalise(&self, avma: u64) -> Option<Frame> {
+        self.mapped
+            .iter()
+            .find(|m| m.avma.contains(&avma))
+            .map(|m| Frame { module: m.index, offset: avma - m.avma.start + m.file_offset })
+    }
+
+    /// Walks the stack copied at `sp` (`stack` holds memory from `sp` up).
+    pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let at = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(at..at + 8).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut frames = Vec::new();
+        let mut unknown = 0;
+        let mut complete = false;
+        let mut iter = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        loop {
+            match iter.next() {
+                Ok(Some(address)) => {
+                    let lookup = match address {
+                        FrameAddress::InstructionPointer(a) => a,
+                        // The call instruction, not the one after it.
+                        FrameAddress::ReturnAddress(a) => a.get() - 1,
+                    };
+                    let frame = self.mapped.iter().find(|m| m.avma.contains(&lookup)).map(|m| Frame {
+                        module: m.index,
+                        offset: lookup - m.avma.start + m.file_offset,
+                    });
+                    frames.push(frame.unwrap_or_else(|| {
+                        unknown += 1;
+                        Frame { module: Frame::NO_MODULE, offset: lookup }
+                    }));
+                    if frames.len() >= MAX_FRAMES {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Unwound { frames, complete, unknown_addresses: unknown }
+    }
+
+    pub fn knows(&self, avma: u64) -> bool {
+        self.normalise(avma).is_some()
+    }
+}
