@@ -56,8 +56,9 @@ fn demo() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    // The kernel tests profile the release demo app.
+    // The kernel tests profile the release demo app, with and without DWARF.
     run(cargo().args(["build", "--release", "-p", "demo-app", "-p", "runtime-scope"]))?;
+    run(cargo().args(["build", "--profile", "release-debuginfo", "-p", "demo-app"]))?;
     // One test at a time: kernel tests measure CPU time and check that no
     // probe outlives the profiler, which concurrent runs would blur.
     run(cargo().args(["test", "--release", "--", "--test-threads=1"]))

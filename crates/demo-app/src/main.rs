@@ -24,10 +24,17 @@ pub fn cpu_heavy_poll(ms: u64) -> u64 {
     let mut acc = 0u64;
     while Instant::now() < until {
         for i in 0..1_000u64 {
-            acc = black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i));
+            acc = mix_step(acc, i);
         }
     }
     acc
+}
+
+/// Always inlined into `cpu_heavy_poll`: with debuginfo, profiles show it as
+/// an inlined frame at its own source line.
+#[inline(always)]
+fn mix_step(acc: u64, i: u64) -> u64 {
+    black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i))
 }
 
 /// Blocks the worker thread in a syscall, as a careless sync call would.

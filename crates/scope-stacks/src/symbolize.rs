@@ -40,17 +40,20 @@ fn location(info: Option<&blazesym::symbolize::CodeInfo<'_>>) -> (Option<String>
 }
 
 /// Innermost first: the inlined callees (deepest first), then the function.
+/// blazesym gives each its own location: the symbol's `code_info` is where
+/// in the outer function execution is (the first inlined call), each inlined
+/// function's is where in *it* execution is.
 fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
-    let mut out = Vec::new();
-    // blazesym lists inlined functions outermost first; the code location of
-    // each is where the *next inner* one is, the innermost's is `code_info`.
-    let mut callee_loc = location(sym.code_info.as_deref());
-    for inlined in sym.inlined.iter().rev() {
-        let (file, line) = callee_loc;
-        out.push(ResolvedFrame { function: clean_name(&inlined.name), file, line, inlined: true });
-        callee_loc = location(inlined.code_info.as_ref());
-    }
-    let (file, line) = callee_loc;
+    let mut out: Vec<ResolvedFrame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inlined| {
+            let (file, line) = location(inlined.code_info.as_ref());
+            ResolvedFrame { function: clean_name(&inlined.name), file, line, inlined: true }
+        })
+        .collect();
+    let (file, line) = location(sym.code_info.as_deref());
     out.push(ResolvedFrame { function: clean_name(&sym.name), file, line, inlined: false });
     out
 }

@@ -22,10 +22,19 @@ pub fn require_root() {
 }
 
 pub fn demo_app_path() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/demo-app");
+    built_demo("release")
+}
+
+/// The demo built with `debug = true` (profile release-debuginfo).
+pub fn debuginfo_demo_path() -> PathBuf {
+    built_demo("release-debuginfo")
+}
+
+fn built_demo(profile: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target").join(profile).join("demo-app");
     assert!(
         path.exists(),
-        "{} is missing: `cargo xtask test` builds it (cargo build --release -p demo-app)",
+        "{} is missing: `cargo xtask test` builds it (cargo build --profile {profile} -p demo-app)",
         path.display()
     );
     path
@@ -38,7 +47,11 @@ pub struct Demo {
 
 impl Demo {
     pub fn start(run_for_s: u32) -> Demo {
-        let child = Command::new(demo_app_path())
+        Demo::start_binary(&demo_app_path(), run_for_s)
+    }
+
+    pub fn start_binary(path: &std::path::Path, run_for_s: u32) -> Demo {
+        let child = Command::new(path)
             .arg(run_for_s.to_string())
             .stdout(Stdio::null())
             .spawn()

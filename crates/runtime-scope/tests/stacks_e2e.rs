@@ -1,0 +1,87 @@
+//! Stacks on the real kernel: the demo app as users ship it (stock release,
+//! no debuginfo, no frame pointers) and built with DWARF; the trace read
+//! back and its stacks checked against what the demo is known to do.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Records the demo binary at `path` for 3 s into a Chrome trace.
+fn record_demo(path: &std::path::Path) -> (Value, String) {
+    require_root();
+    let demo = Demo::start_binary(path, 60);
+    demo.wait_for_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.json");
+    let pid = demo.pid().to_string();
+    let output = std::process::Command::new(PROFILER)
+        .args(["record", "--no-live", "-d", "3", "-p", &pid, "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    (read_trace(&out), stdout + &stderr)
+}
+
+fn stacks_of<'a>(trace: &'a Value, cat: &str) -> Vec<(&'a Value, Vec<&'a str>)> {
+    trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cat"] == cat)
+        .filter_map(|e| {
+            let stack = e["args"]["stack"].as_array()?;
+            Some((e, stack.iter().map(|f| f.as_str().unwrap()).collect()))
+        })
+        .collect()
+}
+
+fn reaches_thread_entry(stack: &[&str]) -> bool {
+    stack.last().is_some_and(|f| ["clone3", "clone ", "start_thread", "_start", "__libc_start_main"].iter().any(|e| f.starts_with(e)))
+}
+
+#[test]
+fn stock_release_binary_gets_full_named_stacks() {
+    let (trace, output) = record_demo(&demo_app_path());
+    let samples = stacks_of(&trace, "sample");
+    assert!(samples.len() >= 5, "expected cpu-clock samples of the busy worker, got {}", samples.len());
+    let full = samples.iter().filter(|(_, s)| reaches_thread_entry(s)).count();
+    eprintln!("{full}/{} samples unwound to the thread's entry", samples.len());
+    assert!(full * 10 >= samples.len() * 9, "{full}/{} samples reach the thread entry", samples.len());
+    assert!(samples.iter().any(|(e, _)| e["name"] == "cpu_heavy_poll"), "cpu_heavy_poll never named");
+    // Each sample also points into the stackFrames tree.
+    let frames = trace["stackFrames"].as_object().unwrap();
+    assert!(samples.iter().all(|(e, _)| e["sf"].as_str().is_some_and(|id| frames.contains_key(id))));
+
+    let blocked = stacks_of(&trace, "offcpu");
+    let sleeps: Vec<_> = blocked
+        .iter()
+        .filter(|(e, _)| e["args"]["blocked_in"] == "block_in_syscall")
+        .collect();
+    assert!(sleeps.len() >= 3, "the 40 ms sleeps should be blocked in block_in_syscall: {}", sleeps.len());
+    for (e, stack) in &sleeps {
+        let dur = e["dur"].as_f64().unwrap();
+        assert!((32_000.0..=48_000.0).contains(&dur), "blocked {dur} µs");
+        let sleep = stack.iter().position(|f| f.starts_with("std::thread") && f.contains("sleep"));
+        let caller = stack.iter().position(|f| *f == "block_in_syscall");
+        assert!(sleep.is_some() && sleep < caller, "std::thread::sleep ← block_in_syscall: {stack:?}");
+        assert!(reaches_thread_entry(stack), "{stack:?}");
+    }
+    assert!(output.contains("hottest code") && output.contains("cpu_heavy_poll"), "{output}");
+    assert!(output.contains("block_in_syscall"), "{output}");
+}
+
+#[test]
+fn debuginfo_gives_source_lines_and_inlined_frames() {
+    let (trace, _) = record_demo(&debuginfo_demo_path());
+    let samples = stacks_of(&trace, "sample");
+    assert!(!samples.is_empty());
+    let heavy: Vec<&Vec<&str>> = samples.iter().map(|(_, s)| s).filter(|s| s.iter().any(|f| f.starts_with("cpu_heavy_poll"))).collect();
+    assert!(!heavy.is_empty(), "no sample in cpu_heavy_poll");
+    let with_line = heavy.iter().flat_map(|s| s.iter()).any(|f| f.starts_with("cpu_heavy_poll (") && f.contains("demo-app/src/main.rs:"));
+    assert!(with_line, "cpu_heavy_poll carries file:line: {heavy:?}");
+    let inlined = heavy.iter().flat_map(|s| s.iter()).any(|f| f.contains("mix_step") && f.ends_with("[inlined]") && f.contains("main.rs:"));
+    assert!(inlined, "mix_step shows as an inlined frame with its line: {heavy:?}");
+}
