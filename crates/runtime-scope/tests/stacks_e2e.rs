@@ -85,3 +85,25 @@ fn debuginfo_gives_source_lines_and_inlined_frames() {
     let inlined = heavy.iter().flat_map(|s| s.iter()).any(|f| f.contains("mix_step") && f.ends_with("[inlined]") && f.contains("main.rs:"));
     assert!(inlined, "mix_step shows as an inlined frame with its line: {heavy:?}");
 }
+
+#[test]
+fn stripped_binary_keeps_the_timeline_and_says_so_once() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = dir.path().join("demo-app");
+    std::fs::copy(demo_app_path(), &stripped).unwrap();
+    let status = std::process::Command::new("strip").arg(&stripped).status().expect("strip (binutils)");
+    assert!(status.success());
+    let (trace, output) = record_demo(&stripped);
+    let warnings: Vec<&str> = output.lines().filter(|l| l.contains("no symbols (stripped?)")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line for the stripped binary:\n{output}");
+    // The timeline is whole: both workers with spans.
+    let names = thread_names(&trace);
+    assert!(names.iter().any(|(_, n)| n.starts_with("worker 1")), "{names:?}");
+    // Its own frames are module+offset; libc's still have names.
+    let samples = stacks_of(&trace, "sample");
+    let unknown = samples.iter().flat_map(|(_, s)| s.iter()).any(|f| f.starts_with("[unknown] demo-app+0x"));
+    assert!(unknown, "stripped frames shown as module+offset");
+    let blocked = stacks_of(&trace, "offcpu");
+    assert!(blocked.iter().flat_map(|(_, s)| s.iter()).any(|f| f.starts_with("clone3")), "libc frames still named");
+}

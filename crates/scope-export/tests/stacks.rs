@@ -1,0 +1,81 @@
+//! Stacks in the exports, from the fixture with synthetic stacks and names:
+//! span names, blocked stacks, samples and their frame trees / callstacks.
+
+mod common;
+
+use common::{WORKER, fixture_with_stacks};
+use perfetto_protos::trace::Trace;
+use protobuf::Message;
+use std::collections::BTreeMap;
+
+#[test]
+fn chrome_names_spans_and_carries_stacks() {
+    let (tl, symbols) = fixture_with_stacks();
+    let value = scope_export::chrome::to_value(&tl, &symbols, "test");
+    let events = value["traceEvents"].as_array().unwrap();
+    let on = events.iter().filter(|e| e["cat"] == "oncpu" && e["tid"] == WORKER);
+    assert!(on.clone().any(|e| e["name"] == "demo_app::mix_step"), "span named by its sample's innermost user frame");
+    let blocked: Vec<_> = events.iter().filter(|e| e["cat"] == "offcpu" && e["tid"] == WORKER && e["args"]["reason"] == "blocked").collect();
+    assert!(!blocked.is_empty());
+    for b in &blocked {
+        assert_eq!(b["args"]["blocked_in"], "block_in_syscall (src/main.rs:7)");
+        assert_eq!(b["args"]["stack"][0], "std::thread::sleep (src/main.rs:7)");
+        assert_eq!(b["args"]["stack"][3], "clone3 (src/main.rs:7)");
+    }
+    let sample = events.iter().find(|e| e["cat"] == "sample").expect("sample event");
+    assert_eq!(sample["args"]["stack"].as_array().unwrap().len(), 4, "inlined frame expanded");
+    // sf → leaf; walking parents gives the stack outermost last.
+    let frames = value["stackFrames"].as_object().unwrap();
+    let mut id = sample["sf"].as_str().unwrap().to_string();
+    let mut walked = Vec::new();
+    loop {
+        let node = &frames[&id];
+        walked.push(node["name"].as_str().unwrap().to_string());
+        match node["parent"].as_str() {
+            Some(p) => id = p.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(walked[0], "demo_app::mix_step (src/main.rs:7) [inlined]");
+    assert_eq!(walked.last().unwrap(), "clone3 (src/main.rs:7)");
+    insta::assert_json_snapshot!("chrome_stack_frames", value["stackFrames"]);
+}
+
+#[test]
+fn perfetto_samples_resolve_to_interned_callstacks() {
+    let (tl, symbols) = fixture_with_stacks();
+    let mut bytes = Vec::new();
+    scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
+    let trace = Trace::parse_from_bytes(&bytes).unwrap();
+    let mut functions = BTreeMap::new();
+    let mut frames = BTreeMap::new();
+    let mut callstacks = BTreeMap::new();
+    let mut strings = BTreeMap::new();
+    let mut samples = Vec::new();
+    for p in &trace.packet {
+        if let Some(i) = p.interned_data.as_ref() {
+            for s in &i.function_names {
+                functions.insert(s.iid(), String::from_utf8(s.str().to_vec()).unwrap());
+            }
+            for f in &i.frames {
+                frames.insert(f.iid(), f.function_name_id());
+                assert!(i.mappings.iter().any(|m| m.iid() == f.mapping_id()), "frame's mapping interned");
+            }
+            for c in &i.callstacks {
+                callstacks.insert(c.iid(), c.frame_ids.clone());
+            }
+            for s in &i.debug_annotation_string_values {
+                strings.insert(s.iid(), String::from_utf8(s.str().to_vec()).unwrap());
+            }
+        }
+        if p.has_perf_sample() {
+            samples.push(p.perf_sample().clone());
+        }
+    }
+    assert_eq!(samples.len(), 1);
+    let s = &samples[0];
+    assert_eq!((s.tid(), s.cpu()), (WORKER, 1));
+    let names: Vec<&str> = callstacks[&s.callstack_iid()].iter().map(|f| functions[&frames[f]].as_str()).collect();
+    assert_eq!(names, ["clone3", "tokio::runtime::task::raw::poll", "cpu_heavy_poll", "demo_app::mix_step"], "outermost first");
+    assert!(strings.values().any(|v| v == "block_in_syscall (src/main.rs:7)"), "blocked_in interned");
+}
