@@ -187,8 +187,9 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let untracked_threads = probes.untracked_threads()?;
     let (over_budget, unreadable) = probes.stack_misses()?;
     if collector.stacks > 0 || over_budget + unreadable > 0 {
+        let need = collector.p95_bytes().map_or(String::new(), |b| format!("; 95% needed ≤ {b} stack bytes"));
         eprintln!(
-            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start), {over_budget} skipped over the budget, {unreadable} unreadable",
+            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {over_budget} skipped over the budget, {unreadable} unreadable",
             collector.stacks,
             collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64
         );

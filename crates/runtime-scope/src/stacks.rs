@@ -19,6 +19,8 @@ pub struct StackCollector {
     pub warnings: Vec<String>,
     pub stacks: u64,
     pub complete: u64,
+    /// Stack bytes each complete walk needed, to report the depth users need.
+    pub bytes_used: Vec<u32>,
 }
 
 impl StackCollector {
@@ -31,6 +33,7 @@ impl StackCollector {
             warnings: Vec::new(),
             stacks: 0,
             complete: 0,
+            bytes_used: Vec::new(),
         };
         for m in modules {
             collector.add(m.clone());
@@ -61,6 +64,13 @@ impl StackCollector {
         events
     }
 
+    /// Stack bytes that 95% of complete walks needed.
+    pub fn p95_bytes(&self) -> Option<u32> {
+        let mut used = self.bytes_used.clone();
+        used.sort_unstable();
+        used.get((used.len() * 95 / 100).min(used.len().saturating_sub(1))).copied()
+    }
+
     pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
         let mut out = Vec::new();
         let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, raw.bytes);
@@ -72,6 +82,9 @@ impl StackCollector {
         }
         self.stacks += 1;
         self.complete += u64::from(unwound.complete);
+        if unwound.complete {
+            self.bytes_used.push(unwound.bytes_used as u32);
+        }
         out.push(Event::Stack {
             ts: raw.ts,
             cpu: raw.cpu,

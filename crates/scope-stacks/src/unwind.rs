@@ -31,6 +31,8 @@ pub struct Unwound {
     pub complete: bool,
     /// Addresses that fell in no known module (a reason to re-read maps).
     pub unknown_addresses: usize,
+    /// Bytes above `sp` the walk read: what this stack needed copied.
+    pub bytes_used: usize,
 }
 
 fn section(file: &object::File<'_>, name: &str) -> (Option<Range<u64>>, Option<Vec<u8>>) {
@@ -83,9 +85,11 @@ impl StackUnwinder {
 
     /// Walks the stack copied at `sp` (`stack` holds memory from `sp` up).
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
+        let mut bytes_used = 0usize;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let at = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(at..at + 8).ok_or(())?;
+            bytes_used = bytes_used.max(at + 8);
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let mut frames = Vec::new();
@@ -119,7 +123,8 @@ impl StackUnwinder {
                 Err(_) => break,
             }
         }
-        Unwound { frames, complete, unknown_addresses: unknown }
+        drop(iter);
+        Unwound { frames, complete, unknown_addresses: unknown, bytes_used }
     }
 
     pub fn knows(&self, avma: u64) -> bool {
