@@ -21,9 +21,41 @@ fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// The `raw::poll` instances to probe in `binary`, unless tasks are off or
+/// the binary has no tokio symbols (said once).
+fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes> {
+    if stacks.no_tasks {
+        return None;
+    }
+    let points = std::fs::read(binary).map_err(|e| e.to_string()).and_then(|data| {
+        use scope_stacks::probe_points::{tokio_poll_points, tokio_spawn_points};
+        Ok((tokio_poll_points(&data)?, tokio_spawn_points(&data)?))
+    });
+    let offsets = |v: Vec<scope_stacks::probe_points::ProbePoint>| v.iter().map(|p| p.file_offset).collect();
+    match points {
+        Ok((polls, spawns)) if !polls.is_empty() => Some(recorder::PollProbes {
+            binary: binary.to_path_buf(),
+            polls: offsets(polls),
+            spawns: offsets(spawns),
+        }),
+        Ok(_) => {
+            eprintln!(
+                "runtime-scope: no tokio::runtime::task::raw::poll in {} (not a Tokio program, or stripped): recording threads only",
+                binary.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("runtime-scope: cannot read {} for tokio symbols ({e}): recording threads only", binary.display());
+            None
+        }
+    }
+}
+
 fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u64>) -> recorder::Settings {
     let cpus = cpu_count();
     recorder::Settings {
+        polls: None,
         stacks: StackConfig {
             stack_bytes: if stacks.no_stacks { 0 } else { stacks.stack_size },
             _pad: 0,
@@ -83,7 +115,8 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let mut target = process::Target::open(pid, args.target.clone())?;
     privileges::check()?;
     let stop = install_signal_handlers()?;
-    let settings = settings(&args.view, &args.stacks, Some(args.duration));
+    let mut settings = settings(&args.view, &args.stacks, Some(args.duration));
+    settings.polls = poll_points(&args.stacks, args.target.as_deref().unwrap_or(&target.executable));
     let rule = settings.rule.clone();
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
@@ -130,8 +163,12 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let rule = settings.rule.clone();
     let mut target = if args.command.is_empty() {
         let pid = args.pid.context("-p PID or -- CMD is required")?;
-        process::Target::open(pid, None)?
+        let target = process::Target::open(pid, None)?;
+        settings.polls = poll_points(&args.stacks, &target.executable);
+        target
     } else {
+        // Probes go on the program's file before it runs (uprobes are per file).
+        settings.polls = poll_points(&args.stacks, &launch::resolve(&args.command[0])?);
         let held = launch::spawn_held(&args.command)?;
         let target = process::Target::open(held.child.id(), None)?;
         settings.release = Some(held.release);

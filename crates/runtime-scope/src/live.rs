@@ -22,6 +22,7 @@ pub struct LiveView {
     busy_in_interval: BTreeMap<u32, u64>,
     events_in_interval: u64,
     events_total: u64,
+    polls_in_interval: u64,
     /// Highest lost-record count each CPU has reported in-band.
     lost_by_cpu: HashMap<u32, u32>,
 }
@@ -41,6 +42,7 @@ impl LiveView {
             busy_in_interval: BTreeMap::new(),
             events_in_interval: 0,
             events_total: 0,
+            polls_in_interval: 0,
             lost_by_cpu: HashMap::new(),
         }
     }
@@ -67,7 +69,8 @@ impl LiveView {
             Event::Exit { tid, .. } => {
                 self.on_since.remove(tid);
             }
-            Event::Stack { .. } | Event::NewModule { .. } => {}
+            Event::PollStart { .. } => self.polls_in_interval += 1,
+            Event::Stack { .. } | Event::NewModule { .. } | Event::PollEnd { .. } | Event::TaskSpawn { .. } => {}
         }
     }
 
@@ -82,6 +85,7 @@ impl LiveView {
         self.next_tick = now_ns + every;
         self.interval_start = now_ns;
         self.events_in_interval = 0;
+        self.polls_in_interval = 0;
         self.busy_in_interval.clear();
         println!("{line}");
         Some(line)
@@ -125,11 +129,12 @@ impl LiveView {
             .filter(|t| !workers.contains(t))
             .map(pct)
             .fold(0.0, |a, b| a + b);
-        let _ = write!(
-            line,
-            " other threads {others:>3.0}% │ {} events/s │ {lost} lost",
-            self.events_in_interval * 1_000_000_000 / interval
-        );
+        let per_sec = |n: u64| n * 1_000_000_000 / interval;
+        let _ = write!(line, " other threads {others:>3.0}% │ {} events/s │", per_sec(self.events_in_interval));
+        if self.polls_in_interval > 0 {
+            let _ = write!(line, " {} polls/s │", per_sec(self.polls_in_interval));
+        }
+        let _ = write!(line, " {lost} lost");
         line
     }
 }

@@ -5,7 +5,8 @@
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{PerfEvent, TracePoint};
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::{PerfEvent, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use scope_common::{FieldOffsets, StackConfig, counter};
 
@@ -80,6 +81,26 @@ impl Probes {
                     false,
                 )
                 .with_context(|| format!("starting cpu-clock sampling on CPU {cpu}"))?;
+        }
+        Ok(())
+    }
+
+    /// A uprobe and a uretprobe on each `raw::poll` instance (file offsets in
+    /// `binary`), for `pid` only.
+    pub fn attach_polls(&mut self, binary: &std::path::Path, polls: &[u64], spawns: &[u64], pid: u32) -> Result<()> {
+        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
+        for (program, offsets) in [("poll_enter", polls), ("poll_exit", polls), ("task_spawn", spawns)] {
+            let probe: &mut UProbe = self
+                .ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()?;
+            probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+            for &offset in offsets.iter() {
+                probe
+                    .attach(offset, binary, scope)
+                    .with_context(|| format!("uprobe at {}+{offset:#x}", binary.display()))?;
+            }
         }
         Ok(())
     }

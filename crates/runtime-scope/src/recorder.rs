@@ -11,7 +11,7 @@ use crate::tracefs;
 use anyhow::{Context, Result};
 use scope_model::capture::{CLOCK_MONOTONIC, Start, Stop};
 use scope_common::StackConfig;
-use scope_model::{Launch, StopReason, ThreadInfo, WorkerRule, decode};
+use scope_model::{Event, Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,7 +25,17 @@ const POLL_MS: i32 = 100;
 const PROBES: [(&str, &str); 3] =
     [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch")];
 
+/// The binary holding tokio, with the file offsets of its `raw::poll` and
+/// `OwnedTasks::bind_inner` (spawn) instances.
+pub struct PollProbes {
+    pub binary: std::path::PathBuf,
+    pub polls: Vec<u64>,
+    pub spawns: Vec<u64>,
+}
+
 pub struct Settings {
+    /// Record task polls. None: threads only.
+    pub polls: Option<PollProbes>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
     pub frequency: u32,
@@ -71,6 +81,9 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     probes.attach("sched_switch", "sched")?;
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
+    }
+    if let Some(p) = &settings.polls {
+        probes.attach_polls(&p.binary, &p.polls, &p.spawns, target.pid)?;
     }
     Ok((probes, initial))
 }
@@ -139,6 +152,14 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let ring_fd = ring.as_raw_fd();
     let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
         while let Some(item) = ring.next() {
+            if let Some(raw) = decode::decode_poll_start(&item) {
+                let poll_fn = collector.frame_of(raw.fn_avma);
+                batch.extend(collector.take_pending());
+                let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
+                view.feed(&event);
+                batch.push(event);
+                continue;
+            }
             if decode::is_stack(&item) {
                 match decode::decode_stack(&item) {
                     Ok(raw) => batch.extend(collector.process(&raw)),

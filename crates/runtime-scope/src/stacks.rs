@@ -5,7 +5,7 @@
 
 use crate::modules;
 use scope_model::decode::RawStack;
-use scope_model::{Event, Module};
+use scope_model::{Event, Frame, Module};
 use scope_stacks::unwind::StackUnwinder;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ pub struct StackCollector {
     pub complete: u64,
     /// Stack bytes each complete walk needed, to report the depth users need.
     pub bytes_used: Vec<u32>,
+    pending: Vec<Event>,
 }
 
 impl StackCollector {
@@ -34,6 +35,7 @@ impl StackCollector {
             stacks: 0,
             complete: 0,
             bytes_used: Vec::new(),
+            pending: Vec::new(),
         };
         for m in modules {
             collector.add(m.clone());
@@ -62,6 +64,24 @@ impl StackCollector {
             }
         }
         events
+    }
+
+    /// (module, file offset) of a code address; re-reads the maps once if
+    /// it is in none of the known modules.
+    pub fn frame_of(&mut self, avma: u64) -> Frame {
+        if let Some(f) = self.unwinder.normalise(avma) {
+            return f;
+        }
+        if self.last_rescan.elapsed() >= RESCAN_EVERY {
+            let found = self.rescan(0);
+            self.pending.extend(found);
+        }
+        self.unwinder.normalise(avma).unwrap_or(Frame { module: Frame::NO_MODULE, offset: avma })
+    }
+
+    /// Module events found outside `process` (to be written with the next batch).
+    pub fn take_pending(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.pending)
     }
 
     /// Stack bytes that 95% of complete walks needed.

@@ -13,6 +13,31 @@ pub mod kind {
     pub const COMM: u32 = 4;
     /// [`StackHeader`] followed by `len` bytes of user stack.
     pub const STACK: u32 = 5;
+    pub const POLL_ENTER: u32 = 6;
+    pub const POLL_EXIT: u32 = 7;
+    pub const TASK_SPAWN: u32 = 8;
+}
+
+/// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollEnter {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    /// The task's header pointer (first argument).
+    pub task: u64,
+    /// Address of the instance entered: which future type's poll.
+    pub fn_avma: u64,
+}
+
+/// Return from the innermost `raw::poll` on that thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollExit {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
 }
 
 /// Why a stack was copied ([`StackHeader::reason`]).
@@ -151,4 +176,15 @@ mod pod {
     // SAFETY: all-integer #[repr(C)] structs with explicit padding fields.
     unsafe impl aya::Pod for super::FieldOffsets {}
     unsafe impl aya::Pod for super::StackConfig {}
+}
+
+/// A task was spawned (`OwnedTasks::bind_inner`): from now on its header
+/// address names this task, even if a finished task had it before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSpawn {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    pub task: u64,
 }

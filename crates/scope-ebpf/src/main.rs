@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod polls;
 mod stacks;
 
 use aya_ebpf::{
@@ -36,12 +37,12 @@ static OFFSETS: FieldOffsets = FieldOffsets {
 
 /// Per target thread: the name we last reported, to emit `Comm` on change only.
 #[repr(C)]
-struct ThreadState {
+pub(crate) struct ThreadState {
     comm: [u64; 2],
 }
 
 #[map]
-static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(MAX_THREADS, 0);
+pub(crate) static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(MAX_THREADS, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -68,7 +69,7 @@ pub(crate) fn bump(index: u32) {
 }
 
 #[inline(always)]
-fn header(kind: u32) -> Header {
+pub(crate) fn header(kind: u32) -> Header {
     Header {
         kind,
         cpu: unsafe { bpf_get_smp_processor_id() },
@@ -91,7 +92,7 @@ pub(crate) fn wakeup_flags() -> u64 {
 }
 
 #[inline(always)]
-fn emit<T: 'static>(record: T) {
+pub(crate) fn emit<T: 'static>(record: T) {
     if EVENTS.output::<T>(&record, wakeup_flags()).is_err() {
         bump(counter::RINGBUF_DROPS);
     }

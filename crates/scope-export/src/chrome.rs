@@ -2,7 +2,7 @@
 //! first, each on-CPU span a complete event (`ph: "X"`, `cat: "oncpu"`), each
 //! observed off-CPU gap one too (`cat: "offcpu"`) named by its reason.
 
-use crate::{labels, micros};
+use crate::{labels, micros, tasks};
 use scope_model::{OffReason, ResolvedFrame, Role, SpanState, Symbols, ThreadTimeline, Timeline};
 use std::collections::HashMap;
 use serde::Serialize;
@@ -117,6 +117,36 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
     }
 }
 
+/// Each poll as the slices of it that ran on a CPU, nested in the on-CPU
+/// spans of the thread's row (a poll that blocks spans several).
+fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::Frame, String>, events: &mut Vec<Value>) {
+    for poll in &t.polls {
+        let pieces = tasks::on_cpu_pieces(t, poll);
+        let on = pieces.iter().map(|(a, b)| b - a).sum::<u64>();
+        let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_default();
+        for (i, (a, b)) in pieces.iter().enumerate() {
+            let mut args = json!({
+                "task": poll.serial,
+                "task_addr": format!("{:#x}", poll.task),
+                "poll": poll.number,
+                "poll_us": micros(poll.duration_ns()),
+                "on_cpu_us": micros(on),
+                "off_cpu_us": micros(poll.duration_ns() - on),
+            });
+            if pieces.len() > 1 {
+                args["piece"] = json!(format!("{} of {}", i + 1, pieces.len()));
+            }
+            if !poll.finished {
+                args["unfinished"] = json!(true);
+            }
+            events.push(json!({
+                "name": kind, "cat": "poll", "ph": "X",
+                "ts": micros(a - tl.start_ns), "dur": micros(b - a), "pid": tl.pid, "tid": t.tid, "args": args
+            }));
+        }
+    }
+}
+
 /// cpu-clock samples as instant events: `sf` points into `stackFrames`
 /// (chrome://tracing shows it on click), `args.stack` spells it out for
 /// viewers that ignore `sf`.
@@ -141,8 +171,10 @@ pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
     let mut events = Vec::new();
     let mut tree = FrameTree::default();
     metadata(tl, &mut events);
+    let kinds = tasks::kind_names(tl, symbols);
     for t in &tl.threads {
         span_events(tl, t, symbols, &mut events);
+        poll_events(tl, t, &kinds, &mut events);
         sample_events(tl, t, symbols, &mut tree, &mut events);
     }
     serde_json::to_value(TraceFile {

@@ -5,6 +5,7 @@ pub mod chrome;
 pub mod labels;
 pub mod perfetto;
 pub mod summary;
+pub mod tasks;
 
 /// Microseconds since the start of the recording, as trace viewers want them.
 pub(crate) fn micros(ns_since_start: u64) -> f64 {

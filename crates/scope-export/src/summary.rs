@@ -90,6 +90,26 @@ fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     }
 }
 
+/// Task kinds by on-CPU time in their polls.
+fn tasks(tl: &Timeline, symbols: &Symbols, out: &mut String) {
+    let totals = crate::tasks::totals(tl, &crate::tasks::kind_names(tl, symbols));
+    if totals.is_empty() {
+        return;
+    }
+    let polls: u64 = totals.iter().map(|(_, k)| k.polls).sum();
+    let _ = writeln!(out, "  tasks ({polls} polls; busy = on-CPU inside polls):");
+    for (kind, k) in totals.iter().take(TOP) {
+        let _ = writeln!(
+            out,
+            "    {:>7} polls {:>6} tasks  busy {:>9}  longest poll {:>9}  {kind}",
+            k.polls,
+            k.tasks,
+            ms(k.busy_ns),
+            ms(k.longest_ns)
+        );
+    }
+}
+
 pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
     let mut out = String::new();
     let workers: Vec<&ThreadTimeline> = tl.workers().collect();
@@ -120,6 +140,7 @@ pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
     if others.len() > OTHER_THREADS_SHOWN {
         let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
     }
+    tasks(tl, symbols, &mut out);
     hottest(tl, symbols, &mut out);
     blocked_in(tl, symbols, &mut out);
     for warning in &symbols.warnings {

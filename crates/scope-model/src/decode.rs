@@ -2,7 +2,7 @@
 
 use crate::Event;
 use crate::StackReason;
-use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, StackHeader, Switch, kind, side, stack_reason};
+use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, Switch, kind, side, stack_reason};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,21 @@ pub fn is_stack(bytes: &[u8]) -> bool {
     read::<Header>(bytes, None).is_ok_and(|h| h.kind == kind::STACK)
 }
 
+/// A poll entry before its instance address is normalised to a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPollStart {
+    pub ts: u64,
+    pub tid: u32,
+    pub task: u64,
+    pub fn_avma: u64,
+}
+
+/// Poll entries need the module table too (address → (module, offset)).
+pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
+    let r: PollEnter = read(bytes, Some(kind::POLL_ENTER)).ok()?;
+    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma })
+}
+
 pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
     let head: StackHeader = read(bytes, Some(kind::STACK))?;
     let data = &bytes[size_of::<StackHeader>()..];
@@ -105,6 +120,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXIT => {
             let r: Exit = read(bytes, k)?;
             Event::Exit { ts: header.ts, tid: r.tid }
+        }
+        kind::TASK_SPAWN => {
+            let r: TaskSpawn = read(bytes, k)?;
+            Event::TaskSpawn { ts: header.ts, tid: r.tid, task: r.task }
+        }
+        kind::POLL_EXIT => {
+            let r: PollExit = read(bytes, k)?;
+            Event::PollEnd { ts: header.ts, tid: r.tid }
         }
         kind::COMM => {
             let r: Comm = read(bytes, k)?;

@@ -12,7 +12,7 @@ mod timeline;
 mod workers;
 
 pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopReason, ThreadInfo};
-pub use symbols::{ResolvedFrame, Symbols};
+pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
-pub use timeline::{OffReason, Span, SpanState, Stack, ThreadTimeline, Timeline};
+pub use timeline::{OffReason, Poll, Span, SpanState, Stack, ThreadTimeline, Timeline};
 pub use workers::{Role, WorkerRule};

@@ -36,6 +36,14 @@ pub enum Event {
     },
     /// An executable mapping seen after the start (dlopen, late libraries).
     NewModule { ts: u64, index: u32, module: Module },
+    /// A thread entered `raw::poll` of a task: `task` is the task's header
+    /// address, `poll_fn` the instance (one per future type).
+    PollStart { ts: u64, tid: u32, task: u64, poll_fn: Frame },
+    /// The innermost open poll on the thread returned.
+    PollEnd { ts: u64, tid: u32 },
+    /// A task was spawned by thread `tid`; its header address is `task`
+    /// (a new task, even if an ended one had the same address).
+    TaskSpawn { ts: u64, tid: u32, task: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,7 +77,10 @@ impl Event {
             | Event::Exit { ts, .. }
             | Event::Rename { ts, .. }
             | Event::Stack { ts, .. }
-            | Event::NewModule { ts, .. } => *ts,
+            | Event::NewModule { ts, .. }
+            | Event::PollStart { ts, .. }
+            | Event::PollEnd { ts, .. }
+            | Event::TaskSpawn { ts, .. } => *ts,
         }
     }
 }
@@ -113,16 +124,19 @@ impl Recording {
         modules
     }
 
-    /// Every distinct frame in the recorded stacks.
+    /// Every distinct frame in the recorded stacks and polls.
     pub fn frames(&self) -> std::collections::BTreeSet<Frame> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Stack { frames, .. } => Some(frames.iter().copied()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+        let mut all = std::collections::BTreeSet::new();
+        for e in &self.events {
+            match e {
+                Event::Stack { frames, .. } => all.extend(frames.iter().copied()),
+                Event::PollStart { poll_fn, .. } => {
+                    all.insert(*poll_fn);
+                }
+                _ => {}
+            }
+        }
+        all
     }
 }
 

@@ -56,6 +56,33 @@ pub struct ThreadTimeline {
     /// (ts, stack index) taken as the thread switched out blocked; the ts is
     /// that of the switch, so it equals the blocked span's start.
     pub blocked_stacks: Vec<(u64, u32)>,
+    /// Task polls on this thread, by start time; nested polls have depth > 0.
+    pub polls: Vec<Poll>,
+}
+
+/// One poll of one task on one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poll {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The task's header address (reused by the allocator after the task ends).
+    pub task: u64,
+    /// Distinct per task in this recording (a freed address gets a new one).
+    pub serial: u32,
+    /// The `raw::poll` instance: one per future type, so it names the kind.
+    pub poll_fn: Frame,
+    /// Polls open around it on the same thread.
+    pub depth: u32,
+    /// 1 for the task's first poll seen, 2 for the next, …
+    pub number: u32,
+    /// False if the recording ended (or the thread exited) inside it.
+    pub finished: bool,
+}
+
+impl Poll {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +139,15 @@ impl ThreadTimeline {
     pub fn blocked_stack(&self, span: &Span) -> Option<u32> {
         let i = self.blocked_stacks.partition_point(|&(ts, _)| ts < span.start_ns);
         self.blocked_stacks.get(i).filter(|&&(ts, _)| ts == span.start_ns).map(|&(_, s)| s)
+    }
+
+    /// On-CPU time of this thread between two instants.
+    pub fn on_cpu_between(&self, start: u64, end: u64) -> u64 {
+        self.spans
+            .iter()
+            .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
+            .map(|s| s.end_ns.min(end).saturating_sub(s.start_ns.max(start)))
+            .sum()
     }
 
     /// Samples taken inside a span.
@@ -171,6 +207,10 @@ impl Timeline {
             .collect();
         let mut inconsistencies = 0;
         let mut stacks = Vec::new();
+        let mut poll_numbers: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        // Live header address → task serial; serials stay unique after frees.
+        let mut task_serials: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+        let mut serial_counter = 0u32;
         let mut events: Vec<&Event> = rec.events.iter().collect();
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
@@ -203,6 +243,39 @@ impl Timeline {
                     }
                 }
                 Event::NewModule { .. } => {}
+                Event::PollStart { ts, tid, task, poll_fn } => {
+                    // A header address names one task until it is freed.
+                    let serial = *task_serials.entry(*task).or_insert_with(|| {
+                        serial_counter += 1;
+                        serial_counter
+                    });
+                    let number = poll_numbers.entry(serial).or_insert(0u32);
+                    *number += 1;
+                    let b = thread_entry(&mut threads, *tid, window);
+                    b.open_polls.push(Poll {
+                        start_ns: *ts,
+                        end_ns: *ts,
+                        task: *task,
+                        serial,
+                        poll_fn: *poll_fn,
+                        depth: b.open_polls.len() as u32,
+                        number: *number,
+                        finished: false,
+                    });
+                }
+                Event::TaskSpawn { task, .. } => {
+                    serial_counter += 1;
+                    task_serials.insert(*task, serial_counter);
+                }
+                Event::PollEnd { ts, tid } => {
+                    let b = thread_entry(&mut threads, *tid, window);
+                    // A return with nothing open: the poll began before we attached.
+                    if let Some(mut poll) = b.open_polls.pop() {
+                        poll.end_ns = *ts;
+                        poll.finished = true;
+                        b.polls.push(poll);
+                    }
+                }
             }
         }
 
@@ -251,6 +324,8 @@ struct Builder {
     spans: Vec<Span>,
     samples: Vec<(u64, u32)>,
     blocked_stacks: Vec<(u64, u32)>,
+    open_polls: Vec<Poll>,
+    polls: Vec<Poll>,
 }
 
 impl Builder {
@@ -266,6 +341,8 @@ impl Builder {
             spans: Vec::new(),
             samples: Vec::new(),
             blocked_stacks: Vec::new(),
+            open_polls: Vec::new(),
+            polls: Vec::new(),
         }
     }
 
@@ -309,7 +386,16 @@ impl Builder {
         u64::from(!matches!(was, SpanState::OffCpu(_)))
     }
 
+    /// Polls still open when the thread exits or recording stops end there.
+    fn close_polls(&mut self, end: u64) {
+        while let Some(mut poll) = self.open_polls.pop() {
+            poll.end_ns = end;
+            self.polls.push(poll);
+        }
+    }
+
     fn exit(&mut self, ts: u64) {
+        self.close_polls(ts);
         // The exiting thread runs its own exit path: it was on a CPU.
         self.close(ts, SpanState::OnCpu { cpu: None });
         self.current = None;
@@ -317,6 +403,14 @@ impl Builder {
     }
 
     fn finish(mut self, tid: u32) -> ThreadTimeline {
+        self.close_polls(self.window.1);
+        let (lo, hi) = (self.begin_ns.max(self.window.0), self.window.1);
+        let mut polls: Vec<Poll> = std::mem::take(&mut self.polls)
+            .into_iter()
+            .filter(|p| p.end_ns > lo && p.start_ns < hi)
+            .map(|p| Poll { start_ns: p.start_ns.max(lo), end_ns: p.end_ns.min(hi), ..p })
+            .collect();
+        polls.sort_by_key(|p| (p.start_ns, p.depth));
         if self.exited_ns.is_none() {
             let end = self.window.1;
             match self.current {
@@ -345,6 +439,7 @@ impl Builder {
             kernel_cpu_ns: self.kernel_cpu_ns,
             samples: self.samples,
             blocked_stacks: self.blocked_stacks,
+            polls,
         }
     }
 }

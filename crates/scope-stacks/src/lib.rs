@@ -5,5 +5,6 @@
 //! ([`symbolize`]). Pure: reads binaries, never the target.
 
 pub mod elf;
+pub mod probe_points;
 pub mod symbolize;
 pub mod unwind;

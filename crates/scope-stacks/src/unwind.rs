@@ -76,7 +76,8 @@ impl StackUnwinder {
         Ok(())
     }
 
-    fn normalise(&self, avma: u64) -> Option<Frame> {
+    /// (module, file offset) of an address, if it is in a loaded module.
+    pub fn normalise(&self, avma: u64) -> Option<Frame> {
         self.mapped
             .iter()
             .find(|m| m.avma.contains(&avma))

@@ -192,9 +192,10 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     }
     // One sequence per thread (its track is the sequence default), one for
     // the counter, one for the samples.
+    let kinds = crate::tasks::kind_names(tl, symbols);
     for (i, t) in tl.threads.iter().enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
-        for packet in slices::thread_packets(tl, t, symbols, &mut seq) {
+        for packet in slices::thread_packets(tl, t, symbols, &kinds, &mut seq) {
             writer.write(&packet)?;
         }
     }

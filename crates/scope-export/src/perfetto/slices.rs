@@ -2,22 +2,25 @@
 //! names, categories, annotation names and blocked stacks interned.
 
 use super::{Sequence, sequence_start, thread_uuid};
-use crate::labels;
+use crate::{labels, tasks};
 use perfetto_protos::debug_annotation::{DebugAnnotation, DebugAnnotationName};
 use perfetto_protos::interned_data::InternedData;
 use perfetto_protos::profile_common::InternedString;
 use perfetto_protos::trace_packet::TracePacket;
 use perfetto_protos::track_event::track_event::Type;
 use perfetto_protos::track_event::{EventCategory, EventName, TrackEvent};
-use scope_model::{OffReason, Span, SpanState, Symbols, ThreadTimeline, Timeline};
-use std::collections::BTreeMap;
+use scope_model::{Frame, OffReason, Span, SpanState, Symbols, ThreadTimeline, Timeline};
+use std::collections::{BTreeMap, HashMap};
 
 const CATEGORY_ONCPU: u64 = 1;
 const CATEGORY_OFFCPU: u64 = 2;
+const CATEGORY_POLL: u64 = 3;
 const ANNOTATION_CPU: u64 = 1;
 const ANNOTATION_STATE: u64 = 2;
 const ANNOTATION_BLOCKED_IN: u64 = 3;
 const ANNOTATION_STACK: u64 = 4;
+const ANNOTATION_TASK: u64 = 5;
+const ANNOTATION_POLL: u64 = 6;
 
 /// What a span shows: name, category, and its annotations.
 struct Label {
@@ -27,10 +30,12 @@ struct Label {
     state: Option<&'static str>,
     blocked_in: Option<String>,
     stack: Option<String>,
+    /// (annotation name iid, value) pairs.
+    numbers: Vec<(u64, u64)>,
 }
 
 fn label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Option<Label> {
-    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None };
+    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None, numbers: Vec::new() };
     match span.state {
         SpanState::OnCpu { cpu } => {
             let name = labels::running(tl, t, span, symbols).map_or("on-cpu".to_string(), |f| f.function);
@@ -75,13 +80,20 @@ fn interned(names: &Table, strings: &Table) -> InternedData {
         n.name = Some(name.clone());
         data.event_names.push(n);
     }
-    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu")] {
+    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu"), (CATEGORY_POLL, "poll")] {
         let mut c = EventCategory::new();
         c.iid = Some(iid);
         c.name = Some(name.into());
         data.event_categories.push(c);
     }
-    for (iid, name) in [(ANNOTATION_CPU, "cpu"), (ANNOTATION_STATE, "state"), (ANNOTATION_BLOCKED_IN, "blocked_in"), (ANNOTATION_STACK, "stack")] {
+    for (iid, name) in [
+        (ANNOTATION_CPU, "cpu"),
+        (ANNOTATION_STATE, "state"),
+        (ANNOTATION_BLOCKED_IN, "blocked_in"),
+        (ANNOTATION_STACK, "stack"),
+        (ANNOTATION_TASK, "task"),
+        (ANNOTATION_POLL, "poll"),
+    ] {
         let mut a = DebugAnnotationName::new();
         a.iid = Some(iid);
         a.name = Some(name.into());
@@ -96,43 +108,94 @@ fn interned(names: &Table, strings: &Table) -> InternedData {
     data
 }
 
-/// The sequence of one thread: its start packet, then BEGIN/END pairs.
-pub(super) fn thread_packets(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, seq: &mut Sequence) -> Vec<TracePacket> {
-    let labelled: Vec<(&Span, Label)> = t.spans.iter().filter_map(|s| Some((s, label(tl, t, s, symbols)?))).collect();
+/// Polls as the pieces of them that ran on a CPU, one nesting level below
+/// the on-CPU span they ran in (plus their own nesting).
+fn poll_slices(t: &ThreadTimeline, kinds: &HashMap<Frame, String>) -> Vec<(u64, u64, u32, Label)> {
+    let mut out = Vec::new();
+    for poll in &t.polls {
+        for (a, b) in tasks::on_cpu_pieces(t, poll) {
+            let label = Label {
+                name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
+                category: CATEGORY_POLL,
+                cpu: None,
+                state: None,
+                blocked_in: None,
+                stack: None,
+                numbers: vec![(ANNOTATION_TASK, u64::from(poll.serial)), (ANNOTATION_POLL, u64::from(poll.number))],
+            };
+            out.push((a, b, 1 + poll.depth, label));
+        }
+    }
+    out
+}
+
+fn begin_event(l: &Label, names: &mut Table, strings: &mut Table) -> TrackEvent {
+    let mut begin = TrackEvent::new();
+    begin.set_type(Type::TYPE_SLICE_BEGIN);
+    begin.set_name_iid(names.id(&l.name));
+    begin.category_iids.push(l.category);
+    if let Some(cpu) = l.cpu {
+        let mut a = annotation(ANNOTATION_CPU);
+        a.set_uint_value(u64::from(cpu));
+        begin.debug_annotations.push(a);
+    }
+    if let Some(state) = l.state {
+        let mut a = annotation(ANNOTATION_STATE);
+        a.set_string_value(state.into());
+        begin.debug_annotations.push(a);
+    }
+    for (iid, value) in [(ANNOTATION_BLOCKED_IN, &l.blocked_in), (ANNOTATION_STACK, &l.stack)] {
+        if let Some(v) = value {
+            let mut a = annotation(iid);
+            a.set_string_value_iid(strings.id(v));
+            begin.debug_annotations.push(a);
+        }
+    }
+    for &(iid, value) in &l.numbers {
+        let mut a = annotation(iid);
+        a.set_uint_value(value);
+        begin.debug_annotations.push(a);
+    }
+    begin
+}
+
+/// The sequence of one thread: its start packet, then BEGIN/END in time
+/// order, properly nested (at equal times: ends before begins, inner ends
+/// first, outer begins first).
+pub(super) fn thread_packets(
+    tl: &Timeline,
+    t: &ThreadTimeline,
+    symbols: &Symbols,
+    kinds: &HashMap<Frame, String>,
+    seq: &mut Sequence,
+) -> Vec<TracePacket> {
+    let mut slices: Vec<(u64, u64, u32, Label)> =
+        t.spans.iter().filter_map(|s| Some((s.start_ns, s.end_ns, 0, label(tl, t, s, symbols)?))).collect();
+    slices.extend(poll_slices(t, kinds));
     let (mut names, mut strings) = (Table::default(), Table::default());
-    for (_, l) in &labelled {
+    for (_, _, _, l) in &slices {
         names.id(&l.name);
         for s in [&l.blocked_in, &l.stack].into_iter().flatten() {
             strings.id(s);
         }
     }
     let mut packets = vec![sequence_start(seq.id, thread_uuid(tl.pid, t.tid), interned(&names, &strings))];
-    for (span, l) in labelled {
-        let mut begin = TrackEvent::new();
-        begin.set_type(Type::TYPE_SLICE_BEGIN);
-        begin.set_name_iid(names.id(&l.name));
-        begin.category_iids.push(l.category);
-        if let Some(cpu) = l.cpu {
-            let mut a = annotation(ANNOTATION_CPU);
-            a.set_uint_value(u64::from(cpu));
-            begin.debug_annotations.push(a);
-        }
-        if let Some(state) = l.state {
-            let mut a = annotation(ANNOTATION_STATE);
-            a.set_string_value(state.into());
-            begin.debug_annotations.push(a);
-        }
-        for (iid, value) in [(ANNOTATION_BLOCKED_IN, &l.blocked_in), (ANNOTATION_STACK, &l.stack)] {
-            if let Some(v) = value {
-                let mut a = annotation(iid);
-                a.set_string_value_iid(strings.id(v));
-                begin.debug_annotations.push(a);
-            }
-        }
-        let mut end = TrackEvent::new();
-        end.set_type(Type::TYPE_SLICE_END);
-        packets.push(seq.packet(span.start_ns - tl.start_ns, begin));
-        packets.push(seq.packet(span.end_ns - tl.start_ns, end));
+    // (ts, 0 = end / 1 = begin, nesting order, slice index)
+    let mut edges: Vec<(u64, u8, i64, usize)> = Vec::new();
+    for (i, (start, end, depth, _)) in slices.iter().enumerate() {
+        edges.push((*start, 1, i64::from(*depth), i));
+        edges.push((*end, 0, -i64::from(*depth), i));
+    }
+    edges.sort();
+    for (ts, kind, _, i) in edges {
+        let event = if kind == 1 {
+            begin_event(&slices[i].3, &mut names, &mut strings)
+        } else {
+            let mut end = TrackEvent::new();
+            end.set_type(Type::TYPE_SLICE_END);
+            end
+        };
+        packets.push(seq.packet(ts - tl.start_ns, event));
     }
     packets
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{StopReason, ThreadInfo};
+use crate::{Frame, StopReason, ThreadInfo};
 
 const S: u64 = 0x1; // TASK_INTERRUPTIBLE
 const PREEMPT: u64 = 0x100;
@@ -181,4 +181,43 @@ fn spans_tile_for_pseudo_random_event_streams() {
         assert_spans_tile_lifetime(t, 1_000, 2_000);
         assert_eq!(t.lifetime_ns(), 1_000);
     }
+}
+
+#[test]
+fn polls_nest_number_and_close() {
+    let f = |o| Frame { module: 0, offset: o };
+    let start = |ts, task, o| Event::PollStart { ts, tid: 50, task, poll_fn: f(o) };
+    let end = |ts| Event::PollEnd { ts, tid: 50 };
+    let rec = recording(
+        vec![thread(50, "tokio-rt-worker", None)],
+        vec![
+            end(1_010), // entered before we attached: ignored
+            start(1_100, 7, 0x10),
+            start(1_200, 8, 0x20),
+            end(1_300),
+            end(1_400),
+            start(1_500, 8, 0x20),
+            end(1_600),
+            Event::TaskSpawn { ts: 1_700, tid: 50, task: 8 },
+            start(1_800, 8, 0x20), // same address, new task
+            end(1_850),
+            start(1_900, 9, 0x30), // still open at stop
+        ],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u64, u64, u64, u32, u32, u32, bool)> = find(&tl, 50)
+        .polls
+        .iter()
+        .map(|p| (p.start_ns, p.end_ns, p.task, p.serial, p.depth, p.number, p.finished))
+        .collect();
+    assert_eq!(
+        polls,
+        vec![
+            (1_100, 1_400, 7, 1, 0, 1, true),
+            (1_200, 1_300, 8, 2, 1, 1, true),
+            (1_500, 1_600, 8, 2, 0, 2, true),
+            (1_800, 1_850, 8, 3, 0, 1, true),
+            (1_900, 2_000, 9, 4, 0, 1, false),
+        ]
+    );
 }

@@ -1,0 +1,47 @@
+//! Task polls: a uprobe on each `tokio::runtime::task::raw::poll` instance
+//! (it sits in the task vtable, so it is never inlined) and a uretprobe for
+//! its return. Only the target's threads are reported.
+
+use crate::{THREADS, emit, header};
+use aya_ebpf::{
+    EbpfContext,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use scope_common::{PollEnter, PollExit, TaskSpawn, kind};
+
+#[uprobe]
+pub fn poll_enter(ctx: ProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0).unwrap_or(0);
+    // At a uprobe, rip is the probed instruction: the instance's entry.
+    let fn_avma = unsafe { (*ctx.regs).rip };
+    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma });
+    0
+}
+
+#[uretprobe]
+pub fn poll_exit(ctx: RetProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    emit(PollExit { header: header(kind::POLL_EXIT), tid, _pad: 0 });
+    0
+}
+
+/// `OwnedTasks::bind_inner(&self, task: Task<S>, notified)`: the new task's
+/// header pointer is the second argument.
+#[uprobe]
+pub fn task_spawn(ctx: ProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let task: u64 = ctx.arg(1).unwrap_or(0);
+    emit(TaskSpawn { header: header(kind::TASK_SPAWN), tid, _pad: 0, task });
+    0
+}

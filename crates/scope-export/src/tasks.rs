@@ -1,0 +1,187 @@
+//! Tasks: what each kind of task is called (by its future type), the pieces
+//! of each poll that ran on a CPU (so polls nest inside on-CPU spans), and
+//! per-kind totals for the report.
+
+use scope_model::{Frame, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline};
+use scope_model::symbols_is_plumbing as is_plumbing;
+use std::collections::HashMap;
+
+/// `my_app::handler::{{closure}}` / `…::{closure#0}` / `…::{async_fn_env#0}` → `my_app::handler`.
+pub fn abbreviate(name: &str) -> String {
+    let mut s = name.trim();
+    loop {
+        let before = s;
+        for suffix in ["::{{closure}}", "::{closure#0}", "::{async_fn_env#0}", "::{async_block#0}"] {
+            s = s.strip_suffix(suffix).unwrap_or(s);
+        }
+        if s == before {
+            return s.to_string();
+        }
+    }
+}
+
+/// The future type in `raw::poll<F, S>` when the symbol spells it (v0 or DWARF).
+fn from_generic_name(name: &str) -> Option<String> {
+    let start = name.find("poll<").map(|i| i + 5).or_else(|| name.find("poll::<").map(|i| i + 7))?;
+    let mut depth = 0;
+    for (i, c) in name[start..].char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth == 0 => return Some(abbreviate(&name[start..start + i])),
+            '>' => depth -= 1,
+            ',' if depth == 0 => return Some(abbreviate(&name[start..start + i])),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn is_harness(f: &ResolvedFrame) -> bool {
+    f.function.contains("task::harness::") || f.function.contains("task::raw::poll") || f.function.contains("Harness<")
+}
+
+/// In a stack taken inside a poll, the future being polled: the first
+/// non-plumbing frame inside the innermost task harness frame.
+pub fn future_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
+    let harness = frames.iter().position(is_harness)?;
+    let inside = &frames[..harness];
+    // spawn_blocking tasks (Tokio's own workers run as one): name the closure.
+    if let Some(b) = inside.iter().rposition(|f| f.function.contains("BlockingTask<")) {
+        let closure = inside[..b].iter().rev().find(|f| !f.function.starts_with("core::") && !f.function.starts_with("<core::"));
+        return Some(format!("spawn_blocking({})", closure.map_or("?".to_string(), |f| abbreviate(&f.function))));
+    }
+    inside.iter().rev().find(|f| !is_plumbing(&f.function)).map(|f| abbreviate(&f.function))
+}
+
+fn innermost_poll_at(t: &ThreadTimeline, ts: u64) -> Option<&Poll> {
+    t.polls.iter().filter(|p| p.start_ns <= ts && ts < p.end_ns).max_by_key(|p| p.depth)
+}
+
+/// Name of every task kind (keyed by its `raw::poll` instance).
+pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
+    let mut votes: HashMap<Frame, HashMap<String, usize>> = HashMap::new();
+    for t in &tl.threads {
+        for &(ts, stack) in t.samples.iter().chain(&t.blocked_stacks) {
+            let Some(poll) = innermost_poll_at(t, ts) else { continue };
+            let Some(s) = tl.stacks.get(stack as usize) else { continue };
+            if let Some(name) = future_in_stack(&symbols.expand(&s.frames)) {
+                *votes.entry(poll.poll_fn).or_default().entry(name).or_default() += 1;
+            }
+        }
+    }
+    let mut names = HashMap::new();
+    for t in &tl.threads {
+        for poll in &t.polls {
+            names.entry(poll.poll_fn).or_insert_with(|| {
+                let symbol = symbols.resolve(&poll.poll_fn).last().map(|f| f.function.clone()).unwrap_or_default();
+                from_generic_name(&symbol)
+                    .or_else(|| {
+                        votes.get(&poll.poll_fn).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone()))).map(|(n, _)| n.clone()))
+                    })
+                    .unwrap_or_else(|| {
+                        let module = tl.module_paths.get(poll.poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
+                        format!("task kind {module}+{:#x}", poll.poll_fn.offset)
+                    })
+            });
+        }
+    }
+    names
+}
+
+/// The parts of a poll that ran on a CPU: (start, end) inside on-CPU spans.
+pub fn on_cpu_pieces(t: &ThreadTimeline, poll: &Poll) -> Vec<(u64, u64)> {
+    t.spans
+        .iter()
+        .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
+        .filter_map(|s| {
+            let (a, b) = (s.start_ns.max(poll.start_ns), s.end_ns.min(poll.end_ns));
+            (b > a).then_some((a, b))
+        })
+        .collect()
+}
+
+/// Totals per task kind, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindTotals {
+    pub polls: u64,
+    pub tasks: u64,
+    pub busy_ns: u64,
+    pub longest_ns: u64,
+}
+
+/// On-CPU time of a poll itself: inside it, outside the polls nested in it.
+pub fn self_busy_ns(t: &ThreadTimeline, poll: &Poll) -> u64 {
+    let nested: u64 = t
+        .polls
+        .iter()
+        .filter(|p| p.depth == poll.depth + 1 && p.start_ns >= poll.start_ns && p.start_ns < poll.end_ns)
+        .map(|p| t.on_cpu_between(p.start_ns, p.end_ns))
+        .sum();
+    t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)
+}
+
+pub fn totals(tl: &Timeline, names: &HashMap<Frame, String>) -> Vec<(String, KindTotals)> {
+    let mut by: HashMap<&str, (KindTotals, std::collections::HashSet<u32>)> = HashMap::new();
+    for t in &tl.threads {
+        for poll in &t.polls {
+            let Some(name) = names.get(&poll.poll_fn) else { continue };
+            let e = by.entry(name).or_default();
+            e.0.polls += 1;
+            e.0.busy_ns += self_busy_ns(t, poll);
+            e.0.longest_ns = e.0.longest_ns.max(poll.duration_ns());
+            e.1.insert(poll.serial);
+        }
+    }
+    let mut out: Vec<(String, KindTotals)> = by
+        .into_iter()
+        .map(|(n, (mut k, tasks))| {
+            k.tasks = tasks.len() as u64;
+            (n.to_string(), k)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.busy_ns.cmp(&a.1.busy_ns).then(a.0.cmp(&b.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> ResolvedFrame {
+        ResolvedFrame::unknown(name.into())
+    }
+
+    #[test]
+    fn names_futures() {
+        assert_eq!(abbreviate("demo_app::cpu_heavy_loop::{{closure}}"), "demo_app::cpu_heavy_loop");
+        assert_eq!(abbreviate("my_app::handler::{async_fn_env#0}"), "my_app::handler");
+        assert_eq!(
+            from_generic_name("tokio::runtime::task::raw::poll::<my_app::handler::{async_fn_env#0}, alloc::sync::Arc<h::Handle>>"),
+            Some("my_app::handler".into())
+        );
+        assert_eq!(from_generic_name("tokio::runtime::task::raw::poll"), None);
+        let stack = [
+            f("cpu_heavy_poll"),
+            f("demo_app::cpu_heavy_loop::{{closure}}"),
+            f("tokio::runtime::task::harness::Harness<T,S>::poll"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Context::run_task"),
+            f("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::raw::poll"),
+            f("clone3"),
+        ];
+        assert_eq!(future_in_stack(&stack), Some("demo_app::cpu_heavy_loop".into()));
+        assert_eq!(future_in_stack(&stack[..1]), None);
+        let parked = [
+            f("syscall"),
+            f("tokio::runtime::park::Inner::park_timeout"),
+            f("tokio::runtime::scheduler::multi_thread::worker::run"),
+            f("tokio::runtime::scheduler::multi_thread::worker::Launch::launch::{{closure}}"),
+            f("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll"),
+            f("tokio::runtime::task::raw::poll"),
+        ];
+        assert_eq!(
+            future_in_stack(&parked),
+            Some("spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::Launch::launch)".into())
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Where to probe Tokio in a binary: every instance of
+//! `tokio::runtime::task::raw::poll` (one per spawned future type; it is in
+//! the task vtable, so it survives inlining and LTO). Matched by demangled
+//! path, legacy and v0 mangling alike; attached by file offset.
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+pub const RAW_POLL: &str = "tokio::runtime::task::raw::poll";
+/// Every spawned task passes here once (any tokio ≥ 1.x multi-thread or
+/// current-thread runtime; generic over the scheduler, so a few instances).
+pub const BIND_INNER: &str = "::bind_inner";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePoint {
+    /// Demangled name, without hash.
+    pub name: String,
+    pub svma: u64,
+    /// Offset in the file: what a uprobe is attached at.
+    pub file_offset: u64,
+}
+
+/// `tokio::runtime::task::raw::poll::<F, S>` / `…::poll::h1234` → true.
+fn is_instance_of(demangled: &str, path: &str) -> bool {
+    demangled == path || demangled.strip_prefix(path).is_some_and(|rest| rest.starts_with("::<") || rest.starts_with('<'))
+}
+
+fn is_raw_poll(demangled: &str) -> bool {
+    is_instance_of(demangled, RAW_POLL)
+}
+
+/// Every instance of `raw::poll` (entered per poll).
+pub fn tokio_poll_points(data: &[u8]) -> Result<Vec<ProbePoint>, String> {
+    instances(data, RAW_POLL)
+}
+
+/// Every instance of `OwnedTasks::bind_inner` (entered once per spawn).
+pub fn tokio_spawn_points(data: &[u8]) -> Result<Vec<ProbePoint>, String> {
+    find(data, |name| name.contains("task::list::OwnedTasks<") && name.ends_with(BIND_INNER))
+}
+
+fn instances(data: &[u8], path: &str) -> Result<Vec<ProbePoint>, String> {
+    find(data, |name| is_instance_of(name, path))
+}
+
+fn find(data: &[u8], wanted: impl Fn(&str) -> bool) -> Result<Vec<ProbePoint>, String> {
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    let mut points = Vec::new();
+    for sym in file.symbols().filter(|s| s.kind() == SymbolKind::Text && s.address() != 0) {
+        let Ok(raw) = sym.name() else { continue };
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        if !wanted(&name) {
+            continue;
+        }
+        let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
+        let Some((section_offset, _)) = section.file_range() else { continue };
+        let file_offset = sym.address() - section.address() + section_offset;
+        if !points.iter().any(|p: &ProbePoint| p.svma == sym.address()) {
+            points.push(ProbePoint { name, svma: sym.address(), file_offset });
+        }
+    }
+    points.sort_by_key(|p| p.svma);
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_raw_poll;
+
+    #[test]
+    fn matches_legacy_and_v0_names_only() {
+        assert!(is_raw_poll("tokio::runtime::task::raw::poll"));
+        assert!(is_raw_poll("tokio::runtime::task::raw::poll::<my_app::handler::{closure#0}, alloc::sync::Arc<x>>"));
+        assert!(!is_raw_poll("tokio::runtime::task::raw::poll_future"));
+        assert!(!is_raw_poll("tokio::runtime::task::raw::RawTask::poll"));
+    }
+
+    #[test]
+    fn finds_tokio_probe_points_in_a_tokio_binary() {
+        // The demo app, if built (it is whenever the kernel tests run).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/demo-app");
+        let Ok(data) = std::fs::read(path) else { return };
+        assert!(super::tokio_poll_points(&data).unwrap().len() >= 4);
+        assert!(!super::tokio_spawn_points(&data).unwrap().is_empty());
+    }
+}
