@@ -94,8 +94,31 @@ async fn short_task_loop(started: Instant) {
     }
 }
 
+/// `demo-app --yield-loop N`: one task yielding N times, for measuring the
+/// cost of a poll (and of probing it); prints ns per iteration.
+fn yield_loop(n: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("tokio runtime");
+    let per_poll = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+            started.elapsed().as_nanos() as f64 / n as f64
+        })
+        .await
+        .expect("yield task")
+    });
+    println!("yield-loop ns-per-poll {per_poll:.1}");
+}
+
 fn main() {
-    let run_for = std::env::args().nth(1).and_then(|s| s.parse::<f64>().ok());
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("--yield-loop") {
+        return yield_loop(args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000));
+    }
+    let run_for = first.and_then(|s| s.parse::<f64>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -138,6 +138,30 @@ impl Probes {
         self.counter(counter::FILTER_FULL)
     }
 
+    /// (program name, run count, total run ns) of our programs, from the
+    /// kernel's own accounting (only counted while the sysctl
+    /// kernel.bpf_stats_enabled is 1).
+    pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
+        let ids: Vec<(u32, String)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| Some((p.info().ok()?.id(), name.to_string())))
+            .collect();
+        let mut stats: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else { return Vec::new() };
+        for entry in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+            let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+            let (Some(id), Some(ns), Some(cnt)) = (field("prog_id:"), field("run_time_ns:"), field("run_cnt:")) else { continue };
+            if let Some((_, name)) = ids.iter().find(|(i, _)| u64::from(*i) == id) {
+                let e = stats.entry(name.clone()).or_default();
+                // Several fds (links) can refer to one program: count it once.
+                *e = (e.0.max(cnt), e.1.max(ns));
+            }
+        }
+        stats.into_iter().map(|(n, (c, ns))| (n, c, ns)).collect()
+    }
+
     /// (skipped over budget, unreadable) stack copies.
     pub fn stack_misses(&self) -> Result<(u64, u64)> {
         Ok((self.counter(counter::STACKS_OVER_BUDGET)?, self.counter(counter::STACKS_UNREADABLE)?))

@@ -218,6 +218,17 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     for warning in &collector.warnings {
         eprintln!("runtime-scope: warning: {warning}");
     }
+    if std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some() {
+        // For `cargo xtask bench`: kernel-side cost of each program.
+        let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
+            let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        });
+        eprintln!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
+        for (name, runs, ns) in probes.run_stats() {
+            eprintln!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
+        }
+    }
     let exit_status = settings.child.map(|child| crate::launch::finish(child, reason));
     if undecodable > 0 {
         eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");

@@ -53,16 +53,39 @@ pub fn future_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
     inside.iter().rev().find(|f| !is_plumbing(&f.function)).map(|f| abbreviate(&f.function))
 }
 
-fn innermost_poll_at(t: &ThreadTimeline, ts: u64) -> Option<&Poll> {
-    t.polls.iter().filter(|p| p.start_ns <= ts && ts < p.end_ns).max_by_key(|p| p.depth)
+/// For stacks taken at `times` (sorted), the innermost poll open at each:
+/// one sweep, keeping the stack of open polls (polls nest on a thread).
+fn innermost_polls<'a>(t: &'a ThreadTimeline, times: &[u64]) -> Vec<Option<&'a Poll>> {
+    let mut open: Vec<&Poll> = Vec::new();
+    let mut next = 0;
+    times
+        .iter()
+        .map(|&ts| {
+            while next < t.polls.len() && t.polls[next].start_ns <= ts {
+                let p = &t.polls[next];
+                while open.last().is_some_and(|o| o.end_ns <= p.start_ns) {
+                    open.pop();
+                }
+                open.push(p);
+                next += 1;
+            }
+            while open.last().is_some_and(|o| o.end_ns <= ts) {
+                open.pop();
+            }
+            open.last().copied()
+        })
+        .collect()
 }
 
 /// Name of every task kind (keyed by its `raw::poll` instance).
 pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
     let mut votes: HashMap<Frame, HashMap<String, usize>> = HashMap::new();
     for t in &tl.threads {
-        for &(ts, stack) in t.samples.iter().chain(&t.blocked_stacks) {
-            let Some(poll) = innermost_poll_at(t, ts) else { continue };
+        let mut taken: Vec<(u64, u32)> = t.samples.iter().chain(&t.blocked_stacks).copied().collect();
+        taken.sort_unstable();
+        let times: Vec<u64> = taken.iter().map(|&(ts, _)| ts).collect();
+        for (&(_, stack), poll) in taken.iter().zip(innermost_polls(t, &times)) {
+            let Some(poll) = poll else { continue };
             let Some(s) = tl.stacks.get(stack as usize) else { continue };
             if let Some(name) = future_in_stack(&symbols.expand(&s.frames)) {
                 *votes.entry(poll.poll_fn).or_default().entry(name).or_default() += 1;
@@ -90,7 +113,7 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
 
 /// The parts of a poll that ran on a CPU: (start, end) inside on-CPU spans.
 pub fn on_cpu_pieces(t: &ThreadTimeline, poll: &Poll) -> Vec<(u64, u64)> {
-    t.spans
+    t.spans_between(poll.start_ns, poll.end_ns)
         .iter()
         .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
         .filter_map(|s| {
@@ -111,10 +134,12 @@ pub struct KindTotals {
 
 /// On-CPU time of a poll itself: inside it, outside the polls nested in it.
 pub fn self_busy_ns(t: &ThreadTimeline, poll: &Poll) -> u64 {
-    let nested: u64 = t
-        .polls
+    // Polls are sorted by start: the nested ones follow it directly.
+    let from = t.polls.partition_point(|p| p.start_ns < poll.start_ns);
+    let to = t.polls.partition_point(|p| p.start_ns < poll.end_ns);
+    let nested: u64 = t.polls[from..to.max(from)]
         .iter()
-        .filter(|p| p.depth == poll.depth + 1 && p.start_ns >= poll.start_ns && p.start_ns < poll.end_ns)
+        .filter(|p| p.depth == poll.depth + 1)
         .map(|p| t.on_cpu_between(p.start_ns, p.end_ns))
         .sum();
     t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)

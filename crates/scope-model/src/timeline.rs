@@ -141,9 +141,17 @@ impl ThreadTimeline {
         self.blocked_stacks.get(i).filter(|&&(ts, _)| ts == span.start_ns).map(|&(_, s)| s)
     }
 
+    /// Spans overlapping [start, end), found by binary search (spans are
+    /// sorted and contiguous).
+    pub fn spans_between(&self, start: u64, end: u64) -> &[Span] {
+        let from = self.spans.partition_point(|s| s.end_ns <= start);
+        let to = self.spans.partition_point(|s| s.start_ns < end);
+        &self.spans[from..to.max(from)]
+    }
+
     /// On-CPU time of this thread between two instants.
     pub fn on_cpu_between(&self, start: u64, end: u64) -> u64 {
-        self.spans
+        self.spans_between(start, end)
             .iter()
             .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
             .map(|s| s.end_ns.min(end).saturating_sub(s.start_ns.max(start)))
