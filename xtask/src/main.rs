@@ -2,16 +2,18 @@
 //!   setup  install what building needs (idempotent, seconds when all is there)
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
 //!   test   every test, including the root-only kernel tests
+//!   bench  overhead, per-poll cost and output sizes → BENCHMARKS.md
 //!
 //! No dependencies on purpose: this must compile before anything is installed.
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
@@ -21,7 +23,7 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd
@@ -70,8 +72,9 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(),
         "demo" => setup::ensure().and_then(|()| demo()),
         "test" => setup::ensure().and_then(|()| test()),
+        "bench" => setup::ensure().and_then(|()| bench::bench()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test>");
+            eprintln!("usage: cargo xtask <setup|demo|test|bench>");
             return ExitCode::from(2);
         }
     };
