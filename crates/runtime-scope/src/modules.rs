@@ -31,6 +31,16 @@ pub fn build_id(path: &str) -> Option<String> {
     bytes.get(16..).map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The `[uprobes]` mapping: uretprobes replace return addresses on the
+/// stack with its trampoline.
+pub fn uprobes_area(pid: u32) -> Option<std::ops::Range<u64>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().filter(|l| l.ends_with("[uprobes]")).find_map(|l| {
+        let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+        Some(u64::from_str_radix(a, 16).ok()?..u64::from_str_radix(b, 16).ok()?)
+    })
+}
+
 /// Executable, file-backed mappings of `pid` (empty if it is gone).
 pub fn read(pid: u32) -> Vec<Module> {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };

@@ -153,6 +153,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
         while let Some(item) = ring.next() {
             if let Some(raw) = decode::decode_poll_start(&item) {
+                collector.poll_started(raw.tid, raw.ret_addr);
                 let poll_fn = collector.frame_of(raw.fn_avma);
                 batch.extend(collector.take_pending());
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
@@ -169,6 +170,9 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             }
             match decode::decode(&item) {
                 Ok(event) => {
+                    if let Event::PollEnd { tid, .. } = event {
+                        collector.poll_ended(tid);
+                    }
                     view.feed(&event);
                     batch.push(event);
                 }

@@ -7,6 +7,8 @@ use crate::modules;
 use scope_model::decode::RawStack;
 use scope_model::{Event, Frame, Module};
 use scope_stacks::unwind::StackUnwinder;
+use std::collections::HashMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 const RESCAN_EVERY: Duration = Duration::from_millis(200);
@@ -22,6 +24,10 @@ pub struct StackCollector {
     /// Stack bytes each complete walk needed, to report the depth users need.
     pub bytes_used: Vec<u32>,
     pending: Vec<Event>,
+    /// Per thread, the real return addresses of its open polls (innermost
+    /// last): each is hidden on the stack behind the uretprobe trampoline.
+    open_polls: HashMap<u32, Vec<u64>>,
+    uprobes: Option<Range<u64>>,
 }
 
 impl StackCollector {
@@ -36,6 +42,8 @@ impl StackCollector {
             complete: 0,
             bytes_used: Vec::new(),
             pending: Vec::new(),
+            open_polls: HashMap::new(),
+            uprobes: None,
         };
         for m in modules {
             collector.add(m.clone());
@@ -53,6 +61,37 @@ impl StackCollector {
     }
 
     /// Adds mappings not seen before; returns them as events.
+    pub fn poll_started(&mut self, tid: u32, ret_addr: u64) {
+        self.open_polls.entry(tid).or_default().push(ret_addr);
+    }
+
+    pub fn poll_ended(&mut self, tid: u32) {
+        if let Some(open) = self.open_polls.get_mut(&tid) {
+            open.pop();
+        }
+    }
+
+    /// Puts back the return addresses uretprobes replaced: the slots holding
+    /// a trampoline address, lowest (innermost) first, get the thread's open
+    /// polls' return addresses, innermost first.
+    fn restore_return_addresses(&mut self, tid: u32, stack: &mut [u8]) {
+        let Some(open) = self.open_polls.get(&tid).filter(|o| !o.is_empty()) else { return };
+        if self.uprobes.is_none() {
+            self.uprobes = modules::uprobes_area(self.pid);
+        }
+        let Some(area) = self.uprobes.clone() else { return };
+        let mut next = open.iter().rev();
+        for slot in stack.chunks_exact_mut(8) {
+            let value = u64::from_le_bytes(slot.try_into().expect("8 bytes"));
+            if area.contains(&value) {
+                match next.next() {
+                    Some(real) => slot.copy_from_slice(&real.to_le_bytes()),
+                    None => break,
+                }
+            }
+        }
+    }
+
     fn rescan(&mut self, ts: u64) -> Vec<Event> {
         self.last_rescan = Instant::now();
         let mut events = Vec::new();
@@ -93,11 +132,14 @@ impl StackCollector {
 
     pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
         let mut out = Vec::new();
-        let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, raw.bytes);
+        let mut bytes = raw.bytes.to_vec();
+        self.restore_return_addresses(raw.tid, &mut bytes);
+        let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
         if unwound.unknown_addresses > 0 && self.last_rescan.elapsed() >= RESCAN_EVERY {
             out = self.rescan(raw.ts);
+            self.uprobes = modules::uprobes_area(self.pid);
             if !out.is_empty() {
-                unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, raw.bytes);
+                unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
             }
         }
         self.stacks += 1;

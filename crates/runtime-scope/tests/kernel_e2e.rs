@@ -48,11 +48,17 @@ fn trace_of_demo_matches_kernel_accounting() {
     let mut strictly_checked = 0;
     let mut sleeps_found = 0;
     for (i, &tid) in workers.iter().enumerate() {
-        let spans = spans_of(&trace, tid);
+        let all = spans_of(&trace, tid);
+        // The thread's states never overlap; task polls nest inside on-CPU spans.
+        let spans: Vec<_> = all.iter().filter(|s| s.2 == "oncpu" || s.2 == "offcpu").cloned().collect();
         assert!(!spans.is_empty(), "worker {tid} has no spans");
         for pair in spans.windows(2) {
             let end = pair[0].0 + pair[0].1;
             assert!(pair[1].0 >= end - 0.001, "overlap on {tid}: {:?} then {:?}", pair[0], pair[1]);
+        }
+        for poll in all.iter().filter(|s| s.2 == "poll") {
+            let inside = spans.iter().any(|s| s.2 == "oncpu" && s.0 <= poll.0 + 0.001 && poll.0 + poll.1 <= s.0 + s.1 + 0.001);
+            assert!(inside, "poll piece {poll:?} not inside an on-CPU span of {tid}");
         }
         let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
         let kernel_us = (after[i] - before[i]) as f64 / 1_000.0;

@@ -29,6 +29,9 @@ pub struct PollEnter {
     pub task: u64,
     /// Address of the instance entered: which future type's poll.
     pub fn_avma: u64,
+    /// The caller's return address, read before the uretprobe replaces it
+    /// with its trampoline: stacks taken inside the poll need it back.
+    pub ret_addr: u64,
 }
 
 /// Return from the innermost `raw::poll` on that thread.

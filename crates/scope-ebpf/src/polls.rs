@@ -5,6 +5,7 @@
 use crate::{THREADS, emit, header};
 use aya_ebpf::{
     EbpfContext,
+    helpers::bpf_probe_read_user,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -19,7 +20,10 @@ pub fn poll_enter(ctx: ProbeContext) -> u32 {
     let task: u64 = ctx.arg(0).unwrap_or(0);
     // At a uprobe, rip is the probed instruction: the instance's entry.
     let fn_avma = unsafe { (*ctx.regs).rip };
-    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma });
+    // Uprobe handlers run before the return address is hijacked.
+    let sp = unsafe { (*ctx.regs).rsp } as *const u64;
+    let ret_addr = unsafe { bpf_probe_read_user(sp) }.unwrap_or(0);
+    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma, ret_addr });
     0
 }
 

@@ -67,12 +67,13 @@ pub struct RawPollStart {
     pub tid: u32,
     pub task: u64,
     pub fn_avma: u64,
+    pub ret_addr: u64,
 }
 
 /// Poll entries need the module table too (address → (module, offset)).
 pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
     let r: PollEnter = read(bytes, Some(kind::POLL_ENTER)).ok()?;
-    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma })
+    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr })
 }
 
 pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
