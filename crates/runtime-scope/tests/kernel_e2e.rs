@@ -132,12 +132,5 @@ fn ctrl_c_stops_cleanly_with_trace_and_detaches() {
     assert!(stderr.contains("interrupted by signal"), "{stderr}");
     let trace = read_trace(&trace_path);
     assert!(!spans_of(&trace, demo.wait_for_workers(2)[0]).is_empty());
-    // Nothing of ours stays loaded once the profiler has exited.
-    let ours = ["sched_switch", "task_newtask", "sched_process_e"];
-    let left: Vec<String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| ours.contains(&n.as_str()))
-        .collect();
-    assert!(left.is_empty(), "probes survived the profiler's exit: {left:?}");
+    assert_no_probes_left();
 }

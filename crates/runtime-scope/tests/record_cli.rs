@@ -133,13 +133,5 @@ fn recorder_killed_mid_way_leaves_a_readable_capture() {
     let (code, stdout, stderr) = profiler(&["report", tmp.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("no stop record") && stdout.contains("recording incomplete"), "{stdout}{stderr}");
-    // The profiler is gone; probes must be gone with it (the kernel detaches
-    // links when their last fd closes).
-    let ours = ["sched_switch", "task_newtask", "sched_process_e"];
-    let left: Vec<String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| ours.contains(&n.as_str()))
-        .collect();
-    assert!(left.is_empty(), "probes survived SIGKILL: {left:?}");
+    assert_no_probes_left();
 }

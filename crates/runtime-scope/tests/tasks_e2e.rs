@@ -74,9 +74,8 @@ fn non_tokio_target_falls_back_to_threads() {
     assert!(out.exists());
 }
 
-/// Spins through `n` yields in a current-thread-free way: the demo's ticking
-/// is too slow to see probe cost, so time a tight loop of uprobe hits instead:
-/// the target is our own uprobed trigger function, run in a child.
+/// After the profiler exits, neither its programs nor its uprobes remain on
+/// the target (which keeps running).
 #[test]
 fn probes_are_gone_after_exit() {
     require_root();
@@ -93,11 +92,5 @@ fn probes_are_gone_after_exit() {
     // No uprobe of ours left in the kernel's list for this binary.
     let events = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
     assert!(!events.contains("demo-app"), "uprobes left behind:\n{events}");
-    let ours = ["poll_enter", "poll_exit", "sched_switch", "sample_stack"];
-    let left: Vec<String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| ours.contains(&n.as_str()))
-        .collect();
-    assert!(left.is_empty(), "programs survived: {left:?}");
+    assert_no_probes_left();
 }

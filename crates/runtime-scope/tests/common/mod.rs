@@ -191,3 +191,16 @@ pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
         .map(|e| (e["tid"].as_u64().unwrap() as u32, e["args"]["name"].as_str().unwrap().to_string()))
         .collect()
 }
+
+/// Fails if any program of ours is still loaded in the kernel (programs
+/// are released when the profiler's last fd closes, on every exit path).
+pub fn assert_no_probes_left() {
+    const OURS: [&str; 7] =
+        ["sched_switch", "task_newtask", "sched_process_e", "sample_stack", "poll_enter", "poll_exit", "task_spawn"];
+    let left: Vec<String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| OURS.contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "probes survived the profiler's exit: {left:?}");
+}
