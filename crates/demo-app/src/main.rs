@@ -55,40 +55,59 @@ pub fn short_task(seed: u64) -> u64 {
     (0..2_000u64).fold(seed, |a, i| black_box(a.rotate_left(5) ^ i))
 }
 
-/// Sleeps out the idle part of the 4 s cycle, if we are in it.
+/// Sleeps out the idle part of the 4 s cycle, if we are in it; then the
+/// caller's ticker restarts, so no missed tick fires at once (which would
+/// run its work twice in one poll).
 #[inline(never)]
-async fn idle_phase(started: Instant) {
+async fn idle_phase(started: Instant, tick: &mut tokio::time::Interval) -> bool {
     let into_cycle = Duration::from_nanos((started.elapsed().as_nanos() % CYCLE.as_nanos()) as u64);
-    if into_cycle >= CYCLE - IDLE {
-        tokio::time::sleep(CYCLE - into_cycle).await;
+    if into_cycle < CYCLE - IDLE {
+        return false;
     }
+    tokio::time::sleep(CYCLE - into_cycle).await;
+    tick.reset();
+    true
+}
+
+/// An interval that skips ticks it misses (a heavy poll can overrun one):
+/// the default (burst) would run the work twice back to back in one poll.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick
 }
 
 async fn cpu_heavy_loop(started: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = ticker(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        idle_phase(started).await;
+        if idle_phase(started, &mut tick).await {
+            continue;
+        }
         black_box(cpu_heavy_poll(CPU_HEAVY_MS));
     }
 }
 
 async fn blocking_loop(started: Instant) {
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = ticker(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        idle_phase(started).await;
+        if idle_phase(started, &mut tick).await {
+            continue;
+        }
         black_box(block_in_syscall(BLOCKING_MS));
     }
 }
 
 async fn short_task_loop(started: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut tick = ticker(Duration::from_millis(5));
     let mut n = 0u64;
     loop {
         tick.tick().await;
-        idle_phase(started).await;
+        if idle_phase(started, &mut tick).await {
+            continue;
+        }
         n += 1;
         tokio::spawn(async move { black_box(short_task(n)) });
     }
