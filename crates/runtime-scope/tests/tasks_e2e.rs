@@ -57,6 +57,17 @@ fn demo_polls_are_counted_timed_and_named() {
     // Tokio's workers run as spawn_blocking tasks; named as such.
     assert!(all.iter().any(|p| p.0.starts_with("spawn_blocking(")), "worker loop not recognised");
     assert!(stdout.contains("tasks (") && stdout.contains("demo_app::cpu_heavy_loop"), "{stdout}");
+    // Spawn arrows: one per spawned task, each landing on a poll.
+    let events = trace["traceEvents"].as_array().unwrap();
+    let starts = events.iter().filter(|e| e["ph"] == "s" && e["cat"] == "spawn").count();
+    let ends: Vec<&Value> = events.iter().filter(|e| e["ph"] == "f" && e["cat"] == "spawn").collect();
+    assert!(starts >= 300 && starts == ends.len(), "spawn flows: {starts} starts, {} ends", ends.len());
+    let poll_starts: std::collections::HashSet<(u64, String)> = events
+        .iter()
+        .filter(|e| e["cat"] == "poll")
+        .map(|e| (e["tid"].as_u64().unwrap(), e["ts"].to_string()))
+        .collect();
+    assert!(ends.iter().all(|e| poll_starts.contains(&(e["tid"].as_u64().unwrap(), e["ts"].to_string()))), "every arrow ends on a poll");
 }
 
 #[test]

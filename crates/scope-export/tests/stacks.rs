@@ -79,3 +79,29 @@ fn perfetto_samples_resolve_to_interned_callstacks() {
     assert_eq!(names, ["clone3", "tokio::runtime::task::raw::poll", "cpu_heavy_poll", "demo_app::mix_step"], "outermost first");
     assert!(strings.values().any(|v| v == "block_in_syscall (src/main.rs:7)"), "blocked_in interned");
 }
+
+#[test]
+fn spawn_arrows_go_from_spawn_to_first_poll() {
+    let (tl, symbols) = fixture_with_stacks();
+    let value = scope_export::chrome::to_value(&tl, &symbols, "test");
+    let events = value["traceEvents"].as_array().unwrap();
+    let poll = events.iter().find(|e| e["cat"] == "poll").expect("the spawned task's poll");
+    assert_eq!(poll["name"], "demo_app::spawned", "kind named from the generic in its symbol");
+    let start = events.iter().find(|e| e["ph"] == "s").expect("flow start");
+    let finish = events.iter().find(|e| e["ph"] == "f").expect("flow end");
+    assert_eq!(start["id"], finish["id"]);
+    assert_eq!(finish["ts"], poll["ts"], "arrow lands on the first poll");
+    assert!(start["ts"].as_f64() < finish["ts"].as_f64());
+
+    let mut bytes = Vec::new();
+    scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
+    let trace = Trace::parse_from_bytes(&bytes).unwrap();
+    let with_flow: Vec<_> = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_event() && !p.track_event().flow_ids.is_empty())
+        .map(|p| p.track_event().flow_ids.clone())
+        .collect();
+    assert_eq!(with_flow.len(), 2, "one slice at each end of the arrow");
+    assert_eq!(with_flow[0], with_flow[1]);
+}

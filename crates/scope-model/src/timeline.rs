@@ -60,6 +60,14 @@ pub struct ThreadTimeline {
     pub polls: Vec<Poll>,
 }
 
+/// A task spawned by thread `tid` at `ts`; its polls carry `serial`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub ts: u64,
+    pub tid: u32,
+    pub serial: u32,
+}
+
 /// One poll of one task on one thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Poll {
@@ -186,6 +194,8 @@ pub struct Timeline {
     pub stacks: Vec<Stack>,
     /// Path of each module frames refer to (by index).
     pub module_paths: Vec<String>,
+    /// Tasks spawned while recording, in time order.
+    pub spawns: Vec<Spawn>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     pub lost_events: u64,
@@ -219,6 +229,7 @@ impl Timeline {
         // Live header address → task serial; serials stay unique after frees.
         let mut task_serials: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
         let mut serial_counter = 0u32;
+        let mut spawns = Vec::new();
         let mut events: Vec<&Event> = rec.events.iter().collect();
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
@@ -271,9 +282,10 @@ impl Timeline {
                         finished: false,
                     });
                 }
-                Event::TaskSpawn { task, .. } => {
+                Event::TaskSpawn { ts, tid, task } => {
                     serial_counter += 1;
                     task_serials.insert(*task, serial_counter);
+                    spawns.push(Spawn { ts: *ts, tid: *tid, serial: serial_counter });
                 }
                 Event::PollEnd { ts, tid } => {
                     let b = thread_entry(&mut threads, *tid, window);
@@ -306,6 +318,7 @@ impl Timeline {
             end_ns: window.1,
             threads: built,
             stacks,
+            spawns,
             module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
             lost_events: rec.lost_events,

@@ -32,10 +32,12 @@ struct Label {
     stack: Option<String>,
     /// (annotation name iid, value) pairs.
     numbers: Vec<(u64, u64)>,
+    /// Flow arrows through this slice (spawn → first poll).
+    flows: Vec<u64>,
 }
 
 fn label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Option<Label> {
-    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None, numbers: Vec::new() };
+    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None, numbers: Vec::new(), flows: Vec::new() };
     match span.state {
         SpanState::OnCpu { cpu } => {
             let name = labels::running(tl, t, span, symbols).map_or("on-cpu".to_string(), |f| f.function);
@@ -122,6 +124,7 @@ fn poll_slices(t: &ThreadTimeline, kinds: &HashMap<Frame, String>) -> Vec<(u64, 
                 blocked_in: None,
                 stack: None,
                 numbers: vec![(ANNOTATION_TASK, u64::from(poll.serial)), (ANNOTATION_POLL, u64::from(poll.number))],
+                flows: Vec::new(),
             };
             out.push((a, b, 1 + poll.depth, label));
         }
@@ -156,6 +159,7 @@ fn begin_event(l: &Label, names: &mut Table, strings: &mut Table) -> TrackEvent 
         a.set_uint_value(value);
         begin.debug_annotations.push(a);
     }
+    begin.flow_ids.extend(&l.flows);
     begin
 }
 
@@ -167,11 +171,31 @@ pub(super) fn thread_packets(
     t: &ThreadTimeline,
     symbols: &Symbols,
     kinds: &HashMap<Frame, String>,
+    flows: &[tasks::Flow],
     seq: &mut Sequence,
 ) -> Vec<TracePacket> {
     let mut slices: Vec<(u64, u64, u32, Label)> =
         t.spans.iter().filter_map(|s| Some((s.start_ns, s.end_ns, 0, label(tl, t, s, symbols)?))).collect();
     slices.extend(poll_slices(t, kinds));
+    // A flow leaves from the innermost slice around the spawn and ends on
+    // the first piece of the task's first poll. Sorted by (start, depth),
+    // the innermost slice holding an instant is the last-started one that
+    // still holds it.
+    slices.sort_by_key(|s| (s.0, s.2));
+    for flow in flows {
+        if flow.from.0 == t.tid {
+            let upto = slices.partition_point(|s| s.0 <= flow.from.1);
+            if let Some(i) = (0..upto).rev().find(|&i| flow.from.1 < slices[i].1) {
+                slices[i].3.flows.push(flow.id);
+            }
+        }
+        if flow.to.0 == t.tid {
+            let at = slices.partition_point(|s| s.0 < flow.to.1);
+            if let Some(i) = (at..slices.len()).take_while(|&i| slices[i].0 == flow.to.1).find(|&i| slices[i].2 >= 1) {
+                slices[i].3.flows.push(flow.id);
+            }
+        }
+    }
     let (mut names, mut strings) = (Table::default(), Table::default());
     for (_, _, _, l) in &slices {
         names.id(&l.name);

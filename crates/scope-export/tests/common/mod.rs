@@ -42,6 +42,16 @@ pub fn fixture_with_stacks() -> (Timeline, Symbols) {
             complete: true,
         });
     }
+    // A task spawned by the worker during its sample span, polled in the
+    // worker's next on-CPU span.
+    let next_on = worker
+        .spans
+        .iter()
+        .find(|s| matches!(s.state, SpanState::OnCpu { .. }) && s.start_ns > on.end_ns && s.duration_ns() > 4)
+        .unwrap();
+    rec.events.push(Event::TaskSpawn { ts: on.start_ns + 2, tid: WORKER, task: 0xabc0 });
+    rec.events.push(Event::PollStart { ts: next_on.start_ns + 1, tid: WORKER, task: 0xabc0, poll_fn: f(0x60) });
+    rec.events.push(Event::PollEnd { ts: next_on.start_ns + 3, tid: WORKER });
     rec.events.sort_by_key(Event::ts);
     let mut symbols = Symbols::default();
     let name = |n: &str| ResolvedFrame { function: n.into(), file: Some("src/main.rs".into()), line: Some(7), inlined: false };
@@ -53,5 +63,6 @@ pub fn fixture_with_stacks() -> (Timeline, Symbols) {
     symbols.frames.insert(f(0x30), vec![name("clone3")]);
     symbols.frames.insert(f(0x40), vec![name("std::thread::sleep")]);
     symbols.frames.insert(f(0x50), vec![name("block_in_syscall")]);
+    symbols.frames.insert(f(0x60), vec![name("tokio::runtime::task::raw::poll::<demo_app::spawned::{{closure}}, S>")]);
     (Timeline::build(&rec, &WorkerRule::default()), symbols)
 }
