@@ -27,16 +27,17 @@ fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes
     if stacks.no_tasks {
         return None;
     }
-    let points = std::fs::read(binary).map_err(|e| e.to_string()).and_then(|data| {
-        use scope_stacks::probe_points::{tokio_poll_points, tokio_spawn_points};
-        Ok((tokio_poll_points(&data)?, tokio_spawn_points(&data)?))
-    });
-    let offsets = |v: Vec<scope_stacks::probe_points::ProbePoint>| v.iter().map(|p| p.file_offset).collect();
+    let points = std::fs::read(binary)
+        .map_err(|e| e.to_string())
+        .and_then(|data| scope_stacks::probe_points::tokio_probe_points(&data));
+    let offsets = |v: &[scope_stacks::probe_points::ProbePoint]| v.iter().map(|p| p.file_offset).collect();
     match points {
-        Ok((polls, spawns)) if !polls.is_empty() => Some(recorder::PollProbes {
+        Ok(points) if !points.polls.is_empty() => Some(recorder::PollProbes {
             binary: binary.to_path_buf(),
-            polls: offsets(polls),
-            spawns: offsets(spawns),
+            polls: offsets(&points.polls),
+            spawns: offsets(&points.spawns),
+            wakes: offsets(&points.wakes),
+            worker_runs: offsets(&points.worker_runs),
         }),
         Ok(_) => {
             eprintln!(

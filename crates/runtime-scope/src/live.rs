@@ -70,7 +70,9 @@ impl LiveView {
                 self.on_since.remove(tid);
             }
             Event::PollStart { .. } => self.polls_in_interval += 1,
-            Event::Stack { .. } | Event::NewModule { .. } | Event::PollEnd { .. } | Event::TaskSpawn { .. } => {}
+            Event::Stack { .. } | Event::NewModule { .. } | Event::PollEnd { .. } | Event::TaskSpawn { .. }
+            | Event::TaskWake { .. }
+            | Event::WorkerRun { .. } => {}
         }
     }
 

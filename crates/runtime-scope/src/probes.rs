@@ -85,11 +85,19 @@ impl Probes {
         Ok(())
     }
 
-    /// A uprobe and a uretprobe on each `raw::poll` instance (file offsets in
-    /// `binary`), for `pid` only.
-    pub fn attach_polls(&mut self, binary: &std::path::Path, polls: &[u64], spawns: &[u64], pid: u32) -> Result<()> {
+    /// A uprobe and a uretprobe on each `raw::poll` instance, uprobes on the
+    /// spawn, wake and worker-loop functions (file offsets in the binary),
+    /// for `pid` only.
+    pub fn attach_polls(&mut self, points: &crate::recorder::PollProbes, pid: u32) -> Result<()> {
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
-        for (program, offsets) in [("poll_enter", polls), ("poll_exit", polls), ("task_spawn", spawns)] {
+        let binary = points.binary.as_path();
+        for (program, offsets) in [
+            ("poll_enter", &points.polls),
+            ("poll_exit", &points.polls),
+            ("task_spawn", &points.spawns),
+            ("task_wake", &points.wakes),
+            ("worker_run", &points.worker_runs),
+        ] {
             let probe: &mut UProbe = self
                 .ebpf
                 .program_mut(program)

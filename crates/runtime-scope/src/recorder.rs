@@ -31,6 +31,8 @@ pub struct PollProbes {
     pub binary: std::path::PathBuf,
     pub polls: Vec<u64>,
     pub spawns: Vec<u64>,
+    pub wakes: Vec<u64>,
+    pub worker_runs: Vec<u64>,
 }
 
 pub struct Settings {
@@ -83,7 +85,7 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
         probes.attach_sampling(settings.frequency)?;
     }
     if let Some(p) = &settings.polls {
-        probes.attach_polls(&p.binary, &p.polls, &p.spawns, target.pid)?;
+        probes.attach_polls(p, target.pid)?;
     }
     Ok((probes, initial))
 }

@@ -68,6 +68,48 @@ fn demo_polls_are_counted_timed_and_named() {
         .map(|e| (e["tid"].as_u64().unwrap(), e["ts"].to_string()))
         .collect();
     assert!(ends.iter().all(|e| poll_starts.contains(&(e["tid"].as_u64().unwrap(), e["ts"].to_string()))), "every arrow ends on a poll");
+    // Wake arrows: the tickers are woken by the timer hundreds of times,
+    // each arrow landing on the next poll of the woken task.
+    let wake_ends: Vec<&Value> = events.iter().filter(|e| e["ph"] == "f" && e["cat"] == "wake").collect();
+    assert!(wake_ends.len() >= 300, "wake flows: {}", wake_ends.len());
+    assert!(wake_ends.iter().all(|e| poll_starts.contains(&(e["tid"].as_u64().unwrap(), e["ts"].to_string()))), "every wake ends on a poll");
+    // Workers by what they run (worker::run), with tokio's own indices.
+    let rows: Vec<String> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let workers: Vec<&str> = rows.iter().filter(|r| r.starts_with("worker ")).map(|r| &r[..8]).collect();
+    assert_eq!(workers, ["worker 0", "worker 1"], "{rows:?}");
+}
+
+#[test]
+fn a_yield_loop_is_n_polls_with_n_self_wakes() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.json");
+    let n = 2_000;
+    let demo = demo_app_path();
+    let output = std::process::Command::new(PROFILER)
+        .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap(), "--yield-loop", &n.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("yield-loop ns-per-poll"), "the program's output passes through: {stdout}");
+    let trace = read_trace(&out);
+    let all = polls(&trace);
+    let most = all.iter().map(|p| p.2).max().unwrap_or(0);
+    assert_eq!(most, n + 1, "the yielding task: one poll per yield plus the last");
+    let events = trace["traceEvents"].as_array().unwrap();
+    let self_wakes = events.iter().filter(|e| e["ph"] == "s" && e["cat"] == "self-wake").count() as u64;
+    assert_eq!(self_wakes, n, "each yield is a self-wake");
+    let rows: Vec<&str> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.iter().filter(|r| r.starts_with("worker ")).count(), 1, "one worker: {rows:?}");
 }
 
 #[test]

@@ -16,6 +16,10 @@ pub mod kind {
     pub const POLL_ENTER: u32 = 6;
     pub const POLL_EXIT: u32 = 7;
     pub const TASK_SPAWN: u32 = 8;
+    /// [`TaskWake`]: a waker of a task was woken.
+    pub const TASK_WAKE: u32 = 9;
+    /// [`WorkerRun`]: a thread entered a multi-thread runtime's worker loop.
+    pub const WORKER_RUN: u32 = 10;
 }
 
 /// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.
@@ -190,4 +194,28 @@ pub struct TaskSpawn {
     pub tid: u32,
     pub _pad: u32,
     pub task: u64,
+}
+
+/// `tokio::runtime::task::waker::wake_by_val` / `wake_by_ref` entered on a
+/// target thread: `task` is the woken task's header address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskWake {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    pub task: u64,
+}
+
+/// `tokio::runtime::scheduler::multi_thread::worker::run` entered: this
+/// thread is now that runtime's worker `index`. `runtime` tells runtimes
+/// apart (the address of the runtime's shared handle).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerRun {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    pub index: u64,
+    pub runtime: u64,
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use scope_common::{PollEnter, PollExit, TaskSpawn, kind};
+use scope_common::{PollEnter, PollExit, TaskSpawn, TaskWake, WorkerRun, kind};
 
 #[uprobe]
 pub fn poll_enter(ctx: ProbeContext) -> u32 {
@@ -47,5 +47,38 @@ pub fn task_spawn(ctx: ProbeContext) -> u32 {
     }
     let task: u64 = ctx.arg(1).unwrap_or(0);
     emit(TaskSpawn { header: header(kind::TASK_SPAWN), tid, _pad: 0, task });
+    0
+}
+
+/// `waker::wake_by_val(ptr)` / `wake_by_ref(ptr)`: the raw waker data is the
+/// woken task's header pointer (non-generic since tokio 1.23, so one
+/// instance each, reached through the waker vtable: never inlined).
+#[uprobe]
+pub fn task_wake(ctx: ProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0).unwrap_or(0);
+    emit(TaskWake { header: header(kind::TASK_WAKE), tid, _pad: 0, task });
+    0
+}
+
+/// Offsets in `ArcInner<multi_thread::worker::Worker>` (tokio 1.2x–1.54):
+/// `Worker { handle: Arc<Handle>, index: usize, .. }` after the two counts.
+/// Userspace validates what this reads (small, distinct indices).
+const WORKER_HANDLE: usize = 0x10;
+const WORKER_INDEX: usize = 0x18;
+
+/// `worker::run(worker: Arc<Worker>)`: this thread becomes worker `index`.
+#[uprobe]
+pub fn worker_run(ctx: ProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let worker: u64 = ctx.arg(0).unwrap_or(0);
+    let read = |offset: usize| unsafe { bpf_probe_read_user((worker as usize + offset) as *const u64) }.unwrap_or(u64::MAX);
+    emit(WorkerRun { header: header(kind::WORKER_RUN), tid, _pad: 0, index: read(WORKER_INDEX), runtime: read(WORKER_HANDLE) });
     0
 }

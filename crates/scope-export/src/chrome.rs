@@ -74,7 +74,7 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
         let event = match span.state {
             SpanState::OnCpu { cpu } => {
                 let mut args = json!({ "cpu": cpu, "duration_us": dur });
-                if let Role::Worker { index } = t.role {
+                if let Role::Worker { index, .. } = t.role {
                     args["worker_id"] = json!(index);
                 }
                 let name = match labels::running(tl, t, span, symbols) {
@@ -172,12 +172,13 @@ pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
     let mut tree = FrameTree::default();
     metadata(tl, &mut events);
     let kinds = tasks::kind_names(tl, symbols);
-    for flow in tasks::spawn_flows(tl) {
+    for flow in crate::flows::flows(tl) {
         // Flow events bind to the slice enclosing them on their thread.
         let at = |(tid, ts): (u32, u64)| (tid, micros(ts.saturating_sub(tl.start_ns)));
         let ((from_tid, from_ts), (to_tid, to_ts)) = (at(flow.from), at(flow.to));
-        events.push(json!({ "name": "spawn", "cat": "spawn", "ph": "s", "id": flow.id, "ts": from_ts, "pid": tl.pid, "tid": from_tid }));
-        events.push(json!({ "name": "spawn", "cat": "spawn", "ph": "f", "bp": "e", "id": flow.id, "ts": to_ts, "pid": tl.pid, "tid": to_tid }));
+        let name = flow.kind.name();
+        events.push(json!({ "name": name, "cat": name, "ph": "s", "id": flow.id, "ts": from_ts, "pid": tl.pid, "tid": from_tid }));
+        events.push(json!({ "name": name, "cat": name, "ph": "f", "bp": "e", "id": flow.id, "ts": to_ts, "pid": tl.pid, "tid": to_tid }));
     }
     for t in &tl.threads {
         span_events(tl, t, symbols, &mut events);

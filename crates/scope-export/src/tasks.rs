@@ -123,31 +123,6 @@ pub fn on_cpu_pieces(t: &ThreadTimeline, poll: &Poll) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// A spawn arrow: from the spawning thread at the spawn, to the start of the
-/// first on-CPU piece of the task's first poll. `id` is the task serial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    pub id: u64,
-    pub from: (u32, u64),
-    pub to: (u32, u64),
-}
-
-pub fn spawn_flows(tl: &Timeline) -> Vec<Flow> {
-    let mut first: HashMap<u32, (u32, u64)> = HashMap::new();
-    for t in &tl.threads {
-        for poll in t.polls.iter().filter(|p| p.number == 1) {
-            if let Some(&(start, _)) = on_cpu_pieces(t, poll).first() {
-                first.insert(poll.serial, (t.tid, start));
-            }
-        }
-    }
-    tl.spawns
-        .iter()
-        .filter_map(|s| Some(Flow { id: u64::from(s.serial), from: (s.tid, s.ts), to: *first.get(&s.serial)? }))
-        .filter(|f| f.to.1 >= f.from.1)
-        .collect()
-}
-
 /// Totals per task kind, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KindTotals {

@@ -81,27 +81,41 @@ fn perfetto_samples_resolve_to_interned_callstacks() {
 }
 
 #[test]
-fn spawn_arrows_go_from_spawn_to_first_poll() {
+fn arrows_go_from_spawn_to_first_poll_and_from_wake_to_next_poll() {
     let (tl, symbols) = fixture_with_stacks();
     let value = scope_export::chrome::to_value(&tl, &symbols, "test");
     let events = value["traceEvents"].as_array().unwrap();
-    let poll = events.iter().find(|e| e["cat"] == "poll").expect("the spawned task's poll");
-    assert_eq!(poll["name"], "demo_app::spawned", "kind named from the generic in its symbol");
-    let start = events.iter().find(|e| e["ph"] == "s").expect("flow start");
-    let finish = events.iter().find(|e| e["ph"] == "f").expect("flow end");
+    let polls: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "poll").collect();
+    assert_eq!(polls.len(), 2, "the spawned task is polled twice");
+    assert_eq!(polls[0]["name"], "demo_app::spawned", "kind named from the generic in its symbol");
+    let arrow = |cat: &str| {
+        let end = |ph: &str| events.iter().find(|e| e["cat"] == cat && e["ph"] == ph).unwrap_or_else(|| panic!("{cat} {ph}")).clone();
+        (end("s"), end("f"))
+    };
+    let (start, finish) = arrow("spawn");
     assert_eq!(start["id"], finish["id"]);
-    assert_eq!(finish["ts"], poll["ts"], "arrow lands on the first poll");
+    assert_eq!(finish["ts"], polls[0]["ts"], "arrow lands on the first poll");
     assert!(start["ts"].as_f64() < finish["ts"].as_f64());
+    let (start, finish) = arrow("self-wake");
+    assert_ne!(start["id"], polls[0]["args"]["task"], "ids of spawn and wake arrows differ");
+    assert_eq!(start["id"], finish["id"]);
+    assert_eq!(finish["ts"], polls[1]["ts"], "the wake lands on the next poll");
+    let within = |ts: &serde_json::Value, poll: &serde_json::Value| {
+        let (t, s, d) = (ts.as_f64().unwrap(), poll["ts"].as_f64().unwrap(), poll["dur"].as_f64().unwrap());
+        s <= t && t <= s + d
+    };
+    assert!(within(&start["ts"], polls[0]), "the wake leaves from inside the first poll");
+    assert_eq!(events.iter().filter(|e| e["ph"] == "s").count(), 2);
 
     let mut bytes = Vec::new();
     scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
     let trace = Trace::parse_from_bytes(&bytes).unwrap();
-    let with_flow: Vec<_> = trace
-        .packet
-        .iter()
-        .filter(|p| p.has_track_event() && !p.track_event().flow_ids.is_empty())
-        .map(|p| p.track_event().flow_ids.clone())
-        .collect();
-    assert_eq!(with_flow.len(), 2, "one slice at each end of the arrow");
-    assert_eq!(with_flow[0], with_flow[1]);
+    let mut ends: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for p in trace.packet.iter().filter(|p| p.has_track_event()) {
+        for id in &p.track_event().flow_ids {
+            *ends.entry(*id).or_default() += 1;
+        }
+    }
+    assert_eq!(ends.len(), 2, "a spawn and a wake arrow: {ends:?}");
+    assert!(ends.values().all(|&n| n == 2), "each arrow has a slice at both ends: {ends:?}");
 }

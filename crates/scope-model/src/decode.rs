@@ -2,7 +2,7 @@
 
 use crate::Event;
 use crate::StackReason;
-use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, Switch, kind, side, stack_reason};
+use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, TaskWake, Switch, WorkerRun, kind, side, stack_reason};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +125,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::TASK_SPAWN => {
             let r: TaskSpawn = read(bytes, k)?;
             Event::TaskSpawn { ts: header.ts, tid: r.tid, task: r.task }
+        }
+        kind::TASK_WAKE => {
+            let r: TaskWake = read(bytes, k)?;
+            Event::TaskWake { ts: header.ts, tid: r.tid, task: r.task }
+        }
+        kind::WORKER_RUN => {
+            let r: WorkerRun = read(bytes, k)?;
+            Event::WorkerRun { ts: header.ts, tid: r.tid, index: r.index, runtime: r.runtime }
         }
         kind::POLL_EXIT => {
             let r: PollExit = read(bytes, k)?;

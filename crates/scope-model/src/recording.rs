@@ -44,6 +44,11 @@ pub enum Event {
     /// A task was spawned by thread `tid`; its header address is `task`
     /// (a new task, even if an ended one had the same address).
     TaskSpawn { ts: u64, tid: u32, task: u64 },
+    /// Thread `tid` woke the task whose header address is `task`.
+    TaskWake { ts: u64, tid: u32, task: u64 },
+    /// Thread `tid` entered a multi-thread runtime's worker loop as worker
+    /// `index`; `runtime` is that runtime's handle address.
+    WorkerRun { ts: u64, tid: u32, index: u64, runtime: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,7 +85,9 @@ impl Event {
             | Event::NewModule { ts, .. }
             | Event::PollStart { ts, .. }
             | Event::PollEnd { ts, .. }
-            | Event::TaskSpawn { ts, .. } => *ts,
+            | Event::TaskSpawn { ts, .. }
+            | Event::TaskWake { ts, .. }
+            | Event::WorkerRun { ts, .. } => *ts,
         }
     }
 }

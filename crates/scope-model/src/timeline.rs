@@ -8,6 +8,10 @@
 use crate::{Event, Frame, Recording, Role, StackReason, StopReason, ThreadState, WorkerRule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tasks::TaskTracker;
+pub use tasks::{Spawn, Wake, WorkerStart};
+
+mod tasks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
@@ -58,14 +62,6 @@ pub struct ThreadTimeline {
     pub blocked_stacks: Vec<(u64, u32)>,
     /// Task polls on this thread, by start time; nested polls have depth > 0.
     pub polls: Vec<Poll>,
-}
-
-/// A task spawned by thread `tid` at `ts`; its polls carry `serial`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spawn {
-    pub ts: u64,
-    pub tid: u32,
-    pub serial: u32,
 }
 
 /// One poll of one task on one thread.
@@ -176,7 +172,8 @@ impl ThreadTimeline {
     /// The row label every output uses.
     pub fn display_name(&self) -> String {
         match self.role {
-            Role::Worker { index } => format!("worker {index} (tid {})", self.tid),
+            Role::Worker { index, runtime: 0 } => format!("worker {index} (tid {})", self.tid),
+            Role::Worker { index, runtime } => format!("runtime {runtime} worker {index} (tid {})", self.tid),
             Role::Other => format!("{} (tid {}) · not a worker", self.name, self.tid),
         }
     }
@@ -196,6 +193,8 @@ pub struct Timeline {
     pub module_paths: Vec<String>,
     /// Tasks spawned while recording, in time order.
     pub spawns: Vec<Spawn>,
+    /// Task wakes, in time order.
+    pub wakes: Vec<Wake>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     pub lost_events: u64,
@@ -225,11 +224,7 @@ impl Timeline {
             .collect();
         let mut inconsistencies = 0;
         let mut stacks = Vec::new();
-        let mut poll_numbers: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-        // Live header address → task serial; serials stay unique after frees.
-        let mut task_serials: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
-        let mut serial_counter = 0u32;
-        let mut spawns = Vec::new();
+        let mut tasks = TaskTracker::default();
         let mut events: Vec<&Event> = rec.events.iter().collect();
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
@@ -238,6 +233,9 @@ impl Timeline {
                 Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours, .. } => {
                     if *prev_ours {
                         inconsistencies += thread_entry(&mut threads, *prev_tid, window).switch_out(*ts, *cpu, *prev_state);
+                        if !ThreadState(*prev_state).is_runnable() {
+                            tasks.blocked(*prev_tid);
+                        }
                     }
                     if *next_ours {
                         inconsistencies += thread_entry(&mut threads, *next_tid, window).switch_in(*ts, *cpu);
@@ -263,13 +261,7 @@ impl Timeline {
                 }
                 Event::NewModule { .. } => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
-                    // A header address names one task until it is freed.
-                    let serial = *task_serials.entry(*task).or_insert_with(|| {
-                        serial_counter += 1;
-                        serial_counter
-                    });
-                    let number = poll_numbers.entry(serial).or_insert(0u32);
-                    *number += 1;
+                    let (serial, number) = tasks.poll_start(*tid, *task);
                     let b = thread_entry(&mut threads, *tid, window);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
@@ -278,19 +270,21 @@ impl Timeline {
                         serial,
                         poll_fn: *poll_fn,
                         depth: b.open_polls.len() as u32,
-                        number: *number,
+                        number,
                         finished: false,
                     });
                 }
-                Event::TaskSpawn { ts, tid, task } => {
-                    serial_counter += 1;
-                    task_serials.insert(*task, serial_counter);
-                    spawns.push(Spawn { ts: *ts, tid: *tid, serial: serial_counter });
+                Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
+                Event::TaskWake { ts, tid, task } => {
+                    let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
+                    tasks.wake(*ts, *tid, *task, innermost);
                 }
+                Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
                 Event::PollEnd { ts, tid } => {
                     let b = thread_entry(&mut threads, *tid, window);
                     // A return with nothing open: the poll began before we attached.
                     if let Some(mut poll) = b.open_polls.pop() {
+                        tasks.poll_end(*tid, poll.serial);
                         poll.end_ns = *ts;
                         poll.finished = true;
                         b.polls.push(poll);
@@ -303,14 +297,14 @@ impl Timeline {
             .into_iter()
             .map(|(tid, b)| b.finish(tid))
             .collect();
-        let mut index = 0;
-        for t in built.iter_mut() {
-            if rule.is_worker(&t.name) {
-                t.role = Role::Worker { index };
-                index += 1;
-            }
-        }
-        built.sort_by_key(|t| (!t.is_worker(), t.tid));
+        crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
+        built.sort_by_key(|t| {
+            let worker = match t.role {
+                Role::Worker { index, runtime } => (runtime, index),
+                Role::Other => (u32::MAX, u32::MAX),
+            };
+            (worker, t.tid)
+        });
         Timeline {
             pid: rec.pid,
             command: rec.command.clone(),
@@ -318,7 +312,8 @@ impl Timeline {
             end_ns: window.1,
             threads: built,
             stacks,
-            spawns,
+            spawns: tasks.spawns,
+            wakes: tasks.wakes,
             module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
             lost_events: rec.lost_events,

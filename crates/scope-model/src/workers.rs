@@ -4,6 +4,7 @@
 //! their prefix. Names are a hint, not proof: spawn_blocking threads share
 //! the default name (exact identification needs the task probes).
 
+use crate::{ThreadTimeline, WorkerStart};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_WORKER_PREFIXES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-w"];
@@ -35,9 +36,45 @@ impl WorkerRule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Role {
-    /// Index in tid order among the process's workers.
-    Worker { index: u32 },
+    /// The runtime's own worker index when the thread was seen entering
+    /// `worker::run`, else the index in tid order among name-matched
+    /// threads. `runtime` numbers runtimes in order of appearance (0 when
+    /// there is only one, or workers were matched by name).
+    Worker {
+        index: u32,
+        #[serde(default)]
+        runtime: u32,
+    },
     Other,
+}
+
+/// Most indices a real runtime has; anything above is a misread layout.
+const MAX_WORKER_INDEX: u64 = 4096;
+
+/// Workers by what they run: threads seen entering `worker::run` are
+/// workers with that index; threads created while recording that never
+/// entered it are not (blocking-pool threads share the workers' name).
+/// Threads that were already running at attach can only be told by name.
+pub(crate) fn assign_roles(threads: &mut [ThreadTimeline], rule: &WorkerRule, starts: &[WorkerStart]) {
+    let plausible = |s: &WorkerStart| s.index < MAX_WORKER_INDEX && s.runtime != 0 && s.runtime % 8 == 0;
+    let starts: Vec<&WorkerStart> = if starts.iter().all(plausible) { starts.iter().collect() } else { Vec::new() };
+    let mut runtimes: Vec<u64> = Vec::new();
+    for s in &starts {
+        if !runtimes.contains(&s.runtime) {
+            runtimes.push(s.runtime);
+        }
+    }
+    let mut by_name = 0;
+    for t in threads.iter_mut() {
+        // The latest entry wins: block_in_place hands a worker to a new thread.
+        if let Some(s) = starts.iter().rev().find(|s| s.tid == t.tid) {
+            let runtime = runtimes.iter().position(|&r| r == s.runtime).unwrap_or(0) as u32;
+            t.role = Role::Worker { index: s.index as u32, runtime };
+        } else if (starts.is_empty() || t.created_ns.is_none()) && rule.is_worker(&t.name) {
+            t.role = Role::Worker { index: by_name, runtime: 0 };
+            by_name += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,18 +28,38 @@ fn is_raw_poll(demangled: &str) -> bool {
     is_instance_of(demangled, RAW_POLL)
 }
 
-/// Every instance of `raw::poll` (entered per poll).
-pub fn tokio_poll_points(data: &[u8]) -> Result<Vec<ProbePoint>, String> {
-    instances(data, RAW_POLL)
+pub const WAKE_BY_VAL: &str = "tokio::runtime::task::waker::wake_by_val";
+pub const WAKE_BY_REF: &str = "tokio::runtime::task::waker::wake_by_ref";
+pub const WORKER_RUN: &str = "tokio::runtime::scheduler::multi_thread::worker::run";
+
+/// Where each Tokio probe goes in one binary (file offsets and names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokioProbePoints {
+    /// Every instance of `raw::poll` (entered per poll).
+    pub polls: Vec<ProbePoint>,
+    /// Every instance of `OwnedTasks::bind_inner` (entered once per spawn).
+    pub spawns: Vec<ProbePoint>,
+    /// `waker::wake_by_val` and `wake_by_ref` (entered per wake).
+    pub wakes: Vec<ProbePoint>,
+    /// `multi_thread::worker::run` (entered once per worker thread).
+    pub worker_runs: Vec<ProbePoint>,
 }
 
-/// Every instance of `OwnedTasks::bind_inner` (entered once per spawn).
-pub fn tokio_spawn_points(data: &[u8]) -> Result<Vec<ProbePoint>, String> {
-    find(data, |name| name.contains("task::list::OwnedTasks<") && name.ends_with(BIND_INNER))
-}
-
-fn instances(data: &[u8], path: &str) -> Result<Vec<ProbePoint>, String> {
-    find(data, |name| is_instance_of(name, path))
+pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
+    let all = find(data, |name| {
+        is_raw_poll(name)
+            || (name.contains("task::list::OwnedTasks<") && name.ends_with(BIND_INNER))
+            || name == WAKE_BY_VAL
+            || name == WAKE_BY_REF
+            || name == WORKER_RUN
+    })?;
+    let pick = |wanted: &dyn Fn(&str) -> bool| all.iter().filter(|p| wanted(&p.name)).cloned().collect::<Vec<_>>();
+    Ok(TokioProbePoints {
+        polls: pick(&is_raw_poll),
+        spawns: pick(&|n| n.ends_with(BIND_INNER)),
+        wakes: pick(&|n| n == WAKE_BY_VAL || n == WAKE_BY_REF),
+        worker_runs: pick(&|n| n == WORKER_RUN),
+    })
 }
 
 fn find(data: &[u8], wanted: impl Fn(&str) -> bool) -> Result<Vec<ProbePoint>, String> {
@@ -78,8 +98,12 @@ mod tests {
     fn finds_tokio_probe_points_in_a_tokio_binary() {
         // The demo app, if built (it is whenever the kernel tests run).
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/demo-app");
-        let Ok(data) = std::fs::read(path) else { return };
-        assert!(super::tokio_poll_points(&data).unwrap().len() >= 4);
-        assert!(!super::tokio_spawn_points(&data).unwrap().is_empty());
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (build it: cargo build --release -p demo-app)"));
+        let points = super::tokio_probe_points(&data).unwrap();
+        assert!(points.polls.len() >= 4, "{:?}", points.polls);
+        assert!(!points.spawns.is_empty());
+        let names: Vec<&str> = points.wakes.iter().map(|p| p.name.as_str()).collect();
+        assert!(names.contains(&super::WAKE_BY_VAL) && names.contains(&super::WAKE_BY_REF) && names.len() == 2, "{names:?}");
+        assert_eq!(points.worker_runs.len(), 1);
     }
 }

@@ -193,10 +193,10 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     // One sequence per thread (its track is the sequence default), one for
     // the counter, one for the samples.
     let kinds = crate::tasks::kind_names(tl, symbols);
-    let flows = crate::tasks::spawn_flows(tl);
+    let flows = crate::flows::flows(tl);
     for (i, t) in tl.threads.iter().enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
-        let mine: Vec<crate::tasks::Flow> = flows.iter().filter(|f| f.from.0 == t.tid || f.to.0 == t.tid).copied().collect();
+        let mine: Vec<crate::flows::Flow> = flows.iter().filter(|f| f.from.0 == t.tid || f.to.0 == t.tid).copied().collect();
         for packet in slices::thread_packets(tl, t, symbols, &kinds, &mine, &mut seq) {
             writer.write(&packet)?;
         }

@@ -171,7 +171,7 @@ pub(super) fn thread_packets(
     t: &ThreadTimeline,
     symbols: &Symbols,
     kinds: &HashMap<Frame, String>,
-    flows: &[tasks::Flow],
+    flows: &[crate::flows::Flow],
     seq: &mut Sequence,
 ) -> Vec<TracePacket> {
     let mut slices: Vec<(u64, u64, u32, Label)> =

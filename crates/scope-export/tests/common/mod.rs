@@ -51,7 +51,16 @@ pub fn fixture_with_stacks() -> (Timeline, Symbols) {
         .unwrap();
     rec.events.push(Event::TaskSpawn { ts: on.start_ns + 2, tid: WORKER, task: 0xabc0 });
     rec.events.push(Event::PollStart { ts: next_on.start_ns + 1, tid: WORKER, task: 0xabc0, poll_fn: f(0x60) });
+    rec.events.push(Event::TaskWake { ts: next_on.start_ns + 2, tid: WORKER, task: 0xabc0 });
     rec.events.push(Event::PollEnd { ts: next_on.start_ns + 3, tid: WORKER });
+    // It woke itself (a yield): polled again in the next on-CPU span.
+    let again = worker
+        .spans
+        .iter()
+        .find(|s| matches!(s.state, SpanState::OnCpu { .. }) && s.start_ns > next_on.end_ns && s.duration_ns() > 4)
+        .unwrap();
+    rec.events.push(Event::PollStart { ts: again.start_ns + 1, tid: WORKER, task: 0xabc0, poll_fn: f(0x60) });
+    rec.events.push(Event::PollEnd { ts: again.start_ns + 3, tid: WORKER });
     rec.events.sort_by_key(Event::ts);
     let mut symbols = Symbols::default();
     let name = |n: &str| ResolvedFrame { function: n.into(), file: Some("src/main.rs".into()), line: Some(7), inlined: false };

@@ -90,7 +90,7 @@ fn infers_initial_state_and_closes_at_stop() {
     assert_eq!(w.blocked_ns(), 200);
     assert_eq!(w.preempted_ns(), 50);
     assert_eq!(w.switch_outs(), 2);
-    assert_eq!(w.role, Role::Worker { index: 0 });
+    assert_eq!(w.role, Role::Worker { index: 0, runtime: 0 });
     assert_eq!(tl.inconsistencies, 0);
 }
 
@@ -220,4 +220,68 @@ fn polls_nest_number_and_close() {
             (1_900, 2_000, 9, 4, 0, 1, false),
         ]
     );
+}
+
+#[test]
+fn wakes_name_their_task_and_self_wakes_are_marked() {
+    let f = Frame { module: 0, offset: 0x10 };
+    let start = |ts, tid, task| Event::PollStart { ts, tid, task, poll_fn: f };
+    let end = |ts, tid| Event::PollEnd { ts, tid };
+    let wake = |ts, tid, task| Event::TaskWake { ts, tid, task };
+    let rec = recording(
+        vec![thread(50, "tokio-rt-worker", None), thread(51, "tokio-rt-worker", None)],
+        vec![
+            start(1_100, 50, 7),
+            wake(1_150, 50, 7), // inside its own poll
+            end(1_200, 50),
+            wake(1_210, 50, 7), // deferred (yield_now): right after its poll
+            start(1_300, 50, 8),
+            end(1_350, 50),
+            out(1_360, 50, S), // the worker parks…
+            into(1_400, 50, 0),
+            wake(1_410, 50, 8), // …and the driver wakes task 8: not a self-wake
+            wake(1_420, 51, 7), // another thread
+        ],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let wakes: Vec<(u64, u32, u32, bool)> = tl.wakes.iter().map(|w| (w.ts, w.tid, w.serial, w.self_wake)).collect();
+    assert_eq!(wakes, vec![(1_150, 50, 1, true), (1_210, 50, 1, true), (1_410, 50, 2, false), (1_420, 51, 1, false)]);
+}
+
+#[test]
+fn workers_are_the_threads_that_entered_the_worker_loop() {
+    let run = |ts, tid, index, runtime| Event::WorkerRun { ts, tid, index, runtime };
+    let born = |ts, tid, name: &str| Event::NewThread { ts, tid, parent_tid: 1, name: name.into() };
+    let rec = recording(
+        vec![thread(1, "main", None)],
+        vec![
+            born(1_010, 60, "api-7"),
+            born(1_011, 61, "api-7"),
+            born(1_012, 62, "tokio-rt-worker"), // a blocking-pool thread, default name
+            born(1_013, 63, "tokio-rt-worker"),
+            run(1_020, 61, 0, 0x1000),
+            run(1_021, 60, 1, 0x1000),
+            run(1_022, 63, 0, 0x2000), // a second runtime
+        ],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let roles: Vec<(u32, Role)> = tl.threads.iter().map(|t| (t.tid, t.role)).collect();
+    assert_eq!(
+        roles,
+        vec![
+            (61, Role::Worker { index: 0, runtime: 0 }),
+            (60, Role::Worker { index: 1, runtime: 0 }),
+            (63, Role::Worker { index: 0, runtime: 1 }),
+            (1, Role::Other),
+            (62, Role::Other),
+        ]
+    );
+    assert_eq!(tl.threads[2].display_name(), "runtime 1 worker 0 (tid 63)");
+
+    // A layout we misread (absurd index): names decide, as without the probe.
+    let mut rec = rec;
+    rec.events.push(run(1_030, 62, 1 << 40, 0x1000));
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let workers: Vec<u32> = tl.workers().map(|t| t.tid).collect();
+    assert_eq!(workers, vec![62, 63]);
 }

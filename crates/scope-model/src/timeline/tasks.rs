@@ -1,0 +1,106 @@
+//! Task identity over time: header addresses → serials, poll numbers,
+//! spawns, wakes (and which of them are self-wakes), worker-loop entries.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A task spawned by thread `tid` at `ts`; its polls carry `serial`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub ts: u64,
+    pub tid: u32,
+    pub serial: u32,
+}
+
+/// Thread `tid` woke task `serial` at `ts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wake {
+    pub ts: u64,
+    pub tid: u32,
+    pub serial: u32,
+    /// The task woke itself: from inside its own poll, or deferred by the
+    /// worker right after that poll (`yield_now`) before the thread blocked
+    /// or polled anything else.
+    pub self_wake: bool,
+}
+
+/// A thread that entered `multi_thread::worker::run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStart {
+    pub ts: u64,
+    pub tid: u32,
+    pub index: u64,
+    pub runtime: u64,
+}
+
+/// What one thread's latest task activity was, for self-wake marking.
+#[derive(Clone, Copy)]
+enum Latest {
+    /// A poll started since (the innermost open poll says which).
+    Polling,
+    /// Its last poll (of this serial) ended; nothing polled or blocked since.
+    JustPolled(u32),
+    /// Blocked since its last poll.
+    Blocked,
+}
+
+#[derive(Default)]
+pub(super) struct TaskTracker {
+    /// Live header address → task serial; serials stay unique after frees.
+    serials: HashMap<u64, u32>,
+    counter: u32,
+    poll_numbers: HashMap<u32, u32>,
+    latest: HashMap<u32, Latest>,
+    pub spawns: Vec<Spawn>,
+    pub wakes: Vec<Wake>,
+    pub worker_starts: Vec<WorkerStart>,
+}
+
+impl TaskTracker {
+    /// A header address names one task until a spawn reuses it.
+    fn serial_of(&mut self, task: u64) -> u32 {
+        let counter = &mut self.counter;
+        *self.serials.entry(task).or_insert_with(|| {
+            *counter += 1;
+            *counter
+        })
+    }
+
+    /// (serial, poll number) of a poll starting now on `tid`.
+    pub fn poll_start(&mut self, tid: u32, task: u64) -> (u32, u32) {
+        let serial = self.serial_of(task);
+        let number = self.poll_numbers.entry(serial).or_insert(0);
+        *number += 1;
+        self.latest.insert(tid, Latest::Polling);
+        (serial, *number)
+    }
+
+    /// The innermost poll on `tid` ended (a worker's own outer poll may
+    /// still be open around it: deferred wakes run there).
+    pub fn poll_end(&mut self, tid: u32, serial: u32) {
+        self.latest.insert(tid, Latest::JustPolled(serial));
+    }
+
+    /// `tid` switched out waiting: a later wake by it is not deferred work.
+    pub fn blocked(&mut self, tid: u32) {
+        self.latest.insert(tid, Latest::Blocked);
+    }
+
+    pub fn spawn(&mut self, ts: u64, tid: u32, task: u64) {
+        self.counter += 1;
+        self.serials.insert(task, self.counter);
+        self.spawns.push(Spawn { ts, tid, serial: self.counter });
+    }
+
+    /// `innermost` is the serial of the poll open on `tid`, if any.
+    pub fn wake(&mut self, ts: u64, tid: u32, task: u64, innermost: Option<u32>) {
+        let serial = self.serial_of(task);
+        let self_wake = innermost == Some(serial)
+            || matches!(self.latest.get(&tid), Some(Latest::JustPolled(s)) if *s == serial);
+        self.wakes.push(Wake { ts, tid, serial, self_wake });
+    }
+
+    pub fn worker_run(&mut self, ts: u64, tid: u32, index: u64, runtime: u64) {
+        self.worker_starts.push(WorkerStart { ts, tid, index, runtime });
+    }
+}
