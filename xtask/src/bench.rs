@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: overhead on a Tokio server under load (mini-redis
 //! from crates.io driven by redis-benchmark), interleaved A/B rounds against
 //! no profiler and against perf; kernel-side cost per program; per-poll cost;
-//! output sizes. Prints a markdown table and writes BENCHMARKS.md.
+//! output sizes; symbolization (crate::symbench). Prints a markdown table and
+//! writes BENCHMARKS.md.
 
 use crate::{cargo, run, workspace_root};
 use std::collections::BTreeMap;
@@ -221,7 +222,8 @@ pub fn bench() -> Result<(), String> {
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
     let (base_poll, probed_poll) = per_poll_cost(&scope, &demo)?;
     let sizes = output_sizes(&scope, &demo)?;
-    let report = render(&results, base_poll, probed_poll, &sizes, started.elapsed());
+    let symbolization = crate::symbench::section()?;
+    let report = render(&results, base_poll, probed_poll, &sizes, &symbolization, started.elapsed());
     println!("{report}");
     std::fs::write(root.join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
     println!("xtask bench: wrote BENCHMARKS.md");
@@ -253,7 +255,14 @@ fn output_sizes(scope: &Path, demo: &Path) -> Result<Vec<(String, u64, u64)>, St
     Ok(sizes)
 }
 
-fn render(results: &BTreeMap<usize, Vec<Sample>>, base_poll: f64, probed_poll: f64, sizes: &[(String, u64, u64)], took: Duration) -> String {
+fn render(
+    results: &BTreeMap<usize, Vec<Sample>>,
+    base_poll: f64,
+    probed_poll: f64,
+    sizes: &[(String, u64, u64)],
+    symbolization: &str,
+    took: Duration,
+) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
@@ -299,6 +308,8 @@ fn render(results: &BTreeMap<usize, Vec<Sample>>, base_poll: f64, probed_poll: f
     for (name, bytes, events) in sizes {
         s.push_str(&format!("| {name} | {bytes} | {:.1} |\n", *bytes as f64 / (*events).max(1) as f64));
     }
-    s.push_str("\n## Not measured yet\n\nIngest capacity (events/s with zero drops) and the profiler's memory high-water mark on a 60 s run; the uprobe floor of this kernel next to the per-poll cost.\n");
+    s.push('\n');
+    s.push_str(symbolization);
+    s.push_str("## Not measured yet\n\nIngest capacity (events/s with zero drops) and the profiler's memory high-water mark on a 60 s run; the uprobe floor of this kernel next to the per-poll cost.\n");
     s
 }

@@ -2,12 +2,13 @@
 //!   setup  install what building needs (idempotent, seconds when all is there)
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
 //!   test   every test, including the root-only kernel tests
-//!   bench  overhead, per-poll cost and output sizes → BENCHMARKS.md
+//!   bench  overhead, per-poll cost, output sizes, symbolization → BENCHMARKS.md
 //!
 //! No dependencies on purpose: this must compile before anything is installed.
 
 mod bench;
 mod setup;
+mod symbench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};

@@ -1,7 +1,8 @@
 //! Bootstrap: installs exactly what is missing to build the eBPF side, and
 //! puts it on PATH for every command xtask runs afterwards.
 //!
-//! - Debian: llvm-22-dev + libpolly-22-dev (bpf-linker links LLVM 22)
+//! - Debian: llvm-22-dev + libpolly-22-dev (bpf-linker links LLVM 22;
+//!   llvm-22-dev pulls in llvm-22, whose llvm-addr2line-22 the bench compares with)
 //! - the installed nightly's rust-src (the eBPF crate builds core itself)
 //! - bpf-linker, built against LLVM 22
 

@@ -4,9 +4,12 @@
 use object::{Object, ObjectSection, ObjectSegment};
 
 
+pub fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn build_id(data: &[u8]) -> Option<String> {
     let file = object::File::parse(data).ok()?;
-    let hex = |id: &[u8]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
     if let Ok(Some(id)) = file.build_id() {
         return Some(hex(id));
     }

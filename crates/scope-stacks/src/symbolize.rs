@@ -60,33 +60,55 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
 
 /// Symbolizes every distinct frame once, module by module.
 pub fn symbolize(modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
+    Namer::default().symbolize(modules, frames)
+}
+
+/// A symbolizer that keeps what it parsed (each binary's DWARF, looked up
+/// lazily) for its next call: one export names everything in one call, so
+/// only something that symbolizes repeatedly needs to hold one.
+pub struct Namer {
+    symbolizer: Symbolizer,
+}
+
+impl Default for Namer {
+    fn default() -> Self {
+        Namer { symbolizer: Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build() }
+    }
+}
+
+impl Namer {
+    pub fn symbolize(&self, modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
+        symbolize_with(&self.symbolizer, modules, frames)
+    }
+}
+
+fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
     let mut by_module: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     for f in frames {
         if f.module != Frame::NO_MODULE {
             by_module.entry(f.module).or_default().insert(f.offset);
         }
     }
-    let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
     let mut symbols = Symbols::default();
     for (index, offsets) in by_module {
         let Some(module) = modules.get(index as usize) else { continue };
-        let data = match std::fs::read(&module.path) {
-            Ok(d) => d,
-            Err(e) => {
-                symbols.warnings.push(format!("{}: {e}; its frames stay unnamed", module.path));
-                continue;
-            }
-        };
-        if let (Some(recorded), Some(now)) = (&module.build_id, elf::build_id(&data)) {
-            if *recorded != now {
-                symbols.warnings.push(format!(
-                    "{} was replaced on disk since it was recorded (build-id {now}, recorded {recorded}); its frames stay unnamed",
-                    module.path
-                ));
-                continue;
-            }
+        if let Err(e) = std::fs::metadata(&module.path) {
+            symbols.warnings.push(format!("{}: {e}; its frames stay unnamed", module.path));
+            continue;
         }
-        drop(data);
+        // Read through blazesym's mapping of the file: reading the whole
+        // binary to find its build-id cost its size in heap (10 MB on the
+        // demo with DWARF, the largest part of the peak; see symbench).
+        let now = blazesym::helper::read_elf_build_id(&module.path).ok().flatten().map(|id| elf::hex(&id));
+        if let (Some(recorded), Some(now)) = (&module.build_id, now)
+            && *recorded != now
+        {
+            symbols.warnings.push(format!(
+                "{} was replaced on disk since it was recorded (build-id {now}, recorded {recorded}); its frames stay unnamed",
+                module.path
+            ));
+            continue;
+        }
         let offsets: Vec<u64> = offsets.into_iter().collect();
         let src = Source::Elf(Elf::new(&module.path));
         let results = match symbolizer.symbolize(&src, Input::FileOffset(&offsets)) {
