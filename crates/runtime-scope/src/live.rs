@@ -72,7 +72,8 @@ impl LiveView {
             Event::PollStart { .. } => self.polls_in_interval += 1,
             Event::Stack { .. } | Event::NewModule { .. } | Event::PollEnd { .. } | Event::TaskSpawn { .. }
             | Event::TaskWake { .. }
-            | Event::WorkerRun { .. } => {}
+            | Event::WorkerRun { .. }
+            | Event::Waking { .. } => {}
         }
     }
 

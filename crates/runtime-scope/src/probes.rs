@@ -51,15 +51,30 @@ impl Probes {
     }
 
     pub fn attach(&mut self, program: &str, category: &str) -> Result<()> {
+        self.attach_to(program, &[(category, program)])
+    }
+
+    /// One program on several tracepoints, in the order given.
+    pub fn attach_to(&mut self, program: &str, points: &[(&str, &str)]) -> Result<()> {
         let tp: &mut TracePoint = self
             .ebpf
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
         tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
-        tp.attach(category, program)
-            .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
+        for (category, name) in points {
+            tp.attach(category, name)
+                .with_context(|| format!("attaching {program} to tracepoint {category}:{name} failed"))?;
+        }
         Ok(())
+    }
+
+    /// Per-CPU interrupt depth, so wakings from interrupts name no waker.
+    /// Exits first: an exit seen without its entry is harmless, an entry
+    /// without its exit would mark the CPU as interrupted for good.
+    pub fn attach_interrupt_tracking(&mut self) -> Result<()> {
+        self.attach_to("irq_leave", &[("irq", "irq_handler_exit"), ("irq", "softirq_exit"), ("timer", "hrtimer_expire_exit")])?;
+        self.attach_to("irq_enter", &[("irq", "irq_handler_entry"), ("irq", "softirq_entry"), ("timer", "hrtimer_expire_entry")])
     }
 
     /// cpu-clock sampling at `hz` on every CPU; the program keeps only the

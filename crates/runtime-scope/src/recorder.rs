@@ -81,6 +81,8 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
         .collect();
     probes.follow_threads(&initial)?;
     probes.attach("sched_switch", "sched")?;
+    probes.attach_interrupt_tracking()?;
+    probes.attach("sched_waking", "sched")?;
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
     }

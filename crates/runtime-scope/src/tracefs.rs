@@ -75,6 +75,8 @@ pub fn field_offsets(root: &Path) -> Result<FieldOffsets> {
         newtask_pid: field(root, "task/task_newtask", "pid", 4)?,
         newtask_comm: field(root, "task/task_newtask", "comm", 16)?,
         newtask_clone_flags: field(root, "task/task_newtask", "clone_flags", 8)?,
+        waking_pid: field(root, "sched/sched_waking", "pid", 4)?,
+        _pad: 0,
     })
 }
 

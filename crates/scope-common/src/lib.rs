@@ -20,6 +20,8 @@ pub mod kind {
     pub const TASK_WAKE: u32 = 9;
     /// [`WorkerRun`]: a thread entered a multi-thread runtime's worker loop.
     pub const WORKER_RUN: u32 = 10;
+    /// [`Waking`]: a target thread is being woken (`sched_waking`).
+    pub const WAKING: u32 = 11;
 }
 
 /// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.
@@ -176,6 +178,8 @@ pub struct FieldOffsets {
     pub newtask_pid: u32,
     pub newtask_comm: u32,
     pub newtask_clone_flags: u32,
+    pub waking_pid: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -218,4 +222,24 @@ pub struct WorkerRun {
     pub _pad: u32,
     pub index: u64,
     pub runtime: u64,
+}
+
+/// `sched_waking` of a target thread: it becomes runnable, woken by the
+/// thread running now (`sched_waking` runs in the waker's context, unlike
+/// `sched_wakeup`, which may run on the wakee's CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waking {
+    pub header: Header,
+    pub tid: u32,
+    pub waker_tid: u32,
+    pub waker_pid: u32,
+    /// [`waking_flags`].
+    pub flags: u32,
+}
+
+pub mod waking_flags {
+    /// Woken from an interrupt handler, softirq or timer callback: then
+    /// `current` is just whoever was interrupted, not the waker.
+    pub const IN_INTERRUPT: u32 = 1;
 }

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod irq;
 mod polls;
 mod stacks;
 
@@ -15,7 +16,7 @@ use aya_ebpf::{
     programs::{PerfEventContext, TracePointContext},
 };
 use scope_common::{
-    COMM_LEN, Comm, Exit, FieldOffsets, Header, MAX_THREADS, NewThread, Switch, counter, kind,
+    COMM_LEN, Comm, Exit, FieldOffsets, Header, MAX_THREADS, NewThread, Switch, Waking, counter, kind, waking_flags,
     side, stack_reason,
 };
 
@@ -33,6 +34,8 @@ static OFFSETS: FieldOffsets = FieldOffsets {
     newtask_pid: 0,
     newtask_comm: 0,
     newtask_clone_flags: 0,
+    waking_pid: 0,
+    _pad: 0,
 };
 
 /// Per target thread: the name we last reported, to emit `Comm` on change only.
@@ -193,6 +196,19 @@ fn on_newtask(ctx: &TracePointContext) -> Result<(), i32> {
         comm: unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(comm) },
     });
     Ok(())
+}
+
+/// Who wakes a target thread: the wakee's tid is a field, the waker is the
+/// current task (`sched_waking` runs in the waker's context).
+#[tracepoint]
+pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    let Ok(tid) = (unsafe { ctx.read_at::<u32>(offsets().waking_pid as usize) }) else { return 0 };
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let flags = if irq::in_interrupt() { waking_flags::IN_INTERRUPT } else { 0 };
+    emit(Waking { header: header(kind::WAKING), tid, waker_tid: ctx.pid(), waker_pid: ctx.tgid(), flags });
+    0
 }
 
 /// Runs in the exiting thread itself.

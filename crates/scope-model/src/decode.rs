@@ -2,7 +2,7 @@
 
 use crate::Event;
 use crate::StackReason;
-use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, TaskWake, Switch, WorkerRun, kind, side, stack_reason};
+use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, TaskWake, Switch, Waking, WorkerRun, kind, side, stack_reason};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +133,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::WORKER_RUN => {
             let r: WorkerRun = read(bytes, k)?;
             Event::WorkerRun { ts: header.ts, tid: r.tid, index: r.index, runtime: r.runtime }
+        }
+        kind::WAKING => {
+            let r: Waking = read(bytes, k)?;
+            // In interrupt context `current` is whoever was interrupted: no waker.
+            let in_interrupt = r.flags & scope_common::waking_flags::IN_INTERRUPT != 0;
+            let (waker_tid, waker_pid) = if in_interrupt { (0, 0) } else { (r.waker_tid, r.waker_pid) };
+            Event::Waking { ts: header.ts, tid: r.tid, waker_tid, waker_pid }
         }
         kind::POLL_EXIT => {
             let r: PollExit = read(bytes, k)?;

@@ -14,5 +14,5 @@ mod workers;
 pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopReason, ThreadInfo};
 pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
-pub use timeline::{OffReason, Poll, Span, SpanState, Spawn, Stack, ThreadTimeline, Timeline, Wake, WorkerStart};
+pub use timeline::{OffReason, Poll, Span, SpanState, Spawn, Stack, ThreadTimeline, Timeline, Wake, Waker, WorkerStart};
 pub use workers::{Role, WorkerRule};

@@ -49,6 +49,9 @@ pub enum Event {
     /// Thread `tid` entered a multi-thread runtime's worker loop as worker
     /// `index`; `runtime` is that runtime's handle address.
     WorkerRun { ts: u64, tid: u32, index: u64, runtime: u64 },
+    /// Thread `tid` was woken by thread `waker_tid` of process `waker_pid`
+    /// (0: an interrupt or the idle task).
+    Waking { ts: u64, tid: u32, waker_tid: u32, waker_pid: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,7 +90,8 @@ impl Event {
             | Event::PollEnd { ts, .. }
             | Event::TaskSpawn { ts, .. }
             | Event::TaskWake { ts, .. }
-            | Event::WorkerRun { ts, .. } => *ts,
+            | Event::WorkerRun { ts, .. }
+            | Event::Waking { ts, .. } => *ts,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use tasks::TaskTracker;
 pub use tasks::{Spawn, Wake, WorkerStart};
 
+
 mod tasks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,18 @@ pub struct ThreadTimeline {
     pub blocked_stacks: Vec<(u64, u32)>,
     /// Task polls on this thread, by start time; nested polls have depth > 0.
     pub polls: Vec<Poll>,
+    /// Who woke this thread, by time.
+    #[serde(default)]
+    pub wakings: Vec<Waker>,
+}
+
+/// Thread `tid` of process `pid` woke a thread at `ts` (tid 0: an interrupt
+/// or the idle task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waker {
+    pub ts: u64,
+    pub tid: u32,
+    pub pid: u32,
 }
 
 /// One poll of one task on one thread.
@@ -143,6 +156,12 @@ impl ThreadTimeline {
     pub fn blocked_stack(&self, span: &Span) -> Option<u32> {
         let i = self.blocked_stacks.partition_point(|&(ts, _)| ts < span.start_ns);
         self.blocked_stacks.get(i).filter(|&&(ts, _)| ts == span.start_ns).map(|&(_, s)| s)
+    }
+
+    /// What ended a blocked span: the last waking inside it.
+    pub fn woken_by(&self, span: &Span) -> Option<&Waker> {
+        let upto = self.wakings.partition_point(|w| w.ts <= span.end_ns);
+        self.wakings[..upto].last().filter(|w| w.ts >= span.start_ns)
     }
 
     /// Spans overlapping [start, end), found by binary search (spans are
@@ -280,6 +299,9 @@ impl Timeline {
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
                 Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
+                Event::Waking { ts, tid, waker_tid, waker_pid } => {
+                    thread_entry(&mut threads, *tid, window).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
+                }
                 Event::PollEnd { ts, tid } => {
                     let b = thread_entry(&mut threads, *tid, window);
                     // A return with nothing open: the poll began before we attached.
@@ -342,6 +364,7 @@ struct Builder {
     blocked_stacks: Vec<(u64, u32)>,
     open_polls: Vec<Poll>,
     polls: Vec<Poll>,
+    wakings: Vec<Waker>,
 }
 
 impl Builder {
@@ -359,6 +382,7 @@ impl Builder {
             blocked_stacks: Vec::new(),
             open_polls: Vec::new(),
             polls: Vec::new(),
+            wakings: Vec::new(),
         }
     }
 
@@ -456,6 +480,7 @@ impl Builder {
             samples: self.samples,
             blocked_stacks: self.blocked_stacks,
             polls,
+            wakings: self.wakings,
         }
     }
 }

@@ -1,0 +1,34 @@
+//! Interrupt context per CPU. A waking that happens inside an interrupt
+//! handler, a softirq or a timer callback has no waker: `current` is only
+//! whoever was interrupted. Tracepoint programs cannot read preempt_count
+//! (the record's common fields are overwritten for BPF), so the entry and
+//! exit tracepoints of those contexts keep a per-CPU depth instead.
+
+use aya_ebpf::{macros::{map, tracepoint}, maps::PerCpuArray, programs::TracePointContext};
+
+#[map]
+static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Attached to irq_handler_entry, softirq_entry and hrtimer_expire_entry.
+#[tracepoint]
+pub fn irq_enter(_ctx: TracePointContext) -> u32 {
+    if let Some(depth) = IRQ_DEPTH.get_ptr_mut(0) {
+        unsafe { *depth += 1 };
+    }
+    0
+}
+
+/// Attached to the matching exits (attached first, so no exit is missed
+/// after its entry was counted).
+#[tracepoint]
+pub fn irq_leave(_ctx: TracePointContext) -> u32 {
+    if let Some(depth) = IRQ_DEPTH.get_ptr_mut(0) {
+        unsafe { *depth = (*depth).saturating_sub(1) };
+    }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn in_interrupt() -> bool {
+    IRQ_DEPTH.get(0).is_some_and(|d| *d > 0)
+}
