@@ -7,6 +7,10 @@
 //! 4 s the app idles for 1 s (`idle_phase`): workers have nothing to do.
 //!
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
+//! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`
+//! (see `shapes`).
+
+mod shapes;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -113,29 +117,14 @@ async fn short_task_loop(started: Instant) {
     }
 }
 
-/// `demo-app --yield-loop N`: one task yielding N times, for measuring the
-/// cost of a poll (and of probing it); prints ns per iteration.
-fn yield_loop(n: u64) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("tokio runtime");
-    let per_poll = runtime.block_on(async move {
-        tokio::spawn(async move {
-            let started = Instant::now();
-            for _ in 0..n {
-                tokio::task::yield_now().await;
-            }
-            started.elapsed().as_nanos() as f64 / n as f64
-        })
-        .await
-        .expect("yield task")
-    });
-    println!("yield-loop ns-per-poll {per_poll:.1}");
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let first = args.next();
     if first.as_deref() == Some("--yield-loop") {
-        return yield_loop(args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000));
+        return shapes::yield_loop(args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000));
+    }
+    if first.as_deref() == Some("--lock-contention") {
+        return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));
     }
     let run_for = first.and_then(|s| s.parse::<f64>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()

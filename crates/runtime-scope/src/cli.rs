@@ -115,6 +115,19 @@ pub struct ViewArgs {
     /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+
+    /// Polls at least this long are reported as long polls, with their cause
+    /// (cpu / blocked / preempted) and call site.
+    #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
+    pub long_poll: f64,
+}
+
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400_000.0 => Ok(v),
+        Ok(_) => Err("must be a number of milliseconds above 0".into()),
+        Err(e) => Err(format!("{e}: give milliseconds, e.g. 10 or 0.5")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,7 +146,18 @@ status (128 + N if killed by signal N), as `time` and `strace` do.")]
     Record(RecordArgs),
     /// Convert a capture (.rscope) to Perfetto or Chrome trace. No root needed.
     Export(ExportArgs),
-    /// Print the end-of-run summary of a capture. No root needed.
+    /// Print the end-of-run summary of a capture, or its JSON for CI. No root needed.
+    #[command(after_help = "\
+Examples:
+  runtime-scope report run.rscope
+  runtime-scope report run.rscope --long-poll 5
+  # CI: fail when any poll blocked the runtime for more than 50 ms
+  runtime-scope report run.rscope --fail-over 50
+  runtime-scope report run.rscope --json | jq '.long_polls[] | select(.max_ms > 50)'
+
+Long polls are grouped by cause and call site: cpu (on a CPU: the hottest
+frames), blocked (off-CPU waiting inside the poll: the stack at the
+switch-out), preempted (runnable, but another thread had the CPU).")]
     Report(ReportArgs),
 }
 
@@ -195,6 +219,19 @@ pub struct ReportArgs {
 
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+
+    /// Polls at least this long are reported as long polls.
+    #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
+    pub long_poll: f64,
+
+    /// Print the report as JSON (schema runtime-scope.report/1, see
+    /// docs/report-json.md) instead of the terminal summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit with status 3 if any poll took longer than MS: a CI gate.
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
+    pub fail_over: Option<f64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -127,7 +127,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     if let Some(path) = &args.save_recording {
         output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
     }
-    print!("{}", scope_export::summary::render(&timeline, &symbols));
+    print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
     if args.trace {
         let written = formats::write(&args.trace_output, Format::Chrome, &recording, &timeline, &symbols)?;
         println!("{written}. {}", formats::how_to_open(Format::Chrome, &args.trace_output));
@@ -184,7 +184,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     report_launch(&loaded.recording);
     let timeline = timeline_of(&loaded.recording, &rule);
     let symbols = symbols_of(&loaded.recording);
-    print!("{}", scope_export::summary::render(&timeline, &symbols));
+    print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
     if format == Format::Capture {
         let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
         println!(
@@ -237,12 +237,41 @@ pub fn export(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// `report`: the end-of-run summary of a capture.
-pub fn report(args: ReportArgs) -> Result<()> {
+/// `report`: the end-of-run summary of a capture, or its JSON. Exit status 3
+/// when `--fail-over` finds a longer poll.
+pub fn report(args: ReportArgs) -> Result<i32> {
     let loaded = read_capture(&args.capture)?;
-    report_launch(&loaded.recording);
     let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
     let symbols = symbols_of(&loaded.recording);
-    print!("{}", scope_export::summary::render(&timeline, &symbols));
-    Ok(())
+    let insights = scope_export::insights::build(&timeline, &symbols, insight_options(args.long_poll));
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&insights)?;
+        text.push('\n');
+        std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+    } else {
+        report_launch(&loaded.recording);
+        print_summary(&timeline, &symbols, &insights);
+    }
+    let Some(limit) = args.fail_over else { return Ok(0) };
+    let worst = insights.longest_poll_ms.unwrap_or(0.0);
+    if worst > limit {
+        eprintln!("runtime-scope: a poll took {worst:.1} ms, over the --fail-over limit of {limit} ms");
+        return Ok(3);
+    }
+    if !insights.data.polls {
+        eprintln!("runtime-scope: --fail-over: the capture has no task polls to check");
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+fn insight_options(long_poll_ms: f64) -> scope_export::insights::Options {
+    scope_export::insights::Options { long_poll_ns: (long_poll_ms * 1e6) as u64 }
+}
+
+/// Colours only on a terminal, and never with NO_COLOR set.
+fn print_summary(timeline: &Timeline, symbols: &scope_model::Symbols, insights: &scope_export::insights::Insights) {
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", scope_export::summary::render_with(timeline, symbols, insights, color));
 }

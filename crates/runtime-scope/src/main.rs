@@ -27,7 +27,7 @@ fn main() {
         None => commands::seed(cli.seed).map(|()| 0),
         Some(Command::Record(args)) => commands::record(args),
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
-        Some(Command::Report(args)) => commands::report(args).map(|()| 0),
+        Some(Command::Report(args)) => commands::report(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

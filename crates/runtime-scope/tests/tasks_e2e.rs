@@ -8,10 +8,15 @@ use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// Poll pieces: category `poll`, or `poll,long_poll` for long ones.
+fn is_poll(e: &Value) -> bool {
+    e["cat"] == "poll" || e["cat"] == "poll,long_poll"
+}
+
 /// Poll pieces grouped per (kind, task, poll number): (kind, poll_us).
 fn polls(trace: &Value) -> Vec<(String, String, u64, f64)> {
     let mut seen = HashMap::new();
-    for e in trace["traceEvents"].as_array().unwrap().iter().filter(|e| e["cat"] == "poll") {
+    for e in trace["traceEvents"].as_array().unwrap().iter().filter(|e| is_poll(e)) {
         let key = (e["name"].as_str().unwrap().to_string(), e["args"]["task"].as_u64().unwrap().to_string(), e["args"]["poll"].as_u64().unwrap());
         seen.insert(key, e["args"]["poll_us"].as_f64().unwrap());
     }
@@ -39,6 +44,9 @@ fn demo_polls_are_counted_timed_and_named() {
     let heavy: Vec<f64> = of("demo_app::cpu_heavy_loop").iter().map(|p| p.3).filter(|us| *us > 1_000.0).collect();
     assert!((3..=7).contains(&heavy.len()), "heavy polls: {heavy:?}");
     assert!(heavy.iter().all(|us| (27_000.0..=40_000.0).contains(us)), "each burns ~30 ms: {heavy:?}");
+    let events = trace["traceEvents"].as_array().unwrap();
+    let marked = events.iter().filter(|e| e["cat"] == "poll,long_poll" && e["name"] == "demo_app::cpu_heavy_loop").count();
+    assert!(marked >= heavy.len(), "long polls have a category of their own: {marked}");
     // blocking_loop: each long poll is the 40 ms sleep.
     let blocking: Vec<f64> = of("demo_app::blocking_loop").iter().map(|p| p.3).filter(|us| *us > 1_000.0).collect();
     assert!(!blocking.is_empty() && blocking.iter().all(|us| (38_000.0..=60_000.0).contains(us)), "{blocking:?}");
@@ -58,13 +66,12 @@ fn demo_polls_are_counted_timed_and_named() {
     assert!(all.iter().any(|p| p.0.starts_with("spawn_blocking(")), "worker loop not recognised");
     assert!(stdout.contains("tasks (") && stdout.contains("demo_app::cpu_heavy_loop"), "{stdout}");
     // Spawn arrows: one per spawned task, each landing on a poll.
-    let events = trace["traceEvents"].as_array().unwrap();
     let starts = events.iter().filter(|e| e["ph"] == "s" && e["cat"] == "spawn").count();
     let ends: Vec<&Value> = events.iter().filter(|e| e["ph"] == "f" && e["cat"] == "spawn").collect();
     assert!(starts >= 300 && starts == ends.len(), "spawn flows: {starts} starts, {} ends", ends.len());
     let poll_starts: std::collections::HashSet<(u64, String)> = events
         .iter()
-        .filter(|e| e["cat"] == "poll")
+        .filter(|e| is_poll(e))
         .map(|e| (e["tid"].as_u64().unwrap(), e["ts"].to_string()))
         .collect();
     assert!(ends.iter().all(|e| poll_starts.contains(&(e["tid"].as_u64().unwrap(), e["ts"].to_string()))), "every arrow ends on a poll");

@@ -140,7 +140,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
                 args["unfinished"] = json!(true);
             }
             events.push(json!({
-                "name": kind, "cat": "poll", "ph": "X",
+                "name": kind, "cat": if tasks::is_long(poll) { "poll,long_poll" } else { "poll" }, "ph": "X",
                 "ts": micros(a - tl.start_ns), "dur": micros(b - a), "pid": tl.pid, "tid": t.tid, "args": args
             }));
         }

@@ -3,6 +3,7 @@
 
 pub mod chrome;
 pub mod flows;
+pub mod insights;
 pub mod labels;
 pub mod perfetto;
 pub mod summary;

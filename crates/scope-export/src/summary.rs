@@ -1,6 +1,7 @@
 //! The short report printed at the end of every recording: one line per
 //! worker, the busiest other threads, lost events, and what to look at next.
 
+use crate::insights::Insights;
 use crate::labels;
 use scope_model::{OffReason, SpanState, Symbols, ThreadTimeline, Timeline};
 use std::collections::HashMap;
@@ -90,27 +91,13 @@ fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     }
 }
 
-/// Task kinds by on-CPU time in their polls.
-fn tasks(tl: &Timeline, symbols: &Symbols, out: &mut String) {
-    let totals = crate::tasks::totals(tl, &crate::tasks::kind_names(tl, symbols));
-    if totals.is_empty() {
-        return;
-    }
-    let polls: u64 = totals.iter().map(|(_, k)| k.polls).sum();
-    let _ = writeln!(out, "  tasks ({polls} polls; busy = on-CPU inside polls):");
-    for (kind, k) in totals.iter().take(TOP) {
-        let _ = writeln!(
-            out,
-            "    {:>7} polls {:>6} tasks  busy {:>9}  longest poll {:>9}  {kind}",
-            k.polls,
-            k.tasks,
-            ms(k.busy_ns),
-            ms(k.longest_ns)
-        );
-    }
+/// The summary with default insight options and no colours (tests, files).
+pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
+    let insights = crate::insights::build(tl, symbols, crate::insights::Options::default());
+    render_with(tl, symbols, &insights, false)
 }
 
-pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
+pub fn render_with(tl: &Timeline, symbols: &Symbols, insights: &Insights, color: bool) -> String {
     let mut out = String::new();
     let workers: Vec<&ThreadTimeline> = tl.workers().collect();
     let why = tl.stop_reason.describe();
@@ -140,7 +127,7 @@ pub fn render(tl: &Timeline, symbols: &Symbols) -> String {
     if others.len() > OTHER_THREADS_SHOWN {
         let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
     }
-    tasks(tl, symbols, &mut out);
+    crate::insights::render::render(insights, color, &mut out);
     hottest(tl, symbols, &mut out);
     blocked_in(tl, symbols, &mut out);
     for warning in &symbols.warnings {

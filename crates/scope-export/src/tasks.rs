@@ -210,3 +210,9 @@ mod tests {
         );
     }
 }
+
+/// Polls the exports mark as long (category `long_poll`): the report's
+/// default threshold, since a trace is read without the report's options.
+pub fn is_long(poll: &Poll) -> bool {
+    poll.duration_ns() as f64 >= crate::insights::DEFAULT_LONG_POLL_MS * 1e6
+}

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 const CATEGORY_ONCPU: u64 = 1;
 const CATEGORY_OFFCPU: u64 = 2;
 const CATEGORY_POLL: u64 = 3;
+const CATEGORY_LONG_POLL: u64 = 4;
 const ANNOTATION_CPU: u64 = 1;
 const ANNOTATION_STATE: u64 = 2;
 const ANNOTATION_BLOCKED_IN: u64 = 3;
@@ -82,7 +83,7 @@ fn interned(names: &Table, strings: &Table) -> InternedData {
         n.name = Some(name.clone());
         data.event_names.push(n);
     }
-    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu"), (CATEGORY_POLL, "poll")] {
+    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu"), (CATEGORY_POLL, "poll"), (CATEGORY_LONG_POLL, "long_poll")] {
         let mut c = EventCategory::new();
         c.iid = Some(iid);
         c.name = Some(name.into());
@@ -118,7 +119,7 @@ fn poll_slices(t: &ThreadTimeline, kinds: &HashMap<Frame, String>) -> Vec<(u64, 
         for (a, b) in tasks::on_cpu_pieces(t, poll) {
             let label = Label {
                 name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
-                category: CATEGORY_POLL,
+                category: if tasks::is_long(poll) { CATEGORY_LONG_POLL } else { CATEGORY_POLL },
                 cpu: None,
                 state: None,
                 blocked_in: None,

@@ -1,0 +1,71 @@
+//! Programs of known shape for the profiler's tests and benchmarks.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `demo-app --yield-loop N`: one task yielding N times, for measuring the
+/// cost of a poll (and of probing it); prints ns per iteration.
+pub fn yield_loop(n: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("tokio runtime");
+    let per_poll = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+            started.elapsed().as_nanos() as f64 / n as f64
+        })
+        .await
+        .expect("yield task")
+    });
+    println!("yield-loop ns-per-poll {per_poll:.1}");
+}
+
+pub const HOLD_MS: u64 = 30;
+const PERIOD_MS: u64 = 100;
+
+static LOCK: Mutex<u64> = Mutex::new(0);
+
+/// Takes the lock a plain thread holds for 30 ms of every 100: the worker
+/// blocks on a futex inside the poll, and the holder's unlock wakes it.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn wait_for_lock() -> u64 {
+    let mut guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    *guard += 1;
+    *guard
+}
+
+/// `demo-app --lock-contention SECONDS`: a thread named `lock-holder`
+/// holds a `std::sync::Mutex` 30 ms of every 100 ms; a task on a 1-worker
+/// runtime takes it every 100 ms, 10 ms into each hold.
+pub fn lock_contention(secs: f64) {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let holder = std::thread::Builder::new()
+        .name("lock-holder".into())
+        .spawn(move || {
+            while Instant::now() < until {
+                let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                std::thread::sleep(Duration::from_millis(HOLD_MS));
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(PERIOD_MS - HOLD_MS));
+            }
+        })
+        .expect("lock-holder thread");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
+    println!("demo-app pid {} (lock contention)", std::process::id());
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(PERIOD_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while Instant::now() < until {
+                tick.tick().await;
+                std::hint::black_box(wait_for_lock());
+            }
+        })
+        .await
+        .expect("lock task");
+    });
+    holder.join().expect("lock-holder");
+}

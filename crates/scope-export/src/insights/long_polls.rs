@@ -1,0 +1,215 @@
+//! Long polls and their cause, grouped by call site: 500 occurrences of one
+//! blocking read are one row with a count and percentiles.
+
+use super::{ms, stats::nearest_rank};
+use crate::labels;
+use scope_model::{Frame, OffReason, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline, Waker};
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Mostly on a CPU: the poll computed for that long.
+    Cpu,
+    /// Mostly off-CPU waiting (sleep, file I/O, a lock, DNS …) inside the poll.
+    Blocked,
+    /// Mostly runnable but descheduled: CPU contention from outside.
+    Preempted,
+}
+
+impl Cause {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Cpu => "cpu",
+            Cause::Blocked => "blocked",
+            Cause::Preempted => "preempted",
+        }
+    }
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct LongPollGroup {
+    pub cause: Cause,
+    pub task_kind: String,
+    /// The user function responsible: hottest in samples (cpu), or the one
+    /// that made the blocking call (blocked); the task kind otherwise.
+    pub site: String,
+    /// cpu: the hottest frames, hottest first. blocked: the stack at the
+    /// switch-out, innermost first (syscall wrapper … site).
+    pub frames: Vec<String>,
+    pub count: u64,
+    pub total_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Mean split of these polls' wall time.
+    pub on_cpu_pct: f64,
+    pub blocked_pct: f64,
+    pub preempted_pct: f64,
+    /// Rows (thread display names) these polls ran on.
+    pub threads: Vec<String>,
+    /// blocked: who ended the waits (sched_waking), most frequent first,
+    /// as `name (tid N)` for the target's threads, `pid P tid N` for other
+    /// processes, `a timer or interrupt` for wakes from interrupt context.
+    pub woken_by: Vec<String>,
+    /// Start of the longest occurrence, ms since the recording began.
+    pub longest_at_ms: f64,
+}
+
+/// A poll that ran user code: one with nested polls is an executor
+/// (Tokio's worker loop, a LocalSet), whose length is not a task's.
+pub(crate) fn is_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
+    let next = t.polls.partition_point(|p| p.start_ns <= poll.start_ns);
+    !t.polls[next..].iter().take_while(|p| p.start_ns < poll.end_ns).any(|p| p.depth > poll.depth)
+}
+
+/// (on-CPU, blocked, preempted) ns of a thread between two instants.
+fn split(t: &ThreadTimeline, start: u64, end: u64) -> [u64; 3] {
+    let mut out = [0; 3];
+    for s in t.spans_between(start, end) {
+        let d = s.end_ns.min(end).saturating_sub(s.start_ns.max(start));
+        let i = match s.state {
+            SpanState::OnCpu { .. } => 0,
+            SpanState::OffCpu(OffReason::Blocked { .. } | OffReason::Unknown) => 1,
+            SpanState::OffCpu(OffReason::Preempted) => 2,
+        };
+        out[i] += d;
+    }
+    out
+}
+
+fn describe(frames: &[ResolvedFrame]) -> Vec<String> {
+    frames.iter().map(|f| f.function.clone()).collect()
+}
+
+/// Who a waking came from, as the report names it.
+pub(crate) fn waker_name(tl: &Timeline, w: &Waker) -> String {
+    if w.tid == 0 {
+        return "a timer or interrupt".into();
+    }
+    if w.pid != tl.pid {
+        return format!("pid {} tid {}", w.pid, w.tid);
+    }
+    match tl.threads.iter().find(|t| t.tid == w.tid) {
+        Some(t) if t.is_worker() => t.display_name(),
+        Some(t) => format!("{} (tid {})", t.name, t.tid),
+        None => format!("tid {}", w.tid),
+    }
+}
+
+/// The longest blocked gap inside a poll.
+fn longest_block<'a>(t: &'a ThreadTimeline, poll: &Poll) -> Option<&'a scope_model::Span> {
+    t.spans_between(poll.start_ns, poll.end_ns)
+        .iter()
+        .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
+        .max_by_key(|s| s.duration_ns())
+}
+
+/// Where a blocked poll waited: the stack of its longest blocked gap, cut
+/// after the telling frame.
+fn blocked_site(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbols) -> Option<(String, Vec<String>)> {
+    let span = longest_block(t, poll).filter(|s| t.blocked_stack(s).is_some())?;
+    let index = t.blocked_stack(span)?;
+    let frames = labels::stack(tl, symbols, index);
+    let telling = labels::most_telling(tl, symbols, index)?;
+    let upto = frames.iter().position(|f| f.function == telling.function).map_or(frames.len(), |i| i + 1);
+    Some((telling.function, describe(&frames[..upto])))
+}
+
+/// The hottest user functions in samples taken inside the poll.
+fn cpu_site(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbols) -> Option<(String, Vec<String>)> {
+    let from = t.samples.partition_point(|&(ts, _)| ts < poll.start_ns);
+    let to = t.samples.partition_point(|&(ts, _)| ts < poll.end_ns);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for &(_, s) in &t.samples[from..to] {
+        if let Some(f) = labels::most_telling(tl, symbols, s) {
+            *counts.entry(f.function).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top = ranked.first()?.0.clone();
+    Some((top, ranked.into_iter().take(5).map(|(f, n)| format!("{f} ({n} samples)")).collect()))
+}
+
+#[derive(Default)]
+struct Acc {
+    durations: Vec<u64>,
+    split: [u64; 3],
+    threads: Vec<String>,
+    frames: Vec<String>,
+    longest: (u64, u64),
+    wakers: HashMap<String, u64>,
+}
+
+pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<LongPollGroup> {
+    let mut groups: HashMap<(Cause, String, String), Acc> = HashMap::new();
+    for t in &tl.threads {
+        for poll in t.polls.iter().filter(|p| p.duration_ns() >= threshold_ns.max(1) && is_leaf(t, p)) {
+            let parts = split(t, poll.start_ns, poll.end_ns);
+            let cause = match parts.iter().enumerate().max_by_key(|&(i, v)| (*v, std::cmp::Reverse(i))).map(|(i, _)| i) {
+                Some(1) => Cause::Blocked,
+                Some(2) => Cause::Preempted,
+                _ => Cause::Cpu,
+            };
+            let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_else(|| "task".into());
+            let site = match cause {
+                Cause::Cpu => cpu_site(tl, t, poll, symbols),
+                Cause::Blocked => blocked_site(tl, t, poll, symbols),
+                Cause::Preempted => None,
+            };
+            let (site, frames) = site.unwrap_or_else(|| (kind.clone(), Vec::new()));
+            let acc = groups.entry((cause, kind, site)).or_default();
+            acc.durations.push(poll.duration_ns());
+            for (a, p) in acc.split.iter_mut().zip(parts) {
+                *a += p;
+            }
+            if cause == Cause::Blocked
+                && let Some(w) = longest_block(t, poll).and_then(|s| t.woken_by(s))
+            {
+                *acc.wakers.entry(waker_name(tl, w)).or_default() += 1;
+            }
+            let name = t.display_name();
+            if !acc.threads.contains(&name) {
+                acc.threads.push(name);
+            }
+            if poll.duration_ns() > acc.longest.0 {
+                acc.longest = (poll.duration_ns(), poll.start_ns);
+                acc.frames = frames;
+            }
+        }
+    }
+    let mut out: Vec<LongPollGroup> = groups
+        .into_iter()
+        .map(|((cause, task_kind, site), mut acc)| {
+            acc.durations.sort_unstable();
+            let total: u64 = acc.durations.iter().sum();
+            let wall = acc.split.iter().sum::<u64>().max(1) as f64;
+            let pct = |v: u64| (v as f64 * 1000.0 / wall).round() / 10.0;
+            LongPollGroup {
+                cause,
+                task_kind,
+                site,
+                frames: acc.frames,
+                count: acc.durations.len() as u64,
+                total_ms: ms(total),
+                p50_ms: ms(nearest_rank(&acc.durations, 0.5)),
+                p99_ms: ms(nearest_rank(&acc.durations, 0.99)),
+                max_ms: ms(acc.longest.0),
+                on_cpu_pct: pct(acc.split[0]),
+                blocked_pct: pct(acc.split[1]),
+                preempted_pct: pct(acc.split[2]),
+                threads: acc.threads,
+                woken_by: {
+                    let mut w: Vec<(String, u64)> = acc.wakers.into_iter().collect();
+                    w.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    w.into_iter().map(|(name, _)| name).collect()
+                },
+                longest_at_ms: ms(acc.longest.1.saturating_sub(tl.start_ns)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| (a.cause, &a.site).cmp(&(b.cause, &b.site))));
+    out
+}

@@ -1,0 +1,148 @@
+//! Insights: what blocked the runtime and who. Long polls with their cause
+//! (grouped by call site), worker utilisation, scheduling delays, task
+//! rankings and lints. One serialisable value: the terminal summary renders
+//! it, `report --json` prints it for CI (schema in docs/report-json.md).
+
+mod long_polls;
+pub mod render;
+mod stats;
+mod workers;
+
+pub use long_polls::{Cause, LongPollGroup};
+pub use stats::Percentiles;
+pub use workers::WorkerUse;
+
+use crate::tasks;
+use scope_model::{Symbols, Timeline};
+use serde::Serialize;
+
+/// Bump when a field changes meaning or goes away (adding fields is fine).
+pub const SCHEMA: &str = "runtime-scope.report/1";
+
+/// Tokio's guidance: well under 10 ms between awaits.
+pub const DEFAULT_LONG_POLL_MS: f64 = 10.0;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub long_poll_ns: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { long_poll_ns: (DEFAULT_LONG_POLL_MS * 1e6) as u64 }
+    }
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Insights {
+    pub schema: &'static str,
+    pub pid: u32,
+    pub command: String,
+    pub duration_ms: f64,
+    pub stop_reason: String,
+    /// What the recording holds; `missing` says what could not be analysed and why.
+    pub data: Coverage,
+    pub long_poll_threshold_ms: f64,
+    /// Polls at or over the threshold, grouped by cause and call site,
+    /// most total time first.
+    pub long_polls: Vec<LongPollGroup>,
+    pub long_poll_count: u64,
+    pub longest_poll_ms: Option<f64>,
+    pub workers: Vec<WorkerUse>,
+    /// Busiest worker's on-CPU share minus the idlest's, in points.
+    pub worker_imbalance_pct: Option<f64>,
+    /// Wake → first on-CPU instant of the task's next poll.
+    pub task_wake_delay: Option<Percentiles>,
+    /// Woken (sched_waking) → back on a CPU, over every worker wait.
+    pub worker_wake_delay: Option<Percentiles>,
+    /// Runnable (preempted) → back on a CPU, over every worker gap.
+    pub worker_runnable_wait: Option<Percentiles>,
+    /// Task kinds, most on-CPU time first.
+    pub tasks: Vec<TaskUse>,
+    pub lints: Vec<Lint>,
+    pub lost_events: u64,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    pub polls: bool,
+    pub wakes: bool,
+    pub stacks: bool,
+    pub missing: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TaskUse {
+    pub kind: String,
+    pub polls: u64,
+    pub tasks: u64,
+    pub busy_ms: f64,
+    pub longest_poll_ms: f64,
+    /// Share of this kind's wakes that came from the task itself.
+    pub self_wake_pct: Option<f64>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    /// `self_wakes` (over half of a kind's wakes are its own) or
+    /// `never_yielded` (a poll ran for over a second).
+    pub lint: &'static str,
+    pub kind: String,
+    pub detail: String,
+}
+
+pub(crate) fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+fn coverage(tl: &Timeline) -> Coverage {
+    let polls = tl.threads.iter().any(|t| !t.polls.is_empty());
+    let wakes = !tl.wakes.is_empty();
+    let stacks = !tl.stacks.is_empty();
+    let mut missing = Vec::new();
+    if !polls {
+        missing.push(
+            "no task polls (recorded with --no-tasks, or the target has no tokio symbols): long polls, task delays and task rankings are unavailable; worker utilisation and blocked stacks remain".into(),
+        );
+    } else if !wakes {
+        missing.push("no task wakes: task scheduling delay is unavailable".into());
+    }
+    if !stacks {
+        missing.push("no stacks (recorded with --no-stacks): long polls carry no call site".into());
+    }
+    Coverage { polls, wakes, stacks, missing }
+}
+
+pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
+    let kinds = tasks::kind_names(tl, symbols);
+    let groups = long_polls::find(tl, symbols, &kinds, options.long_poll_ns);
+    let long_poll_count = groups.iter().map(|g| g.count).sum();
+    let longest = tl.threads.iter().flat_map(|t| t.polls.iter().filter(|p| long_polls::is_leaf(t, p))).map(|p| p.duration_ns()).max();
+    let workers = workers::utilisation(tl);
+    let busy: Vec<f64> = workers.iter().map(|w| w.busy_pct).collect();
+    let imbalance = (busy.len() >= 2).then(|| {
+        let (max, min) = busy.iter().fold((f64::MIN, f64::MAX), |(a, b), &x| (a.max(x), b.min(x)));
+        ((max - min) * 10.0).round() / 10.0
+    });
+    let (task_tables, lints) = workers::task_tables(tl, &kinds);
+    Insights {
+        schema: SCHEMA,
+        pid: tl.pid,
+        command: tl.command.clone(),
+        duration_ms: ms(tl.duration_ns()),
+        stop_reason: tl.stop_reason.describe().to_string(),
+        data: coverage(tl),
+        long_poll_threshold_ms: ms(options.long_poll_ns),
+        long_polls: groups,
+        long_poll_count,
+        longest_poll_ms: longest.map(ms),
+        workers,
+        worker_imbalance_pct: imbalance,
+        task_wake_delay: workers::task_wake_delay(tl),
+        worker_wake_delay: workers::wake_to_cpu(tl),
+        worker_runnable_wait: workers::runnable_wait(tl),
+        tasks: task_tables,
+        lints,
+        lost_events: tl.lost_events,
+    }
+}

@@ -1,0 +1,210 @@
+//! Worker utilisation over time, scheduling delays, task rankings and lints.
+
+use super::{Lint, TaskUse, ms, stats::Percentiles};
+use crate::flows::{FlowKind, flows};
+use crate::tasks;
+use scope_model::{Frame, OffReason, SpanState, ThreadTimeline, Timeline};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct WorkerUse {
+    pub name: String,
+    pub tid: u32,
+    /// On a CPU.
+    pub busy_pct: f64,
+    /// Off-CPU waiting inside a task's poll: the runtime was blocked.
+    pub blocked_in_poll_pct: f64,
+    /// Off-CPU waiting outside polls: parked, nothing to do.
+    pub idle_pct: f64,
+    /// Runnable but descheduled.
+    pub preempted_pct: f64,
+    pub polls: u64,
+    /// Parked while some task had been woken over 1 ms earlier and was
+    /// still waiting for its poll: work was queued and this worker slept.
+    pub idle_while_work_queued_ms: f64,
+    /// On-CPU share per second of the recording, in order.
+    pub busy_per_second: Vec<f64>,
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { (part as f64 * 1000.0 / whole as f64).round() / 10.0 }
+}
+
+/// Blocked time inside leaf polls (executor polls would count parking).
+fn blocked_in_polls(t: &ThreadTimeline) -> u64 {
+    t.polls
+        .iter()
+        .filter(|p| super::long_polls::is_leaf(t, p))
+        .flat_map(|p| {
+            t.spans_between(p.start_ns, p.end_ns).iter().filter_map(move |s| {
+                matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))
+                    .then(|| s.end_ns.min(p.end_ns).saturating_sub(s.start_ns.max(p.start_ns)))
+            })
+        })
+        .sum()
+}
+
+fn busy_per_second(tl: &Timeline, t: &ThreadTimeline) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut at = tl.start_ns;
+    while at < tl.end_ns {
+        let end = (at + 1_000_000_000).min(tl.end_ns);
+        out.push(pct(t.on_cpu_between(at, end), end - at));
+        at = end;
+    }
+    out
+}
+
+/// A wake that waited this long for its poll counts as queued work.
+const QUEUED_MIN_NS: u64 = 1_000_000;
+
+/// Union of [wake + 1 ms, poll start) over slow wakes, sorted and disjoint.
+fn queued_intervals(tl: &Timeline) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = flows(tl)
+        .iter()
+        .filter(|f| f.kind != FlowKind::Spawn && f.to.1 > f.from.1 + QUEUED_MIN_NS)
+        .map(|f| (f.from.1 + QUEUED_MIN_NS, f.to.1))
+        .collect();
+    v.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in v {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
+/// Time `t` spent parked (blocked outside any poll) inside `queued`.
+fn idle_overlap(t: &ThreadTimeline, queued: &[(u64, u64)]) -> u64 {
+    let in_poll = |ts: u64| {
+        let i = t.polls.partition_point(|p| p.start_ns <= ts);
+        t.polls[..i].iter().rev().take(64).any(|p| p.end_ns > ts && super::long_polls::is_leaf(t, p))
+    };
+    t.spans
+        .iter()
+        .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })) && !in_poll(s.start_ns))
+        .map(|s| {
+            let from = queued.partition_point(|q| q.1 <= s.start_ns);
+            queued[from..]
+                .iter()
+                .take_while(|q| q.0 < s.end_ns)
+                .map(|q| q.1.min(s.end_ns).saturating_sub(q.0.max(s.start_ns)))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+pub fn utilisation(tl: &Timeline) -> Vec<WorkerUse> {
+    let queued = queued_intervals(tl);
+    tl.workers()
+        .map(|t| {
+            let life = t.lifetime_ns();
+            let in_polls = blocked_in_polls(t);
+            WorkerUse {
+                name: t.display_name(),
+                tid: t.tid,
+                busy_pct: pct(t.on_cpu_ns(), life),
+                blocked_in_poll_pct: pct(in_polls, life),
+                idle_pct: pct(t.blocked_ns().saturating_sub(in_polls), life),
+                preempted_pct: pct(t.preempted_ns(), life),
+                polls: t.polls.iter().filter(|p| super::long_polls::is_leaf(t, p)).count() as u64,
+                idle_while_work_queued_ms: ms(idle_overlap(t, &queued)),
+                busy_per_second: busy_per_second(tl, t),
+            }
+        })
+        .collect()
+}
+
+pub fn task_wake_delay(tl: &Timeline) -> Option<Percentiles> {
+    Percentiles::of(
+        flows(tl)
+            .iter()
+            .filter(|f| f.kind != FlowKind::Spawn)
+            .map(|f| f.to.1.saturating_sub(f.from.1))
+            .collect(),
+    )
+}
+
+/// Woken (sched_waking) → back on a CPU, over every worker wait that had one.
+pub fn wake_to_cpu(tl: &Timeline) -> Option<Percentiles> {
+    Percentiles::of(
+        tl.workers()
+            .flat_map(|t| {
+                t.spans
+                    .iter()
+                    .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })) && s.end_ns < tl.end_ns)
+                    .filter_map(move |s| t.woken_by(s).map(|w| s.end_ns - w.ts))
+            })
+            .collect(),
+    )
+}
+
+pub fn runnable_wait(tl: &Timeline) -> Option<Percentiles> {
+    Percentiles::of(
+        tl.workers()
+            .flat_map(|t| t.spans.iter())
+            .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Preempted)) && s.end_ns < tl.end_ns)
+            .map(|s| s.duration_ns())
+            .collect(),
+    )
+}
+
+const SELF_WAKE_LINT_PCT: f64 = 50.0;
+const SELF_WAKE_LINT_MIN: u64 = 10;
+const NEVER_YIELDED_NS: u64 = 1_000_000_000;
+
+/// Task kinds by busy time, and tokio-console-style lints.
+pub fn task_tables(tl: &Timeline, kinds: &HashMap<Frame, String>) -> (Vec<TaskUse>, Vec<Lint>) {
+    // Each task serial's kind, to attribute wakes.
+    let mut kind_of: HashMap<u32, &str> = HashMap::new();
+    for t in &tl.threads {
+        for p in &t.polls {
+            if let Some(k) = kinds.get(&p.poll_fn) {
+                kind_of.insert(p.serial, k);
+            }
+        }
+    }
+    let mut wakes: HashMap<&str, (u64, u64)> = HashMap::new();
+    for w in &tl.wakes {
+        if let Some(k) = kind_of.get(&w.serial) {
+            let e = wakes.entry(k).or_default();
+            e.0 += 1;
+            e.1 += u64::from(w.self_wake);
+        }
+    }
+    let mut lints = Vec::new();
+    let tables: Vec<TaskUse> = tasks::totals(tl, kinds)
+        .into_iter()
+        .map(|(kind, k)| {
+            let self_wake_pct = wakes.get(kind.as_str()).filter(|w| w.0 > 0).map(|w| pct(w.1, w.0));
+            if let (Some(p), Some(w)) = (self_wake_pct, wakes.get(kind.as_str()))
+                && p > SELF_WAKE_LINT_PCT
+                && w.0 >= SELF_WAKE_LINT_MIN
+            {
+                lints.push(Lint {
+                    lint: "self_wakes",
+                    kind: kind.clone(),
+                    detail: format!("{p:.0}% of its {} wakes came from the task itself (busy-looping on yield?)", w.0),
+                });
+            }
+            TaskUse { kind, polls: k.polls, tasks: k.tasks, busy_ms: ms(k.busy_ns), longest_poll_ms: ms(k.longest_ns), self_wake_pct }
+        })
+        .collect();
+    let mut flagged = HashSet::new();
+    for t in &tl.threads {
+        for p in t.polls.iter().filter(|p| p.duration_ns() > NEVER_YIELDED_NS && super::long_polls::is_leaf(t, p)) {
+            let kind = kinds.get(&p.poll_fn).cloned().unwrap_or_else(|| "task".into());
+            if flagged.insert(kind.clone()) {
+                lints.push(Lint {
+                    lint: "never_yielded",
+                    kind,
+                    detail: format!("one poll ran {:.2} s without returning to the runtime", p.duration_ns() as f64 / 1e9),
+                });
+            }
+        }
+    }
+    (tables, lints)
+}
