@@ -59,8 +59,22 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
 }
 
 /// Symbolizes every distinct frame once, module by module.
+///
+/// A fresh symbolizer per module: each binary's parsed DWARF is freed before
+/// the next is indexed, so the heap peaks at the largest module's, not the
+/// sum over all modules with debuginfo.
 pub fn symbolize(modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
-    Namer::default().symbolize(modules, frames)
+    let mut by_module: BTreeMap<u32, Vec<Frame>> = BTreeMap::new();
+    for f in frames {
+        by_module.entry(f.module).or_default().push(f);
+    }
+    let mut symbols = Symbols::default();
+    for frames in by_module.into_values() {
+        let one = Namer::default().symbolize(modules, frames);
+        symbols.frames.extend(one.frames);
+        symbols.warnings.extend(one.warnings);
+    }
+    symbols
 }
 
 /// A symbolizer that keeps what it parsed (each binary's DWARF, looked up
@@ -96,9 +110,9 @@ fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl Into
             symbols.warnings.push(format!("{}: {e}; its frames stay unnamed", module.path));
             continue;
         }
-        // Read through blazesym's mapping of the file: reading the whole
-        // binary to find its build-id cost its size in heap (10 MB on the
-        // demo with DWARF, the largest part of the peak; see symbench).
+        // Through blazesym's mapping of the file: reading the whole binary
+        // for its build-id put its size in heap on top of the DWARF already
+        // parsed for earlier modules (+10 MB peak on a warm symbench pass).
         let now = blazesym::helper::read_elf_build_id(&module.path).ok().flatten().map(|id| elf::hex(&id));
         if let (Some(recorded), Some(now)) = (&module.build_id, now)
             && *recorded != now
