@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-const PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
+// tmux: the `top` dashboard test drives it in a real terminal.
+const PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "tmux"];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

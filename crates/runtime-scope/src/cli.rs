@@ -144,6 +144,17 @@ program still running then is sent SIGTERM (and SIGKILL 5 s later): it was
 started for this recording. runtime-scope then exits with the program's exit
 status (128 + N if killed by signal N), as `time` and `strace` do.")]
     Record(RecordArgs),
+    /// Live dashboard of a running program: worker lanes, hot tasks, long polls.
+    #[command(after_help = "\
+Examples:
+  sudo runtime-scope top -p 1234
+  # keep what you watched, to export or report on afterwards
+  sudo runtime-scope top -p 1234 --record watched.rscope
+
+Keys: q quit · p pause (recording goes on) · s sort the task table.
+Lanes, one per worker, scroll in time over the last --window seconds:
+█ busy, ▓ blocked inside a task's poll, ░ preempted, · idle.")]
+    Top(TopArgs),
     /// Convert a capture (.rscope) to Perfetto or Chrome trace. No root needed.
     Export(ExportArgs),
     /// Print the end-of-run summary of a capture, or its JSON for CI. No root needed.
@@ -210,6 +221,31 @@ pub struct ExportArgs {
 
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct TopArgs {
+    /// Process ID to watch.
+    #[arg(short, long)]
+    pub pid: u32,
+
+    /// Also keep the capture here while watching.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// Seconds of history the lanes and the task table cover (2 to 300).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub window: u64,
+
+    /// Polls at least this long are listed as long polls.
+    #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
+    pub long_poll: f64,
+
+    #[arg(long = "workers", value_name = "PREFIX")]
+    pub worker_prefixes: Vec<String>,
+
+    #[command(flatten)]
+    pub stacks: StackArgs,
 }
 
 #[derive(ClapArgs, Debug)]

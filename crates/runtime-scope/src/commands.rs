@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
+pub(crate) fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second Ctrl-C while we are writing the trace exits at once.
@@ -23,7 +23,7 @@ fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
 
 /// The `raw::poll` instances to probe in `binary`, unless tasks are off or
 /// the binary has no tokio symbols (said once).
-fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes> {
+pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes> {
     if stacks.no_tasks {
         return None;
     }
@@ -53,7 +53,7 @@ fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes
     }
 }
 
-fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u64>) -> recorder::Settings {
+pub(crate) fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u64>) -> recorder::Settings {
     let cpus = cpu_count();
     recorder::Settings {
         polls: None,
@@ -65,6 +65,8 @@ fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u64>) -> rec
         frequency: if stacks.no_stacks { 0 } else { stacks.frequency },
         duration_ns: duration_s.map(|s| s * 1_000_000_000),
         live: !view.no_live,
+        long_poll_ns: (view.long_poll * 1e6) as u64,
+        quiet: false,
         rule: WorkerRule::with_extra(&view.worker_prefixes),
         release: None,
         launch: None,

@@ -25,7 +25,19 @@ pub struct LiveView {
     polls_in_interval: u64,
     /// Highest lost-record count each CPU has reported in-band.
     lost_by_cpu: HashMap<u32, u32>,
+    /// Threads seen entering tokio's worker loop: (runtime ordinal, index).
+    worker_index: BTreeMap<u32, (u64, u64)>,
+    runtimes: Vec<u64>,
+    /// Open polls per thread: (start, had a poll nested in it).
+    open_polls: HashMap<u32, Vec<(u64, bool)>>,
+    long_poll_ns: u64,
+    /// Long-poll lines printed in the current second (rate limit).
+    long_lines: u32,
+    long_suppressed: u32,
 }
+
+/// At most this many long-poll lines per second; the rest are counted.
+const LONG_LINES_PER_S: u32 = 5;
 
 impl LiveView {
     pub fn new(live: bool, rule: WorkerRule, names: HashMap<u32, String>, start_ns: u64, duration_ns: Option<u64>) -> Self {
@@ -44,7 +56,49 @@ impl LiveView {
             events_total: 0,
             polls_in_interval: 0,
             lost_by_cpu: HashMap::new(),
+            worker_index: BTreeMap::new(),
+            runtimes: Vec::new(),
+            open_polls: HashMap::new(),
+            long_poll_ns: u64::MAX,
+            long_lines: 0,
+            long_suppressed: 0,
         }
+    }
+
+    /// Live mode also prints each poll of at least `ns` as it ends.
+    pub fn with_long_polls(mut self, ns: u64) -> Self {
+        self.long_poll_ns = ns;
+        self
+    }
+
+    fn thread_label(&self, tid: u32) -> String {
+        match self.worker_index.get(&tid) {
+            Some((0, index)) => format!("worker {index}"),
+            Some((runtime, index)) => format!("runtime {runtime} worker {index}"),
+            None => format!("{} (tid {tid})", self.names.get(&tid).map_or("?", String::as_str)),
+        }
+    }
+
+    /// A leaf poll (nothing polled inside it) that ran long: one line now.
+    fn poll_ended(&mut self, ts: u64, tid: u32) -> Option<String> {
+        let (start, nested) = self.open_polls.get_mut(&tid)?.pop()?;
+        let took = ts.saturating_sub(start);
+        if nested || took < self.long_poll_ns || !self.live {
+            return None;
+        }
+        if self.long_lines >= LONG_LINES_PER_S {
+            self.long_suppressed += 1;
+            return None;
+        }
+        self.long_lines += 1;
+        let line = format!(
+            "[{:>5.1}s] long poll {:.1} ms on {}",
+            start.saturating_sub(self.start_ns) as f64 / 1e9,
+            took as f64 / 1e6,
+            self.thread_label(tid)
+        );
+        println!("{line}");
+        Some(line)
     }
 
     pub fn feed(&mut self, event: &Event) {
@@ -69,11 +123,25 @@ impl LiveView {
             Event::Exit { tid, .. } => {
                 self.on_since.remove(tid);
             }
-            Event::PollStart { .. } => self.polls_in_interval += 1,
-            Event::Stack { .. } | Event::NewModule { .. } | Event::PollEnd { .. } | Event::TaskSpawn { .. }
-            | Event::TaskWake { .. }
-            | Event::WorkerRun { .. }
-            | Event::Waking { .. } => {}
+            Event::PollStart { ts, tid, .. } => {
+                self.polls_in_interval += 1;
+                let open = self.open_polls.entry(*tid).or_default();
+                if let Some(parent) = open.last_mut() {
+                    parent.1 = true;
+                }
+                open.push((*ts, false));
+            }
+            Event::PollEnd { ts, tid } => {
+                self.poll_ended(*ts, *tid);
+            }
+            Event::WorkerRun { tid, index, runtime, .. } => {
+                if !self.runtimes.contains(runtime) {
+                    self.runtimes.push(*runtime);
+                }
+                let ordinal = self.runtimes.iter().position(|r| r == runtime).unwrap_or(0) as u64;
+                self.worker_index.insert(*tid, (ordinal, *index));
+            }
+            Event::Stack { .. } | Event::NewModule { .. } | Event::TaskSpawn { .. } | Event::TaskWake { .. } | Event::Waking { .. } => {}
         }
     }
 
@@ -91,6 +159,11 @@ impl LiveView {
         self.polls_in_interval = 0;
         self.busy_in_interval.clear();
         println!("{line}");
+        if self.long_suppressed > 0 {
+            println!("          … and {} more long polls (see the summary)", self.long_suppressed);
+        }
+        self.long_lines = 0;
+        self.long_suppressed = 0;
         Some(line)
     }
 
@@ -111,20 +184,22 @@ impl LiveView {
             *self.busy_in_interval.entry(*tid).or_default() += now_ns.saturating_sub((*since).max(self.interval_start));
             *since = now_ns;
         }
-        let mut workers: Vec<u32> = self
-            .names
-            .iter()
-            .filter(|(_, n)| self.rule.is_worker(n))
-            .map(|(&t, _)| t)
-            .collect();
-        workers.sort_unstable();
+        let mut workers: Vec<u32> = if self.worker_index.is_empty() {
+            let mut by_name: Vec<u32> = self.names.iter().filter(|(_, n)| self.rule.is_worker(n)).map(|(&t, _)| t).collect();
+            by_name.sort_unstable();
+            by_name
+        } else {
+            self.worker_index.keys().copied().collect()
+        };
+        workers.sort_by_key(|t| (self.worker_index.get(t).copied(), *t));
         // Records from several CPUs arrive slightly out of order: clamp.
         let pct = |tid: &u32| {
             (self.busy_in_interval.get(tid).copied().unwrap_or(0) as f64 * 100.0 / interval as f64).min(100.0)
         };
         let mut line = format!("[{:>5.1}s]", (now_ns - self.start_ns) as f64 / 1e9);
         for (i, tid) in workers.iter().enumerate() {
-            let _ = write!(line, " worker {i} {:>3.0}% │", pct(tid));
+            let label = if self.worker_index.is_empty() { format!("worker {i}") } else { self.thread_label(*tid) };
+            let _ = write!(line, " {label} {:>3.0}% │", pct(tid));
         }
         let others: f64 = self
             .busy_in_interval
@@ -148,6 +223,28 @@ mod tests {
 
     fn switch(ts: u64, prev: u32, next: u32, prev_ours: bool, next_ours: bool) -> Event {
         Event::Switch { ts, cpu: 0, prev_tid: prev, next_tid: next, prev_state: 1, prev_ours, next_ours, cpu_lost: 3 }
+    }
+
+    #[test]
+    fn prints_leaf_long_polls_as_they_end_rate_limited() {
+        let names = HashMap::from([(7, "api".to_string())]);
+        let mut view = LiveView::new(true, WorkerRule::default(), names, 0, None).with_long_polls(10_000_000);
+        view.feed(&Event::WorkerRun { ts: 1, tid: 7, index: 2, runtime: 0x1000 });
+        let start = |ts| Event::PollStart { ts, tid: 7, task: 1, poll_fn: scope_model::Frame { module: 0, offset: 0 } };
+        let end = |ts| Event::PollEnd { ts, tid: 7 };
+        view.feed(&start(0)); // the worker's own loop: an executor, never reported
+        view.feed(&start(100_000_000));
+        assert_eq!(view.poll_ended(130_000_000, 7).as_deref(), Some("[  0.1s] long poll 30.0 ms on worker 2"));
+        view.feed(&start(200_000_000));
+        assert_eq!(view.poll_ended(201_000_000, 7), None, "1 ms is not long");
+        for i in 0..10 {
+            view.feed(&start(300_000_000 + i * 20_000_000));
+            view.feed(&end(315_000_000 + i * 20_000_000));
+        }
+        assert_eq!((view.long_lines, view.long_suppressed), (5, 6), "five lines a second, the rest counted");
+        assert_eq!(view.poll_ended(3_000_000_000, 7), None, "the outer loop poll nested others");
+        let line = view.tick(1_000_000_000).unwrap();
+        assert!(line.contains("worker 2"), "named by its tokio index: {line}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod process;
 mod recorder;
 mod sink;
 mod stacks;
+mod top;
 mod tracefs;
 
 use clap::Parser;
@@ -26,6 +27,7 @@ fn main() {
     let result = match cli.command {
         None => commands::seed(cli.seed).map(|()| 0),
         Some(Command::Record(args)) => commands::record(args),
+        Some(Command::Top(args)) => top::run(args),
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
         Some(Command::Report(args)) => commands::report(args),
     };

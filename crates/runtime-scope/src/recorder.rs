@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// a live view or a drain can get otherwise.
 const POLL_MS: i32 = 100;
 
-const PROBES: [(&str, &str); 3] =
-    [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch")];
+const PROBES: [(&str, &str); 4] =
+    [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch"), ("sched", "sched_waking")];
 
 /// The binary holding tokio, with the file offsets of its `raw::poll` and
 /// `OwnedTasks::bind_inner` (spawn) instances.
@@ -44,6 +44,10 @@ pub struct Settings {
     /// None: until a signal or the target exits.
     pub duration_ns: Option<u64>,
     pub live: bool,
+    /// Polls at least this long get a live line as they end.
+    pub long_poll_ns: u64,
+    /// Print nothing while recording (the dashboard owns the terminal).
+    pub quiet: bool,
     pub rule: WorkerRule,
     /// Launch mode: the held child; writing to this releases it into exec.
     pub release: Option<OwnedFd>,
@@ -149,7 +153,8 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         threads.len(),
     );
     let names: HashMap<u32, String> = initial.into_iter().collect();
-    let mut view = LiveView::new(settings.live, settings.rule.clone(), names, start_ns, settings.duration_ns);
+    let mut view = LiveView::new(settings.live, settings.rule.clone(), names, start_ns, settings.duration_ns)
+        .with_long_polls(settings.long_poll_ns);
     let deadline = settings.duration_ns.map(|d| start_ns + d);
     let mut undecodable = 0u64;
     let mut batch = Vec::new();
@@ -204,7 +209,9 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         }
         // No map syscalls while recording: they would blind our programs on
         // this CPU for as long as we are preempted inside them.
-        view.tick(now);
+        if !settings.quiet {
+            view.tick(now);
+        }
     };
     let end_ns = monotonic_ns();
     let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();

@@ -96,3 +96,60 @@ impl Drop for CaptureSink {
         }
     }
 }
+
+/// What a live consumer (the `top` UI) receives.
+pub enum Feed {
+    Begin(Box<Start>),
+    Events(Vec<Event>),
+    End,
+}
+
+/// Hands every batch to a consumer on another thread, and optionally to a
+/// capture. The consumer can never stall collection: when its queue is
+/// full the batch is skipped for it (counted) but still captured.
+pub struct TeeSink {
+    pub capture: Option<CaptureSink>,
+    feed: std::sync::mpsc::SyncSender<Feed>,
+    skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TeeSink {
+    pub fn new(capture: Option<CaptureSink>, feed: std::sync::mpsc::SyncSender<Feed>, skipped: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        TeeSink { capture, feed, skipped }
+    }
+
+    fn send(&self, feed: Feed) {
+        if self.feed.try_send(feed).is_err() {
+            self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Sink for TeeSink {
+    fn begin(&mut self, start: &Start) -> io::Result<()> {
+        if let Some(c) = &mut self.capture {
+            c.begin(start)?;
+        }
+        // The consumer cannot work without it: wait for room.
+        let _ = self.feed.send(Feed::Begin(Box::new(start.clone())));
+        Ok(())
+    }
+
+    fn events(&mut self, batch: &[Event]) -> io::Result<()> {
+        if let Some(c) = &mut self.capture {
+            c.events(batch)?;
+        }
+        if !batch.is_empty() {
+            self.send(Feed::Events(batch.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, stop: &Stop) -> io::Result<()> {
+        let _ = self.feed.send(Feed::End);
+        match &mut self.capture {
+            Some(c) => c.end(stop),
+            None => Ok(()),
+        }
+    }
+}

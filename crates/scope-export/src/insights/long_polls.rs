@@ -59,7 +59,7 @@ pub struct LongPollGroup {
 
 /// A poll that ran user code: one with nested polls is an executor
 /// (Tokio's worker loop, a LocalSet), whose length is not a task's.
-pub(crate) fn is_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
+pub fn is_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
     let next = t.polls.partition_point(|p| p.start_ns <= poll.start_ns);
     !t.polls[next..].iter().take_while(|p| p.start_ns < poll.end_ns).any(|p| p.depth > poll.depth)
 }
@@ -143,23 +143,39 @@ struct Acc {
     wakers: HashMap<String, u64>,
 }
 
+/// One long poll, judged: why it was long and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub cause: Cause,
+    pub kind: String,
+    pub site: String,
+    pub frames: Vec<String>,
+    /// (on-CPU, blocked, preempted) ns.
+    pub parts: [u64; 3],
+}
+
+pub fn classify(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbols, kinds: &HashMap<Frame, String>) -> Verdict {
+    let parts = split(t, poll.start_ns, poll.end_ns);
+    let cause = match parts.iter().enumerate().max_by_key(|&(i, v)| (*v, std::cmp::Reverse(i))).map(|(i, _)| i) {
+        Some(1) => Cause::Blocked,
+        Some(2) => Cause::Preempted,
+        _ => Cause::Cpu,
+    };
+    let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_else(|| "task".into());
+    let site = match cause {
+        Cause::Cpu => cpu_site(tl, t, poll, symbols),
+        Cause::Blocked => blocked_site(tl, t, poll, symbols),
+        Cause::Preempted => None,
+    };
+    let (site, frames) = site.unwrap_or_else(|| (kind.clone(), Vec::new()));
+    Verdict { cause, kind, site, frames, parts }
+}
+
 pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<LongPollGroup> {
     let mut groups: HashMap<(Cause, String, String), Acc> = HashMap::new();
     for t in &tl.threads {
         for poll in t.polls.iter().filter(|p| p.duration_ns() >= threshold_ns.max(1) && is_leaf(t, p)) {
-            let parts = split(t, poll.start_ns, poll.end_ns);
-            let cause = match parts.iter().enumerate().max_by_key(|&(i, v)| (*v, std::cmp::Reverse(i))).map(|(i, _)| i) {
-                Some(1) => Cause::Blocked,
-                Some(2) => Cause::Preempted,
-                _ => Cause::Cpu,
-            };
-            let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_else(|| "task".into());
-            let site = match cause {
-                Cause::Cpu => cpu_site(tl, t, poll, symbols),
-                Cause::Blocked => blocked_site(tl, t, poll, symbols),
-                Cause::Preempted => None,
-            };
-            let (site, frames) = site.unwrap_or_else(|| (kind.clone(), Vec::new()));
+            let Verdict { cause, kind, site, frames, parts } = classify(tl, t, poll, symbols, kinds);
             let acc = groups.entry((cause, kind, site)).or_default();
             acc.durations.push(poll.duration_ns());
             for (a, p) in acc.split.iter_mut().zip(parts) {

@@ -3,7 +3,7 @@
 //! rankings and lints. One serialisable value: the terminal summary renders
 //! it, `report --json` prints it for CI (schema in docs/report-json.md).
 
-mod long_polls;
+pub mod long_polls;
 pub mod render;
 mod stats;
 mod workers;

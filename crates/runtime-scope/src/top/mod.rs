@@ -1,0 +1,128 @@
+//! `runtime-scope top -p PID`: a terminal dashboard. The recorder runs on
+//! the main thread as for `record`; the UI gets copies of each batch on its
+//! own thread and never holds collection up (see `sink::TeeSink`).
+
+mod state;
+mod stderr;
+mod ui;
+
+use crate::cli::{TopArgs, ViewArgs};
+use crate::failure::usage;
+use crate::sink::{CaptureSink, Feed, TeeSink};
+use crate::{commands, output, privileges, process, recorder};
+use anyhow::{Context, Result};
+use ratatui::crossterm::event::{self, Event as Key, KeyCode, KeyEventKind, KeyModifiers};
+use state::{SortBy, TopState, View};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
+
+const REDRAW: Duration = Duration::from_millis(500);
+
+pub fn run(args: TopArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return usage("top draws on a terminal; to record without one use `runtime-scope record`");
+    }
+    if let Some(path) = &args.record {
+        output::check_writable(path)?;
+    }
+    let mut target = process::Target::open(args.pid, None)?;
+    privileges::check()?;
+    let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll };
+    let mut settings = commands::settings(&view_args, &args.stacks, None);
+    settings.polls = commands::poll_points(&args.stacks, &target.executable);
+    settings.quiet = true;
+    let rule = settings.rule.clone();
+    let stop = commands::install_signal_handlers()?;
+    let (tx, rx) = sync_channel(64);
+    let skipped = Arc::new(AtomicU64::new(0));
+    let capture = args.record.as_deref().map(CaptureSink::create).transpose()?;
+    let mut sink = TeeSink::new(capture, tx, Arc::clone(&skipped));
+    // Our own messages would scribble over the screen: keep them for later.
+    let log = stderr::Held::start()?;
+    let ui = {
+        let (stop, skipped) = (Arc::clone(&stop), Arc::clone(&skipped));
+        let state = TopState::new(args.window * 1_000_000_000, (args.long_poll * 1e6) as u64, rule);
+        std::thread::spawn(move || ui_loop(rx, state, &stop, &skipped))
+    };
+    let recorded = recorder::record(&mut target, settings, &stop, &mut sink);
+    stop.store(true, Ordering::Relaxed);
+    drop(sink);
+    let shown = ui.join();
+    log.release();
+    recorded?;
+    shown.map_err(|_| anyhow::anyhow!("the display thread panicked"))??;
+    if let Some(path) = &args.record {
+        println!("Capture written to {}. Convert it with `runtime-scope export {} -o trace.pftrace`.", path.display(), path.display());
+    }
+    Ok(0)
+}
+
+/// Seconds of profiler CPU (user + system) so far, from /proc/self/stat.
+fn own_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64) -> Result<()> {
+    let mut terminal = ratatui::init();
+    let result = (|| -> Result<()> {
+        let mut chrome = ui::Chrome { paused: false, sort: SortBy::Busy, profiler_cpu_pct: 0.0, ui_skipped: 0 };
+        let mut shown: Option<View> = None;
+        let mut last_draw = Instant::now() - REDRAW;
+        let mut cpu_mark = (Instant::now(), own_cpu_s());
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(Feed::Begin(start)) => state.begin(*start),
+                    Ok(Feed::Events(batch)) => state.feed(batch),
+                    Ok(Feed::End) | Err(TryRecvError::Disconnected) => return Ok(()),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let mut redraw = false;
+            if event::poll(Duration::from_millis(100)).context("reading the keyboard")?
+                && let Key::Key(k) = event::read().context("reading the keyboard")?
+                && k.kind == KeyEventKind::Press
+            {
+                match k.code {
+                    KeyCode::Char('q') | KeyCode::Esc => stop.store(true, Ordering::Relaxed),
+                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => stop.store(true, Ordering::Relaxed),
+                    KeyCode::Char('p') | KeyCode::Char(' ') => chrome.paused = !chrome.paused,
+                    KeyCode::Char('s') => chrome.sort = chrome.sort.next(),
+                    _ => {}
+                }
+                redraw = true;
+            }
+            if last_draw.elapsed() >= REDRAW || redraw {
+                let width = terminal.size().map(|s| s.width).unwrap_or(80);
+                if !chrome.paused || shown.is_none() {
+                    shown = state.view(process::monotonic_ns(), ui::lane_columns(width), chrome.sort).or(shown);
+                    let (at, cpu) = (Instant::now(), own_cpu_s());
+                    let wall = at.duration_since(cpu_mark.0).as_secs_f64();
+                    if wall >= 1.0 {
+                        chrome.profiler_cpu_pct = (cpu - cpu_mark.1) * 100.0 / wall;
+                        cpu_mark = (at, cpu);
+                    }
+                }
+                chrome.ui_skipped = skipped.load(Ordering::Relaxed);
+                if let Some(v) = &shown {
+                    terminal.draw(|f| ui::draw(f, v, &chrome)).context("drawing")?;
+                }
+                last_draw = Instant::now();
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! `runtime-scope top` in a real terminal (tmux) against the running demo:
+//! the worker lanes, task names and long polls appear; `q` exits 0 with the
+//! terminal restored and the `--record` capture readable.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SESSION: &str = "runtime-scope-top-test";
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux is installed by `cargo xtask setup`");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pane() -> String {
+    tmux(&["capture-pane", "-t", SESSION, "-p"])
+}
+
+/// Polls the pane until `ok` holds or `secs` pass; returns the last screen.
+fn wait_for(secs: u64, ok: impl Fn(&str) -> bool) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let screen = pane();
+        if ok(&screen) || Instant::now() > deadline {
+            return (ok(&screen), screen);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+struct Session;
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", SESSION]);
+    }
+}
+
+#[test]
+fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
+    require_root();
+    let demo = Demo::start(30);
+    demo.wait_for_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("watched.rscope");
+    tmux(&["kill-session", "-t", SESSION]);
+    let command = format!("{PROFILER} top -p {} --record {}; echo EXITED $?; sleep 60", demo.pid(), capture.display());
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-s", SESSION, "-x", "150", "-y", "40", "sh", "-c", &command])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tmux new-session failed");
+    let _session = Session;
+
+    // Within a few seconds: both lanes, the heavy task by name, its long polls.
+    let (ok, screen) = wait_for(10, |s| {
+        s.contains("worker 0 (tid") && s.contains("worker 1 (tid") && s.contains("demo_app::cpu_heavy_loop") && s.contains("cpu_heavy_poll")
+    });
+    assert!(ok, "dashboard incomplete:\n{screen}");
+    assert!(screen.contains('█'), "busy cells on the lanes:\n{screen}");
+    assert!(screen.contains("block_in_syscall"), "the blocking poll is listed with its call:\n{screen}");
+    assert!(!screen.contains("recording…"), "our progress lines must not scribble on the dashboard:\n{screen}");
+
+    tmux(&["send-keys", "-t", SESSION, "q"]);
+    let (ok, screen) = wait_for(15, |s| s.contains("EXITED"));
+    assert!(ok, "q did not exit:\n{screen}");
+    assert!(screen.contains("EXITED 0"), "{screen}");
+    assert!(!screen.contains("latest long polls"), "the terminal was not restored:\n{screen}");
+    assert!(screen.contains("runtime-scope: recording demo-app"), "held messages are shown after exit:\n{screen}");
+
+    let report = Command::new(PROFILER).arg("report").arg(&capture).output().unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success() && text.contains("demo_app::cpu_heavy_loop"), "the recorded capture reads back:\n{text}");
+    assert_no_probes_left();
+}
