@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{PerfEvent, TracePoint, UProbe};
+use aya::programs::{PerfEvent, RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use scope_common::{FieldOffsets, StackConfig, counter};
 
@@ -51,21 +51,14 @@ impl Probes {
     }
 
     pub fn attach(&mut self, program: &str, category: &str) -> Result<()> {
-        self.attach_to(program, &[(category, program)])
-    }
-
-    /// One program on several tracepoints, in the order given.
-    pub fn attach_to(&mut self, program: &str, points: &[(&str, &str)]) -> Result<()> {
         let tp: &mut TracePoint = self
             .ebpf
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
         tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
-        for (category, name) in points {
-            tp.attach(category, name)
-                .with_context(|| format!("attaching {program} to tracepoint {category}:{name} failed"))?;
-        }
+        tp.attach(category, program)
+            .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
         Ok(())
     }
 
@@ -73,8 +66,21 @@ impl Probes {
     /// Exits first: an exit seen without its entry is harmless, an entry
     /// without its exit would mark the CPU as interrupted for good.
     pub fn attach_interrupt_tracking(&mut self) -> Result<()> {
-        self.attach_to("irq_leave", &[("irq", "irq_handler_exit"), ("irq", "softirq_exit"), ("timer", "hrtimer_expire_exit")])?;
-        self.attach_to("irq_enter", &[("irq", "irq_handler_entry"), ("irq", "softirq_entry"), ("timer", "hrtimer_expire_entry")])
+        for (program, points) in [
+            ("irq_leave", ["irq_handler_exit", "softirq_exit", "hrtimer_expire_exit"]),
+            ("irq_enter", ["irq_handler_entry", "softirq_entry", "hrtimer_expire_entry"]),
+        ] {
+            let tp: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()?;
+            tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+            for point in points {
+                tp.attach(point).with_context(|| format!("attaching {program} to raw tracepoint {point} failed"))?;
+            }
+        }
+        Ok(())
     }
 
     /// cpu-clock sampling at `hz` on every CPU; the program keeps only the

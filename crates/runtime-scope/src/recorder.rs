@@ -224,10 +224,13 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let (over_budget, unreadable) = probes.stack_misses()?;
     if collector.stacks > 0 || over_budget + unreadable > 0 {
         let need = collector.p95_bytes().map_or(String::new(), |b| format!("; 95% needed ≤ {b} stack bytes"));
+        let seconds = (end_ns - start_ns).max(1) as f64 / 1e9;
         eprintln!(
-            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {over_budget} skipped over the budget, {unreadable} unreadable",
+            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {over_budget} skipped over the budget, {unreadable} unreadable; {:.0} KiB of stack copied ({:.1} KiB/s)",
             collector.stacks,
-            collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64
+            collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64,
+            collector.bytes_copied as f64 / 1024.0,
+            collector.bytes_copied as f64 / 1024.0 / seconds,
         );
     }
     for warning in &collector.warnings {

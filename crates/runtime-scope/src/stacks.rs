@@ -21,6 +21,8 @@ pub struct StackCollector {
     pub warnings: Vec<String>,
     pub stacks: u64,
     pub complete: u64,
+    /// Stack bytes the kernel copied to us, for the bandwidth report.
+    pub bytes_copied: u64,
     /// Stack bytes each complete walk needed, to report the depth users need.
     pub bytes_used: Vec<u32>,
     pending: Vec<Event>,
@@ -41,6 +43,7 @@ impl StackCollector {
             stacks: 0,
             complete: 0,
             bytes_used: Vec::new(),
+            bytes_copied: 0,
             pending: Vec::new(),
             open_polls: HashMap::new(),
             uprobes: None,
@@ -143,6 +146,7 @@ impl StackCollector {
             }
         }
         self.stacks += 1;
+        self.bytes_copied += raw.bytes.len() as u64;
         self.complete += u64::from(unwound.complete);
         if unwound.complete {
             self.bytes_used.push(unwound.bytes_used as u32);

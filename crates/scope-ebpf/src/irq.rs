@@ -2,16 +2,18 @@
 //! handler, a softirq or a timer callback has no waker: `current` is only
 //! whoever was interrupted. Tracepoint programs cannot read preempt_count
 //! (the record's common fields are overwritten for BPF), so the entry and
-//! exit tracepoints of those contexts keep a per-CPU depth instead.
+//! exit tracepoints of those contexts keep a per-CPU depth instead. They
+//! fire system-wide on every interrupt, so they are raw tracepoints: no
+//! trace record is built for them (measured cheaper, see design notes).
 
-use aya_ebpf::{macros::{map, tracepoint}, maps::PerCpuArray, programs::TracePointContext};
+use aya_ebpf::{macros::{map, raw_tracepoint}, maps::PerCpuArray, programs::RawTracePointContext};
 
 #[map]
 static IRQ_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Attached to irq_handler_entry, softirq_entry and hrtimer_expire_entry.
-#[tracepoint]
-pub fn irq_enter(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn irq_enter(_ctx: RawTracePointContext) -> i32 {
     if let Some(depth) = IRQ_DEPTH.get_ptr_mut(0) {
         unsafe { *depth += 1 };
     }
@@ -20,8 +22,8 @@ pub fn irq_enter(_ctx: TracePointContext) -> u32 {
 
 /// Attached to the matching exits (attached first, so no exit is missed
 /// after its entry was counted).
-#[tracepoint]
-pub fn irq_leave(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn irq_leave(_ctx: RawTracePointContext) -> i32 {
     if let Some(depth) = IRQ_DEPTH.get_ptr_mut(0) {
         unsafe { *depth = (*depth).saturating_sub(1) };
     }
