@@ -87,7 +87,14 @@ fn symbols_of(recording: &Recording) -> Symbols {
     let modules = recording.all_modules();
     let started = std::time::Instant::now();
     eprintln!("runtime-scope: symbolizing {} addresses in {} modules…", frames.len(), modules.len());
-    let symbols = scope_stacks::symbolize::symbolize(&modules, frames);
+    // Debuginfo of 100+ MB takes seconds to index: say which file is being read.
+    const BIG_MODULE: u64 = 50 << 20;
+    let symbols = scope_stacks::symbolize::symbolize_reporting(&modules, frames, |module, addresses| {
+        let size = std::fs::metadata(&module.path).map_or(0, |m| m.len());
+        if size >= BIG_MODULE {
+            eprintln!("runtime-scope:   {addresses} addresses in {} ({} MB)…", module.path, size >> 20);
+        }
+    });
     if started.elapsed().as_secs() >= 1 {
         eprintln!("runtime-scope: symbolized in {:.1} s", started.elapsed().as_secs_f64());
     }

@@ -64,12 +64,21 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
 /// the next is indexed, so the heap peaks at the largest module's, not the
 /// sum over all modules with debuginfo.
 pub fn symbolize(modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
+    symbolize_reporting(modules, frames, |_, _| {})
+}
+
+/// As [`symbolize`], calling `before(module, addresses)` ahead of each
+/// module: naming in a large binary takes seconds, and users want to know.
+pub fn symbolize_reporting(modules: &[Module], frames: impl IntoIterator<Item = Frame>, mut before: impl FnMut(&Module, usize)) -> Symbols {
     let mut by_module: BTreeMap<u32, Vec<Frame>> = BTreeMap::new();
     for f in frames {
         by_module.entry(f.module).or_default().push(f);
     }
     let mut symbols = Symbols::default();
-    for frames in by_module.into_values() {
+    for (index, frames) in by_module {
+        if let Some(module) = modules.get(index as usize) {
+            before(module, frames.len());
+        }
         let one = Namer::default().symbolize(modules, frames);
         symbols.frames.extend(one.frames);
         symbols.warnings.extend(one.warnings);
