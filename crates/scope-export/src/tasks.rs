@@ -6,18 +6,18 @@ use scope_model::{Frame, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline
 use scope_model::symbols_is_plumbing as is_plumbing;
 use std::collections::HashMap;
 
-/// `my_app::handler::{{closure}}` / `…::{closure#0}` / `…::{async_fn_env#0}` → `my_app::handler`.
+/// `my_app::handler::{{closure}}` / `…::{closure#0}` / `…::{async_fn_env#0}` → `my_app::handler`:
+/// the async fn's own state machine. Only one level goes: an async block
+/// spawned inside it stays apart, `my_app::handler::{closure}`.
 pub fn abbreviate(name: &str) -> String {
     let mut s = name.trim();
-    loop {
-        let before = s;
-        for suffix in ["::{{closure}}", "::{closure#0}", "::{async_fn_env#0}", "::{async_block#0}"] {
-            s = s.strip_suffix(suffix).unwrap_or(s);
-        }
-        if s == before {
-            return s.to_string();
+    for suffix in ["::{{closure}}", "::{closure#0}", "::{async_fn_env#0}", "::{async_block#0}", "::{async_block_env#0}"] {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            s = rest;
+            break;
         }
     }
+    s.replace("{{closure}}", "{closure}")
 }
 
 /// The future type in `raw::poll<F, S>` when the symbol spells it (v0 or DWARF).
@@ -27,13 +27,26 @@ fn from_generic_name(name: &str) -> Option<String> {
     for (i, c) in name[start..].char_indices() {
         match c {
             '<' => depth += 1,
-            '>' if depth == 0 => return Some(abbreviate(&name[start..start + i])),
+            '>' if depth == 0 => return Some(kind_of_future(&name[start..start + i])),
             '>' => depth -= 1,
-            ',' if depth == 0 => return Some(abbreviate(&name[start..start + i])),
+            ',' if depth == 0 => return Some(kind_of_future(&name[start..start + i])),
             _ => {}
         }
     }
     None
+}
+
+/// `tokio::runtime::blocking::task::BlockingTask<my::job::{{closure}}>` →
+/// `spawn_blocking(my::job)`; other futures are abbreviated.
+fn kind_of_future(future: &str) -> String {
+    const BLOCKING: &str = "tokio::runtime::blocking::task::BlockingTask<";
+    // Tokio starts each worker as a blocking task around `worker::run`.
+    const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::";
+    match future.strip_prefix(BLOCKING).and_then(|rest| rest.strip_suffix('>')) {
+        Some(closure) if closure.starts_with(WORKER) => format!("spawn_blocking({WORKER}run)"),
+        Some(closure) => format!("spawn_blocking({})", abbreviate(closure)),
+        None => abbreviate(future),
+    }
 }
 
 fn is_harness(f: &ResolvedFrame) -> bool {
@@ -180,6 +193,7 @@ mod tests {
     fn names_futures() {
         assert_eq!(abbreviate("demo_app::cpu_heavy_loop::{{closure}}"), "demo_app::cpu_heavy_loop");
         assert_eq!(abbreviate("my_app::handler::{async_fn_env#0}"), "my_app::handler");
+        assert_eq!(abbreviate("demo_app::short_task_loop::{{closure}}::{{closure}}"), "demo_app::short_task_loop::{closure}", "a block spawned inside stays apart");
         assert_eq!(
             from_generic_name("tokio::runtime::task::raw::poll::<my_app::handler::{async_fn_env#0}, alloc::sync::Arc<h::Handle>>"),
             Some("my_app::handler".into())

@@ -36,6 +36,15 @@ pub fn svma_of_file_offset(file: &object::File<'_>, file_offset: u64) -> Option<
     })
 }
 
+/// SVMA of the byte at `file_offset` (a function's entry, say), in a file
+/// read any way `object` can (whole or on demand).
+pub fn svma_of_file_offset_in<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>, file_offset: u64) -> Option<u64> {
+    file.segments().find_map(|seg| {
+        let (start, size) = seg.file_range();
+        (file_offset >= start && file_offset < start + size).then(|| seg.address() + (file_offset - start))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -7,4 +7,5 @@
 pub mod elf;
 pub mod probe_points;
 pub mod symbolize;
+pub mod task_kinds;
 pub mod unwind;

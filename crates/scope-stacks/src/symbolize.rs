@@ -156,11 +156,33 @@ fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl Into
             };
             symbols.frames.insert(frame, resolved);
         }
+        name_task_kinds(module, index, &mut symbols);
         if named == 0 && !offsets.is_empty() {
             symbols.warnings.push(format!("{}: no symbols (stripped?); frames shown as module+offset", module.path));
         }
     }
     symbols
+}
+
+/// `raw::poll` instances named only by their legacy path get the future
+/// type their vtable's drop glue spells out (see `task_kinds`), in the
+/// generic form DWARF and v0 names have: `raw::poll::<F, _>`.
+fn name_task_kinds(module: &Module, index: u32, symbols: &mut Symbols) {
+    const RAW_POLL: &str = "tokio::runtime::task::raw::poll";
+    let plain: Vec<u64> = symbols
+        .frames
+        .iter()
+        .filter(|(f, names)| f.module == index && names.last().is_some_and(|n| n.function == RAW_POLL))
+        .map(|(f, _)| f.offset)
+        .collect();
+    if plain.is_empty() {
+        return;
+    }
+    for (offset, future) in crate::task_kinds::future_types(std::path::Path::new(&module.path), &plain) {
+        if let Some(last) = symbols.frames.get_mut(&Frame { module: index, offset }).and_then(|n| n.last_mut()) {
+            last.function = format!("{RAW_POLL}::<{future}, _>");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! The future type of each `raw::poll` instance, from the symbol table
+//! alone. Without debuginfo the instances all have the same legacy name
+//! (the type is only in the hash), but each sits in its task vtable next to
+//! that task's `raw::dealloc`, whose body calls the drop glue
+//! `drop_in_place<tokio::runtime::task::core::CoreStage<F>>` (or `Cell<F, S>`,
+//! `Stage<F>`), and drop glue names spell `F` out.
+//!
+//! Vtable (tokio 1.2x–1.54): `poll, schedule, dealloc, …`. The schedule
+//! slot is checked to hold a `raw::schedule` before the dealloc slot is
+//! trusted, so another layout yields no names rather than wrong ones.
+
+use object::read::ReadCache;
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SymbolKind};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const DROP_GLUE: &str = "core::ptr::drop_in_place<tokio::runtime::task::core::";
+/// Bytes of a dealloc body searched for calls; the drop glue call comes early.
+const BODY_MAX: u64 = 1024;
+
+/// `…core::CoreStage<my::fut::{{closure}}>>` → `my::fut::{{closure}}`.
+fn future_of_drop_glue(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(DROP_GLUE)?;
+    let open = rest.find('<')?;
+    let inner = &rest[open + 1..];
+    let mut depth = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' if depth == 0 => return Some(inner[..i].to_string()),
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => return Some(inner[..i].to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
+struct Image<'a> {
+    file: object::File<'a, &'a ReadCache<std::fs::File>>,
+    /// Pointer-sized words the dynamic linker fills in: place → value.
+    relocated: HashMap<u64, u64>,
+}
+
+impl Image<'_> {
+    /// The pointer stored at `svma` (after relocation, for PIE binaries).
+    fn word(&self, svma: u64) -> Option<u64> {
+        if let Some(v) = self.relocated.get(&svma) {
+            return Some(*v);
+        }
+        let section = self.file.sections().find(|s| s.address() <= svma && svma + 8 <= s.address() + s.size())?;
+        let data = section.data_range(svma, 8).ok()??;
+        Some(u64::from_le_bytes(data.try_into().ok()?))
+    }
+
+    fn bytes(&self, svma: u64, len: u64) -> Option<&[u8]> {
+        let section = self.file.sections().find(|s| s.address() <= svma && svma < s.address() + s.size())?;
+        let len = len.min(section.address() + section.size() - svma);
+        section.data_range(svma, len).ok()?
+    }
+}
+
+/// Future type names keyed by the file offset of each `raw::poll` instance
+/// in `file_offsets` that could be named.
+pub fn future_types(path: &Path, file_offsets: &[u64]) -> HashMap<u64, String> {
+    let Ok(handle) = std::fs::File::open(path) else { return HashMap::new() };
+    // Read on demand: a binary with 300 MB of DWARF must not land in memory.
+    let cache = ReadCache::new(handle);
+    let Ok(file) = object::File::parse(&cache) else { return HashMap::new() };
+    let relocated = file
+        .dynamic_relocations()
+        .into_iter()
+        .flatten()
+        // R_X86_64_RELATIVE (8): the word at `place` becomes load base + addend.
+        .filter(|(_, r)| matches!(r.target(), RelocationTarget::Absolute) && r.flags() == RelocationFlags::Elf { r_type: object::elf::R_X86_64_RELATIVE })
+        .map(|(place, r)| (place, r.addend() as u64))
+        .collect();
+    let image = Image { file, relocated };
+    let mut glue: BTreeMap<u64, String> = BTreeMap::new();
+    let mut schedule: Vec<u64> = Vec::new();
+    let mut sizes: HashMap<u64, u64> = HashMap::new();
+    for sym in image.file.symbols().filter(|s| s.kind() == SymbolKind::Text && s.address() != 0) {
+        let Ok(raw) = sym.name() else { continue };
+        if !raw.contains("drop_in_place") && !raw.contains("schedule") && !raw.contains("dealloc") {
+            continue;
+        }
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        sizes.insert(sym.address(), sym.size());
+        if name.starts_with(DROP_GLUE) {
+            glue.insert(sym.address(), name);
+        } else if name.starts_with("tokio::runtime::task::raw::schedule") {
+            schedule.push(sym.address());
+        }
+    }
+    let text_offset = |offset: u64| crate::elf::svma_of_file_offset_in(&image.file, offset);
+    let mut by_value: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (place, value) in &image.relocated {
+        by_value.entry(*value).or_default().push(*place);
+    }
+    let mut out = HashMap::new();
+    for &offset in file_offsets {
+        let Some(poll) = text_offset(offset) else { continue };
+        for vtable in by_value.get(&poll).into_iter().flatten() {
+            if !image.word(vtable + 8).is_some_and(|s| schedule.contains(&s)) {
+                continue;
+            }
+            let Some(dealloc) = image.word(vtable + 16) else { continue };
+            let len = sizes.get(&dealloc).copied().filter(|&s| s > 0).unwrap_or(BODY_MAX).min(BODY_MAX);
+            let Some(body) = image.bytes(dealloc, len) else { continue };
+            if let Some(name) = called_glue(dealloc, body, &glue) {
+                out.insert(offset, name);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The first direct call or jump (`e8`/`e9` rel32) in `body` whose target is
+/// task drop glue. A stray e8 inside another instruction would have to land
+/// exactly on a drop-glue symbol to count.
+fn called_glue(at: u64, body: &[u8], glue: &BTreeMap<u64, String>) -> Option<String> {
+    (0..body.len().saturating_sub(4)).find_map(|i| {
+        if body[i] != 0xe8 && body[i] != 0xe9 {
+            return None;
+        }
+        let rel = i32::from_le_bytes(body[i + 1..i + 5].try_into().ok()?);
+        let target = (at + i as u64 + 5).wrapping_add(rel as i64 as u64);
+        future_of_drop_glue(glue.get(&target)?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_future_type_out_of_drop_glue() {
+        let name = "core::ptr::drop_in_place<tokio::runtime::task::core::CoreStage<demo_app::short_task_loop::{{closure}}::{{closure}}>>";
+        assert_eq!(future_of_drop_glue(name).as_deref(), Some("demo_app::short_task_loop::{{closure}}::{{closure}}"));
+        let cell = "core::ptr::drop_in_place<tokio::runtime::task::core::Cell<my::Fut<A, B>, alloc::sync::Arc<H>>>";
+        assert_eq!(future_of_drop_glue(cell).as_deref(), Some("my::Fut<A, B>"));
+        assert_eq!(future_of_drop_glue("core::ptr::drop_in_place<my::Thing>"), None);
+    }
+
+    #[test]
+    fn names_every_poll_instance_of_the_stock_release_demo() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/demo-app");
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (build it: cargo build --release -p demo-app)"));
+        let points = crate::probe_points::tokio_probe_points(&data).unwrap();
+        let offsets: Vec<u64> = points.polls.iter().map(|p| p.file_offset).collect();
+        let names = future_types(Path::new(path), &offsets);
+        let all: Vec<&String> = names.values().collect();
+        assert!(all.iter().any(|n| n.starts_with("demo_app::short_task_loop")), "{all:?}");
+        assert!(all.iter().any(|n| n.starts_with("demo_app::cpu_heavy_loop")), "{all:?}");
+        assert!(all.iter().any(|n| n.contains("BlockingTask<")), "the workers' own spawn_blocking task: {all:?}");
+        assert_eq!(names.len(), offsets.len(), "every instance named: {all:?}");
+    }
+}
