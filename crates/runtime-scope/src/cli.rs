@@ -151,7 +151,8 @@ Examples:
   # keep what you watched, to export or report on afterwards
   sudo runtime-scope top -p 1234 --record watched.rscope
 
-Keys: q quit · p pause (recording goes on) · s sort the task table.
+Keys: q quit · p pause (recording goes on) · s sort the task table ·
+tab switch list · j/k move · enter details · ? help.
 Lanes, one per worker, scroll in time over the last --window seconds:
 █ busy, ▓ blocked inside a task's poll, ░ preempted, · idle.")]
     Top(TopArgs),

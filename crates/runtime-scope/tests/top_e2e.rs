@@ -64,6 +64,19 @@ fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
     assert!(screen.contains("block_in_syscall"), "the blocking poll is listed with its call:\n{screen}");
     assert!(!screen.contains("recording…"), "our progress lines must not scribble on the dashboard:\n{screen}");
 
+    // Help, then the details of the first long poll, then back.
+    tmux(&["send-keys", "-t", SESSION, "?"]);
+    let (ok, screen) = wait_for(5, |s| s.contains("keys (esc closes)"));
+    assert!(ok, "? shows the keys:\n{screen}");
+    tmux(&["send-keys", "-t", SESSION, "Escape", "Tab", "Enter"]);
+    let (ok, screen) = wait_for(5, |s| s.contains("details (esc closes)") && s.contains(" poll of "));
+    assert!(ok, "enter shows the selected long poll:\n{screen}");
+    tmux(&["send-keys", "-t", SESSION, "Escape"]);
+    // A resize redraws at the new size.
+    tmux(&["resize-window", "-t", SESSION, "-x", "100", "-y", "30"]);
+    let (ok, screen) = wait_for(5, |s| s.lines().any(|l| l.starts_with('└') && l.chars().count() == 100));
+    assert!(ok, "redrawn at 100 columns:\n{screen}");
+
     tmux(&["send-keys", "-t", SESSION, "q"]);
     let (ok, screen) = wait_for(15, |s| s.contains("EXITED"));
     assert!(ok, "q did not exit:\n{screen}");

@@ -2,6 +2,7 @@
 //! the main thread as for `record`; the UI gets copies of each batch on its
 //! own thread and never holds collection up (see `sink::TeeSink`).
 
+mod keys;
 mod state;
 mod stderr;
 mod ui;
@@ -11,8 +12,8 @@ use crate::failure::usage;
 use crate::sink::{CaptureSink, Feed, TeeSink};
 use crate::{commands, output, privileges, process, recorder};
 use anyhow::{Context, Result};
-use ratatui::crossterm::event::{self, Event as Key, KeyCode, KeyEventKind, KeyModifiers};
-use state::{SortBy, TopState, View};
+use ratatui::crossterm::event::{self, Event as Key, KeyEventKind, KeyModifiers};
+use state::{TopState, View};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
@@ -71,7 +72,7 @@ fn own_cpu_s() -> f64 {
 fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64) -> Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> Result<()> {
-        let mut chrome = ui::Chrome { paused: false, sort: SortBy::Busy, profiler_cpu_pct: 0.0, ui_skipped: 0 };
+        let mut chrome = ui::Chrome::new();
         let mut shown: Option<View> = None;
         let mut last_draw = Instant::now() - REDRAW;
         let mut cpu_mark = (Instant::now(), own_cpu_s());
@@ -88,17 +89,19 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                 return Ok(());
             }
             let mut redraw = false;
-            if event::poll(Duration::from_millis(100)).context("reading the keyboard")?
-                && let Key::Key(k) = event::read().context("reading the keyboard")?
-                && k.kind == KeyEventKind::Press
-            {
-                match k.code {
-                    KeyCode::Char('q') | KeyCode::Esc => stop.store(true, Ordering::Relaxed),
-                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => stop.store(true, Ordering::Relaxed),
-                    KeyCode::Char('p') | KeyCode::Char(' ') => chrome.paused = !chrome.paused,
-                    KeyCode::Char('s') => chrome.sort = chrome.sort.next(),
+            if event::poll(Duration::from_millis(100)).context("reading the keyboard")? {
+                match event::read().context("reading the keyboard")? {
+                    Key::Key(k) if k.kind == KeyEventKind::Press => {
+                        if keys::apply(&mut chrome, k.code, k.modifiers.contains(KeyModifiers::CONTROL)) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if let Some(v) = &shown {
+                            chrome.clamp(v);
+                        }
+                    }
                     _ => {}
                 }
+                // Key presses and resizes show at once.
                 redraw = true;
             }
             if last_draw.elapsed() >= REDRAW || redraw {

@@ -2,6 +2,7 @@
 
 use super::state::{SortBy, TopState};
 use super::ui::{self, Chrome};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::{Terminal, backend::TestBackend};
 use scope_model::{Event, Frame, ResolvedFrame, Symbols, WorkerRule};
 
@@ -73,11 +74,22 @@ fn state() -> TopState {
 }
 
 fn screen(sort: SortBy) -> String {
+    let mut chrome = Chrome::new();
+    chrome.sort = sort;
+    screen_with(chrome, &[])
+}
+
+/// The screen after pressing `keys`.
+fn screen_with(mut chrome: Chrome, keys: &[KeyCode]) -> String {
     let mut s = state();
     let backend = TestBackend::new(110, 30);
     let mut terminal = Terminal::new(backend).unwrap();
-    let view = s.view(2_000 * MS, ui::lane_columns(110), sort).expect("a view once started");
-    let chrome = Chrome { paused: false, sort, profiler_cpu_pct: 1.5, ui_skipped: 0 };
+    let view = s.view(2_000 * MS, ui::lane_columns(110), chrome.sort).expect("a view once started");
+    chrome.profiler_cpu_pct = 1.5;
+    for &k in keys {
+        assert!(!super::keys::apply(&mut chrome, k, false), "{k:?} must not quit");
+        chrome.clamp(&view);
+    }
     terminal.draw(|f| ui::draw(f, &view, &chrome)).unwrap();
     let buffer = terminal.backend().buffer().clone();
     (0..buffer.area.height)
@@ -107,4 +119,37 @@ fn sorting_by_poll_rate_puts_the_chatty_kind_first() {
     assert!(first_row(&by_rate).contains("server::request"), "three polls per cycle: {by_rate}");
     let by_longest = screen(SortBy::Longest);
     assert!(first_row(&by_longest).contains("server::reloader"), "{by_longest}");
+}
+
+#[test]
+fn keys_select_a_long_poll_and_show_its_details_then_help() {
+    // tab to the long polls, down to the second (a CPU-heavy one), enter.
+    let text = screen_with(Chrome::new(), &[KeyCode::Tab, KeyCode::Char('j'), KeyCode::Enter]);
+    assert!(text.contains("details (esc closes)"), "{text}");
+    assert!(text.contains("cpu poll of 30.00 ms"), "the selected long poll in full: {text}");
+    assert!(text.contains("server::crunch_numbers (1 samples)"), "{text}");
+    insta::assert_snapshot!("top_details", text);
+    // Far past the end: the selection stays on the last row.
+    let many = vec![KeyCode::Down; 100];
+    let text = screen_with(Chrome::new(), &[&[KeyCode::Tab][..], &many, &[KeyCode::Enter]].concat());
+    assert!(text.contains("blocked poll of 42.00 ms") || text.contains("cpu poll of 30.00 ms"), "{text}");
+    let text = screen_with(Chrome::new(), &[KeyCode::Char('?')]);
+    assert!(text.contains("keys (esc closes)") && text.contains("enter      details"), "{text}");
+    let text = screen_with(Chrome::new(), &[KeyCode::Char('?'), KeyCode::Esc]);
+    assert!(!text.contains("keys (esc closes)"), "esc closes the popup, never quits: {text}");
+    let mut chrome = Chrome::new();
+    assert!(super::keys::apply(&mut chrome, KeyCode::Char('q'), false));
+    assert!(super::keys::apply(&mut chrome, KeyCode::Char('c'), true), "ctrl-c quits (raw mode eats SIGINT)");
+}
+
+#[test]
+fn a_tiny_terminal_still_draws() {
+    let mut s = state();
+    for (w, h) in [(20, 6), (60, 12), (200, 60)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+        let view = s.view(2_000 * MS, ui::lane_columns(w), SortBy::Busy).unwrap();
+        let mut chrome = Chrome::new();
+        chrome.popup = Some(ui::Popup::Help);
+        terminal.draw(|f| ui::draw(f, &view, &chrome)).unwrap();
+    }
 }
