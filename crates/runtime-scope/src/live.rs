@@ -75,7 +75,15 @@ impl LiveView {
         match self.worker_index.get(&tid) {
             Some((0, index)) => format!("worker {index}"),
             Some((runtime, index)) => format!("runtime {runtime} worker {index}"),
-            None => format!("{} (tid {tid})", self.names.get(&tid).map_or("?", String::as_str)),
+            None => {
+                let name = self.names.get(&tid).map_or("?", String::as_str);
+                let mut by_name: Vec<u32> = self.names.iter().filter(|(_, n)| self.rule.is_worker(n)).map(|(&t, _)| t).collect();
+                by_name.sort_unstable();
+                match by_name.iter().position(|&t| t == tid) {
+                    Some(i) if self.worker_index.is_empty() => format!("worker {i} (tid {tid})"),
+                    _ => format!("{name} (tid {tid})"),
+                }
+            }
         }
     }
 

@@ -107,8 +107,10 @@ fn stops_when_target_exits_and_still_writes_trace() {
     let trace = read_trace(&trace_path);
     assert!(thread_names(&trace).iter().any(|(_, n)| n.starts_with("worker 0")));
     // Live mode printed per-second lines, not one per event.
-    let live_lines = stdout.lines().filter(|l| l.starts_with('[')).count();
+    let live_lines = stdout.lines().filter(|l| l.starts_with('[') && l.contains("events/s")).count();
     assert!((1..=4).contains(&live_lines), "expected ~1 live line per second:\n{stdout}");
+    // And each long poll as it ended (the demo's 30 ms and 40 ms polls).
+    assert!(stdout.lines().any(|l| l.starts_with('[') && l.contains("long poll") && l.contains("on worker ")), "{stdout}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn stacks_of<'a>(trace: &'a Value, cat: &str) -> Vec<(&'a Value, Vec<&'a str>)> 
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["cat"] == cat)
+        .filter(|e| e["cat"].as_str().is_some_and(|c| c.split(',').next() == Some(cat)))
         .filter_map(|e| {
             let stack = e["args"]["stack"].as_array()?;
             Some((e, stack.iter().map(|f| f.as_str().unwrap()).collect()))

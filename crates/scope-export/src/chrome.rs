@@ -71,7 +71,7 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
     for span in &t.spans {
         let ts = micros(span.start_ns - tl.start_ns);
         let dur = micros(span.duration_ns());
-        let event = match span.state {
+        let mut event = match span.state {
             SpanState::OnCpu { cpu } => {
                 let mut args = json!({ "cpu": cpu, "duration_us": dur });
                 if let Role::Worker { index, .. } = t.role {
@@ -113,6 +113,11 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
                 })
             }
         };
+        if let Some(doing) = labels::doing(tl, t, span, symbols) {
+            let cat = format!("{},{}", event["cat"].as_str().unwrap_or_default(), doing.category());
+            event["cat"] = json!(cat);
+            event["cname"] = json!(doing.chrome_colour());
+        }
         events.push(event);
     }
 }
@@ -141,6 +146,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
             }
             events.push(json!({
                 "name": kind, "cat": if tasks::is_long(poll) { "poll,long_poll" } else { "poll" }, "ph": "X",
+                "cname": if tasks::is_long(poll) { "bad" } else { "good" },
                 "ts": micros(a - tl.start_ns), "dur": micros(b - a), "pid": tl.pid, "tid": t.tid, "args": args
             }));
         }

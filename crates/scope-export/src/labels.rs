@@ -24,3 +24,58 @@ pub fn blocked(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols
     let telling = most_telling(tl, symbols, index)?;
     Some((frames.iter().map(ResolvedFrame::describe).collect(), telling))
 }
+
+/// What a span's code was doing, for categories and colours in the traces
+/// (the seed's "by what the code does"): user code, runtime plumbing, a
+/// blocking call inside a task's poll, an idle worker parked, preempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doing {
+    UserCode,
+    Runtime,
+    BlockingInPoll,
+    Idle,
+    Preempted,
+}
+
+impl Doing {
+    pub fn category(self) -> &'static str {
+        match self {
+            Doing::UserCode => "user",
+            Doing::Runtime => "runtime",
+            Doing::BlockingInPoll => "blocking",
+            Doing::Idle => "idle",
+            Doing::Preempted => "preempted",
+        }
+    }
+
+    /// Chrome's reserved colour names.
+    pub fn chrome_colour(self) -> &'static str {
+        match self {
+            Doing::UserCode => "thread_state_running",
+            Doing::Runtime => "olive",
+            Doing::BlockingInPoll => "terrible",
+            Doing::Idle => "thread_state_sleeping",
+            Doing::Preempted => "thread_state_runnable",
+        }
+    }
+}
+
+/// None when nothing tells (an on-CPU span without samples, unknown state).
+pub fn doing(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Option<Doing> {
+    use scope_model::{OffReason, SpanState};
+    match span.state {
+        SpanState::OnCpu { .. } => {
+            let sampled = t.samples_in(span).first()?;
+            let frames = &tl.stacks.get(sampled.1 as usize)?.frames;
+            let user = symbols.expand(frames).iter().any(|f| !scope_model::symbols_is_plumbing(&f.function) && !f.function.starts_with("[unknown]"));
+            Some(if user { Doing::UserCode } else { Doing::Runtime })
+        }
+        SpanState::OffCpu(OffReason::Preempted) => Some(Doing::Preempted),
+        SpanState::OffCpu(OffReason::Blocked { .. }) => {
+            let i = t.polls.partition_point(|p| p.start_ns <= span.start_ns);
+            let in_poll = t.polls[..i].iter().rev().take(64).any(|p| p.end_ns > span.start_ns && crate::insights::long_polls::is_leaf(t, p));
+            Some(if in_poll { Doing::BlockingInPoll } else { Doing::Idle })
+        }
+        SpanState::OffCpu(OffReason::Unknown) => None,
+    }
+}

@@ -198,3 +198,26 @@ fn without_task_data_the_report_says_what_is_missing() {
     assert!(text.contains("missing: no task polls"), "{text}");
     assert!(text.contains("workers:"), "{text}");
 }
+
+/// The report's JSON shape is a contract with CI jobs (docs/report-json.md):
+/// any change to it shows up here.
+#[test]
+fn report_json_schema_snapshot() {
+    let i = insights_at(10);
+    let text = serde_json::to_string_pretty(&i).unwrap();
+    insta::assert_snapshot!("report_json", text);
+}
+
+#[test]
+fn spans_are_categorised_by_what_the_code_did() {
+    let (rec, symbols) = recording();
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let value = scope_export::chrome::to_value(&tl, &symbols, "test");
+    let cats: std::collections::BTreeSet<String> =
+        value["traceEvents"].as_array().unwrap().iter().filter_map(|e| Some(e["cat"].as_str()?.to_string())).collect();
+    for expected in ["offcpu,blocking", "offcpu,idle", "offcpu,preempted", "oncpu,user", "poll,long_poll", "poll"] {
+        assert!(cats.contains(expected), "{expected} missing from {cats:?}");
+    }
+    let blocking = value["traceEvents"].as_array().unwrap().iter().find(|e| e["cat"] == "offcpu,blocking").unwrap();
+    assert_eq!(blocking["cname"], "terrible", "a blocking call inside a poll stands out");
+}

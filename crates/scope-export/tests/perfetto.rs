@@ -71,7 +71,8 @@ fn decode() -> Decoded {
             match ev.type_() {
                 Type::TYPE_SLICE_BEGIN => {
                     let name = seq.names.get(&ev.name_iid()).expect("name interned").clone();
-                    let cat = seq.categories.get(&ev.category_iids[0]).expect("category interned").clone();
+                    let cat: Vec<String> = ev.category_iids.iter().map(|i| seq.categories.get(i).expect("category interned").clone()).collect();
+                    let cat = cat.join(",");
                     open.entry(track).or_default().push((ts, name, cat));
                 }
                 Type::TYPE_SLICE_END => {

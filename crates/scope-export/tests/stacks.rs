@@ -13,9 +13,9 @@ fn chrome_names_spans_and_carries_stacks() {
     let (tl, symbols) = fixture_with_stacks();
     let value = scope_export::chrome::to_value(&tl, &symbols, "test");
     let events = value["traceEvents"].as_array().unwrap();
-    let on = events.iter().filter(|e| e["cat"] == "oncpu" && e["tid"] == WORKER);
+    let on = events.iter().filter(|e| e["cat"].as_str().is_some_and(|c| c.split(',').next() == Some("oncpu")) && e["tid"] == WORKER);
     assert!(on.clone().any(|e| e["name"] == "demo_app::mix_step"), "span named by its sample's innermost user frame");
-    let blocked: Vec<_> = events.iter().filter(|e| e["cat"] == "offcpu" && e["tid"] == WORKER && e["args"]["reason"] == "blocked").collect();
+    let blocked: Vec<_> = events.iter().filter(|e| e["cat"].as_str().is_some_and(|c| c.split(',').next() == Some("offcpu")) && e["tid"] == WORKER && e["args"]["reason"] == "blocked").collect();
     assert!(!blocked.is_empty());
     for b in &blocked {
         assert_eq!(b["args"]["blocked_in"], "block_in_syscall (src/main.rs:7)");

@@ -173,7 +173,8 @@ pub fn spans_of(trace: &Value, tid: u32) -> Vec<(f64, f64, String, String)> {
             (
                 e["ts"].as_f64().unwrap(),
                 e["dur"].as_f64().unwrap(),
-                e["cat"].as_str().unwrap().to_string(),
+                // The first category: oncpu / offcpu / poll (then what the code did).
+                e["cat"].as_str().unwrap().split(',').next().unwrap_or_default().to_string(),
                 e["name"].as_str().unwrap().to_string(),
             )
         })

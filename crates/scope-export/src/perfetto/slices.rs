@@ -16,6 +16,13 @@ const CATEGORY_ONCPU: u64 = 1;
 const CATEGORY_OFFCPU: u64 = 2;
 const CATEGORY_POLL: u64 = 3;
 const CATEGORY_LONG_POLL: u64 = 4;
+const DOINGS: [labels::Doing; 5] =
+    [labels::Doing::UserCode, labels::Doing::Runtime, labels::Doing::BlockingInPoll, labels::Doing::Idle, labels::Doing::Preempted];
+
+/// Interned category ids 5.. for what the code was doing.
+fn category_of(d: labels::Doing) -> u64 {
+    5 + DOINGS.iter().position(|&x| x == d).unwrap_or(0) as u64
+}
 const ANNOTATION_CPU: u64 = 1;
 const ANNOTATION_STATE: u64 = 2;
 const ANNOTATION_BLOCKED_IN: u64 = 3;
@@ -27,6 +34,8 @@ const ANNOTATION_POLL: u64 = 6;
 struct Label {
     name: String,
     category: u64,
+    /// What the code was doing (user, runtime, blocking, idle, preempted).
+    doing: Option<u64>,
     cpu: Option<u32>,
     state: Option<&'static str>,
     blocked_in: Option<String>,
@@ -38,7 +47,8 @@ struct Label {
 }
 
 fn label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Option<Label> {
-    let plain = |name: &str, category| Label { name: name.into(), category, cpu: None, state: None, blocked_in: None, stack: None, numbers: Vec::new(), flows: Vec::new() };
+    let doing = labels::doing(tl, t, span, symbols).map(category_of);
+    let plain = |name: &str, category| Label { name: name.into(), category, doing, cpu: None, state: None, blocked_in: None, stack: None, numbers: Vec::new(), flows: Vec::new() };
     match span.state {
         SpanState::OnCpu { cpu } => {
             let name = labels::running(tl, t, span, symbols).map_or("on-cpu".to_string(), |f| f.function);
@@ -83,7 +93,10 @@ fn interned(names: &Table, strings: &Table) -> InternedData {
         n.name = Some(name.clone());
         data.event_names.push(n);
     }
-    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu"), (CATEGORY_POLL, "poll"), (CATEGORY_LONG_POLL, "long_poll")] {
+    for (iid, name) in [(CATEGORY_ONCPU, "oncpu"), (CATEGORY_OFFCPU, "offcpu"), (CATEGORY_POLL, "poll"), (CATEGORY_LONG_POLL, "long_poll")]
+        .into_iter()
+        .chain(DOINGS.iter().map(|&d| (category_of(d), d.category())))
+    {
         let mut c = EventCategory::new();
         c.iid = Some(iid);
         c.name = Some(name.into());
@@ -120,6 +133,7 @@ fn poll_slices(t: &ThreadTimeline, kinds: &HashMap<Frame, String>) -> Vec<(u64, 
             let label = Label {
                 name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
                 category: if tasks::is_long(poll) { CATEGORY_LONG_POLL } else { CATEGORY_POLL },
+                doing: None,
                 cpu: None,
                 state: None,
                 blocked_in: None,
@@ -138,6 +152,7 @@ fn begin_event(l: &Label, names: &mut Table, strings: &mut Table) -> TrackEvent 
     begin.set_type(Type::TYPE_SLICE_BEGIN);
     begin.set_name_iid(names.id(&l.name));
     begin.category_iids.push(l.category);
+    begin.category_iids.extend(l.doing);
     if let Some(cpu) = l.cpu {
         let mut a = annotation(ANNOTATION_CPU);
         a.set_uint_value(u64::from(cpu));
