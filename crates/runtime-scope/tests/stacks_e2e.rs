@@ -107,3 +107,30 @@ fn stripped_binary_keeps_the_timeline_and_says_so_once() {
     let blocked = stacks_of(&trace, "offcpu");
     assert!(blocked.iter().flat_map(|(_, s)| s.iter()).any(|f| f.starts_with("clone3")), "libc frames still named");
 }
+
+/// Debuginfo split off into a `.debug` file next to the binary (what distro
+/// `-dbg` packages and `objcopy --only-keep-debug` do): still file:line.
+#[test]
+fn split_debuginfo_through_a_debug_link_gives_source_lines() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("demo-app");
+    let debug = dir.path().join("demo-app.debug");
+    std::fs::copy(debuginfo_demo_path(), &binary).unwrap();
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let status = std::process::Command::new("objcopy").args(args).status().expect("objcopy (binutils)");
+        assert!(status.success(), "objcopy {args:?}");
+    };
+    objcopy(&["--only-keep-debug".as_ref(), binary.as_os_str(), debug.as_os_str()]);
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    objcopy(&["--strip-debug".as_ref(), link.as_ref(), binary.as_os_str()]);
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&binary) * 2 < size(&debug), "the DWARF moved out: {} vs {}", size(&binary), size(&debug));
+    let (trace, _) = record_demo(&binary);
+    let samples = stacks_of(&trace, "sample");
+    let with_line = samples
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .any(|f| f.starts_with("cpu_heavy_poll (") && f.contains("demo-app/src/main.rs:"));
+    assert!(with_line, "file:line from the .debug file: {samples:?}");
+}
