@@ -22,7 +22,7 @@ struct TraceFile<'a> {
 }
 
 /// Metadata rows: process name and, per thread, its label and sort position.
-fn metadata(tl: &Timeline, events: &mut Vec<Value>) {
+fn metadata(tl: &Timeline, events: &mut dyn Events) {
     events.push(json!({
         "name": "process_name", "ph": "M", "pid": tl.pid, "tid": tl.pid,
         "args": { "name": format!("{} (pid {})", tl.command, tl.pid) }
@@ -67,7 +67,7 @@ impl FrameTree {
     }
 }
 
-fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mut Vec<Value>) {
+fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mut dyn Events) {
     for span in &t.spans {
         let ts = micros(span.start_ns - tl.start_ns);
         let dur = micros(span.duration_ns());
@@ -124,7 +124,7 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
 
 /// Each poll as the slices of it that ran on a CPU, nested in the on-CPU
 /// spans of the thread's row (a poll that blocks spans several).
-fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::Frame, String>, events: &mut Vec<Value>) {
+fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::Frame, String>, events: &mut dyn Events) {
     for poll in &t.polls {
         let pieces = tasks::on_cpu_pieces(t, poll);
         let on = pieces.iter().map(|(a, b)| b - a).sum::<u64>();
@@ -156,7 +156,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
 /// cpu-clock samples as instant events: `sf` points into `stackFrames`
 /// (chrome://tracing shows it on click), `args.stack` spells it out for
 /// viewers that ignore `sf`.
-fn sample_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, tree: &mut FrameTree, events: &mut Vec<Value>) {
+fn sample_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, tree: &mut FrameTree, events: &mut dyn Events) {
     for &(ts, index) in &t.samples {
         let frames = labels::stack(tl, symbols, index);
         let name = labels::most_telling(tl, symbols, index).map_or("sample".to_string(), |f| f.function);
@@ -172,11 +172,43 @@ fn sample_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, tree: &mu
     }
 }
 
-/// The whole trace as a JSON value (tests and small traces).
-pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
-    let mut events = Vec::new();
+/// Where trace events go: collected (tests), or written as they come (a
+/// million-poll trace built as one JSON value took 4 GB).
+trait Events {
+    fn push(&mut self, event: Value);
+}
+
+impl Events for Vec<Value> {
+    fn push(&mut self, event: Value) {
+        Vec::push(self, event);
+    }
+}
+
+struct Streamed<W: Write> {
+    out: W,
+    count: usize,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> Events for Streamed<W> {
+    fn push(&mut self, event: Value) {
+        if self.error.is_some() {
+            return;
+        }
+        let sep: &[u8] = if self.count == 0 { b"" } else { b"," };
+        let written = self.out.write_all(sep).and_then(|()| serde_json::to_writer(&mut self.out, &event).map_err(io::Error::from));
+        if let Err(e) = written {
+            self.error = Some(e);
+        }
+        self.count += 1;
+    }
+}
+
+/// Every trace event, in the order the file lists them; returns the stack
+/// frames the samples refer to.
+fn all_events(tl: &Timeline, symbols: &Symbols, events: &mut dyn Events) -> FrameTree {
     let mut tree = FrameTree::default();
-    metadata(tl, &mut events);
+    metadata(tl, events);
     let kinds = tasks::kind_names(tl, symbols);
     for flow in crate::flows::flows(tl) {
         // Flow events bind to the slice enclosing them on their thread.
@@ -187,15 +219,15 @@ pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
         events.push(json!({ "name": name, "cat": name, "ph": "f", "bp": "e", "id": flow.id, "ts": to_ts, "pid": tl.pid, "tid": to_tid }));
     }
     for t in &tl.threads {
-        span_events(tl, t, symbols, &mut events);
-        poll_events(tl, t, &kinds, &mut events);
-        sample_events(tl, t, symbols, &mut tree, &mut events);
+        span_events(tl, t, symbols, events);
+        poll_events(tl, t, &kinds, events);
+        sample_events(tl, t, symbols, &mut tree, events);
     }
-    serde_json::to_value(TraceFile {
-        trace_events: events,
-        stack_frames: tree.nodes,
-        display_time_unit: "ms",
-        other_data: json!({
+    tree
+}
+
+fn other_data(tl: &Timeline, tool_version: &str) -> Value {
+    json!({
             "tool": format!("runtime-scope {tool_version}"),
             "pid": tl.pid,
             "command": tl.command,
@@ -204,15 +236,35 @@ pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
             "missing_switches": tl.inconsistencies,
             "stop_reason": tl.stop_reason,
             "workers": tl.workers().count(),
-        }),
+    })
+}
+
+/// The whole trace as a JSON value (tests and small traces).
+pub fn to_value(tl: &Timeline, symbols: &Symbols, tool_version: &str) -> Value {
+    let mut events = Vec::new();
+    let tree = all_events(tl, symbols, &mut events);
+    serde_json::to_value(TraceFile {
+        trace_events: events,
+        stack_frames: tree.nodes,
+        display_time_unit: "ms",
+        other_data: other_data(tl, tool_version),
     })
     .expect("trace values are plain JSON")
 }
 
-/// Writes the trace; returns the number of trace events written.
-pub fn write(tl: &Timeline, symbols: &Symbols, tool_version: &str, out: impl Write) -> io::Result<usize> {
-    let value = to_value(tl, symbols, tool_version);
-    let count = value["traceEvents"].as_array().map_or(0, Vec::len);
-    serde_json::to_writer(out, &value)?;
+/// Writes the trace as it is made; returns the number of trace events.
+pub fn write(tl: &Timeline, symbols: &Symbols, tool_version: &str, mut out: impl Write) -> io::Result<usize> {
+    out.write_all(b"{\"traceEvents\":[")?;
+    let mut events = Streamed { out: &mut out, count: 0, error: None };
+    let tree = all_events(tl, symbols, &mut events);
+    if let Some(e) = events.error {
+        return Err(e);
+    }
+    let count = events.count;
+    out.write_all(b"],\"stackFrames\":")?;
+    serde_json::to_writer(&mut out, &tree.nodes)?;
+    out.write_all(b",\"displayTimeUnit\":\"ms\",\"otherData\":")?;
+    serde_json::to_writer(&mut out, &other_data(tl, tool_version))?;
+    out.write_all(b"}")?;
     Ok(count)
 }

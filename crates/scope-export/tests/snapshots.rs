@@ -50,3 +50,14 @@ fn chrome_trace_rows_and_spans_are_well_formed() {
     assert!(oncpu > 0);
     assert!(events.iter().any(|e| e["cat"].as_str().is_some_and(|c| c.split(',').next() == Some("offcpu")) && e["args"]["reason"] == "blocked"));
 }
+
+#[test]
+fn streamed_chrome_file_equals_the_json_value() {
+    let (tl, symbols) = common::fixture_with_stacks();
+    let mut bytes = Vec::new();
+    let count = scope_export::chrome::write(&tl, &symbols, "test", &mut bytes).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).expect("the streamed file is valid JSON");
+    let value = scope_export::chrome::to_value(&tl, &symbols, "test");
+    assert_eq!(parsed, value);
+    assert_eq!(count, value["traceEvents"].as_array().unwrap().len());
+}

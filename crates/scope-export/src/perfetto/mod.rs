@@ -197,9 +197,7 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     for (i, t) in tl.threads.iter().enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
         let mine: Vec<crate::flows::Flow> = flows.iter().filter(|f| f.from.0 == t.tid || f.to.0 == t.tid).copied().collect();
-        for packet in slices::thread_packets(tl, t, symbols, &kinds, &mine, &mut seq) {
-            writer.write(&packet)?;
-        }
+        slices::thread_packets(tl, t, symbols, &kinds, &mine, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
     }
     let mut seq = Sequence { id: tl.threads.len() as u32 + 1, last_ts: 0 };
     writer.write(&sequence_start(seq.id, counter_uuid(tl.pid), InternedData::new()))?;
