@@ -75,6 +75,7 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
         let mut chrome = ui::Chrome::new();
         let mut shown: Option<View> = None;
         let mut last_draw = Instant::now() - REDRAW;
+        let mut redraw_every = REDRAW;
         let mut cpu_mark = (Instant::now(), own_cpu_s());
         loop {
             loop {
@@ -104,10 +105,13 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                 // Key presses and resizes show at once.
                 redraw = true;
             }
-            if last_draw.elapsed() >= REDRAW || redraw {
+            if last_draw.elapsed() >= redraw_every || redraw {
                 let width = terminal.size().map(|s| s.width).unwrap_or(80);
                 if !chrome.paused || shown.is_none() {
+                    let building = Instant::now();
                     shown = state.view(process::monotonic_ns(), ui::lane_columns(width), chrome.sort).or(shown);
+                    // Busy targets make big windows: never spend over a fifth of a CPU on the view.
+                    redraw_every = REDRAW.max(building.elapsed() * 5);
                     let (at, cpu) = (Instant::now(), own_cpu_s());
                     let wall = at.duration_since(cpu_mark.0).as_secs_f64();
                     if wall >= 1.0 {

@@ -85,6 +85,10 @@ pub struct View {
 }
 
 const LONG_POLLS_KEPT: usize = 50;
+/// Beyond this many events the window is cut short: rebuilding the view
+/// from millions of events twice a second would take the CPU from the
+/// program being watched.
+const WINDOW_EVENTS_MAX: usize = 500_000;
 
 pub struct TopState {
     start: Option<Start>,
@@ -156,7 +160,7 @@ impl TopState {
     /// Drops what fell out of the window ending at `now`.
     fn trim(&mut self, now: u64) {
         let from = now.saturating_sub(self.window_ns);
-        while self.events.front().is_some_and(|e| e.ts() < from) {
+        while self.events.front().is_some_and(|e| e.ts() < from) || self.events.len() > WINDOW_EVENTS_MAX {
             self.events.pop_front();
         }
         while self.received.front().is_some_and(|r| r.0 < from) {
@@ -166,7 +170,11 @@ impl TopState {
 
     fn recording(&self, now: u64) -> Option<Recording> {
         let start = self.start.as_ref()?;
-        let from = now.saturating_sub(self.window_ns).max(start.start_ns);
+        let mut from = now.saturating_sub(self.window_ns).max(start.start_ns);
+        if self.events.len() >= WINDOW_EVENTS_MAX {
+            // Cut short by the event cap: rates are over what is held.
+            from = from.max(self.events.front().map_or(from, Event::ts));
+        }
         let mut threads: Vec<ThreadInfo> = self
             .threads
             .iter()
@@ -224,7 +232,7 @@ impl TopState {
         self.note_long_polls(&tl, &kinds);
         let window_s = tl.duration_ns().max(1) as f64 / 1e9;
         let lanes = tl.workers().map(|t| lane(&tl, t, &kinds, columns.max(1))).collect();
-        let received: usize = self.received.iter().map(|r| r.1).sum();
+        let received: usize = self.received.iter().filter(|r| r.0 >= tl.start_ns).map(|r| r.1).sum();
         Some(View {
             title: format!("{} (pid {})", rec.command, rec.pid),
             window_s,
