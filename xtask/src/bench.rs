@@ -149,7 +149,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
@@ -223,7 +223,8 @@ pub fn bench() -> Result<(), String> {
     let (base_poll, probed_poll) = per_poll_cost(&scope, &demo)?;
     let sizes = output_sizes(&scope, &demo)?;
     let symbolization = crate::symbench::section()?;
-    let report = render(&results, base_poll, probed_poll, &sizes, &symbolization, started.elapsed());
+    let scale = crate::scale::section(&scope, &demo, probed_poll)?;
+    let report = render(&results, base_poll, probed_poll, &sizes, &[&symbolization, &scale], started.elapsed());
     println!("{report}");
     std::fs::write(root.join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
     println!("xtask bench: wrote BENCHMARKS.md");
@@ -260,7 +261,7 @@ fn render(
     base_poll: f64,
     probed_poll: f64,
     sizes: &[(String, u64, u64)],
-    symbolization: &str,
+    sections: &[&str],
     took: Duration,
 ) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -309,7 +310,8 @@ fn render(
         s.push_str(&format!("| {name} | {bytes} | {:.1} |\n", *bytes as f64 / (*events).max(1) as f64));
     }
     s.push('\n');
-    s.push_str(symbolization);
-    s.push_str("## Not measured yet\n\nIngest capacity (events/s with zero drops) and the profiler's memory high-water mark on a 60 s run; the uprobe floor of this kernel next to the per-poll cost.\n");
+    for section in sections {
+        s.push_str(section);
+    }
     s
 }

@@ -7,6 +7,7 @@
 //! No dependencies on purpose: this must compile before anything is installed.
 
 mod bench;
+mod scale;
 mod setup;
 mod symbench;
 
@@ -62,6 +63,9 @@ fn test() -> Result<(), String> {
     // The kernel tests profile the release demo app, with and without DWARF.
     run(cargo().args(["build", "--release", "-p", "demo-app", "-p", "runtime-scope"]))?;
     run(cargo().args(["build", "--profile", "release-debuginfo", "-p", "demo-app"]))?;
+    // Fat LTO inlines across crates: the probe points must survive it (about
+    // 15 s cold on 2 CPUs, mostly tokio; nothing when unchanged).
+    run(cargo().args(["build", "--profile", "release-fat-lto", "-p", "demo-app"]))?;
     // One test at a time: kernel tests measure CPU time and check that no
     // probe outlives the profiler, which concurrent runs would blur.
     run(cargo().args(["test", "--release", "--", "--test-threads=1"]))
@@ -73,9 +77,17 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(),
         "demo" => setup::ensure().and_then(|()| demo()),
         "test" => setup::ensure().and_then(|()| test()),
+        "bench" if std::env::args().nth(2).as_deref() == Some("scale") => setup::ensure().and_then(|()| {
+            // Only the capacity / memory / floor part (about 1.5 minutes).
+            run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
+            let root = workspace_root();
+            let section = scale::section(&root.join("target/release/runtime-scope"), &root.join("target/release/demo-app"), f64::NAN)?;
+            println!("{section}");
+            Ok(())
+        }),
         "bench" => setup::ensure().and_then(|()| bench::bench()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|bench>");
+            eprintln!("usage: cargo xtask <setup|demo|test|bench [scale]>");
             return ExitCode::from(2);
         }
     };
