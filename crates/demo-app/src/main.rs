@@ -7,8 +7,8 @@
 //! 4 s the app idles for 1 s (`idle_phase`): workers have nothing to do.
 //!
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
-//! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`
-//! (see `shapes`).
+//! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
+//! `--custom-names N`, `--current-thread N`, `--two-runtimes N` (see `shapes`).
 
 mod shapes;
 
@@ -125,6 +125,13 @@ fn main() {
     }
     if first.as_deref() == Some("--lock-contention") {
         return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));
+    }
+    let count = |arg: Option<String>| arg.and_then(|s| s.parse().ok()).unwrap_or(1_000);
+    match first.as_deref() {
+        Some("--custom-names") => return shapes::custom_names(count(args.next())),
+        Some("--current-thread") => return shapes::current_thread(count(args.next())),
+        Some("--two-runtimes") => return shapes::two_runtimes(count(args.next())),
+        _ => {}
     }
     let run_for = first.and_then(|s| s.parse::<f64>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -21,6 +21,59 @@ pub fn yield_loop(n: u64) {
     println!("yield-loop ns-per-poll {per_poll:.1}");
 }
 
+/// Spawns a task that yields `n` times (so `n + 1` polls) and waits for it.
+async fn yield_task(n: u64) -> u64 {
+    tokio::spawn(async move {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+        n
+    })
+    .await
+    .expect("yield task")
+}
+
+/// `demo-app --custom-names N`: 3 workers named `api-worker` and 4
+/// `spawn_blocking` calls, whose pool threads get that name too: only what
+/// a thread runs tells a worker from a blocking thread. One task yields N
+/// times meanwhile.
+pub fn custom_names(n: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .thread_name("api-worker")
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        // Started together and sleeping, so each needs a thread of its own.
+        let blocking: Vec<_> =
+            (0..4u64).map(|i| tokio::task::spawn_blocking(move || std::thread::sleep(Duration::from_millis(50 + i)))).collect();
+        yield_task(n).await;
+        for b in blocking {
+            b.await.expect("blocking call");
+        }
+    });
+    println!("custom-names done");
+}
+
+/// `demo-app --current-thread N`: a current_thread runtime, so tasks run
+/// on the thread that called `block_on` (here: the main thread).
+pub fn current_thread(n: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("tokio runtime");
+    runtime.block_on(yield_task(n));
+    println!("current-thread done");
+}
+
+/// `demo-app --two-runtimes N`: two 2-worker runtimes in one process, each
+/// running a task that yields N times.
+pub fn two_runtimes(n: u64) {
+    let build = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("tokio runtime");
+    let (first, second) = (build(), build());
+    let other = std::thread::spawn(move || second.block_on(yield_task(n)));
+    first.block_on(yield_task(n));
+    other.join().expect("second runtime's thread");
+    println!("two-runtimes done");
+}
+
 pub const HOLD_MS: u64 = 30;
 const PERIOD_MS: u64 = 100;
 

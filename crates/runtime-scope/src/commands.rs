@@ -38,6 +38,7 @@ pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder:
             spawns: offsets(&points.spawns),
             wakes: offsets(&points.wakes),
             worker_runs: offsets(&points.worker_runs),
+            take_cores: offsets(&points.take_cores),
         }),
         Ok(_) => {
             eprintln!(

@@ -73,7 +73,7 @@ impl LiveView {
 
     fn thread_label(&self, tid: u32) -> String {
         match self.worker_index.get(&tid) {
-            Some((0, index)) => format!("worker {index}"),
+            Some((0, index)) if self.runtimes.len() <= 1 => format!("worker {index}"),
             Some((runtime, index)) => format!("runtime {runtime} worker {index}"),
             None => {
                 let name = self.names.get(&tid).map_or("?", String::as_str);
@@ -85,6 +85,14 @@ impl LiveView {
                 }
             }
         }
+    }
+
+    fn worker_started(&mut self, tid: u32, index: u64, runtime: u64) {
+        if !self.runtimes.contains(&runtime) {
+            self.runtimes.push(runtime);
+        }
+        let ordinal = self.runtimes.iter().position(|&r| r == runtime).unwrap_or(0) as u64;
+        self.worker_index.insert(tid, (ordinal, index));
     }
 
     /// A leaf poll (nothing polled inside it) that ran long: one line now.
@@ -142,13 +150,8 @@ impl LiveView {
             Event::PollEnd { ts, tid } => {
                 self.poll_ended(*ts, *tid);
             }
-            Event::WorkerRun { tid, index, runtime, .. } => {
-                if !self.runtimes.contains(runtime) {
-                    self.runtimes.push(*runtime);
-                }
-                let ordinal = self.runtimes.iter().position(|r| r == runtime).unwrap_or(0) as u64;
-                self.worker_index.insert(*tid, (ordinal, *index));
-            }
+            Event::WorkerRun { tid, index, runtime, .. } => self.worker_started(*tid, *index, *runtime),
+            Event::CurrentThreadRun { tid, runtime, .. } => self.worker_started(*tid, 0, *runtime),
             Event::Stack { .. } | Event::NewModule { .. } | Event::TaskSpawn { .. } | Event::TaskWake { .. } | Event::Waking { .. } => {}
         }
     }

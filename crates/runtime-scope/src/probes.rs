@@ -118,6 +118,7 @@ impl Probes {
             ("task_spawn", &points.spawns),
             ("task_wake", &points.wakes),
             ("worker_run", &points.worker_runs),
+            ("current_thread", &points.take_cores),
         ] {
             let probe: &mut UProbe = self
                 .ebpf

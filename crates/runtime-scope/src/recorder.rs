@@ -33,6 +33,7 @@ pub struct PollProbes {
     pub spawns: Vec<u64>,
     pub wakes: Vec<u64>,
     pub worker_runs: Vec<u64>,
+    pub take_cores: Vec<u64>,
 }
 
 pub struct Settings {

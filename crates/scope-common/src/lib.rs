@@ -22,6 +22,9 @@ pub mod kind {
     pub const WORKER_RUN: u32 = 10;
     /// [`Waking`]: a target thread is being woken (`sched_waking`).
     pub const WAKING: u32 = 11;
+    /// [`WorkerRun`] with index 0: a thread took a current_thread runtime's
+    /// core (`CurrentThread::take_core`), so it polls that runtime's tasks.
+    pub const CURRENT_THREAD: u32 = 12;
 }
 
 /// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.

@@ -82,3 +82,21 @@ pub fn worker_run(ctx: ProbeContext) -> u32 {
     emit(WorkerRun { header: header(kind::WORKER_RUN), tid, _pad: 0, index: read(WORKER_INDEX), runtime: read(WORKER_HANDLE) });
     0
 }
+
+/// `CurrentThread::take_core(&self, handle: &Arc<Handle>) -> Option<CoreGuard>`:
+/// the thread in `block_on` takes the runtime's core and polls its tasks
+/// from now on. The large return value goes through a hidden first
+/// argument, so `handle` is the third; `*handle` (the `Arc`'s pointer) names
+/// the runtime as `Worker.handle` does for multi-thread ones. Userspace
+/// checks the reads look like pointers.
+#[uprobe]
+pub fn current_thread(ctx: ProbeContext) -> u32 {
+    let tid = ctx.pid();
+    if THREADS.get_ptr(tid).is_none() {
+        return 0;
+    }
+    let handle: u64 = ctx.arg(2).unwrap_or(0);
+    let runtime = unsafe { bpf_probe_read_user(handle as *const u64) }.unwrap_or(u64::MAX);
+    emit(WorkerRun { header: header(kind::CURRENT_THREAD), tid, _pad: 0, index: 0, runtime });
+    0
+}

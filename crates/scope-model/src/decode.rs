@@ -134,6 +134,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let r: WorkerRun = read(bytes, k)?;
             Event::WorkerRun { ts: header.ts, tid: r.tid, index: r.index, runtime: r.runtime }
         }
+        kind::CURRENT_THREAD => {
+            let r: WorkerRun = read(bytes, k)?;
+            Event::CurrentThreadRun { ts: header.ts, tid: r.tid, runtime: r.runtime }
+        }
         kind::WAKING => {
             let r: Waking = read(bytes, k)?;
             // In interrupt context `current` is whoever was interrupted: no waker.

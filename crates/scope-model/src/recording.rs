@@ -52,6 +52,10 @@ pub enum Event {
     /// Thread `tid` was woken by thread `waker_tid` of process `waker_pid`
     /// (0: an interrupt or the idle task).
     Waking { ts: u64, tid: u32, waker_tid: u32, waker_pid: u32 },
+    /// Thread `tid` took the core of the current_thread runtime whose handle
+    /// address is `runtime`: it polls that runtime's tasks (as its worker 0).
+    /// Last, so captures written before it existed still decode.
+    CurrentThreadRun { ts: u64, tid: u32, runtime: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,7 +95,8 @@ impl Event {
             | Event::TaskSpawn { ts, .. }
             | Event::TaskWake { ts, .. }
             | Event::WorkerRun { ts, .. }
-            | Event::Waking { ts, .. } => *ts,
+            | Event::Waking { ts, .. }
+            | Event::CurrentThreadRun { ts, .. } => *ts,
         }
     }
 }

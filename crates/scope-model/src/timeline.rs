@@ -191,8 +191,8 @@ impl ThreadTimeline {
     /// The row label every output uses.
     pub fn display_name(&self) -> String {
         match self.role {
-            Role::Worker { index, runtime: 0 } => format!("worker {index} (tid {})", self.tid),
-            Role::Worker { index, runtime } => format!("runtime {runtime} worker {index} (tid {})", self.tid),
+            Role::Worker { index, runtime: 0, runtimes: 0 | 1 } => format!("worker {index} (tid {})", self.tid),
+            Role::Worker { index, runtime, .. } => format!("runtime {runtime} worker {index} (tid {})", self.tid),
             Role::Other => format!("{} (tid {}) · not a worker", self.name, self.tid),
         }
     }
@@ -299,6 +299,7 @@ impl Timeline {
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
                 Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
+                Event::CurrentThreadRun { ts, tid, runtime } => tasks.current_thread_run(*ts, *tid, *runtime),
                 Event::Waking { ts, tid, waker_tid, waker_pid } => {
                     thread_entry(&mut threads, *tid, window).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
                 }
@@ -322,7 +323,7 @@ impl Timeline {
         crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
         built.sort_by_key(|t| {
             let worker = match t.role {
-                Role::Worker { index, runtime } => (runtime, index),
+                Role::Worker { index, runtime, .. } => (runtime, index),
                 Role::Other => (u32::MAX, u32::MAX),
             };
             (worker, t.tid)

@@ -37,13 +37,17 @@ impl WorkerRule {
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Role {
     /// The runtime's own worker index when the thread was seen entering
-    /// `worker::run`, else the index in tid order among name-matched
-    /// threads. `runtime` numbers runtimes in order of appearance (0 when
-    /// there is only one, or workers were matched by name).
+    /// `worker::run` (0 for the thread driving a current_thread runtime),
+    /// else the index in tid order among name-matched threads. `runtime`
+    /// numbers runtimes in order of appearance (0 when there is only one,
+    /// or workers were matched by name); `runtimes` is how many were seen,
+    /// so labels name the runtime whenever there are several.
     Worker {
         index: u32,
         #[serde(default)]
         runtime: u32,
+        #[serde(default)]
+        runtimes: u32,
     },
     Other,
 }
@@ -51,13 +55,22 @@ pub enum Role {
 /// Most indices a real runtime has; anything above is a misread layout.
 const MAX_WORKER_INDEX: u64 = 4096;
 
-/// Workers by what they run: threads seen entering `worker::run` are
-/// workers with that index; threads created while recording that never
-/// entered it are not (blocking-pool threads share the workers' name).
-/// Threads that were already running at attach can only be told by name.
+/// Workers by what they run: threads seen entering `worker::run` (or
+/// taking a current_thread runtime's core) are workers with that index;
+/// threads created while recording that never did are not (blocking-pool
+/// threads share the workers' name). Threads that were already running at
+/// attach can only be told by name.
 pub(crate) fn assign_roles(threads: &mut [ThreadTimeline], rule: &WorkerRule, starts: &[WorkerStart]) {
     let plausible = |s: &WorkerStart| s.index < MAX_WORKER_INDEX && s.runtime != 0 && s.runtime % 8 == 0;
-    let starts: Vec<&WorkerStart> = if starts.iter().all(plausible) { starts.iter().collect() } else { Vec::new() };
+    // The two probes read different layouts: one misread discards only its
+    // own kind of entries.
+    let trusted = |current_thread: bool| {
+        let mine = || starts.iter().filter(move |s| s.current_thread == current_thread);
+        if mine().all(plausible) { mine().collect() } else { Vec::new() }
+    };
+    let mut starts: Vec<&WorkerStart> = trusted(false);
+    starts.extend(trusted(true));
+    starts.sort_by_key(|s| s.ts);
     let mut runtimes: Vec<u64> = Vec::new();
     for s in &starts {
         if !runtimes.contains(&s.runtime) {
@@ -69,9 +82,9 @@ pub(crate) fn assign_roles(threads: &mut [ThreadTimeline], rule: &WorkerRule, st
         // The latest entry wins: block_in_place hands a worker to a new thread.
         if let Some(s) = starts.iter().rev().find(|s| s.tid == t.tid) {
             let runtime = runtimes.iter().position(|&r| r == s.runtime).unwrap_or(0) as u32;
-            t.role = Role::Worker { index: s.index as u32, runtime };
+            t.role = Role::Worker { index: s.index as u32, runtime, runtimes: runtimes.len() as u32 };
         } else if (starts.is_empty() || t.created_ns.is_none()) && rule.is_worker(&t.name) {
-            t.role = Role::Worker { index: by_name, runtime: 0 };
+            t.role = Role::Worker { index: by_name, runtime: 0, runtimes: 0 };
             by_name += 1;
         }
     }

@@ -31,6 +31,9 @@ fn is_raw_poll(demangled: &str) -> bool {
 pub const WAKE_BY_VAL: &str = "tokio::runtime::task::waker::wake_by_val";
 pub const WAKE_BY_REF: &str = "tokio::runtime::task::waker::wake_by_ref";
 pub const WORKER_RUN: &str = "tokio::runtime::scheduler::multi_thread::worker::run";
+/// Non-generic; inlined away by fat LTO (then current_thread runtimes' threads
+/// are told by name only).
+pub const TAKE_CORE: &str = "tokio::runtime::scheduler::current_thread::CurrentThread::take_core";
 
 /// Where each Tokio probe goes in one binary (file offsets and names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct TokioProbePoints {
     pub wakes: Vec<ProbePoint>,
     /// `multi_thread::worker::run` (entered once per worker thread).
     pub worker_runs: Vec<ProbePoint>,
+    /// `current_thread::CurrentThread::take_core` (entered by each `block_on`).
+    pub take_cores: Vec<ProbePoint>,
 }
 
 pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
@@ -52,6 +57,7 @@ pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
             || name == WAKE_BY_VAL
             || name == WAKE_BY_REF
             || name == WORKER_RUN
+            || name == TAKE_CORE
     })?;
     let pick = |wanted: &dyn Fn(&str) -> bool| all.iter().filter(|p| wanted(&p.name)).cloned().collect::<Vec<_>>();
     Ok(TokioProbePoints {
@@ -59,6 +65,7 @@ pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
         spawns: pick(&|n| n.ends_with(BIND_INNER)),
         wakes: pick(&|n| n == WAKE_BY_VAL || n == WAKE_BY_REF),
         worker_runs: pick(&|n| n == WORKER_RUN),
+        take_cores: pick(&|n| n == TAKE_CORE),
     })
 }
 
@@ -105,5 +112,6 @@ mod tests {
         let names: Vec<&str> = points.wakes.iter().map(|p| p.name.as_str()).collect();
         assert!(names.contains(&super::WAKE_BY_VAL) && names.contains(&super::WAKE_BY_REF) && names.len() == 2, "{names:?}");
         assert_eq!(points.worker_runs.len(), 1);
+        assert_eq!(points.take_cores.len(), 1);
     }
 }

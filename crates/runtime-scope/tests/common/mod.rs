@@ -196,8 +196,21 @@ pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
 /// Fails if any program of ours is still loaded in the kernel (programs
 /// are released when the profiler's last fd closes, on every exit path).
 pub fn assert_no_probes_left() {
-    const OURS: [&str; 12] =
-        ["sched_switch", "task_newtask", "sched_process_e", "sample_stack", "poll_enter", "poll_exit", "task_spawn", "task_wake", "worker_run", "sched_waking", "irq_enter", "irq_leave"];
+    const OURS: [&str; 13] = [
+        "sched_switch",
+        "task_newtask",
+        "sched_process_e",
+        "sample_stack",
+        "poll_enter",
+        "poll_exit",
+        "task_spawn",
+        "task_wake",
+        "worker_run",
+        "current_thread",
+        "sched_waking",
+        "irq_enter",
+        "irq_leave",
+    ];
     let left: Vec<String> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter_map(|p| p.name_as_str().map(str::to_string))

@@ -24,13 +24,16 @@ pub struct Wake {
     pub self_wake: bool,
 }
 
-/// A thread that entered `multi_thread::worker::run`.
+/// A thread that entered `multi_thread::worker::run`, or took a
+/// current_thread runtime's core (then `index` is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStart {
     pub ts: u64,
     pub tid: u32,
     pub index: u64,
     pub runtime: u64,
+    #[serde(default)]
+    pub current_thread: bool,
 }
 
 /// What one thread's latest task activity was, for self-wake marking.
@@ -101,6 +104,10 @@ impl TaskTracker {
     }
 
     pub fn worker_run(&mut self, ts: u64, tid: u32, index: u64, runtime: u64) {
-        self.worker_starts.push(WorkerStart { ts, tid, index, runtime });
+        self.worker_starts.push(WorkerStart { ts, tid, index, runtime, current_thread: false });
+    }
+
+    pub fn current_thread_run(&mut self, ts: u64, tid: u32, runtime: u64) {
+        self.worker_starts.push(WorkerStart { ts, tid, index: 0, runtime, current_thread: true });
     }
 }

@@ -90,7 +90,7 @@ fn infers_initial_state_and_closes_at_stop() {
     assert_eq!(w.blocked_ns(), 200);
     assert_eq!(w.preempted_ns(), 50);
     assert_eq!(w.switch_outs(), 2);
-    assert_eq!(w.role, Role::Worker { index: 0, runtime: 0 });
+    assert_eq!(w.role, Role::Worker { index: 0, runtime: 0, runtimes: 0 });
     assert_eq!(tl.inconsistencies, 0);
 }
 
@@ -269,13 +269,14 @@ fn workers_are_the_threads_that_entered_the_worker_loop() {
     assert_eq!(
         roles,
         vec![
-            (61, Role::Worker { index: 0, runtime: 0 }),
-            (60, Role::Worker { index: 1, runtime: 0 }),
-            (63, Role::Worker { index: 0, runtime: 1 }),
+            (61, Role::Worker { index: 0, runtime: 0, runtimes: 2 }),
+            (60, Role::Worker { index: 1, runtime: 0, runtimes: 2 }),
+            (63, Role::Worker { index: 0, runtime: 1, runtimes: 2 }),
             (1, Role::Other),
             (62, Role::Other),
         ]
     );
+    assert_eq!(tl.threads[0].display_name(), "runtime 0 worker 0 (tid 61)", "several runtimes: every label says which");
     assert_eq!(tl.threads[2].display_name(), "runtime 1 worker 0 (tid 63)");
 
     // A layout we misread (absurd index): names decide, as without the probe.
@@ -284,4 +285,34 @@ fn workers_are_the_threads_that_entered_the_worker_loop() {
     let tl = Timeline::build(&rec, &WorkerRule::default());
     let workers: Vec<u32> = tl.workers().map(|t| t.tid).collect();
     assert_eq!(workers, vec![62, 63]);
+}
+
+#[test]
+fn the_thread_that_takes_a_current_thread_core_is_its_worker() {
+    let born = |ts, tid, name: &str| Event::NewThread { ts, tid, parent_tid: 1, name: name.into() };
+    let core = |ts, tid, runtime| Event::CurrentThreadRun { ts, tid, runtime };
+    let rec = recording(
+        vec![thread(1, "main", None)],
+        vec![born(1_010, 60, "tokio-rt-worker"), core(1_020, 1, 0x3000)],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let roles: Vec<(u32, Role)> = tl.threads.iter().map(|t| (t.tid, t.role)).collect();
+    // A blocking-pool thread of that runtime is no worker, whatever its name.
+    assert_eq!(roles, vec![(1, Role::Worker { index: 0, runtime: 0, runtimes: 1 }), (60, Role::Other)]);
+    assert_eq!(tl.threads[0].display_name(), "worker 0 (tid 1)");
+
+    // Next to a multi-thread runtime: runtimes numbered by first appearance.
+    let mut both = rec.clone();
+    both.events.insert(0, born(1_001, 61, "tokio-rt-worker"));
+    both.events.insert(1, Event::WorkerRun { ts: 1_005, tid: 61, index: 0, runtime: 0x1000 });
+    let tl = Timeline::build(&both, &WorkerRule::default());
+    let names: Vec<String> = tl.workers().map(|t| t.display_name()).collect();
+    assert_eq!(names, ["runtime 0 worker 0 (tid 61)", "runtime 1 worker 0 (tid 1)"]);
+
+    // A misread take_core (not a pointer) is dropped alone: the multi-thread
+    // worker keeps its entry-based role.
+    both.events.push(core(1_030, 62, u64::MAX));
+    let tl = Timeline::build(&both, &WorkerRule::default());
+    let names: Vec<String> = tl.workers().map(|t| t.display_name()).collect();
+    assert_eq!(names, ["worker 0 (tid 61)"]);
 }
