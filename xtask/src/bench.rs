@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: overhead on a Tokio server under load (mini-redis
 //! from crates.io driven by redis-benchmark), interleaved A/B rounds against
-//! no profiler and against perf; kernel-side cost per program; per-poll cost;
-//! output sizes; symbolization (crate::symbench). Prints a markdown table and
+//! no profiler and against perf; kernel-side cost per program; per-poll cost
+//! next to the uprobe floor (crate::floor); ingest capacity and memory on a
+//! 60 s run (crate::capacity); output sizes; symbolization (crate::symbench). Prints a markdown table and
 //! writes BENCHMARKS.md.
 
 use crate::{cargo, run, workspace_root};
@@ -162,26 +163,24 @@ fn bpf_ns_from_stderr() -> u64 {
         .sum()
 }
 
-fn per_poll_cost(scope: &Path, demo: &Path) -> Result<(f64, f64), String> {
-    let parse = |out: std::process::Output| -> f64 {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("yield-loop ns-per-poll ")?.trim().parse().ok())
-            .unwrap_or(f64::NAN)
+/// `cargo xtask bench floor|memory|scale`: the newer sections alone, printed;
+/// BENCHMARKS.md is left as it is. scale: floor, ingest capacity and memory
+/// (ingest is sized from the floor run's per-poll cost).
+pub fn part(name: &str) -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
+    let root = workspace_root();
+    let (scope, demo) = (root.join("target/release/runtime-scope"), root.join("target/release/demo-app"));
+    let sections = match name {
+        "floor" => vec![crate::floor::section(&scope, &demo)?.0],
+        "memory" => vec![crate::capacity::memory(&scope, &demo)?],
+        "scale" => {
+            let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
+            vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
+        }
+        _ => return Err(format!("no bench part {name:?}: floor, memory or scale")),
     };
-    let (mut base, mut probed) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        base.push(parse(Command::new(demo).args(["--yield-loop", "500000"]).output().map_err(|e| e.to_string())?));
-        probed.push(parse(
-            Command::new(scope)
-                .args(["record", "--no-live", "--no-stacks", "-o", "/tmp/bench-yield.rscope", "--"])
-                .arg(demo)
-                .args(["--yield-loop", "500000"])
-                .output()
-                .map_err(|e| e.to_string())?,
-        ));
-    }
-    Ok((median(base), median(probed)))
+    println!("{}", sections.concat());
+    Ok(())
 }
 
 pub fn bench() -> Result<(), String> {
@@ -220,11 +219,12 @@ pub fn bench() -> Result<(), String> {
     let _ = srv.kill();
     let _ = srv.wait();
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
-    let (base_poll, probed_poll) = per_poll_cost(&scope, &demo)?;
+    let (per_poll, probed_ns) = crate::floor::section(&scope, &demo)?;
+    let ingest = crate::capacity::ingest(&scope, &demo, probed_ns)?;
+    let memory = crate::capacity::memory(&scope, &demo)?;
     let (sizes, stacks) = output_sizes(&scope, &demo)?;
     let symbolization = crate::symbench::section()?;
-    let scale = crate::scale::section(&scope, &demo, probed_poll)?;
-    let report = render(&results, base_poll, probed_poll, &sizes, &[&stacks, &symbolization, &scale], started.elapsed());
+    let report = render(&results, &[&per_poll, &ingest, &memory], &sizes, &[&stacks, &symbolization], started.elapsed());
     println!("{report}");
     std::fs::write(root.join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
     println!("xtask bench: wrote BENCHMARKS.md");
@@ -268,8 +268,7 @@ fn output_sizes(scope: &Path, demo: &Path) -> Result<(Vec<(String, u64, u64)>, S
 
 fn render(
     results: &BTreeMap<usize, Vec<Sample>>,
-    base_poll: f64,
-    probed_poll: f64,
+    measured: &[&str],
     sizes: &[(String, u64, u64)],
     sections: &[&str],
     took: Duration,
@@ -310,11 +309,9 @@ fn render(
         median(base.iter().map(|r| r.rps).collect()),
         median(base.iter().map(|r| r.p99_ms).collect())
     ));
-    s.push_str(&format!(
-        "## Cost per poll\n\nOne Tokio task yielding 500,000 times (`demo-app --yield-loop`), median of 3: {base_poll:.0} ns per poll alone, \
-         {probed_poll:.0} ns with task probes (uprobe + uretprobe on `raw::poll`, stacks off): **{:.0} ns per poll**.\n\n",
-        probed_poll - base_poll
-    ));
+    for section in measured {
+        s.push_str(section);
+    }
     s.push_str("## Output size\n\nThe demo app recorded 5 s from launch (tasks and stacks on), then exported.\n\n| format | bytes | bytes per recorded event |\n|---|---|---|\n");
     for (name, bytes, events) in sizes {
         s.push_str(&format!("| {name} | {bytes} | {:.1} |\n", *bytes as f64 / (*events).max(1) as f64));

@@ -2,12 +2,15 @@
 //!   setup  install what building needs (idempotent, seconds when all is there)
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
 //!   test   every test, including the root-only kernel tests
-//!   bench  overhead, per-poll cost, output sizes, symbolization → BENCHMARKS.md
+//!   bench  overhead, per-poll cost next to the uprobe floor, ingest capacity,
+//!          memory on a 60 s run, output sizes, symbolization → BENCHMARKS.md
+//!          (`bench floor|memory|scale`: those parts alone, printed)
 //!
 //! No dependencies on purpose: this must compile before anything is installed.
 
 mod bench;
-mod scale;
+mod capacity;
+mod floor;
 mod setup;
 mod symbench;
 
@@ -77,17 +80,12 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(),
         "demo" => setup::ensure().and_then(|()| demo()),
         "test" => setup::ensure().and_then(|()| test()),
-        "bench" if std::env::args().nth(2).as_deref() == Some("scale") => setup::ensure().and_then(|()| {
-            // Only the capacity / memory / floor part (about 1.5 minutes).
-            run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
-            let root = workspace_root();
-            let section = scale::section(&root.join("target/release/runtime-scope"), &root.join("target/release/demo-app"), f64::NAN)?;
-            println!("{section}");
-            Ok(())
-        }),
-        "bench" => setup::ensure().and_then(|()| bench::bench()),
+        "bench" => match std::env::args().nth(2) {
+            None => setup::ensure().and_then(|()| bench::bench()),
+            Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
+        },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|bench [scale]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|bench [floor|memory|scale]>");
             return ExitCode::from(2);
         }
     };
