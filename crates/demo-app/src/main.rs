@@ -123,6 +123,9 @@ fn main() {
     if first.as_deref() == Some("--yield-loop") {
         return shapes::yield_loop(args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000));
     }
+    if first.as_deref() == Some("--yield-rate") {
+        return shapes::yield_rate(args.next().and_then(|s| s.parse().ok()).unwrap_or(10.0));
+    }
     if first.as_deref() == Some("--lock-contention") {
         return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));
     }

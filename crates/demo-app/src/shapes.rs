@@ -21,6 +21,31 @@ pub fn yield_loop(n: u64) {
     println!("yield-loop ns-per-poll {per_poll:.1}");
 }
 
+/// `demo-app --yield-rate SECONDS`: yields for that long and prints
+/// `yields/s N` every 250 ms, so a test can see the target's own speed
+/// before, while and after it is profiled.
+pub fn yield_rate(secs: f64) {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("tokio runtime");
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let until = Instant::now() + std::time::Duration::from_secs_f64(secs);
+            let (mut mark, mut count) = (Instant::now(), 0u64);
+            while Instant::now() < until {
+                tokio::task::yield_now().await;
+                count += 1;
+                if count % 1024 == 0 && mark.elapsed().as_millis() >= 250 {
+                    println!("yields/s {:.0}", count as f64 / mark.elapsed().as_secs_f64());
+                    let _ = std::io::stdout().flush();
+                    (mark, count) = (Instant::now(), 0);
+                }
+            }
+        })
+        .await
+        .expect("yield task")
+    });
+}
+
 /// Spawns a task that yields `n` times (so `n + 1` polls) and waits for it.
 async fn yield_task(n: u64) -> u64 {
     tokio::spawn(async move {

@@ -162,3 +162,61 @@ fn probes_are_gone_after_exit() {
     assert!(!events.contains("demo-app"), "uprobes left behind:\n{events}");
     assert_no_probes_left();
 }
+
+/// After we exit, the target runs at its original speed: its own yield rate
+/// before, while and after an attached recording with task probes.
+#[test]
+fn target_speed_is_back_after_we_exit() {
+    use std::io::BufRead;
+    require_root();
+    let mut child = std::process::Command::new(demo_app_path())
+        .args(["--yield-rate", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, f64)>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rate) = line.strip_prefix("yields/s ").and_then(|r| r.parse().ok()) {
+                let _ = tx.send((std::time::Instant::now(), rate));
+            }
+        }
+    });
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let collect = |secs: f64| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let mut v = Vec::new();
+        while let Ok((at, rate)) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+            v.push(rate);
+            if at >= until {
+                break;
+            }
+        }
+        v
+    };
+    let before = median(collect(2.0));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.rscope");
+    let mut recorder = std::process::Command::new(PROFILER)
+        .args(["record", "--no-live", "--no-stacks", "-d", "3", "-p", &pid.to_string(), "-o", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let _ = collect(0.1); // drop readings that straddle the attach
+    let during = median(collect(1.0));
+    assert!(recorder.wait().unwrap().success());
+    let _ = collect(0.3); // and the detach
+    let after = median(collect(2.0));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(before > 0.0 && during < before * 0.6, "the probes must show while attached: before {before:.0}/s, during {during:.0}/s");
+    assert!(after > before * 0.8, "back to full speed after we exit: before {before:.0}/s, after {after:.0}/s (during {during:.0}/s)");
+    assert_no_probes_left();
+}
