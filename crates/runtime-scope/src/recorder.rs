@@ -220,6 +220,10 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     // Records already in the buffer still belong to the window.
     drain(&mut view, sink)?;
     // Counters are read only now, after the window closed (see view.tick).
+    // The target pays for each uprobe hit: take them off before anything else.
+    let detaching = std::time::Instant::now();
+    probes.detach_uprobes()?;
+    let detached_in = detaching.elapsed();
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;
     let (over_budget, unreadable) = probes.stack_misses()?;
@@ -244,6 +248,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         });
         eprintln!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
+        eprintln!("runtime-scope: bench uprobes-detached-ms={}", detached_in.as_millis());
         for (name, runs, ns) in probes.run_stats() {
             eprintln!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
         }

