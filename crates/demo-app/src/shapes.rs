@@ -9,6 +9,8 @@ pub fn yield_loop(n: u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("tokio runtime");
     let per_poll = runtime.block_on(async move {
         tokio::spawn(async move {
+            // Ground truth for the profiler's task ids.
+            println!("yield-loop task-id {}", tokio::task::id());
             let started = Instant::now();
             for _ in 0..n {
                 tokio::task::yield_now().await;

@@ -35,6 +35,7 @@ pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder:
         Ok(points) if !points.polls.is_empty() => Some(recorder::PollProbes {
             binary: binary.to_path_buf(),
             polls: offsets(&points.polls),
+            id_offsets: scope_stacks::task_layout::id_offsets(binary, &offsets(&points.polls)),
             spawns: offsets(&points.spawns),
             wakes: offsets(&points.wakes),
             worker_runs: offsets(&points.worker_runs),

@@ -152,7 +152,12 @@ impl LiveView {
             }
             Event::WorkerRun { tid, index, runtime, .. } => self.worker_started(*tid, *index, *runtime),
             Event::CurrentThreadRun { tid, runtime, .. } => self.worker_started(*tid, 0, *runtime),
-            Event::Stack { .. } | Event::NewModule { .. } | Event::TaskSpawn { .. } | Event::TaskWake { .. } | Event::Waking { .. } => {}
+            Event::Stack { .. }
+            | Event::NewModule { .. }
+            | Event::TaskSpawn { .. }
+            | Event::TaskWake { .. }
+            | Event::Waking { .. }
+            | Event::TaskId { .. } => {}
         }
     }
 

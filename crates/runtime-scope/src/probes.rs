@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{PerfEvent, RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use scope_common::{FieldOffsets, StackConfig, counter};
@@ -129,8 +129,10 @@ impl Probes {
                 .try_into()?;
             probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
             for &offset in offsets.iter() {
+                // poll_enter's cookie: where to read the task id (0: don't).
+                let cookie = if program == "poll_enter" { points.id_offsets.get(&offset).copied() } else { None };
                 let link = probe
-                    .attach(offset, binary, scope)
+                    .attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, binary, scope)
                     .with_context(|| format!("uprobe at {}+{offset:#x}", binary.display()))?;
                 self.uprobes.push((program, link));
             }

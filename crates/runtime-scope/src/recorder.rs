@@ -25,11 +25,17 @@ const POLL_MS: i32 = 100;
 const PROBES: [(&str, &str); 4] =
     [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch"), ("sched", "sched_waking")];
 
+/// Tokio's task ids count up from 1; no program spawns 2^48 tasks.
+const IMPLAUSIBLE_TASK_ID: u64 = 1 << 48;
+
 /// The binary holding tokio, with the file offsets of its `raw::poll` and
 /// `OwnedTasks::bind_inner` (spawn) instances.
 pub struct PollProbes {
     pub binary: std::path::PathBuf,
     pub polls: Vec<u64>,
+    /// `Vtable::id_offset` of the poll instances (by file offset) whose
+    /// vtable was validated: their probes read Tokio's task id.
+    pub id_offsets: HashMap<u64, u64>,
     pub spawns: Vec<u64>,
     pub wakes: Vec<u64>,
     pub worker_runs: Vec<u64>,
@@ -159,6 +165,10 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let deadline = settings.duration_ns.map(|d| start_ns + d);
     let mut undecodable = 0u64;
     let mut batch = Vec::new();
+    // Header address → the Tokio id last recorded for it: one TaskId event
+    // per task, not per poll.
+    let mut task_ids: HashMap<u64, u64> = HashMap::new();
+    let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
     let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
         while let Some(item) = ring.next() {
@@ -166,6 +176,15 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 collector.poll_started(raw.tid, raw.ret_addr);
                 let poll_fn = collector.frame_of(raw.fn_avma);
                 batch.extend(collector.take_pending());
+                if raw.task_id >= IMPLAUSIBLE_TASK_ID && trust_task_ids {
+                    // Tokio counts ids up from 1: this is not an id, so the
+                    // offset is wrong for this binary. Keep none of them.
+                    trust_task_ids = false;
+                    eprintln!("runtime-scope: read task id {:#x}, not a Tokio task id: task ids are left out of this recording", raw.task_id);
+                }
+                if trust_task_ids && raw.task_id != 0 && task_ids.insert(raw.task, raw.task_id) != Some(raw.task_id) {
+                    batch.push(Event::TaskId { ts: raw.ts, tid: raw.tid, task: raw.task, id: raw.task_id });
+                }
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
                 view.feed(&event);
                 batch.push(event);

@@ -117,6 +117,22 @@ fn a_yield_loop_is_n_polls_with_n_self_wakes() {
     let kind = all.iter().find(|p| p.2 == most).map(|p| p.0.as_str());
     assert_eq!(kind, Some("demo_app::shapes::yield_loop::{closure}"));
     let events = trace["traceEvents"].as_array().unwrap();
+    // Tokio's own id for the task, read from the task's memory, is the one
+    // the task printed itself, on each of its polls.
+    let printed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("yield-loop task-id "))
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no task id printed: {stdout}"));
+    let mut ids: Vec<&Value> = events.iter().filter(|e| is_poll(e) && e["args"]["poll"] == most).map(|e| &e["args"]["tokio_task_id"]).collect();
+    ids.dedup();
+    assert_eq!(ids, vec![&Value::from(printed)], "the yielding task's last poll carries its Tokio id");
+    let task = events.iter().find(|e| is_poll(e) && e["args"]["poll"] == most).unwrap()["args"]["task"].clone();
+    let other_ids = events
+        .iter()
+        .filter(|e| is_poll(e) && e["args"]["task"] == task && e["args"]["tokio_task_id"] != Value::from(printed))
+        .count();
+    assert_eq!(other_ids, 0, "every poll of that task has the same id");
     let arrows = |cat: &str| events.iter().filter(|e| e["ph"] == "s" && e["cat"] == cat).count() as u64;
     let (self_wakes, wakes) = (arrows("self-wake"), arrows("wake"));
     assert_eq!(self_wakes + wakes, n, "one wake arrow per yield");

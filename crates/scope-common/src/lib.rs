@@ -41,6 +41,10 @@ pub struct PollEnter {
     /// The caller's return address, read before the uretprobe replaces it
     /// with its trampoline: stacks taken inside the poll need it back.
     pub ret_addr: u64,
+    /// Tokio's task id (`tokio::task::Id`), read at the offset the task's
+    /// vtable states (`Vtable::id_offset`, passed as the uprobe's cookie);
+    /// 0 when userspace could not validate that offset for this instance.
+    pub task_id: u64,
 }
 
 /// Return from the innermost `raw::poll` on that thread.

@@ -5,7 +5,7 @@
 use crate::{THREADS, emit, header};
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_user,
+    helpers::{bpf_get_attach_cookie, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -23,7 +23,15 @@ pub fn poll_enter(ctx: ProbeContext) -> u32 {
     // Uprobe handlers run before the return address is hijacked.
     let sp = unsafe { (*ctx.regs).rsp } as *const u64;
     let ret_addr = unsafe { bpf_probe_read_user(sp) }.unwrap_or(0);
-    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma, ret_addr });
+    // The cookie is this instance's `id_offset` (validated from its vtable
+    // in the binary), 0 when unknown: then no read, no guess.
+    let id_offset = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let task_id = if id_offset == 0 {
+        0
+    } else {
+        unsafe { bpf_probe_read_user((task + id_offset) as *const u64) }.unwrap_or(0)
+    };
+    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma, ret_addr, task_id });
     0
 }
 

@@ -138,6 +138,9 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
                 "on_cpu_us": micros(on),
                 "off_cpu_us": micros(poll.duration_ns() - on),
             });
+            if let Some(id) = tl.tokio_ids.get(&poll.serial) {
+                args["tokio_task_id"] = json!(id);
+            }
             if pieces.len() > 1 {
                 args["piece"] = json!(format!("{} of {}", i + 1, pieces.len()));
             }

@@ -68,12 +68,14 @@ pub struct RawPollStart {
     pub task: u64,
     pub fn_avma: u64,
     pub ret_addr: u64,
+    /// Tokio's task id, 0 when not read.
+    pub task_id: u64,
 }
 
 /// Poll entries need the module table too (address → (module, offset)).
 pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
     let r: PollEnter = read(bytes, Some(kind::POLL_ENTER)).ok()?;
-    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr })
+    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr, task_id: r.task_id })
 }
 
 pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {

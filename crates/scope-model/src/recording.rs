@@ -56,6 +56,11 @@ pub enum Event {
     /// address is `runtime`: it polls that runtime's tasks (as its worker 0).
     /// Last, so captures written before it existed still decode.
     CurrentThreadRun { ts: u64, tid: u32, runtime: u64 },
+    /// The task whose header address is `task` has Tokio's task id `id`
+    /// (what `tokio::task::id()` returns inside it). Recorded just before
+    /// its first poll seen, and again if the address later holds another
+    /// task. Last, for the same reason as above.
+    TaskId { ts: u64, tid: u32, task: u64, id: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,7 +101,8 @@ impl Event {
             | Event::TaskWake { ts, .. }
             | Event::WorkerRun { ts, .. }
             | Event::Waking { ts, .. }
-            | Event::CurrentThreadRun { ts, .. } => *ts,
+            | Event::CurrentThreadRun { ts, .. }
+            | Event::TaskId { ts, .. } => *ts,
         }
     }
 }

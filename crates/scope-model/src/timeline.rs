@@ -214,6 +214,9 @@ pub struct Timeline {
     pub spawns: Vec<Spawn>,
     /// Task wakes, in time order.
     pub wakes: Vec<Wake>,
+    /// Task serial → Tokio's task id (`tokio::task::Id`), where known.
+    #[serde(default)]
+    pub tokio_ids: BTreeMap<u32, u64>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     pub lost_events: u64,
@@ -294,6 +297,7 @@ impl Timeline {
                     });
                 }
                 Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
+                Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
                 Event::TaskWake { ts, tid, task } => {
                     let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
@@ -337,6 +341,7 @@ impl Timeline {
             stacks,
             spawns: tasks.spawns,
             wakes: tasks.wakes,
+            tokio_ids: tasks.tokio_ids,
             module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
             lost_events: rec.lost_events,

@@ -8,4 +8,5 @@ pub mod elf;
 pub mod probe_points;
 pub mod symbolize;
 pub mod task_kinds;
+pub mod task_layout;
 pub mod unwind;

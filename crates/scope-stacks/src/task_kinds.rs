@@ -49,15 +49,15 @@ fn future_of_drop_glue(name: &str) -> Option<(String, bool)> {
     Some((first_argument(&rest[open + 1..])?, rest.starts_with("Cell<")))
 }
 
-struct Image<'a> {
-    file: object::File<'a, &'a ReadCache<std::fs::File>>,
+pub(crate) struct Image<'a> {
+    pub(crate) file: object::File<'a, &'a ReadCache<std::fs::File>>,
     /// Pointer-sized words the dynamic linker fills in: place → value.
-    relocated: HashMap<u64, u64>,
+    pub(crate) relocated: HashMap<u64, u64>,
 }
 
 impl Image<'_> {
     /// The pointer stored at `svma` (after relocation, for PIE binaries).
-    fn word(&self, svma: u64) -> Option<u64> {
+    pub(crate) fn word(&self, svma: u64) -> Option<u64> {
         if let Some(v) = self.relocated.get(&svma) {
             return Some(*v);
         }
@@ -76,10 +76,14 @@ impl Image<'_> {
 /// Future type names keyed by the file offset of each `raw::poll` instance
 /// in `file_offsets` that could be named.
 pub fn future_types(path: &Path, file_offsets: &[u64]) -> HashMap<u64, String> {
-    let Ok(handle) = std::fs::File::open(path) else { return HashMap::new() };
-    // Read on demand: a binary with 300 MB of DWARF must not land in memory.
-    let cache = ReadCache::new(handle);
-    let Ok(file) = object::File::parse(&cache) else { return HashMap::new() };
+    with_image(path, |image| name_instances(image, file_offsets)).unwrap_or_default()
+}
+
+/// Opens `path` for on-demand reads (a binary with 300 MB of DWARF must not
+/// land in memory) and hands it to `f`; None if it is not a readable object.
+pub(crate) fn with_image<R>(path: &Path, f: impl FnOnce(&Image) -> R) -> Option<R> {
+    let cache = ReadCache::new(std::fs::File::open(path).ok()?);
+    let file = object::File::parse(&cache).ok()?;
     let relocated = file
         .dynamic_relocations()
         .into_iter()
@@ -88,7 +92,10 @@ pub fn future_types(path: &Path, file_offsets: &[u64]) -> HashMap<u64, String> {
         .filter(|(_, r)| matches!(r.target(), RelocationTarget::Absolute) && r.flags() == RelocationFlags::Elf { r_type: object::elf::R_X86_64_RELATIVE })
         .map(|(place, r)| (place, r.addend() as u64))
         .collect();
-    let image = Image { file, relocated };
+    Some(f(&Image { file, relocated }))
+}
+
+fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
     // Each glue address with every future its symbols (aliases) name.
     let mut glue: BTreeMap<u64, (BTreeSet<String>, bool)> = BTreeMap::new();
     let mut schedule: Vec<u64> = Vec::new();

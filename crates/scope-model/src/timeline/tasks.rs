@@ -2,7 +2,7 @@
 //! spawns, wakes (and which of them are self-wakes), worker-loop entries.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A task spawned by thread `tid` at `ts`; its polls carry `serial`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,8 @@ pub(super) struct TaskTracker {
     pub spawns: Vec<Spawn>,
     pub wakes: Vec<Wake>,
     pub worker_starts: Vec<WorkerStart>,
+    /// Serial → Tokio's task id, where the probe could read it.
+    pub tokio_ids: BTreeMap<u32, u64>,
 }
 
 impl TaskTracker {
@@ -101,6 +103,19 @@ impl TaskTracker {
         let self_wake = innermost == Some(serial)
             || matches!(self.latest.get(&tid), Some(Latest::JustPolled(s)) if *s == serial);
         self.wakes.push(Wake { ts, tid, serial, self_wake });
+    }
+
+    /// The task at header address `task` has Tokio id `id`. Another id
+    /// than the one its serial has means the address now holds another
+    /// task (its spawn went unseen): a new serial, so the two never merge.
+    pub fn tokio_id(&mut self, task: u64, id: u64) {
+        let mut serial = self.serial_of(task);
+        if self.tokio_ids.get(&serial).is_some_and(|&known| known != id) {
+            self.counter += 1;
+            serial = self.counter;
+            self.serials.insert(task, serial);
+        }
+        self.tokio_ids.insert(serial, id);
     }
 
     pub fn worker_run(&mut self, ts: u64, tid: u32, index: u64, runtime: u64) {

@@ -316,3 +316,21 @@ fn the_thread_that_takes_a_current_thread_core_is_its_worker() {
     let names: Vec<String> = tl.workers().map(|t| t.display_name()).collect();
     assert_eq!(names, ["worker 0 (tid 61)"]);
 }
+
+#[test]
+fn tokio_ids_name_tasks_and_split_a_reused_address() {
+    let frame = Frame { module: 0, offset: 0x10 };
+    let id = |ts, task, id| Event::TaskId { ts, tid: 1, task, id };
+    let start = |ts, task| Event::PollStart { ts, tid: 1, task, poll_fn: frame };
+    let end = |ts| Event::PollEnd { ts, tid: 1 };
+    // Address 0xa holds task 7, is freed and reused by task 9 without a
+    // spawn seen: two tasks, not one with a third poll.
+    let rec = recording(
+        vec![thread(1, "worker", None)],
+        vec![id(1_100, 0xa, 7), start(1_100, 0xa), end(1_110), start(1_120, 0xa), end(1_130), id(1_200, 0xa, 9), start(1_200, 0xa), end(1_210)],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u32, u32)> = tl.threads[0].polls.iter().map(|p| (p.serial, p.number)).collect();
+    assert_eq!(polls, vec![(1, 1), (1, 2), (2, 1)]);
+    assert_eq!(tl.tokio_ids.iter().map(|(s, i)| (*s, *i)).collect::<Vec<_>>(), vec![(1, 7), (2, 9)]);
+}
