@@ -103,16 +103,20 @@ fn symbols_of(recording: &Recording) -> Symbols {
     symbols
 }
 
-fn timeline_of(recording: &Recording, rule: &WorkerRule) -> Timeline {
-    let timeline = Timeline::build(recording, rule);
+/// The timeline and its symbols; threads the worker-loop probes did not
+/// see are told by what they polled, which needs the symbols.
+fn analyse(recording: &Recording, rule: &WorkerRule) -> (Timeline, Symbols) {
+    let mut timeline = Timeline::build(recording, rule);
+    let symbols = symbols_of(recording);
+    scope_export::tasks::classify_threads(&mut timeline, &symbols);
     if timeline.workers().next().is_none() {
         eprintln!(
-            "runtime-scope: warning: no Tokio worker threads found in {} (names tokio-rt-worker / \
-             tokio-runtime-w); all threads were recorded. Custom names: --workers PREFIX",
+            "runtime-scope: warning: no Tokio worker threads found in {} (none polled a task or entered a \
+             worker loop, none named tokio-rt-worker / tokio-runtime-w); all threads were recorded. Custom names: --workers PREFIX",
             recording.command
         );
     }
-    timeline
+    (timeline, symbols)
 }
 
 /// The prototype's CLI: record into memory, optionally write a Chrome trace.
@@ -133,8 +137,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
     let recording = sink.into_recording()?;
-    let timeline = timeline_of(&recording, &rule);
-    let symbols = symbols_of(&recording);
+    let (timeline, symbols) = analyse(&recording, &rule);
     if let Some(path) = &args.save_recording {
         output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
     }
@@ -193,8 +196,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     recorder::record(&mut target, settings, &stop, &mut sink as &mut dyn Sink)?;
     let loaded = read_capture(sink.path())?;
     report_launch(&loaded.recording);
-    let timeline = timeline_of(&loaded.recording, &rule);
-    let symbols = symbols_of(&loaded.recording);
+    let (timeline, symbols) = analyse(&loaded.recording, &rule);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
     if format == Format::Capture {
         let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
@@ -241,8 +243,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let format = formats::choose(&args.output, args.format)?;
     output::check_writable(&args.output)?;
     let loaded = read_capture(&args.capture)?;
-    let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
-    let symbols = symbols_of(&loaded.recording);
+    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
     let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
     println!("{written}. {}", formats::how_to_open(format, &args.output));
     Ok(())
@@ -252,8 +253,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
 /// when `--fail-over` finds a longer poll.
 pub fn report(args: ReportArgs) -> Result<i32> {
     let loaded = read_capture(&args.capture)?;
-    let timeline = Timeline::build(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
-    let symbols = symbols_of(&loaded.recording);
+    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
     let insights = scope_export::insights::build(&timeline, &symbols, insight_options(args.long_poll));
     if args.json {
         let mut text = serde_json::to_string_pretty(&insights)?;

@@ -84,7 +84,19 @@ fn worker_rows(trace: &Value) -> Vec<(String, u32)> {
 #[test]
 fn custom_named_workers_are_told_from_blocking_threads_of_the_same_name() {
     require_root();
-    let (trace, summary) = record(&demo_app_path(), &["--custom-names", &YIELDS.to_string()]);
+    custom_names(&demo_app_path());
+}
+
+/// Fat LTO inlines `worker::run`: no entry probe, and the names do not
+/// match the defaults, so what each thread polled decides alone.
+#[test]
+fn custom_named_workers_of_a_fat_lto_build_are_told_by_what_they_poll() {
+    require_root();
+    custom_names(&fat_lto_demo_path());
+}
+
+fn custom_names(demo: &Path) {
+    let (trace, summary) = record(demo, &["--custom-names", &YIELDS.to_string()]);
     let workers = worker_rows(&trace);
     let labels: Vec<&str> = workers.iter().map(|w| w.0.as_str()).collect();
     assert_eq!(labels, ["worker 0", "worker 1", "worker 2"], "{:?}", thread_names(&trace));
@@ -112,7 +124,18 @@ fn custom_named_workers_are_told_from_blocking_threads_of_the_same_name() {
 #[test]
 fn a_current_thread_runtime_is_driven_by_the_block_on_thread() {
     require_root();
-    let (trace, summary) = record(&demo_app_path(), &["--current-thread", &YIELDS.to_string()]);
+    current_thread(&demo_app_path());
+}
+
+/// Fat LTO inlines `take_core`: the block_on thread is told by its polls.
+#[test]
+fn a_fat_lto_current_thread_runtime_is_driven_by_the_block_on_thread() {
+    require_root();
+    current_thread(&fat_lto_demo_path());
+}
+
+fn current_thread(demo: &Path) {
+    let (trace, summary) = record(demo, &["--current-thread", &YIELDS.to_string()]);
     let pid = trace["traceEvents"].as_array().unwrap().iter().find_map(|e| e["pid"].as_u64()).unwrap() as u32;
     assert_eq!(worker_rows(&trace), [("worker 0".to_string(), pid)], "the main thread called block_on: {:?}", thread_names(&trace));
     let tasks = tasks_of(&trace);

@@ -2,7 +2,7 @@
 //! of each poll that ran on a CPU (so polls nest inside on-CPU spans), and
 //! per-kind totals for the report.
 
-use scope_model::{Frame, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline};
+use scope_model::{Frame, Poll, Polled, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline};
 use scope_model::symbols_is_plumbing as is_plumbing;
 use std::collections::HashMap;
 
@@ -36,6 +36,9 @@ fn from_generic_name(name: &str) -> Option<String> {
     None
 }
 
+/// The kind of the blocking task each multi-thread worker runs in.
+const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
+
 /// `tokio::runtime::blocking::task::BlockingTask<my::job::{{closure}}>` →
 /// `spawn_blocking(my::job)`; other futures are abbreviated.
 fn kind_of_future(future: &str) -> String {
@@ -43,7 +46,7 @@ fn kind_of_future(future: &str) -> String {
     // Tokio starts each worker as a blocking task around `worker::run`.
     const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::";
     match future.strip_prefix(BLOCKING).and_then(|rest| rest.strip_suffix('>')) {
-        Some(closure) if closure.starts_with(WORKER) => format!("spawn_blocking({WORKER}run)"),
+        Some(closure) if closure.starts_with(WORKER) => WORKER_LOOP.to_string(),
         Some(closure) => format!("spawn_blocking({})", abbreviate(closure)),
         None => abbreviate(future),
     }
@@ -122,6 +125,28 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
         }
     }
     names
+}
+
+/// Tells threads apart by what they polled (workers poll async tasks,
+/// blocking-pool threads only `spawn_blocking` work), for those the
+/// worker-loop probes did not see. Only kinds named from symbols count:
+/// a kind named by voting over samples could be a blocking closure.
+pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
+    let mut polled: HashMap<Frame, Polled> = HashMap::new();
+    for t in &tl.threads {
+        for poll in &t.polls {
+            polled.entry(poll.poll_fn).or_insert_with(|| {
+                let symbol = symbols.resolve(&poll.poll_fn).last().map(|f| f.function.clone()).unwrap_or_default();
+                match from_generic_name(&symbol) {
+                    Some(kind) if kind == WORKER_LOOP => Polled::WorkerLoop,
+                    Some(kind) if kind.starts_with("spawn_blocking(") => Polled::Blocking,
+                    Some(_) => Polled::Task,
+                    None => Polled::Unknown,
+                }
+            });
+        }
+    }
+    tl.classify_by_polls(|frame| polled.get(frame).copied().unwrap_or(Polled::Unknown));
 }
 
 /// The parts of a poll that ran on a CPU: (start, end) inside on-CPU spans.

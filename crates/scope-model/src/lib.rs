@@ -15,4 +15,4 @@ pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopRe
 pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
 pub use timeline::{OffReason, Poll, Span, SpanState, Spawn, Stack, ThreadTimeline, Timeline, Wake, Waker, WorkerStart};
-pub use workers::{Role, WorkerRule};
+pub use workers::{Polled, Role, WorkerRule};

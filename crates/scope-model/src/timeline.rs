@@ -230,6 +230,14 @@ impl Timeline {
         self.end_ns - self.start_ns
     }
 
+    /// Tells threads without a worker-loop entry by the kinds of tasks they
+    /// polled (see [`crate::workers::Polled`]); kinds need symbols, which
+    /// the model does not have, so the caller classifies each instance.
+    pub fn classify_by_polls(&mut self, polled: impl Fn(&Frame) -> crate::workers::Polled) {
+        crate::workers::refine_by_polls(&mut self.threads, polled);
+        sort_rows(&mut self.threads);
+    }
+
     pub fn workers(&self) -> impl Iterator<Item = &ThreadTimeline> {
         self.threads.iter().filter(|t| t.is_worker())
     }
@@ -277,7 +285,10 @@ impl Timeline {
                     stacks.push(Stack { cpu: *cpu, frames: frames.clone(), complete: *complete, reason: *reason });
                     let b = thread_entry(&mut threads, *tid, window);
                     match reason {
-                        StackReason::Sample => b.samples.push((*ts, index)),
+                        StackReason::Sample => {
+                            inconsistencies += b.running(*ts, Some(*cpu));
+                            b.samples.push((*ts, index));
+                        }
                         StackReason::Blocked => b.blocked_stacks.push((*ts, index)),
                     }
                 }
@@ -285,6 +296,7 @@ impl Timeline {
                 Event::PollStart { ts, tid, task, poll_fn } => {
                     let (serial, number) = tasks.poll_start(*tid, *task);
                     let b = thread_entry(&mut threads, *tid, window);
+                    inconsistencies += b.running(*ts, None);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
                         end_ns: *ts,
@@ -296,9 +308,13 @@ impl Timeline {
                         finished: false,
                     });
                 }
-                Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
+                Event::TaskSpawn { ts, tid, task } => {
+                    inconsistencies += thread_entry(&mut threads, *tid, window).running(*ts, None);
+                    tasks.spawn(*ts, *tid, *task);
+                }
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
                 Event::TaskWake { ts, tid, task } => {
+                    inconsistencies += thread_entry(&mut threads, *tid, window).running(*ts, None);
                     let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
@@ -309,6 +325,7 @@ impl Timeline {
                 }
                 Event::PollEnd { ts, tid } => {
                     let b = thread_entry(&mut threads, *tid, window);
+                    inconsistencies += b.running(*ts, None);
                     // A return with nothing open: the poll began before we attached.
                     if let Some(mut poll) = b.open_polls.pop() {
                         tasks.poll_end(*tid, poll.serial);
@@ -325,13 +342,7 @@ impl Timeline {
             .map(|(tid, b)| b.finish(tid))
             .collect();
         crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
-        built.sort_by_key(|t| {
-            let worker = match t.role {
-                Role::Worker { index, runtime, .. } => (runtime, index),
-                Role::Other => (u32::MAX, u32::MAX),
-            };
-            (worker, t.tid)
-        });
+        sort_rows(&mut built);
         Timeline {
             pid: rec.pid,
             command: rec.command.clone(),
@@ -349,6 +360,17 @@ impl Timeline {
             stop_reason: rec.stop_reason,
         }
     }
+}
+
+/// Workers first (by runtime, then index), then the other threads by tid.
+fn sort_rows(threads: &mut [ThreadTimeline]) {
+    threads.sort_by_key(|t| {
+        let worker = match t.role {
+            Role::Worker { index, runtime, .. } => (runtime, index),
+            Role::Other => (u32::MAX, u32::MAX),
+        };
+        (worker, t.tid)
+    });
 }
 
 fn thread_entry(threads: &mut BTreeMap<u32, Builder>, tid: u32, window: (u64, u64)) -> &mut Builder {
@@ -430,6 +452,22 @@ impl Builder {
         let was = self.close(ts, SpanState::OffCpu(OffReason::Unknown));
         self.current = Some((SpanState::OnCpu { cpu: Some(cpu) }, ts));
         u64::from(!matches!(was, SpanState::OffCpu(_)))
+    }
+
+    /// The thread itself did something at `ts` (a uprobe fired on it, a
+    /// sample caught it): it was on a CPU. If we still think it off-CPU, its
+    /// switch-in never reached us (the kernel skips tracepoint programs on a
+    /// CPU where another BPF program or a map syscall is active); it ran
+    /// from `ts` at the latest. Returns 1 for such a repair.
+    fn running(&mut self, ts: u64, cpu: Option<u32>) -> u64 {
+        match self.current {
+            Some((SpanState::OffCpu(_), since)) if self.exited_ns.is_none() && ts > since => {
+                self.close(ts, SpanState::OffCpu(OffReason::Unknown));
+                self.current = Some((SpanState::OnCpu { cpu }, ts));
+                1
+            }
+            _ => 0,
+        }
     }
 
     /// Polls still open when the thread exits or recording stops end there.

@@ -90,6 +90,54 @@ pub(crate) fn assign_roles(threads: &mut [ThreadTimeline], rule: &WorkerRule, st
     }
 }
 
+/// What a `raw::poll` instance runs, for telling threads by what they poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// A `spawn_blocking` closure: blocking-pool work.
+    Blocking,
+    /// Tokio's worker loop, which Tokio starts as a blocking task.
+    WorkerLoop,
+    /// An async task: polled only by a runtime's workers, or by the thread
+    /// driving a current_thread runtime (or a `LocalSet`).
+    Task,
+    /// Unnamed: says nothing.
+    Unknown,
+}
+
+/// Threads never seen entering a worker loop are told by what they polled
+/// when names cannot be trusted: fat LTO inlines `worker::run` and
+/// `take_core`, and threads running before attach never show the entry.
+/// Polling async tasks (or the worker loop itself) makes a worker; polling
+/// only `spawn_blocking` work makes a blocking-pool thread, whatever the
+/// name; polling nothing leaves the name to decide. Such workers are
+/// numbered in tid order (Tokio's own index is not known for them).
+pub(crate) fn refine_by_polls(threads: &mut [ThreadTimeline], polled: impl Fn(&crate::Frame) -> Polled) {
+    let mut order: Vec<usize> = (0..threads.len()).collect();
+    order.sort_by_key(|&i| threads[i].tid);
+    let mut next = 0;
+    for i in order {
+        let t = &mut threads[i];
+        // Entry-based workers name their runtime count; those keep Tokio's index.
+        if matches!(t.role, Role::Worker { runtimes, .. } if runtimes > 0) {
+            continue;
+        }
+        let seen: Vec<Polled> = t.polls.iter().map(|p| polled(&p.poll_fn)).collect();
+        let worker = if seen.iter().any(|p| matches!(p, Polled::Task | Polled::WorkerLoop)) {
+            true
+        } else if seen.contains(&Polled::Blocking) {
+            false
+        } else {
+            t.is_worker()
+        };
+        t.role = if worker {
+            next += 1;
+            Role::Worker { index: next - 1, runtime: 0, runtimes: 0 }
+        } else {
+            Role::Other
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,8 +226,9 @@ impl TopState {
     pub fn view(&mut self, now: u64, columns: usize, sort: SortBy) -> Option<View> {
         self.trim(now);
         let rec = self.recording(now)?;
-        let tl = Timeline::build(&rec, &self.rule);
+        let mut tl = Timeline::build(&rec, &self.rule);
         self.symbolize_new(&tl);
+        tasks::classify_threads(&mut tl, &self.symbols);
         let kinds = tasks::kind_names(&tl, &self.symbols);
         self.note_long_polls(&tl, &kinds);
         let window_s = tl.duration_ns().max(1) as f64 / 1e9;

@@ -334,3 +334,24 @@ fn tokio_ids_name_tasks_and_split_a_reused_address() {
     assert_eq!(polls, vec![(1, 1), (1, 2), (2, 1)]);
     assert_eq!(tl.tokio_ids.iter().map(|(s, i)| (*s, *i)).collect::<Vec<_>>(), vec![(1, 7), (2, 9)]);
 }
+
+#[test]
+fn a_thread_seen_running_after_a_lost_switch_in_is_on_cpu_from_then() {
+    let frame = Frame { module: 0, offset: 0x10 };
+    // Preempted at 1_100; its switch-in never arrives, but it polls at 1_200.
+    let rec = recording(
+        vec![thread(1, "worker", None)],
+        vec![
+            into(1_000, 1, 0),
+            out(1_100, 1, 0),
+            Event::PollStart { ts: 1_200, tid: 1, task: 0xa, poll_fn: frame },
+            Event::PollEnd { ts: 1_250, tid: 1 },
+            out(1_300, 1, 1),
+        ],
+    );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let spans: Vec<(u64, u64, bool)> = tl.threads[0].spans.iter().map(|s| (s.start_ns, s.end_ns, matches!(s.state, SpanState::OnCpu { .. }))).collect();
+    assert_eq!(spans[..4], [(1_000, 1_100, true), (1_100, 1_200, false), (1_200, 1_300, true), (1_300, 2_000, false)]);
+    assert_eq!(tl.inconsistencies, 1, "the repair is counted");
+    assert_eq!(tl.threads[0].polls.len(), 1);
+}
