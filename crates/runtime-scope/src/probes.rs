@@ -194,30 +194,52 @@ impl Probes {
     /// kernel's own accounting (only counted while the sysctl
     /// kernel.bpf_stats_enabled is 1).
     pub fn run_stats(&self) -> Vec<(String, u64, u64)> {
+        self.fdinfo().into_iter().map(|(n, f)| (n, f.run_cnt, f.run_time_ns)).collect()
+    }
+
+    /// Runs of our programs the kernel skipped, by program: a tracepoint
+    /// program does not run on a CPU where another BPF program of that
+    /// family, or a `bpf()` map syscall (even another tool's, preempted
+    /// mid-way), is active. Each skip is an event never recorded.
+    pub fn skipped_runs(&self) -> Vec<(String, u64)> {
+        self.fdinfo().into_iter().filter(|(_, f)| f.recursion_misses > 0).map(|(n, f)| (n, f.recursion_misses)).collect()
+    }
+
+    /// The kernel's counters of each of our programs, from
+    /// /proc/self/fdinfo (one program can have several fds: count it once).
+    fn fdinfo(&self) -> std::collections::BTreeMap<String, ProgCounters> {
         let ids: Vec<(u32, String)> = self
             .ebpf
             .programs()
             .filter_map(|(name, p)| Some((p.info().ok()?.id(), name.to_string())))
             .collect();
-        let mut stats: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-        let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else { return Vec::new() };
+        let mut out: std::collections::BTreeMap<String, ProgCounters> = Default::default();
+        let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else { return out };
         for entry in dir.flatten() {
             let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
             let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
-            let (Some(id), Some(ns), Some(cnt)) = (field("prog_id:"), field("run_time_ns:"), field("run_cnt:")) else { continue };
+            let Some(id) = field("prog_id:") else { continue };
             if let Some((_, name)) = ids.iter().find(|(i, _)| u64::from(*i) == id) {
-                let e = stats.entry(name.clone()).or_default();
-                // Several fds (links) can refer to one program: count it once.
-                *e = (e.0.max(cnt), e.1.max(ns));
+                let e = out.entry(name.clone()).or_default();
+                e.run_cnt = e.run_cnt.max(field("run_cnt:").unwrap_or(0));
+                e.run_time_ns = e.run_time_ns.max(field("run_time_ns:").unwrap_or(0));
+                e.recursion_misses = e.recursion_misses.max(field("recursion_misses:").unwrap_or(0));
             }
         }
-        stats.into_iter().map(|(n, (c, ns))| (n, c, ns)).collect()
+        out
     }
 
     /// (skipped over budget, unreadable) stack copies.
     pub fn stack_misses(&self) -> Result<(u64, u64)> {
         Ok((self.counter(counter::STACKS_OVER_BUDGET)?, self.counter(counter::STACKS_UNREADABLE)?))
     }
+}
+
+#[derive(Default)]
+struct ProgCounters {
+    run_cnt: u64,
+    run_time_ns: u64,
+    recursion_misses: u64,
 }
 
 #[cfg(test)]

@@ -242,6 +242,16 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;
     let (over_budget, unreadable) = probes.stack_misses()?;
+    // Skipped interrupt-depth updates heal at the next switch on that CPU.
+    let skipped: Vec<(String, u64)> = probes.skipped_runs().into_iter().filter(|(p, _)| !p.starts_with("irq_")).collect();
+    if !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        eprintln!(
+            "runtime-scope: the kernel skipped runs of our programs ({}): another BPF program or a bpf() map syscall \
+             was active on that CPU; switches missed this way are inferred from the thread's own probes",
+            list.join(", ")
+        );
+    }
     // The target pays for each uprobe hit: take them off next. (Counters
     // first: records dropped while detaching are after the window and must
     // not be reported as lost; seen: 380 "lost" on a quiet 60 s run.)

@@ -34,3 +34,14 @@ pub fn irq_leave(_ctx: RawTracePointContext) -> i32 {
 pub(crate) fn in_interrupt() -> bool {
     IRQ_DEPTH.get(0).is_some_and(|d| *d > 0)
 }
+
+/// The scheduler never runs in interrupt context, so at a context switch the
+/// depth is 0. Resetting it there heals a count left over by an exit the
+/// kernel skipped (a program is not re-entered on a CPU: an interrupt
+/// arriving while irq_leave runs goes uncounted; seen about once a second).
+#[inline(always)]
+pub(crate) fn in_task_context() {
+    if let Some(depth) = IRQ_DEPTH.get_ptr_mut(0) {
+        unsafe { *depth = 0 };
+    }
+}

@@ -103,6 +103,7 @@ pub(crate) fn emit<T: 'static>(record: T) {
 
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    irq::in_task_context();
     let _ = on_switch(&ctx);
     0
 }

@@ -100,15 +100,21 @@ pub fn copy(head: Header, tid: u32, reason: u32) {
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return };
     let scratch = unsafe { &mut *scratch };
-    let dst = scratch.data.as_mut_ptr().cast();
-    let src = regs.rsp as *const core::ffi::c_void;
-    // A read that crosses the end of the stack mapping fails whole: try
-    // smaller sizes until one fits.
+    let dst: *mut u8 = scratch.data.as_mut_ptr();
+    let src = regs.rsp as *const u8;
+    // A read that crosses the end of the stack mapping fails whole. The
+    // outermost frames (a main thread's `main`, `__libc_start_main`) sit
+    // just below that end, so read greedily in halving blocks: the largest
+    // that fits, then the rest of the way up in ever smaller ones, to
+    // within 16 bytes of the end.
     let mut len: u32 = 0;
     macro_rules! attempt {
         ($size:expr) => {
-            if len == 0 && $size <= want && unsafe { bpf_probe_read_user(dst, $size, src) } == 0 {
-                len = $size;
+            if len + $size <= want
+                && (len as usize) + $size as usize <= STACK_MAX
+                && unsafe { bpf_probe_read_user(dst.wrapping_add(len as usize).cast(), $size, src.wrapping_add(len as usize).cast()) } == 0
+            {
+                len += $size;
             }
         };
     }
@@ -119,6 +125,11 @@ pub fn copy(head: Header, tid: u32, reason: u32) {
     attempt!(2048);
     attempt!(1024);
     attempt!(512);
+    attempt!(256);
+    attempt!(128);
+    attempt!(64);
+    attempt!(32);
+    attempt!(16);
     if len == 0 {
         bump(counter::STACKS_UNREADABLE);
         return;

@@ -51,11 +51,19 @@ pub struct Symbols {
     pub warnings: Vec<String>,
 }
 
+/// The kernel's `[uprobes]` page on x86_64 (`TASK_SIZE - PAGE_SIZE` with
+/// 4-level paging): our uretprobes return through it, so a sample can land
+/// there; it is not the target's code.
+const UPROBES_PAGE: std::ops::Range<u64> = 0x7fff_ffff_e000..0x7fff_ffff_f000;
+
 impl Symbols {
     /// The functions at one frame, innermost first; never empty.
     pub fn resolve(&self, frame: &Frame) -> Vec<ResolvedFrame> {
         match self.frames.get(frame) {
             Some(list) if !list.is_empty() => list.clone(),
+            _ if frame.module == Frame::NO_MODULE && UPROBES_PAGE.contains(&frame.offset) => {
+                vec![ResolvedFrame::unknown(format!("[uprobes] return trampoline {:#x} (a probed poll returning)", frame.offset))]
+            }
             _ if frame.module == Frame::NO_MODULE => {
                 vec![ResolvedFrame::unknown(format!("[anonymous memory {:#x}]", frame.offset))]
             }
@@ -100,5 +108,6 @@ mod tests {
         assert_eq!(symbols.most_telling(&stack[..1]).unwrap().function, "clock_nanosleep");
         assert_eq!(symbols.resolve(&f(7, 0x10))[0].function, "[unknown] module 7+0x10");
         assert!(symbols.resolve(&f(Frame::NO_MODULE, 0xdead))[0].function.contains("anonymous"));
+        assert!(symbols.resolve(&f(Frame::NO_MODULE, 0x7fff_ffff_e00d))[0].function.starts_with("[uprobes]"));
     }
 }

@@ -118,7 +118,9 @@ impl StackUnwinder {
                     }
                 }
                 Ok(None) => {
-                    complete = true;
+                    // Walks end cleanly in code we cannot unwind too (the
+                    // `[uprobes]` page): a thread's entry is in a module.
+                    complete = frames.last().is_some_and(|f| f.module != Frame::NO_MODULE);
                     break;
                 }
                 Err(_) => break,
