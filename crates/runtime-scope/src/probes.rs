@@ -114,9 +114,13 @@ impl Probes {
     pub fn attach_polls(&mut self, points: &crate::recorder::PollProbes, pid: u32) -> Result<()> {
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
         let binary = points.binary.as_path();
+        // Returns first: a poll entered between the two would otherwise be
+        // recorded as entered and never left (attached mid-run to a busy
+        // worker, every later poll then nested in it for the whole window).
+        // The other way round, a return with no entry is simply ignored.
         for (program, offsets) in [
-            ("poll_enter", &points.polls),
             ("poll_exit", &points.polls),
+            ("poll_enter", &points.polls),
             ("task_spawn", &points.spawns),
             ("task_wake", &points.wakes),
             ("worker_run", &points.worker_runs),

@@ -236,6 +236,19 @@ fn target_speed_is_back_after_we_exit() {
     let after = median(collect(2.0));
     let _ = child.kill();
     let _ = child.wait();
+    // Attached mid-run, with polls entered every microsecond: a poll whose
+    // entry was probed must have its return probed too, or it stays open
+    // for the whole window with every later poll nested inside it.
+    let json = dir.path().join("t.json");
+    let status = std::process::Command::new(PROFILER)
+        .args(["export", out.to_str().unwrap(), "-o", json.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let all = polls(&read_trace(&json));
+    let longest = all.iter().map(|p| p.3).fold(0.0, f64::max);
+    assert!(all.len() > 1000 && longest < 100_000.0, "{} polls, the longest {longest:.0} µs", all.len());
     assert!(before > 0.0 && during < before * 0.6, "the probes must show while attached: before {before:.0}/s, during {during:.0}/s");
     assert!(after > before * 0.8, "back to full speed after we exit: before {before:.0}/s, after {after:.0}/s (during {during:.0}/s)");
     assert_no_probes_left();
