@@ -30,6 +30,7 @@ fn decode() -> Decoded {
         names: BTreeMap<u64, String>,
         categories: BTreeMap<u64, String>,
         track: Option<u64>,
+        counter_tracks: Vec<u64>,
         ts: Option<u64>,
     }
     let mut sequences: BTreeMap<u32, SeqState> = BTreeMap::new();
@@ -57,6 +58,7 @@ fn decode() -> Decoded {
             let defaults = packet.trace_packet_defaults.as_ref().expect("defaults");
             assert_eq!(defaults.timestamp_clock_id(), 64);
             seq.track = defaults.track_event_defaults.as_ref().map(|d| d.track_uuid());
+            seq.counter_tracks = defaults.track_event_defaults.as_ref().map_or(Vec::new(), |d| d.extra_counter_track_uuids.clone());
             let interned = packet.interned_data.as_ref().expect("interned data");
             seq.names = interned.event_names.iter().map(|n| (n.iid(), n.name().to_string())).collect();
             seq.categories = interned.event_categories.iter().map(|c| (c.iid(), c.name().to_string())).collect();
@@ -68,6 +70,13 @@ fn decode() -> Decoded {
             let ev = packet.track_event();
             let track = ev.track_uuid.or(seq.track).expect("a track");
             assert!(tracks.contains_key(&track), "event on undeclared track {track}");
+            // Counter values may ride on any event, for the sequence's
+            // default counter tracks.
+            assert!(ev.extra_counter_values.len() <= seq.counter_tracks.len(), "a counter track for each value");
+            for (&value, &uuid) in ev.extra_counter_values.iter().zip(&seq.counter_tracks) {
+                assert_eq!(tracks.get(&uuid).map(String::as_str), Some("workers on CPU"));
+                counters.push((ts, value));
+            }
             match ev.type_() {
                 Type::TYPE_SLICE_BEGIN => {
                     let name = seq.names.get(&ev.name_iid()).expect("name interned").clone();
@@ -86,6 +95,8 @@ fn decode() -> Decoded {
         }
     }
     assert!(open.values().all(Vec::is_empty), "unclosed slices");
+    // Sequences are written one after another; the viewer sorts by time.
+    counters.sort();
     Decoded { tracks, slices, counters, bytes: bytes.len() }
 }
 
@@ -142,6 +153,26 @@ fn worker_counter_stays_within_worker_count() {
     assert!(!d.counters.is_empty());
     assert!(d.counters.iter().all(|&(_, v)| (0..=2).contains(&v)), "{:?}", d.counters);
     assert_eq!(d.counters.last().unwrap().1, 0, "all spans closed at the end");
+}
+
+#[test]
+fn worker_counter_follows_the_on_cpu_slices() {
+    let d = decode();
+    let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
+    for s in d.slices.iter().filter(|s| s.0.starts_with("worker ") && s.4.split(',').next() == Some("oncpu")) {
+        *changes.entry(s.1).or_default() += 1;
+        *changes.entry(s.2).or_default() -= 1;
+    }
+    let mut level = 0;
+    let expected: Vec<(u64, i64)> = changes
+        .into_iter()
+        .filter(|&(_, delta)| delta != 0)
+        .map(|(ts, delta)| {
+            level += delta;
+            (ts, level)
+        })
+        .collect();
+    assert_eq!(d.counters, expected, "one value per change, at its instant");
 }
 
 #[test]

@@ -107,15 +107,41 @@ fn arrows_go_from_spawn_to_first_poll_and_from_wake_to_next_poll() {
     assert!(within(&start["ts"], polls[0]), "the wake leaves from inside the first poll");
     assert_eq!(events.iter().filter(|e| e["ph"] == "s").count(), 2);
 
+    // Perfetto links the slices carrying one flow id in time order, so an
+    // arrow leaving the slice where another arrived may share its id.
     let mut bytes = Vec::new();
     scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
     let trace = Trace::parse_from_bytes(&bytes).unwrap();
-    let mut ends: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    for p in trace.packet.iter().filter(|p| p.has_track_event()) {
-        for id in &p.track_event().flow_ids {
-            *ends.entry(*id).or_default() += 1;
+    let mut now: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut names: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    let mut by_id: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
+    for p in &trace.packet {
+        let seq = p.trusted_packet_sequence_id();
+        if let Some(i) = p.interned_data.as_ref() {
+            names.extend(i.event_names.iter().map(|n| ((seq, n.iid()), n.name().to_string())));
+        }
+        if !p.has_track_event() {
+            continue;
+        }
+        let ts = now.entry(seq).or_default();
+        *ts += p.timestamp();
+        let ev = p.track_event();
+        assert!(ev.flow_ids.is_empty(), "ids as varints");
+        #[allow(deprecated)]
+        for id in &ev.flow_ids_old {
+            by_id.entry(*id).or_default().push((*ts, names[&(seq, ev.name_iid())].clone()));
         }
     }
-    assert_eq!(ends.len(), 2, "a spawn and a wake arrow: {ends:?}");
-    assert!(ends.values().all(|&n| n == 2), "each arrow has a slice at both ends: {ends:?}");
+    let mut arrows = Vec::new();
+    for slices in by_id.values_mut() {
+        slices.sort();
+        assert!(slices.len() >= 2, "no id on a lone slice: {slices:?}");
+        arrows.extend(slices.windows(2).map(|w| (w[0].clone(), w[1].clone())));
+    }
+    arrows.sort();
+    assert_eq!(arrows.len(), 2, "a spawn and a wake arrow: {arrows:?}");
+    let us = |v: &serde_json::Value| (v.as_f64().unwrap() * 1000.0).round() as u64;
+    assert_eq!(arrows[0].1, (us(&polls[0]["ts"]), "demo_app::spawned".to_string()), "spawn lands on the first poll");
+    assert_eq!(arrows[1].0, arrows[0].1, "the wake leaves from the first poll");
+    assert_eq!(arrows[1].1, (us(&polls[1]["ts"]), "demo_app::spawned".to_string()), "the wake lands on the next poll");
 }

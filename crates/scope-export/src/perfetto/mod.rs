@@ -2,10 +2,17 @@
 //! track per thread (workers first, labelled as in the Chrome export), every
 //! on-CPU span and off-CPU gap as a slice with interned names ([`slices`]),
 //! cpu-clock samples with interned callstacks so the UI's flamegraph works
-//! on a selected range ([`samples`]), and a counter of workers on a CPU.
-//! Timestamps are ns since the start of the recording, as in the Chrome
-//! export (µs there).
+//! on a selected range ([`samples`]), a counter of workers on a CPU, and
+//! spawn / wake arrows ([`arrows`]). Timestamps are ns since the start of
+//! the recording, as in the Chrome export (µs there).
+//!
+//! Size: nearly all bytes are per slice edge, and the floor there is the
+//! packet itself (framing, delta timestamp, sequence id, event type: ~11
+//! bytes an END). So nothing else gets a packet of its own (counter values
+//! ride on slice edges), every repeated string is interned, and ids are
+//! small varints.
 
+mod arrows;
 mod samples;
 mod slices;
 
@@ -21,7 +28,6 @@ use perfetto_protos::clock_snapshot::clock_snapshot::Clock;
 use perfetto_protos::counter_descriptor::CounterDescriptor;
 use perfetto_protos::interned_data::InternedData;
 use perfetto_protos::trace_packet_defaults::TracePacketDefaults;
-use perfetto_protos::track_event::track_event::Type;
 use perfetto_protos::track_event::{TrackEvent, TrackEventDefaults};
 use protobuf::Message;
 use std::collections::BTreeMap;
@@ -112,8 +118,9 @@ const INCREMENTAL_CLOCK: u32 = 64;
 const BUILTIN_CLOCK_BOOTTIME: u32 = 6;
 
 /// First packet of a delta-timed sequence: clears incremental state,
-/// defines the delta clock and the default track, carries the interning.
-fn sequence_start(sequence: u32, track: u64, interned: InternedData) -> TracePacket {
+/// defines the delta clock, the default track and counter tracks whose
+/// values events may carry, and carries the interning.
+fn sequence_start(sequence: u32, track: Option<u64>, counters: &[u64], interned: InternedData) -> TracePacket {
     let mut snapshot = ClockSnapshot::new();
     for (id, incremental) in [(INCREMENTAL_CLOCK, true), (BUILTIN_CLOCK_BOOTTIME, false)] {
         let mut clock = Clock::new();
@@ -124,11 +131,14 @@ fn sequence_start(sequence: u32, track: u64, interned: InternedData) -> TracePac
         }
         snapshot.clocks.push(clock);
     }
-    let mut event_defaults = TrackEventDefaults::new();
-    event_defaults.track_uuid = Some(track);
     let mut defaults = TracePacketDefaults::new();
     defaults.timestamp_clock_id = Some(INCREMENTAL_CLOCK);
-    defaults.track_event_defaults = Some(event_defaults).into();
+    if let Some(track) = track {
+        let mut event_defaults = TrackEventDefaults::new();
+        event_defaults.track_uuid = Some(track);
+        event_defaults.extra_counter_track_uuids = counters.to_vec();
+        defaults.track_event_defaults = Some(event_defaults).into();
+    }
 
     let mut packet = TracePacket::new();
     packet.set_timestamp(0);
@@ -149,19 +159,30 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn packet(&mut self, ts: u64, event: TrackEvent) -> TracePacket {
+    /// A packet at `ts` (not before the previous one).
+    fn stamp(&mut self, ts: u64) -> TracePacket {
         let mut packet = TracePacket::new();
         packet.set_timestamp(ts - self.last_ts);
         self.last_ts = ts;
         // No SEQ_NEEDS_INCREMENTAL_STATE flag: 2 bytes a packet, and it only
         // matters for sequences with gaps, which a file we write never has.
         packet.set_trusted_packet_sequence_id(self.id);
+        packet
+    }
+
+    fn packet(&mut self, ts: u64, event: TrackEvent) -> TracePacket {
+        let mut packet = self.stamp(ts);
         packet.set_track_event(event);
         packet
     }
 }
 
-fn counter_packets(tl: &Timeline, seq: &mut Sequence) -> Vec<TracePacket> {
+/// The worker-on-CPU counter as (ns since the start, level after every
+/// change at that instant). A level rides on one slice edge at its instant
+/// (`extra_counter_values`) rather than a packet of its own: 2 bytes instead
+/// of ~15. Absolute levels, so the edges of different threads at one
+/// instant can be read in any order.
+fn counter_levels(tl: &Timeline) -> BTreeMap<u64, i64> {
     let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
     for t in tl.workers() {
         for span in t.spans.iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })) {
@@ -170,18 +191,14 @@ fn counter_packets(tl: &Timeline, seq: &mut Sequence) -> Vec<TracePacket> {
         }
     }
     let mut level = 0;
-    let mut packets = Vec::new();
+    let mut levels = BTreeMap::new();
     for (ts, delta) in changes {
-        if delta == 0 {
-            continue;
+        if delta != 0 {
+            level += delta;
+            levels.insert(ts, level);
         }
-        level += delta;
-        let mut event = TrackEvent::new();
-        event.set_type(Type::TYPE_COUNTER);
-        event.set_counter_value(level);
-        packets.push(seq.packet(ts, event));
     }
-    packets
+    levels
 }
 
 /// Writes the trace; returns the number of packets.
@@ -191,22 +208,20 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
         writer.write(&packet)?;
     }
     // One sequence per thread (its track is the sequence default), one for
-    // the counter, one for the samples.
+    // the samples.
     let kinds = crate::tasks::kind_names(tl, symbols);
-    let flows = crate::flows::flows(tl);
-    for (i, t) in tl.threads.iter().enumerate() {
+    let geometry: Vec<Vec<slices::Slice>> = tl.threads.iter().map(slices::geometry).collect();
+    let mut flow_ids = arrows::flow_ids(tl, &geometry, &crate::flows::flows(tl));
+    let mut levels = counter_levels(tl);
+    for (i, (t, slices)) in tl.threads.iter().zip(geometry).enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
-        let mine: Vec<crate::flows::Flow> = flows.iter().filter(|f| f.from.0 == t.tid || f.to.0 == t.tid).copied().collect();
-        slices::thread_packets(tl, t, symbols, &kinds, &mine, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
+        let counter = t.is_worker().then_some((counter_uuid(tl.pid), &mut levels));
+        let input = slices::ThreadInput { slices, flows: std::mem::take(&mut flow_ids[i]), counter };
+        slices::thread_packets(tl, t, symbols, &kinds, input, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
     }
+    debug_assert!(levels.is_empty(), "every counter change is at a worker's on-CPU edge");
     let mut seq = Sequence { id: tl.threads.len() as u32 + 1, last_ts: 0 };
-    writer.write(&sequence_start(seq.id, counter_uuid(tl.pid), InternedData::new()))?;
-    for packet in counter_packets(tl, &mut seq) {
-        writer.write(&packet)?;
-    }
-    for packet in samples::packets(tl, symbols, tl.threads.len() as u32 + 2) {
-        writer.write(&packet)?;
-    }
+    samples::write(tl, symbols, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
     writer.out.flush()?;
     Ok(writer.packets)
 }

@@ -7,7 +7,7 @@ use perfetto_protos::interned_data::InternedData;
 use perfetto_protos::profile_common::{Callstack, Frame as PFrame, InternedString, Mapping};
 use perfetto_protos::profile_packet::PerfSample;
 use perfetto_protos::trace_packet::TracePacket;
-use perfetto_protos::trace_packet::trace_packet::SequenceFlags;
+use super::{Sequence, sequence_start};
 use std::collections::BTreeMap;
 
 #[derive(Default)]
@@ -75,8 +75,14 @@ impl Interner {
     }
 }
 
-/// The samples sequence: interning first, then one packet per sample.
-pub(super) fn packets(tl: &Timeline, symbols: &Symbols, sequence: u32) -> Vec<TracePacket> {
+/// The samples sequence: interning first, then one packet per sample,
+/// delta-timed like the thread sequences.
+pub(super) fn write(
+    tl: &Timeline,
+    symbols: &Symbols,
+    seq: &mut Sequence,
+    emit: &mut dyn FnMut(&TracePacket) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut interner = Interner::default();
     let mut samples = Vec::new();
     for t in &tl.threads {
@@ -87,28 +93,19 @@ pub(super) fn packets(tl: &Timeline, symbols: &Symbols, sequence: u32) -> Vec<Tr
         }
     }
     if samples.is_empty() {
-        return Vec::new();
+        return Ok(());
     }
     samples.sort();
-    let mut first = TracePacket::new();
-    first.set_timestamp(0);
-    first.set_trusted_packet_sequence_id(sequence);
-    first.set_sequence_flags(SequenceFlags::SEQ_INCREMENTAL_STATE_CLEARED as u32);
-    first.set_first_packet_on_sequence(true);
-    first.interned_data = Some(interner.into_interned(&tl.module_paths)).into();
-    let mut out = vec![first];
+    emit(&sequence_start(seq.id, None, &[], interner.into_interned(&tl.module_paths)))?;
     for (ts, tid, cpu, callstack) in samples {
         let mut sample = PerfSample::new();
         sample.cpu = Some(cpu);
         sample.pid = Some(tl.pid);
         sample.tid = Some(tid);
         sample.callstack_iid = Some(callstack);
-        let mut packet = TracePacket::new();
-        packet.set_timestamp(ts);
-        packet.set_trusted_packet_sequence_id(sequence);
-        packet.set_sequence_flags(SequenceFlags::SEQ_NEEDS_INCREMENTAL_STATE as u32);
+        let mut packet = seq.stamp(ts);
         packet.set_perf_sample(sample);
-        out.push(packet);
+        emit(&packet)?;
     }
-    out
+    Ok(())
 }
