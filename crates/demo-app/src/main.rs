@@ -8,7 +8,8 @@
 //!
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
-//! `--custom-names N`, `--current-thread N`, `--two-runtimes N` (see `shapes`).
+//! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
+//! `--block-in-place N` (see `shapes`).
 
 mod shapes;
 
@@ -134,6 +135,7 @@ fn main() {
         Some("--custom-names") => return shapes::custom_names(count(args.next())),
         Some("--current-thread") => return shapes::current_thread(count(args.next())),
         Some("--two-runtimes") => return shapes::two_runtimes(count(args.next())),
+        Some("--block-in-place") => return shapes::block_in_place(count(args.next())),
         _ => {}
     }
     let run_for = first.and_then(|s| s.parse::<f64>().ok());

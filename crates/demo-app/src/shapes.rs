@@ -101,6 +101,36 @@ pub fn two_runtimes(n: u64) {
     println!("two-runtimes done");
 }
 
+/// `demo-app --block-in-place N`: one worker; a task calls
+/// `block_in_place` N times, each sleeping 30 ms. Tokio hands the worker's
+/// core to another thread meanwhile, so the runtime keeps going (a second
+/// task ticks every millisecond throughout).
+pub fn block_in_place(n: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let ticker = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::task::block_in_place(sleep_in_place);
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("block_in_place task");
+        ticker.abort();
+    });
+    println!("block-in-place done");
+}
+
+#[inline(never)]
+fn sleep_in_place() {
+    std::thread::sleep(Duration::from_millis(HOLD_MS));
+}
+
 pub const HOLD_MS: u64 = 30;
 const PERIOD_MS: u64 = 100;
 

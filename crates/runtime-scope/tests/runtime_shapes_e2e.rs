@@ -1,7 +1,7 @@
 //! Runtime shapes on the real kernel, checked against what the demo program
 //! is known to do: workers with a custom thread name next to blocking-pool
 //! threads of the same name, a current_thread runtime, two runtimes in one
-//! process, and a fat-LTO build.
+//! process, `block_in_place`, and a fat-LTO build.
 
 mod common;
 
@@ -186,4 +186,33 @@ fn a_fat_lto_build_still_has_its_polls_recorded_and_named() {
     let all = tasks_of(&trace);
     let yielding = with_polls(&all, YIELDS + 1, 1, &summary);
     assert_eq!(yielding[0].kind, "demo_app::shapes::yield_loop::{closure}");
+}
+
+/// `block_in_place` hands the worker's core to another thread while the
+/// calling thread sleeps: every thread that ran the worker loop is worker 0
+/// (Tokio's index), the runtime keeps polling meanwhile, and each sleep is a
+/// long poll blocked inside `block_in_place`.
+#[test]
+fn block_in_place_moves_worker_0_between_threads() {
+    require_root();
+    let calls = 10;
+    let (trace, summary) = record(&demo_app_path(), &["--block-in-place", &calls.to_string()]);
+    let tasks = tasks_of(&trace);
+    let kinds: BTreeSet<&str> = tasks.values().map(|t| t.kind.as_str()).collect();
+    assert!(!kinds.iter().any(|k| k.starts_with("task kind ")), "every kind named: {kinds:?}\n{summary}");
+    let workers = worker_rows(&trace);
+    assert!(workers.len() >= 2 && workers.iter().all(|w| w.0 == "worker 0"), "the core moved between threads: {workers:?}");
+    let worker_tids: BTreeSet<u32> = workers.iter().map(|w| w.1).collect();
+    let user = "demo_app::shapes::block_in_place::{closure}";
+    for t in tasks.values().filter(|t| t.kind == user) {
+        assert!(t.tids.is_subset(&worker_tids), "polled by workers only: {:?} of {worker_tids:?}", t.tids);
+    }
+    // The ticker (1 ms sleeps, ~2 ms apart) went on while the caller slept
+    // 300 ms; without the hand-off it could only tick between the sleeps.
+    let ticks = tasks.values().filter(|t| t.kind == user).map(|t| t.polls.len()).max().unwrap_or(0);
+    assert!(ticks >= 100, "the runtime kept polling during block_in_place: {ticks} ticker polls\n{summary}");
+    let long: Vec<&Value> = trace["traceEvents"].as_array().unwrap().iter().filter(|e| e["cat"] == "poll,long_poll").collect();
+    let blocked: BTreeSet<(u64, u64)> = long.iter().map(|e| (e["args"]["task"].as_u64().unwrap(), e["args"]["poll"].as_u64().unwrap())).collect();
+    assert_eq!(blocked.len(), calls, "one long poll per call: {summary}");
+    assert!(summary.contains("blocked") && summary.contains("block_in_place ←"), "{summary}");
 }

@@ -129,6 +129,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
         let pieces = tasks::on_cpu_pieces(t, poll);
         let on = pieces.iter().map(|(a, b)| b - a).sum::<u64>();
         let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_default();
+        let long = tasks::is_long_leaf(t, poll);
         for (i, (a, b)) in pieces.iter().enumerate() {
             let mut args = json!({
                 "task": poll.serial,
@@ -148,8 +149,8 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
                 args["unfinished"] = json!(true);
             }
             events.push(json!({
-                "name": kind, "cat": if tasks::is_long(poll) { "poll,long_poll" } else { "poll" }, "ph": "X",
-                "cname": if tasks::is_long(poll) { "bad" } else { "good" },
+                "name": kind, "cat": if long { "poll,long_poll" } else { "poll" }, "ph": "X",
+                "cname": if long { "bad" } else { "good" },
                 "ts": micros(a - tl.start_ns), "dur": micros(b - a), "pid": tl.pid, "tid": t.tid, "args": args
             }));
         }

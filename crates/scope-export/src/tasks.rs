@@ -255,3 +255,9 @@ mod tests {
 pub fn is_long(poll: &Poll) -> bool {
     poll.duration_ns() as f64 >= crate::insights::DEFAULT_LONG_POLL_MS * 1e6
 }
+
+/// A long poll of user code, as the report counts them: executors (the
+/// worker loop, a LocalSet) poll for as long as they run and are not marked.
+pub fn is_long_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
+    is_long(poll) && crate::insights::long_polls::is_leaf(t, poll)
+}

@@ -150,13 +150,27 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
 /// scheduler-specific glue names; else nothing rather than a wrong name.
 fn agree(hits: &[&(BTreeSet<String>, bool)]) -> Option<String> {
     let single = |sets: Vec<&BTreeSet<String>>| -> Option<String> {
-        let mut common = sets.first()?.iter().cloned().collect::<BTreeSet<String>>();
+        let mut common = sets.first()?.iter().map(|f| same_kind(f)).collect::<BTreeSet<String>>();
         for s in &sets[1..] {
-            common.retain(|f| s.contains(f));
+            let these: BTreeSet<String> = s.iter().map(|f| same_kind(f)).collect();
+            common.retain(|f| these.contains(f));
         }
         (common.len() == 1).then(|| common.into_iter().next().unwrap_or_default())
     };
     single(hits.iter().map(|h| &h.0).collect()).or_else(|| single(hits.iter().filter(|h| h.1).map(|h| &h.0).collect()))
+}
+
+/// Tokio runs a worker loop in a blocking task started from two places
+/// (`Launch::launch`, and `block_in_place` handing the core to a new
+/// thread); their drop glue is one function under both names. Either way
+/// the task is the worker loop.
+fn same_kind(future: &str) -> String {
+    const WORKER_LOOP: &str = "tokio::runtime::blocking::task::BlockingTask<tokio::runtime::scheduler::multi_thread::worker::";
+    if future.starts_with(WORKER_LOOP) {
+        format!("{WORKER_LOOP}run>")
+    } else {
+        future.to_string()
+    }
 }
 
 /// Every direct call or jump (`e8`/`e9` rel32) in `body` to task drop
