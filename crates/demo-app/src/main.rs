@@ -9,7 +9,7 @@
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
 //! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
-//! `--block-in-place N` (see `shapes`).
+//! `--block-in-place N`, `--local-set N` (see `shapes`).
 
 mod shapes;
 
@@ -136,6 +136,7 @@ fn main() {
         Some("--current-thread") => return shapes::current_thread(count(args.next())),
         Some("--two-runtimes") => return shapes::two_runtimes(count(args.next())),
         Some("--block-in-place") => return shapes::block_in_place(count(args.next())),
+        Some("--local-set") => return shapes::local_set(count(args.next())),
         _ => {}
     }
     let run_for = first.and_then(|s| s.parse::<f64>().ok());

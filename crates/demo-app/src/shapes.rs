@@ -90,6 +90,23 @@ pub fn current_thread(n: u64) {
     println!("current-thread done");
 }
 
+/// `demo-app --local-set N`: a `LocalSet` on a current_thread runtime; a
+/// `spawn_local` task yields N times.
+pub fn local_set(n: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        tokio::task::spawn_local(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("local task")
+    });
+    println!("local-set done");
+}
+
 /// `demo-app --two-runtimes N`: two 2-worker runtimes in one process, each
 /// running a task that yields N times.
 pub fn two_runtimes(n: u64) {

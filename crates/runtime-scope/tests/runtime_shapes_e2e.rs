@@ -1,7 +1,7 @@
 //! Runtime shapes on the real kernel, checked against what the demo program
 //! is known to do: workers with a custom thread name next to blocking-pool
 //! threads of the same name, a current_thread runtime, two runtimes in one
-//! process, `block_in_place`, and a fat-LTO build.
+//! process, `block_in_place`, a `LocalSet`, and a fat-LTO build.
 
 mod common;
 
@@ -215,4 +215,19 @@ fn block_in_place_moves_worker_0_between_threads() {
     let blocked: BTreeSet<(u64, u64)> = long.iter().map(|e| (e["args"]["task"].as_u64().unwrap(), e["args"]["poll"].as_u64().unwrap())).collect();
     assert_eq!(blocked.len(), calls, "one long poll per call: {summary}");
     assert!(summary.contains("blocked") && summary.contains("block_in_place ←"), "{summary}");
+}
+
+/// A `LocalSet` task is named as one (`spawn_local(…)`, from the
+/// `Cell<F, Arc<local::Shared>>` drop glue) and polled on the thread that
+/// drives the set, here the current_thread runtime's `block_on` thread.
+#[test]
+fn local_set_tasks_are_named_spawn_local() {
+    require_root();
+    let (trace, summary) = record(&demo_app_path(), &["--local-set", &YIELDS.to_string()]);
+    let pid = trace["traceEvents"].as_array().unwrap().iter().find_map(|e| e["pid"].as_u64()).unwrap() as u32;
+    let tasks = tasks_of(&trace);
+    let local = with_polls(&tasks, YIELDS + 1, 1, &summary);
+    assert_eq!(local[0].kind, "spawn_local(demo_app::shapes::local_set::{closure})");
+    assert_eq!(local[0].tids, BTreeSet::from([pid]), "polled on the thread driving the set");
+    assert_eq!(worker_rows(&trace), [("worker 0".to_string(), pid)]);
 }

@@ -20,28 +20,42 @@ pub fn abbreviate(name: &str) -> String {
     s.replace("{{closure}}", "{closure}")
 }
 
-/// The future type in `raw::poll<F, S>` when the symbol spells it (v0 or DWARF).
+/// The task kind in `raw::poll<F, S>` when the symbol spells it (v0,
+/// DWARF, or the drop-glue name put there by symbolization).
 fn from_generic_name(name: &str) -> Option<String> {
     let start = name.find("poll<").map(|i| i + 5).or_else(|| name.find("poll::<").map(|i| i + 7))?;
-    let mut depth = 0;
+    let (mut depth, mut args, mut from) = (0, Vec::new(), start);
     for (i, c) in name[start..].char_indices() {
+        let at = start + i;
         match c {
-            '<' => depth += 1,
-            '>' if depth == 0 => return Some(kind_of_future(&name[start..start + i])),
-            '>' => depth -= 1,
-            ',' if depth == 0 => return Some(kind_of_future(&name[start..start + i])),
+            '<' | '(' | '[' => depth += 1,
+            '>' if depth == 0 => {
+                args.push(name[from..at].trim());
+                break;
+            }
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                args.push(name[from..at].trim());
+                from = at + 1;
+            }
             _ => {}
         }
     }
-    None
+    let future = args.first()?;
+    Some(kind_of_future(future, args.get(1).copied().unwrap_or("_")))
 }
 
 /// The kind of the blocking task each multi-thread worker runs in.
 const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
 
 /// `tokio::runtime::blocking::task::BlockingTask<my::job::{{closure}}>` →
-/// `spawn_blocking(my::job)`; other futures are abbreviated.
-fn kind_of_future(future: &str) -> String {
+/// `spawn_blocking(my::job)`; a `LocalSet` task (scheduler
+/// `Arc<tokio::task::local::Shared>`) → `spawn_local(my::fut)`; other
+/// futures are abbreviated.
+fn kind_of_future(future: &str, scheduler: &str) -> String {
+    if scheduler.contains("tokio::task::local::Shared") {
+        return format!("spawn_local({})", abbreviate(future));
+    }
     const BLOCKING: &str = "tokio::runtime::blocking::task::BlockingTask<";
     // Tokio starts each worker as a blocking task around `worker::run`.
     const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::";
@@ -140,6 +154,8 @@ pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
                 match from_generic_name(&symbol) {
                     Some(kind) if kind == WORKER_LOOP => Polled::WorkerLoop,
                     Some(kind) if kind.starts_with("spawn_blocking(") => Polled::Blocking,
+                    // A LocalSet runs wherever it is driven: says nothing.
+                    Some(kind) if kind.starts_with("spawn_local(") => Polled::Unknown,
                     Some(_) => Polled::Task,
                     None => Polled::Unknown,
                 }
@@ -224,6 +240,14 @@ mod tests {
             Some("my_app::handler".into())
         );
         assert_eq!(from_generic_name("tokio::runtime::task::raw::poll"), None);
+        assert_eq!(
+            from_generic_name("tokio::runtime::task::raw::poll::<my::job::{{closure}}, alloc::sync::Arc<tokio::task::local::Shared>>"),
+            Some("spawn_local(my::job)".into())
+        );
+        assert_eq!(
+            from_generic_name("tokio::runtime::task::raw::poll::<tokio::runtime::blocking::task::BlockingTask<my::f::{{closure}}>, _>"),
+            Some("spawn_blocking(my::f)".into())
+        );
         let stack = [
             f("cpu_heavy_poll"),
             f("demo_app::cpu_heavy_loop::{{closure}}"),

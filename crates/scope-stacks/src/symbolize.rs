@@ -178,9 +178,9 @@ fn name_task_kinds(module: &Module, index: u32, symbols: &mut Symbols) {
     if plain.is_empty() {
         return;
     }
-    for (offset, future) in crate::task_kinds::future_types(std::path::Path::new(&module.path), &plain) {
+    for (offset, task) in crate::task_kinds::future_types(std::path::Path::new(&module.path), &plain) {
         if let Some(last) = symbols.frames.get_mut(&Frame { module: index, offset }).and_then(|n| n.last_mut()) {
-            last.function = format!("{RAW_POLL}::<{future}, _>");
+            last.function = format!("{RAW_POLL}::<{}, {}>", task.future, task.scheduler.as_deref().unwrap_or("_"));
         }
     }
 }

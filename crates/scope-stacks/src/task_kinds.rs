@@ -37,16 +37,40 @@ fn first_argument(inner: &str) -> Option<String> {
     None
 }
 
-/// The future type in task drop glue, and whether the glue also names the
-/// scheduler (`Cell<F, S>`: merged with another future's glue less often).
-/// `…core::CoreStage<my::fut::{{closure}}>>` → (`my::fut::{{closure}}`, false).
-fn future_of_drop_glue(name: &str) -> Option<(String, bool)> {
-    if let Some(rest) = name.strip_prefix(DROP_BOXED_CELL) {
-        return Some((first_argument(rest)?, true));
+/// The future type in task drop glue, and the scheduler type when the glue
+/// names it too (`Cell<F, S>`: merged with another future's glue less often).
+/// `…core::CoreStage<my::fut::{{closure}}>>` → (`my::fut::{{closure}}`, None).
+fn future_of_drop_glue(name: &str) -> Option<(String, Option<String>)> {
+    let (args, cell) = if let Some(rest) = name.strip_prefix(DROP_BOXED_CELL) {
+        (rest, true)
+    } else {
+        let rest = name.strip_prefix(DROP_GLUE)?;
+        (&rest[rest.find('<')? + 1..], rest.starts_with("Cell<"))
+    };
+    let future = first_argument(args)?;
+    // Legacy demangling writes `Cell<F,S>`, v0 `Cell<F, S>`.
+    let scheduler = if cell { first_argument(args[future.len()..].strip_prefix(',')?.trim_start()) } else { None };
+    if cell && scheduler.is_none() {
+        return None;
     }
-    let rest = name.strip_prefix(DROP_GLUE)?;
-    let open = rest.find('<')?;
-    Some((first_argument(&rest[open + 1..])?, rest.starts_with("Cell<")))
+    Some((future, scheduler))
+}
+
+/// What the drop glue at one address says: every future its symbols
+/// (aliases) name, and (future, scheduler) for those that are `Cell<F, S>`.
+#[derive(Default)]
+struct Glue {
+    futures: BTreeSet<String>,
+    cells: BTreeSet<(String, String)>,
+}
+
+/// A task type as its drop glue spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskType {
+    pub future: String,
+    /// `S` in `Cell<F, S>` when the glue showed it unambiguously
+    /// (`alloc::sync::Arc<tokio::task::local::Shared>` for `spawn_local`).
+    pub scheduler: Option<String>,
 }
 
 pub(crate) struct Image<'a> {
@@ -75,7 +99,7 @@ impl Image<'_> {
 
 /// Future type names keyed by the file offset of each `raw::poll` instance
 /// in `file_offsets` that could be named.
-pub fn future_types(path: &Path, file_offsets: &[u64]) -> HashMap<u64, String> {
+pub fn future_types(path: &Path, file_offsets: &[u64]) -> HashMap<u64, TaskType> {
     with_image(path, |image| name_instances(image, file_offsets)).unwrap_or_default()
 }
 
@@ -95,9 +119,8 @@ pub(crate) fn with_image<R>(path: &Path, f: impl FnOnce(&Image) -> R) -> Option<
     Some(f(&Image { file, relocated }))
 }
 
-fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
-    // Each glue address with every future its symbols (aliases) name.
-    let mut glue: BTreeMap<u64, (BTreeSet<String>, bool)> = BTreeMap::new();
+fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, TaskType> {
+    let mut glue: BTreeMap<u64, Glue> = BTreeMap::new();
     let mut schedule: Vec<u64> = Vec::new();
     let mut sizes: HashMap<u64, u64> = HashMap::new();
     for sym in image.file.symbols().filter(|s| s.kind() == SymbolKind::Text && s.address() != 0) {
@@ -107,10 +130,12 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
             continue;
         }
         let name = format!("{:#}", rustc_demangle::demangle(raw));
-        if let Some((future, specific)) = future_of_drop_glue(&name) {
+        if let Some((future, scheduler)) = future_of_drop_glue(&name) {
             let e = glue.entry(sym.address()).or_default();
-            e.0.insert(future);
-            e.1 |= specific;
+            if let Some(scheduler) = scheduler {
+                e.cells.insert((future.clone(), scheduler));
+            }
+            e.futures.insert(future);
         } else if name.starts_with("tokio::runtime::task::raw::schedule") {
             schedule.push(sym.address());
         }
@@ -134,8 +159,12 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
                     hits.extend(called_glue(f, body, &glue));
                 }
             }
-            if let Some(name) = agree(&hits) {
-                out.insert(offset, name);
+            if let Some(future) = agree(&hits) {
+                let kind = same_kind(&future);
+                let schedulers: BTreeSet<&String> =
+                    hits.iter().flat_map(|h| &h.cells).filter(|(f, _)| same_kind(f) == kind).map(|(_, s)| s).collect();
+                let scheduler = (schedulers.len() == 1).then(|| schedulers.into_iter().next().cloned()).flatten();
+                out.insert(offset, TaskType { future, scheduler });
                 break;
             }
         }
@@ -148,7 +177,7 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, String> {
 /// task block in `CoreStage` glue, while its `Cell<F, S>` glue was its own).
 /// So: the one future every glue reached names; else the one the
 /// scheduler-specific glue names; else nothing rather than a wrong name.
-fn agree(hits: &[&(BTreeSet<String>, bool)]) -> Option<String> {
+fn agree(hits: &[&Glue]) -> Option<String> {
     let single = |sets: Vec<&BTreeSet<String>>| -> Option<String> {
         let mut common = sets.first()?.iter().map(|f| same_kind(f)).collect::<BTreeSet<String>>();
         for s in &sets[1..] {
@@ -157,7 +186,7 @@ fn agree(hits: &[&(BTreeSet<String>, bool)]) -> Option<String> {
         }
         (common.len() == 1).then(|| common.into_iter().next().unwrap_or_default())
     };
-    single(hits.iter().map(|h| &h.0).collect()).or_else(|| single(hits.iter().filter(|h| h.1).map(|h| &h.0).collect()))
+    single(hits.iter().map(|h| &h.futures).collect()).or_else(|| single(hits.iter().filter(|h| !h.cells.is_empty()).map(|h| &h.futures).collect()))
 }
 
 /// Tokio runs a worker loop in a blocking task started from two places
@@ -176,7 +205,7 @@ fn same_kind(future: &str) -> String {
 /// Every direct call or jump (`e8`/`e9` rel32) in `body` to task drop
 /// glue. A stray e8 inside another instruction would have to land exactly
 /// on a drop-glue symbol to count.
-fn called_glue<'g>(at: u64, body: &[u8], glue: &'g BTreeMap<u64, (BTreeSet<String>, bool)>) -> Vec<&'g (BTreeSet<String>, bool)> {
+fn called_glue<'g>(at: u64, body: &[u8], glue: &'g BTreeMap<u64, Glue>) -> Vec<&'g Glue> {
     (0..body.len().saturating_sub(4))
         .filter(|&i| body[i] == 0xe8 || body[i] == 0xe9)
         .filter_map(|i| {
@@ -193,11 +222,11 @@ mod tests {
     #[test]
     fn reads_the_future_type_out_of_drop_glue() {
         let name = "core::ptr::drop_in_place<tokio::runtime::task::core::CoreStage<demo_app::short_task_loop::{{closure}}::{{closure}}>>";
-        assert_eq!(future_of_drop_glue(name), Some(("demo_app::short_task_loop::{{closure}}::{{closure}}".to_string(), false)));
+        assert_eq!(future_of_drop_glue(name), Some(("demo_app::short_task_loop::{{closure}}::{{closure}}".to_string(), None)));
         let cell = "core::ptr::drop_in_place<tokio::runtime::task::core::Cell<my::Fut<A, B>, alloc::sync::Arc<H>>>";
-        assert_eq!(future_of_drop_glue(cell), Some(("my::Fut<A, B>".to_string(), true)));
-        let boxed = "core::ptr::drop_in_place<alloc::boxed::Box<tokio::runtime::task::core::Cell<my::Fut, alloc::sync::Arc<H>>>>";
-        assert_eq!(future_of_drop_glue(boxed), Some(("my::Fut".to_string(), true)));
+        assert_eq!(future_of_drop_glue(cell), Some(("my::Fut<A, B>".to_string(), Some("alloc::sync::Arc<H>".to_string()))));
+        let boxed = "core::ptr::drop_in_place<alloc::boxed::Box<tokio::runtime::task::core::Cell<my::Fut,alloc::sync::Arc<H>>>>";
+        assert_eq!(future_of_drop_glue(boxed), Some(("my::Fut".to_string(), Some("alloc::sync::Arc<H>".to_string()))));
         assert_eq!(future_of_drop_glue("core::ptr::drop_in_place<my::Thing>"), None);
     }
 
@@ -208,7 +237,7 @@ mod tests {
         let points = crate::probe_points::tokio_probe_points(&data).unwrap();
         let offsets: Vec<u64> = points.polls.iter().map(|p| p.file_offset).collect();
         let names = future_types(Path::new(path), &offsets);
-        let all: Vec<&String> = names.values().collect();
+        let all: Vec<&String> = names.values().map(|t| &t.future).collect();
         assert!(all.iter().any(|n| n.starts_with("demo_app::cpu_heavy_loop")), "{all:?}");
         assert!(all.iter().any(|n| n.starts_with("demo_app::blocking_loop")), "{all:?}");
         // The yield loop's block drops like the short task block (their
