@@ -63,7 +63,7 @@ mod tests {
         let start = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
         let svma = super::svma_of_file_offset(&file, offset).unwrap();
         // This very function's address must land on its own symbol's SVMA.
-        let here = executable_mapping_resolves_to_its_own_segment as usize as u64;
+        let here = executable_mapping_resolves_to_its_own_segment as *const () as usize as u64;
         let bias = start - svma;
         use object::{Object, ObjectSymbol};
         let found = file.symbols().any(|s| s.address() == here - bias && s.name().is_ok_and(|n| n.contains("executable_mapping_resolves")));

@@ -216,7 +216,7 @@ fn called_glue<'g>(at: u64, body: &[u8], glue: &'g BTreeMap<u64, Glue>) -> Vec<&
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -230,13 +230,18 @@ mod tests {
         assert_eq!(future_of_drop_glue("core::ptr::drop_in_place<my::Thing>"), None);
     }
 
-    #[test]
-    fn names_every_poll_instance_of_the_stock_release_demo() {
+    /// The stock release demo and the file offsets of its `raw::poll` instances.
+    pub(crate) fn stock_demo_polls() -> (&'static Path, Vec<u64>) {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/demo-app");
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (build it: cargo build --release -p demo-app)"));
         let points = crate::probe_points::tokio_probe_points(&data).unwrap();
-        let offsets: Vec<u64> = points.polls.iter().map(|p| p.file_offset).collect();
-        let names = future_types(Path::new(path), &offsets);
+        (Path::new(path), points.polls.iter().map(|p| p.file_offset).collect())
+    }
+
+    #[test]
+    fn names_every_poll_instance_of_the_stock_release_demo() {
+        let (path, offsets) = stock_demo_polls();
+        let names = future_types(path, &offsets);
         let all: Vec<&String> = names.values().map(|t| &t.future).collect();
         assert!(all.iter().any(|n| n.starts_with("demo_app::cpu_heavy_loop")), "{all:?}");
         assert!(all.iter().any(|n| n.starts_with("demo_app::blocking_loop")), "{all:?}");

@@ -72,11 +72,8 @@ mod tests {
 
     #[test]
     fn finds_the_id_offset_of_every_poll_instance_of_the_stock_release_demo() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/demo-app");
-        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (build it: cargo build --release -p demo-app)"));
-        let points = crate::probe_points::tokio_probe_points(&data).unwrap();
-        let offsets: Vec<u64> = points.polls.iter().map(|p| p.file_offset).collect();
-        let found = id_offsets(Path::new(path), &offsets);
+        let (path, offsets) = crate::task_kinds::tests::stock_demo_polls();
+        let found = id_offsets(path, &offsets);
         assert_eq!(found.len(), offsets.len(), "every instance has a vtable: {found:?} of {offsets:x?}");
         // `Header` is 32 bytes (state, queue_next, vtable, owner_id), then
         // the scheduler handle: an `Arc` (8 bytes) for multi-thread and
