@@ -253,9 +253,12 @@ fn output_sizes(scope: &Path, demo: &Path) -> Result<(Vec<(String, u64, u64)>, S
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let stacks = stacks_sentence(&String::from_utf8_lossy(&out.stderr));
+    // "Capture written to FILE (N events, M MB)." (the summary before it
+    // has other parenthesised counts: polls, samples).
     let events: u64 = text
         .lines()
-        .find_map(|l| l.split(" (").nth(1)?.split(' ').next()?.parse().ok())
+        .filter(|l| l.starts_with("Capture written to "))
+        .find_map(|l| l.split(" (").nth(1)?.split(" events").next()?.parse().ok())
         .ok_or_else(|| format!("no event count in: {text}"))?;
     let mut sizes = vec![("capture (.rscope)".to_string(), std::fs::metadata(&capture).map_err(|e| e.to_string())?.len(), events)];
     for (name, ext) in [("Perfetto (.pftrace)", "pftrace"), ("Chrome JSON (.json)", "json")] {

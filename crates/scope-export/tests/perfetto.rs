@@ -197,3 +197,39 @@ fn perfetto_dump_snapshot() {
     insta::assert_snapshot!("perfetto_dump", text);
 }
 
+
+/// Polls carry Tokio's task id where the probe read it (else our serial),
+/// as one interned-name annotation.
+#[test]
+fn polls_carry_tokio_task_ids() {
+    let (mut tl, symbols) = common::fixture_with_stacks();
+    let serials: BTreeSet<u32> = tl.threads.iter().flat_map(|t| t.polls.iter().map(|p| p.serial)).collect();
+    let named = *serials.iter().next().expect("the fixture has polls");
+    tl.tokio_ids.insert(named, 4242);
+    let polls_of_named = tl.threads.iter().flat_map(|t| &t.polls).filter(|p| p.serial == named).count();
+    let mut bytes = Vec::new();
+    scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
+    let trace = Trace::parse_from_bytes(&bytes).unwrap();
+    let mut names: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for packet in &trace.packet {
+        let seq = packet.trusted_packet_sequence_id();
+        if let Some(interned) = packet.interned_data.as_ref() {
+            for n in &interned.debug_annotation_names {
+                names.insert((seq, n.iid()), n.name().to_string());
+            }
+        }
+        if packet.has_track_event() {
+            for a in &packet.track_event().debug_annotations {
+                let name = names.get(&(seq, a.name_iid())).expect("annotation name interned").clone();
+                seen.entry(name).or_default().push(a.uint_value());
+            }
+        }
+    }
+    let ids = seen.get("tokio_task_id").cloned().unwrap_or_default();
+    assert_eq!(ids.len(), polls_of_named, "{seen:?}");
+    assert!(ids.iter().all(|&id| id == 4242));
+    let serial_tagged = seen.get("task").map_or(0, Vec::len);
+    let all_polls = tl.threads.iter().map(|t| t.polls.len()).sum::<usize>();
+    assert_eq!(serial_tagged + ids.len(), all_polls, "one task annotation per poll");
+}

@@ -24,6 +24,7 @@ const ANNOTATION_BLOCKED_IN: u64 = 3;
 const ANNOTATION_STACK: u64 = 4;
 const ANNOTATION_TASK: u64 = 5;
 const ANNOTATION_POLL: u64 = 6;
+const ANNOTATION_TOKIO_ID: u64 = 7;
 
 /// Where a slice comes from: a span or a poll of its thread (by index).
 #[derive(Clone, Copy)]
@@ -69,8 +70,16 @@ struct Label {
     cpu: Option<u32>,
     blocked_in: Option<String>,
     stack: Option<String>,
-    /// Task serial and poll number of a poll.
-    task: Option<(u32, u32)>,
+    /// Task and poll number of a poll; the task is Tokio's id when the
+    /// probe read it (`tokio_task_id`), else our serial (`task`): one
+    /// annotation either way, each a byte or two.
+    task: Option<(TaskRef, u32)>,
+}
+
+#[derive(Clone, Copy)]
+enum TaskRef {
+    Tokio(u64),
+    Serial(u32),
 }
 
 fn span_label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Label {
@@ -109,11 +118,11 @@ fn label(tl: &Timeline, t: &ThreadTimeline, slice: &Slice, symbols: &Symbols, ki
             let poll = &t.polls[i];
             Label {
                 name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
-                category: if tasks::is_long(poll) { "long_poll" } else { "poll" }.into(),
+                category: if tasks::is_long_leaf(t, poll) { "long_poll" } else { "poll" }.into(),
                 cpu: None,
                 blocked_in: None,
                 stack: None,
-                task: Some((poll.serial, poll.number)),
+                task: Some((tl.tokio_ids.get(&poll.serial).map_or(TaskRef::Serial(poll.serial), |&id| TaskRef::Tokio(id)), poll.number)),
             }
         }
     }
@@ -167,6 +176,7 @@ fn interned(tables: &Tables) -> InternedData {
         (ANNOTATION_STACK, "stack"),
         (ANNOTATION_TASK, "task"),
         (ANNOTATION_POLL, "poll"),
+        (ANNOTATION_TOKIO_ID, "tokio_task_id"),
     ] {
         let mut a = DebugAnnotationName::new();
         a.iid = Some(iid);
@@ -211,7 +221,10 @@ fn begin_event(l: &Label, tables: &mut Tables, flows: &[u64]) -> TrackEvent {
         }
     }
     if let Some((task, poll)) = l.task {
-        begin.debug_annotations.push(uint(ANNOTATION_TASK, u64::from(task)));
+        begin.debug_annotations.push(match task {
+            TaskRef::Tokio(id) => uint(ANNOTATION_TOKIO_ID, id),
+            TaskRef::Serial(serial) => uint(ANNOTATION_TASK, u64::from(serial)),
+        });
         begin.debug_annotations.push(uint(ANNOTATION_POLL, u64::from(poll)));
     }
     // Varints: the `fixed64` field costs 10 bytes an id whatever its size.
