@@ -67,7 +67,7 @@ fn recording() -> (Recording, Symbols) {
     b.off(501 * MS, 524 * MS, W0, PREEMPT, None);
     // Healthy polls: 1 ms each.
     for i in 0..20 {
-        b.poll((600 + 2 * i) * MS, (601 + 2 * i) * MS, W0, 0xd0 + i, SHORT_KIND);
+        b.poll((600 + 2 * i) * MS, (601 + 2 * i) * MS, W0, 0x1d0 + i, SHORT_KIND);
     }
     // Worker 1: parked for its first 100 ms, then on a CPU.
     b.off(0, 100 * MS, W1, S, None);
@@ -220,4 +220,23 @@ fn spans_are_categorised_by_what_the_code_did() {
     }
     let blocking = value["traceEvents"].as_array().unwrap().iter().find(|e| e["cat"] == "offcpu,blocking").unwrap();
     assert_eq!(blocking["cname"], "terrible", "a blocking call inside a poll stands out");
+}
+
+/// One row per task, by on-CPU time, with Tokio's id where known; idle is
+/// the time between its polls.
+#[test]
+fn busiest_single_tasks_with_their_tokio_ids() {
+    let (rec, symbols) = recording();
+    let mut tl = Timeline::build(&rec, &WorkerRule::default());
+    let spinner = tl.threads.iter().flat_map(|t| &t.polls).find(|p| p.task == 0xe0).unwrap().serial;
+    tl.tokio_ids.insert(spinner, 77);
+    let i = insights::build(&tl, &symbols, Options { long_poll_ns: 10 * MS });
+    assert_eq!(i.top_tasks[0].kind, "app::crunch");
+    assert_eq!(i.top_tasks[0].busy_ms, 30.0);
+    let s = i.top_tasks.iter().find(|t| t.kind == "app::spinner").unwrap();
+    // 21 polls of 0.1 ms, 2 ms apart: 40.1 ms from first start to last end.
+    assert_eq!((s.polls, s.tokio_task_id, s.polled_ms, s.idle_ms), (21, Some(77), 2.1, 38.0));
+    assert_eq!(i.top_tasks.len(), 10, "the busiest ten of 25 tasks");
+    let text = scope_export::summary::render_with(&tl, &symbols, &i, false);
+    assert!(text.contains("busiest tasks") && text.contains("tokio id 77"), "{text}");
 }

@@ -6,6 +6,7 @@
 pub mod long_polls;
 pub mod render;
 mod stats;
+mod task_instances;
 mod workers;
 
 pub use long_polls::{Cause, LongPollGroup};
@@ -59,6 +60,8 @@ pub struct Insights {
     pub worker_runnable_wait: Option<Percentiles>,
     /// Task kinds, most on-CPU time first.
     pub tasks: Vec<TaskUse>,
+    /// The busiest individual tasks (up to 10), most on-CPU time first.
+    pub top_tasks: Vec<TaskInstance>,
     pub lints: Vec<Lint>,
     pub lost_events: u64,
 }
@@ -80,6 +83,24 @@ pub struct TaskUse {
     pub longest_poll_ms: f64,
     /// Share of this kind's wakes that came from the task itself.
     pub self_wake_pct: Option<f64>,
+}
+
+/// One task (not a kind): Tokio's id when the probe read it, else only our
+/// number for it in this recording.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TaskInstance {
+    pub task: u32,
+    pub tokio_task_id: Option<u64>,
+    pub kind: String,
+    pub polls: u64,
+    /// On a CPU inside its polls.
+    pub busy_ms: f64,
+    /// Wall time inside its polls (busy + blocked or preempted in them).
+    pub polled_ms: f64,
+    /// From its first poll's start to its last poll's end, outside polls:
+    /// waiting to be woken or for a worker.
+    pub idle_ms: f64,
+    pub longest_poll_ms: f64,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -142,6 +163,7 @@ pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
         worker_wake_delay: workers::wake_to_cpu(tl),
         worker_runnable_wait: workers::runnable_wait(tl),
         tasks: task_tables,
+        top_tasks: task_instances::busiest(tl, &kinds),
         lints,
         lost_events: tl.lost_events,
     }

@@ -161,9 +161,32 @@ fn tasks(i: &Insights, p: &Paint, out: &mut String) {
     }
 }
 
+/// Rows of the busiest single tasks in the terminal (the JSON has 10).
+const TOP_TASKS_SHOWN: usize = 3;
+
+fn top_tasks(i: &Insights, p: &Paint, out: &mut String) {
+    if i.top_tasks.len() < 2 {
+        return;
+    }
+    let _ = writeln!(out, "  {} (idle = between its polls):", p.bold("busiest tasks"));
+    for t in i.top_tasks.iter().take(TOP_TASKS_SHOWN) {
+        let id = t.tokio_task_id.map_or(format!("task #{}", t.task), |id| format!("tokio id {id}"));
+        let _ = writeln!(
+            out,
+            "    {id:>14}  busy {:>9}  {:>7} polls  longest {:>9}  idle {:>9}  {}",
+            duration(t.busy_ms),
+            t.polls,
+            duration(t.longest_poll_ms),
+            duration(t.idle_ms),
+            t.kind
+        );
+    }
+}
+
 pub fn render(i: &Insights, color: bool, out: &mut String) {
     let p = Paint(color);
     tasks(i, &p, out);
+    top_tasks(i, &p, out);
     long_polls(i, &p, out);
     workers(i, &p, out);
     delay("task wake → poll:", &i.task_wake_delay, &p, out);
