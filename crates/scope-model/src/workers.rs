@@ -61,7 +61,7 @@ const MAX_WORKER_INDEX: u64 = 4096;
 /// threads share the workers' name). Threads that were already running at
 /// attach can only be told by name.
 pub(crate) fn assign_roles(threads: &mut [ThreadTimeline], rule: &WorkerRule, starts: &[WorkerStart]) {
-    let plausible = |s: &WorkerStart| s.index < MAX_WORKER_INDEX && s.runtime != 0 && s.runtime % 8 == 0;
+    let plausible = |s: &WorkerStart| s.index < MAX_WORKER_INDEX && s.runtime != 0 && s.runtime.is_multiple_of(8);
     // The two probes read different layouts: one misread discards only its
     // own kind of entries.
     let trusted = |current_thread: bool| {

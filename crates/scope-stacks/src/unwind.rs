@@ -126,7 +126,6 @@ impl StackUnwinder {
                 Err(_) => break,
             }
         }
-        drop(iter);
         Unwound { frames, complete, unknown_addresses: unknown, bytes_used }
     }
 
