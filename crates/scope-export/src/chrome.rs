@@ -214,7 +214,14 @@ fn all_events(tl: &Timeline, symbols: &Symbols, events: &mut dyn Events) -> Fram
     let mut tree = FrameTree::default();
     metadata(tl, events);
     let kinds = tasks::kind_names(tl, symbols);
-    for flow in crate::flows::flows(tl) {
+    let flows = crate::flows::flows(tl);
+    for series in crate::counters::series(tl, &flows) {
+        for (ts, value) in series.points {
+            let ts = micros(ts.saturating_sub(tl.start_ns));
+            events.push(json!({ "name": series.name, "ph": "C", "ts": ts, "pid": tl.pid, "args": { "value": value } }));
+        }
+    }
+    for flow in flows {
         // Flow events bind to the slice enclosing them on their thread.
         let at = |(tid, ts): (u32, u64)| (tid, micros(ts.saturating_sub(tl.start_ns)));
         let ((from_tid, from_ts), (to_tid, to_ts)) = (at(flow.from), at(flow.to));

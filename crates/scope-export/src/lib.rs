@@ -2,6 +2,7 @@
 //! in chrome://tracing and ui.perfetto.dev) and the end-of-run summary.
 
 pub mod chrome;
+pub mod counters;
 pub mod flows;
 pub mod insights;
 pub mod labels;

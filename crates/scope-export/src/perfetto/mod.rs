@@ -2,8 +2,9 @@
 //! track per thread (workers first, labelled as in the Chrome export), every
 //! on-CPU span and off-CPU gap as a slice with interned names ([`slices`]),
 //! cpu-clock samples with interned callstacks so the UI's flamegraph works
-//! on a selected range ([`samples`]), a counter of workers on a CPU, and
-//! spawn / wake arrows ([`arrows`]). Timestamps are ns since the start of
+//! on a selected range ([`samples`]), counters (workers on a CPU, tasks
+//! waiting for a worker, polls per second), and spawn / wake arrows
+//! ([`arrows`]). Timestamps are ns since the start of
 //! the recording, as in the Chrome export (µs there).
 //!
 //! Size: nearly all bytes are per slice edge, and the floor there is the
@@ -16,6 +17,8 @@ mod arrows;
 mod samples;
 mod slices;
 
+use crate::counters::Series;
+use perfetto_protos::track_event::track_event::Type;
 use scope_model::{SpanState, Symbols, Timeline};
 use perfetto_protos::process_descriptor::ProcessDescriptor;
 use perfetto_protos::thread_descriptor::ThreadDescriptor;
@@ -43,6 +46,12 @@ fn thread_uuid(pid: u32, tid: u32) -> u64 {
 
 fn counter_uuid(pid: u32) -> u64 {
     process_uuid(pid) | 0xffff_ffff
+}
+
+/// Tracks of the task counters (ready tasks, polls per second), after the
+/// workers-on-CPU one.
+fn task_counter_uuid(pid: u32, index: usize) -> u64 {
+    counter_uuid(pid) - 1 - index as u64
 }
 
 /// Streams length-delimited `Trace.packet` entries.
@@ -79,7 +88,7 @@ fn track_packet(descriptor: TrackDescriptor) -> TracePacket {
     packet
 }
 
-fn descriptors(tl: &Timeline) -> Vec<TracePacket> {
+fn descriptors(tl: &Timeline, task_counters: &[Series]) -> Vec<TracePacket> {
     let mut packets = Vec::new();
     let mut process = TrackDescriptor::new();
     process.uuid = Some(process_uuid(tl.pid));
@@ -108,7 +117,30 @@ fn descriptors(tl: &Timeline) -> Vec<TracePacket> {
     counter.set_name("workers on CPU".into());
     counter.counter = Some(CounterDescriptor::new()).into();
     packets.push(track_packet(counter));
+    for (i, series) in task_counters.iter().enumerate() {
+        let mut track = TrackDescriptor::new();
+        track.uuid = Some(task_counter_uuid(tl.pid, i));
+        track.parent_uuid = Some(process_uuid(tl.pid));
+        track.sibling_order_rank = Some(-2 - i as i32);
+        track.set_name(series.name.into());
+        track.counter = Some(CounterDescriptor::new()).into();
+        packets.push(track_packet(track));
+    }
     packets
+}
+
+/// Each task counter on a sequence of its own, its track the sequence's
+/// default (an explicit 64-bit track uuid would be half of each packet).
+/// Values are bucketed, so a packet each is affordable.
+fn task_counter_packets(tl: &Timeline, index: usize, series: &Series, seq: &mut Sequence, emit: &mut dyn FnMut(&TracePacket) -> io::Result<()>) -> io::Result<()> {
+    emit(&sequence_start(seq.id, Some(task_counter_uuid(tl.pid, index)), &[], InternedData::new()))?;
+    for &(ts, value) in &series.points {
+        let mut event = TrackEvent::new();
+        event.set_type(Type::TYPE_COUNTER);
+        event.set_counter_value(value);
+        emit(&seq.packet(ts - tl.start_ns, event))?;
+    }
+    Ok(())
 }
 
 /// Sequence-scoped clock whose packet timestamps are deltas from the
@@ -204,14 +236,17 @@ fn counter_levels(tl: &Timeline) -> BTreeMap<u64, i64> {
 /// Writes the trace; returns the number of packets.
 pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<usize> {
     let mut writer = PacketWriter { out, packets: 0 };
-    for packet in descriptors(tl) {
+    let flows = crate::flows::flows(tl);
+    // Workers on CPU rides on slice edges (below); the others get a track.
+    let task_counters: Vec<Series> = crate::counters::series(tl, &flows).into_iter().filter(|s| s.name != crate::counters::WORKERS_ON_CPU).collect();
+    for packet in descriptors(tl, &task_counters) {
         writer.write(&packet)?;
     }
     // One sequence per thread (its track is the sequence default), one for
     // the samples.
     let kinds = crate::tasks::kind_names(tl, symbols);
     let geometry: Vec<Vec<slices::Slice>> = tl.threads.iter().map(slices::geometry).collect();
-    let mut flow_ids = arrows::flow_ids(tl, &geometry, &crate::flows::flows(tl));
+    let mut flow_ids = arrows::flow_ids(tl, &geometry, &flows);
     let mut levels = counter_levels(tl);
     for (i, (t, slices)) in tl.threads.iter().zip(geometry).enumerate() {
         let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
@@ -222,6 +257,10 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     debug_assert!(levels.is_empty(), "every counter change is at a worker's on-CPU edge");
     let mut seq = Sequence { id: tl.threads.len() as u32 + 1, last_ts: 0 };
     samples::write(tl, symbols, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
+    for (i, series) in task_counters.iter().enumerate() {
+        let mut seq = Sequence { id: tl.threads.len() as u32 + 2 + i as u32, last_ts: 0 };
+        task_counter_packets(tl, i, series, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
+    }
     writer.out.flush()?;
     Ok(writer.packets)
 }
