@@ -91,20 +91,26 @@ pub fn current_thread(n: u64) {
 }
 
 /// `demo-app --local-set N`: a `LocalSet` on a current_thread runtime; a
-/// `spawn_local` task yields N times.
+/// `spawn_local` task yields N times. It keeps an `Rc` (what LocalSets are
+/// for), which also gives it drop code of its own: a task whose code is
+/// byte-identical to another's (`yield_task`) is merged with it by the
+/// compiler and cannot be told apart in the binary.
 pub fn local_set(n: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
+    let polls = local.block_on(&runtime, async move {
         tokio::task::spawn_local(async move {
+            let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
             for _ in 0..n {
+                count.set(count.get() + 1);
                 tokio::task::yield_now().await;
             }
+            count.get()
         })
         .await
         .expect("local task")
     });
-    println!("local-set done");
+    println!("local-set done ({polls} yields)");
 }
 
 /// `demo-app --two-runtimes N`: two 2-worker runtimes in one process, each
@@ -125,11 +131,7 @@ pub fn two_runtimes(n: u64) {
 pub fn block_in_place(n: u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().expect("tokio runtime");
     runtime.block_on(async move {
-        let ticker = tokio::spawn(async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
+        let ticker = tokio::spawn(tick_every_ms());
         tokio::spawn(async move {
             for _ in 0..n {
                 tokio::task::block_in_place(sleep_in_place);
@@ -141,6 +143,12 @@ pub fn block_in_place(n: u64) {
         ticker.abort();
     });
     println!("block-in-place done");
+}
+
+async fn tick_every_ms() {
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[inline(never)]

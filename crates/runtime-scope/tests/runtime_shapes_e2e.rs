@@ -209,7 +209,7 @@ fn block_in_place_moves_worker_0_between_threads() {
     }
     // The ticker (1 ms sleeps, ~2 ms apart) went on while the caller slept
     // 300 ms; without the hand-off it could only tick between the sleeps.
-    let ticks = tasks.values().filter(|t| t.kind == user).map(|t| t.polls.len()).max().unwrap_or(0);
+    let ticks = tasks.values().filter(|t| t.kind == "demo_app::shapes::tick_every_ms").map(|t| t.polls.len()).max().unwrap_or(0);
     assert!(ticks >= 100, "the runtime kept polling during block_in_place: {ticks} ticker polls\n{summary}");
     let long: Vec<&Value> = trace["traceEvents"].as_array().unwrap().iter().filter(|e| e["cat"] == "poll,long_poll").collect();
     let blocked: BTreeSet<(u64, u64)> = long.iter().map(|e| (e["args"]["task"].as_u64().unwrap(), e["args"]["poll"].as_u64().unwrap())).collect();

@@ -122,10 +122,18 @@ pub(crate) fn with_image<R>(path: &Path, f: impl FnOnce(&Image) -> R) -> Option<
 fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, TaskType> {
     let mut glue: BTreeMap<u64, Glue> = BTreeMap::new();
     let mut schedule: Vec<u64> = Vec::new();
+    // Scheduler-specific `schedule` functions, by the scheduler they belong to.
+    let mut families: HashMap<u64, &'static str> = HashMap::new();
     let mut sizes: HashMap<u64, u64> = HashMap::new();
+    // Closures and async blocks by name: a future's own poll function is
+    // named like the future (`my::handler::{{closure}}`).
+    let mut closures: HashMap<String, Vec<u64>> = HashMap::new();
     for sym in image.file.symbols().filter(|s| s.kind() == SymbolKind::Text && s.address() != 0) {
         sizes.insert(sym.address(), sym.size());
         let Ok(raw) = sym.name() else { continue };
+        if raw.contains("closure") && !raw.contains("drop_in_place") {
+            closures.entry(format!("{:#}", rustc_demangle::demangle(raw))).or_default().push(sym.address());
+        }
         if !raw.contains("drop_in_place") && !raw.contains("schedule") {
             continue;
         }
@@ -138,6 +146,8 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, TaskType>
             e.futures.insert(future);
         } else if name.starts_with("tokio::runtime::task::raw::schedule") {
             schedule.push(sym.address());
+        } else if let Some(f) = family(&name).filter(|_| name.rsplit("::").next().is_some_and(|n| n.starts_with("schedule"))) {
+            families.insert(sym.address(), f);
         }
     }
     let mut by_value: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -159,10 +169,18 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, TaskType>
                     hits.extend(called_glue(f, body, &glue));
                 }
             }
-            if let Some(future) = agree(&hits) {
+            let fam = image.word(vtable + 8).and_then(|s| scheduler_family(image, s, &families));
+            let named = agree(&hits)
+                .or_else(|| agree_in_family(&hits, fam?))
+                .or_else(|| polled_future(image, poll, &hits, &closures, &sizes));
+            if let Some(future) = named {
                 let kind = same_kind(&future);
-                let schedulers: BTreeSet<&String> =
-                    hits.iter().flat_map(|h| &h.cells).filter(|(f, _)| same_kind(f) == kind).map(|(_, s)| s).collect();
+                let schedulers: BTreeSet<&String> = hits
+                    .iter()
+                    .flat_map(|h| &h.cells)
+                    .filter(|(f, s)| same_kind(f) == kind && (fam.is_none() || family(s) == fam))
+                    .map(|(_, s)| s)
+                    .collect();
                 let scheduler = (schedulers.len() == 1).then(|| schedulers.into_iter().next().cloned()).flatten();
                 out.insert(offset, TaskType { future, scheduler });
                 break;
@@ -189,6 +207,88 @@ fn agree(hits: &[&Glue]) -> Option<String> {
     single(hits.iter().map(|h| &h.futures).collect()).or_else(|| single(hits.iter().filter(|h| !h.cells.is_empty()).map(|h| &h.futures).collect()))
 }
 
+/// Which scheduler a type or function belongs to, from its path.
+fn family(name: &str) -> Option<&'static str> {
+    [
+        ("scheduler::current_thread", "current_thread"),
+        ("scheduler::multi_thread", "multi_thread"),
+        ("tokio::task::local", "local"),
+        ("BlockingSchedule", "blocking"),
+    ]
+    .into_iter()
+    .find(|(marker, _)| name.contains(marker))
+    .map(|(_, f)| f)
+}
+
+/// The scheduler of a vtable, from what its `raw::schedule` calls or jumps
+/// to (directly, or through the GOT: `ff 15` / `ff 25` with a
+/// RIP-relative slot) among the scheduler-specific `schedule` functions.
+fn scheduler_family(image: &Image, schedule: u64, families: &HashMap<u64, &'static str>) -> Option<&'static str> {
+    let body = image.bytes(schedule, 256)?;
+    let rel = |i: usize| i32::from_le_bytes(body[i..i + 4].try_into().unwrap_or_default()) as i64 as u64;
+    (0..body.len().saturating_sub(6)).find_map(|i| {
+        let target = match body[i] {
+            0xe8 | 0xe9 => (schedule + i as u64 + 5).wrapping_add(rel(i + 1)),
+            0xff if matches!(body[i + 1], 0x15 | 0x25) => image.word((schedule + i as u64 + 6).wrapping_add(rel(i + 2)))?,
+            _ => return None,
+        };
+        families.get(&target).copied()
+    })
+}
+
+/// When no single future is common to all glue reached (futures that drop
+/// alike, merged even across their `Cell<F, S>` glue), the scheduler
+/// decides: the one future whose `Cell` glue has this vtable's scheduler.
+/// (Seen: a current_thread yield loop whose Cell glue was merged with a
+/// multi-thread task's of the same shape.)
+fn agree_in_family(hits: &[&Glue], fam: &str) -> Option<String> {
+    let mut common: Option<BTreeSet<String>> = None;
+    for h in hits.iter().filter(|h| !h.cells.is_empty()) {
+        let these: BTreeSet<String> = h.cells.iter().filter(|(_, s)| family(s) == Some(fam)).map(|(f, _)| same_kind(f)).collect();
+        common = Some(match common {
+            None => these,
+            Some(c) => c.intersection(&these).cloned().collect(),
+        });
+    }
+    let common = common?;
+    (common.len() == 1).then(|| common.into_iter().next()).flatten()
+}
+
+/// Last resort for glue merged beyond telling apart: which of the futures
+/// the glue names does the `raw::poll` instance itself end up calling?
+/// `raw::poll` → `Harness::poll` → `Core::poll` → the future's poll
+/// function, direct calls or jumps; at most 4 deep and 64 functions.
+fn polled_future(image: &Image, poll: u64, hits: &[&Glue], closures: &HashMap<String, Vec<u64>>, sizes: &HashMap<u64, u64>) -> Option<String> {
+    let wanted: HashMap<u64, &String> =
+        hits.iter().flat_map(|h| &h.futures).flat_map(|f| closures.get(f).into_iter().flatten().map(move |&a| (a, f))).collect();
+    let mut found: BTreeSet<&String> = BTreeSet::new();
+    let (mut frontier, mut seen) = (vec![poll], std::collections::HashSet::from([poll]));
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for f in frontier {
+            let len = sizes.get(&f).copied().filter(|&s| s > 0).unwrap_or(BODY_MAX).min(4 * BODY_MAX);
+            let Some(body) = image.bytes(f, len) else { continue };
+            for target in direct_targets(f, body) {
+                if let Some(future) = wanted.get(&target) {
+                    found.insert(future);
+                } else if seen.len() < 64 && sizes.contains_key(&target) && seen.insert(target) {
+                    next.push(target);
+                }
+            }
+        }
+        frontier = next;
+    }
+    (found.len() == 1).then(|| found.into_iter().next().cloned()).flatten()
+}
+
+/// Targets of the direct calls and jumps (`e8`/`e9` rel32) in `body`.
+fn direct_targets(at: u64, body: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    (0..body.len().saturating_sub(4)).filter(|&i| body[i] == 0xe8 || body[i] == 0xe9).map(move |i| {
+        let rel = i32::from_le_bytes([body[i + 1], body[i + 2], body[i + 3], body[i + 4]]);
+        (at + i as u64 + 5).wrapping_add(rel as i64 as u64)
+    })
+}
+
 /// Tokio runs a worker loop in a blocking task started from two places
 /// (`Launch::launch`, and `block_in_place` handing the core to a new
 /// thread); their drop glue is one function under both names. Either way
@@ -206,13 +306,7 @@ fn same_kind(future: &str) -> String {
 /// glue. A stray e8 inside another instruction would have to land exactly
 /// on a drop-glue symbol to count.
 fn called_glue<'g>(at: u64, body: &[u8], glue: &'g BTreeMap<u64, Glue>) -> Vec<&'g Glue> {
-    (0..body.len().saturating_sub(4))
-        .filter(|&i| body[i] == 0xe8 || body[i] == 0xe9)
-        .filter_map(|i| {
-            let rel = i32::from_le_bytes(body[i + 1..i + 5].try_into().ok()?);
-            glue.get(&(at + i as u64 + 5).wrapping_add(rel as i64 as u64))
-        })
-        .collect()
+    direct_targets(at, body).filter_map(|t| glue.get(&t)).collect()
 }
 
 #[cfg(test)]
@@ -251,6 +345,10 @@ pub(crate) mod tests {
         let count = |prefix: &str| all.iter().filter(|n| n.as_str() == prefix).count();
         assert!(count("demo_app::shapes::yield_loop::{{closure}}::{{closure}}") >= 1, "{all:?}");
         assert!(count("demo_app::short_task_loop::{{closure}}::{{closure}}") >= 1, "{all:?}");
+        // The current_thread yield task's glue, Cell<F, S> too, is merged
+        // with other tasks': its vtable's scheduler picks its name.
+        assert!(count("demo_app::shapes::yield_task::{{closure}}::{{closure}}") >= 1, "{all:?}");
+        assert!(count("demo_app::shapes::local_set::{{closure}}::{{closure}}") >= 1, "{all:?}");
         // One instance per scheduler type (multi-thread, current-thread) at most.
         for n in &all {
             assert!(count(n) <= 2, "{n} named {} times: {all:?}", count(n));
