@@ -31,6 +31,8 @@ fn main() {
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
         Some(Command::Report(args)) => commands::report(args),
     };
+    // Output is written by now; the probes may still be coming off.
+    recorder::finish_detaching();
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {

@@ -161,6 +161,21 @@ impl Probes {
         Ok(())
     }
 
+    /// Removes every probe on a thread of its own and returns at once; the
+    /// thread answers how long the uprobes took. Each uprobe removal waits
+    /// for an RCU grace period under a kernel-wide mutex (≈ 85 ms each,
+    /// measured: 55 links took 4.7 s), and nothing after the window needs
+    /// the probes: the capture, summary and trace are made meanwhile.
+    pub fn release_in_background(mut self) -> std::thread::JoinHandle<std::time::Duration> {
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let _ = self.detach_uprobes();
+            let took = started.elapsed();
+            drop(self);
+            took
+        })
+    }
+
     /// Adds threads to the kernel-side filter.
     pub fn follow_threads(&mut self, threads: &[(u32, String)]) -> Result<()> {
         let mut map: HashMap<&mut MapData, u32, [u64; 2]> =

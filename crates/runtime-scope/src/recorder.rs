@@ -25,6 +25,23 @@ const POLL_MS: i32 = 100;
 const PROBES: [(&str, &str); 4] =
     [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch"), ("sched", "sched_waking")];
 
+/// Probes being removed after a recording (see `finish_detaching`).
+static DETACHING: std::sync::Mutex<Option<std::thread::JoinHandle<std::time::Duration>>> = std::sync::Mutex::new(None);
+
+/// Waits until the last recording's probes are gone: the target runs at
+/// full speed again once we exit. Says so when it is still at it.
+pub fn finish_detaching() {
+    let Some(handle) = DETACHING.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    if !handle.is_finished() {
+        eprintln!("runtime-scope: removing the probes from the target…");
+    }
+    if let Ok(took) = handle.join()
+        && std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some()
+    {
+        eprintln!("runtime-scope: bench uprobes-detached-ms={}", took.as_millis());
+    }
+}
+
 /// Tokio's task ids count up from 1; no program spawns 2^48 tasks.
 const IMPLAUSIBLE_TASK_ID: u64 = 1 << 48;
 
@@ -252,12 +269,13 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             list.join(", ")
         );
     }
-    // The target pays for each uprobe hit: take them off next. (Counters
-    // first: records dropped while detaching are after the window and must
-    // not be reported as lost; seen: 380 "lost" on a quiet 60 s run.)
-    let detaching = std::time::Instant::now();
-    probes.detach_uprobes()?;
-    let detached_in = detaching.elapsed();
+    let bench_stats = std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some().then(|| probes.run_stats());
+    // The target pays for each uprobe hit: take them off next, in the
+    // background (see `Probes::release_in_background`); `finish_detaching`
+    // waits for it before we exit. (Counters first: records dropped while
+    // detaching are after the window and must not be reported as lost;
+    // seen: 380 "lost" on a quiet 60 s run.)
+    *DETACHING.lock().unwrap_or_else(|e| e.into_inner()) = Some(probes.release_in_background());
     if collector.stacks > 0 || over_budget + unreadable > 0 {
         let need = collector.p95_bytes().map_or(String::new(), |b| format!("; 95% needed ≤ {b} stack bytes"));
         let seconds = (end_ns - start_ns).max(1) as f64 / 1e9;
@@ -272,15 +290,14 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     for warning in &collector.warnings {
         eprintln!("runtime-scope: warning: {warning}");
     }
-    if std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some() {
+    if let Some(stats) = bench_stats {
         // For `cargo xtask bench`: kernel-side cost of each program.
         let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
             let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         });
         eprintln!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
-        eprintln!("runtime-scope: bench uprobes-detached-ms={}", detached_in.as_millis());
-        for (name, runs, ns) in probes.run_stats() {
+        for (name, runs, ns) in stats {
             eprintln!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
         }
     }
