@@ -353,9 +353,9 @@ pub fn memory(scope: &Path, demo: &Path) -> Result<String, String> {
     s.push_str(&format!("| capture (.rscope) | {:.1} MB |\n", capture_bytes as f64 / 1e6));
     s.push_str(&format!("| Perfetto trace (.pftrace) | {:.1} MB |\n", trace_bytes as f64 / 1e6));
     s.push_str(&format!("| **stopped → trace written** | **{:.2} s** |\n", written_at.saturating_sub(stop_at).as_secs_f64()));
-    s.push_str(&format!("| stopped → summary (detach, end the capture, read it back, timeline, symbolize) | {} |\n", phase(stop_at, summary_at)));
+    s.push_str(&format!("| stopped → summary (end the capture, read it back, timeline, symbolize) | {} |\n", phase(stop_at, summary_at)));
     s.push_str(&format!("| summary → trace written (Perfetto export) | {} |\n", phase(summary_at, written_at)));
-    s.push_str(&format!("| trace written → process exit | {} |\n", phase(written_at, run.exited)));
+    s.push_str(&format!("| trace written → process exit (waiting for the uprobes to come off, begun at stop) | {} |\n", phase(written_at, run.exited)));
     s.push_str(
         "\nStopped is when stderr says `runtime-scope: stopped after`; summary and trace written are when those lines reach our pipe \
          (both on stdout). CPU is the recorder's user + system time over the same span (from the 100 ms samples): where it is far below \
