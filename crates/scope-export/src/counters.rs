@@ -27,24 +27,31 @@ const WORKER_BUCKET_NS: u64 = 1_000_000;
 const READY_BUCKET_NS: u64 = 10_000_000;
 const RATE_BUCKET_NS: u64 = 100_000_000;
 
-/// The counters for which the recording has data (ready tasks and poll
-/// rate need task polls).
+/// Every counter for which the recording has data.
 pub fn series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
     let mut out = vec![Series { name: WORKERS_ON_CPU, points: peaks(tl, &workers_on_cpu(tl), WORKER_BUCKET_NS) }];
-    if tl.threads.iter().any(|t| !t.polls.is_empty()) {
-        let mut ready: BTreeMap<u64, i64> = BTreeMap::new();
-        for f in flows.iter().filter(|f| f.to.1 >= f.from.1) {
-            *ready.entry(f.from.1).or_default() += 1;
-            *ready.entry(f.to.1).or_default() -= 1;
-        }
-        out.push(Series { name: READY_TASKS, points: peaks(tl, &ready, READY_BUCKET_NS) });
-        out.push(Series { name: POLLS_PER_SECOND, points: poll_rate(tl) });
-    }
+    out.extend(task_series(tl, flows));
     out
 }
 
-/// Worker on-CPU span edges as level changes.
-fn workers_on_cpu(tl: &Timeline) -> BTreeMap<u64, i64> {
+/// The task counters (ready tasks, poll rate): none without task polls.
+pub fn task_series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
+    if tl.threads.iter().all(|t| t.polls.is_empty()) {
+        return Vec::new();
+    }
+    let mut ready: BTreeMap<u64, i64> = BTreeMap::new();
+    for f in flows.iter().filter(|f| f.to.1 >= f.from.1) {
+        *ready.entry(f.from.1).or_default() += 1;
+        *ready.entry(f.to.1).or_default() -= 1;
+    }
+    vec![
+        Series { name: READY_TASKS, points: peaks(tl, &ready, READY_BUCKET_NS) },
+        Series { name: POLLS_PER_SECOND, points: poll_rate(tl) },
+    ]
+}
+
+/// Worker on-CPU span edges as level changes (ts → delta, absolute ns).
+pub fn workers_on_cpu(tl: &Timeline) -> BTreeMap<u64, i64> {
     let mut changes = BTreeMap::new();
     for t in tl.workers() {
         for s in t.spans.iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })) {

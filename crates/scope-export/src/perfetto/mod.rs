@@ -19,7 +19,7 @@ mod slices;
 
 use crate::counters::Series;
 use perfetto_protos::track_event::track_event::Type;
-use scope_model::{SpanState, Symbols, Timeline};
+use scope_model::{Symbols, Timeline};
 use perfetto_protos::process_descriptor::ProcessDescriptor;
 use perfetto_protos::thread_descriptor::ThreadDescriptor;
 use perfetto_protos::trace_packet::TracePacket;
@@ -215,22 +215,15 @@ impl Sequence {
 /// of ~15. Absolute levels, so the edges of different threads at one
 /// instant can be read in any order.
 fn counter_levels(tl: &Timeline) -> BTreeMap<u64, i64> {
-    let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
-    for t in tl.workers() {
-        for span in t.spans.iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })) {
-            *changes.entry(span.start_ns - tl.start_ns).or_default() += 1;
-            *changes.entry(span.end_ns - tl.start_ns).or_default() -= 1;
-        }
-    }
     let mut level = 0;
-    let mut levels = BTreeMap::new();
-    for (ts, delta) in changes {
-        if delta != 0 {
+    crate::counters::workers_on_cpu(tl)
+        .into_iter()
+        .filter(|&(_, delta)| delta != 0)
+        .map(|(ts, delta)| {
             level += delta;
-            levels.insert(ts, level);
-        }
-    }
-    levels
+            (ts - tl.start_ns, level)
+        })
+        .collect()
 }
 
 /// Writes the trace; returns the number of packets.
@@ -238,7 +231,7 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     let mut writer = PacketWriter { out, packets: 0 };
     let flows = crate::flows::flows(tl);
     // Workers on CPU rides on slice edges (below); the others get a track.
-    let task_counters: Vec<Series> = crate::counters::series(tl, &flows).into_iter().filter(|s| s.name != crate::counters::WORKERS_ON_CPU).collect();
+    let task_counters = crate::counters::task_series(tl, &flows);
     for packet in descriptors(tl, &task_counters) {
         writer.write(&packet)?;
     }
