@@ -45,6 +45,12 @@ fn from_generic_name(name: &str) -> Option<String> {
     Some(kind_of_future(future, args.get(1).copied().unwrap_or("_")))
 }
 
+/// The kind a `raw::poll` instance's own symbol spells out (its outermost
+/// frame: the instance itself, not something inlined into it).
+fn kind_from_symbol(symbols: &Symbols, poll_fn: &Frame) -> Option<String> {
+    from_generic_name(&symbols.resolve(poll_fn).last()?.function)
+}
+
 /// The kind of the blocking task each multi-thread worker runs in.
 const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
 
@@ -126,8 +132,7 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
     for t in &tl.threads {
         for poll in &t.polls {
             names.entry(poll.poll_fn).or_insert_with(|| {
-                let symbol = symbols.resolve(&poll.poll_fn).last().map(|f| f.function.clone()).unwrap_or_default();
-                from_generic_name(&symbol)
+                kind_from_symbol(symbols, &poll.poll_fn)
                     .or_else(|| {
                         votes.get(&poll.poll_fn).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone()))).map(|(n, _)| n.clone()))
                     })
@@ -150,8 +155,7 @@ pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
     for t in &tl.threads {
         for poll in &t.polls {
             polled.entry(poll.poll_fn).or_insert_with(|| {
-                let symbol = symbols.resolve(&poll.poll_fn).last().map(|f| f.function.clone()).unwrap_or_default();
-                match from_generic_name(&symbol) {
+                match kind_from_symbol(symbols, &poll.poll_fn) {
                     Some(kind) if kind == WORKER_LOOP => Polled::WorkerLoop,
                     Some(kind) if kind.starts_with("spawn_blocking(") => Polled::Blocking,
                     // A LocalSet runs wherever it is driven: says nothing.

@@ -56,15 +56,13 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
         let at = s.partition_point(|x| x.start < f.to.1);
         (at..s.len()).take_while(|&i| s[i].start == f.to.1).find(|&i| s[i].depth >= 1).map(|i| (ti, i))
     };
-    // Flows come sorted by source time, so a chain has reached a slice
-    // before any arrow leaves it.
-    let mut order: Vec<usize> = (0..flows.len()).collect();
-    order.sort_by_key(|&i| (flows[i].from.1, flows[i].id));
+    // `flows()` returns them sorted by source time, so a chain has reached
+    // a slice before any arrow leaves it.
     let mut out: Vec<Vec<(usize, u64)>> = vec![Vec::new(); tl.threads.len()];
     let mut chain_end: HashMap<(usize, usize), u64> = HashMap::new();
     let mut next = 1;
-    for i in order {
-        let (Some(from), Some(to)) = (source[i], destination(&flows[i])) else { continue };
+    for (i, flow) in flows.iter().enumerate() {
+        let (Some(from), Some(to)) = (source[i], destination(flow)) else { continue };
         let id = match chain_end.remove(&from) {
             Some(id) => id,
             None => {
