@@ -259,6 +259,9 @@ impl Timeline {
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
         for event in events {
+            if let Some((tid, cpu)) = fired_by_running_thread(event) {
+                inconsistencies += thread_entry(&mut threads, tid, window).running(event.ts(), cpu);
+            }
             match event {
                 Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours, .. } => {
                     if *prev_ours {
@@ -285,10 +288,7 @@ impl Timeline {
                     stacks.push(Stack { cpu: *cpu, frames: frames.clone(), complete: *complete, reason: *reason });
                     let b = thread_entry(&mut threads, *tid, window);
                     match reason {
-                        StackReason::Sample => {
-                            inconsistencies += b.running(*ts, Some(*cpu));
-                            b.samples.push((*ts, index));
-                        }
+                        StackReason::Sample => b.samples.push((*ts, index)),
                         StackReason::Blocked => b.blocked_stacks.push((*ts, index)),
                     }
                 }
@@ -296,7 +296,6 @@ impl Timeline {
                 Event::PollStart { ts, tid, task, poll_fn } => {
                     let (serial, number) = tasks.poll_start(*tid, *task);
                     let b = thread_entry(&mut threads, *tid, window);
-                    inconsistencies += b.running(*ts, None);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
                         end_ns: *ts,
@@ -308,13 +307,9 @@ impl Timeline {
                         finished: false,
                     });
                 }
-                Event::TaskSpawn { ts, tid, task } => {
-                    inconsistencies += thread_entry(&mut threads, *tid, window).running(*ts, None);
-                    tasks.spawn(*ts, *tid, *task);
-                }
+                Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
                 Event::TaskWake { ts, tid, task } => {
-                    inconsistencies += thread_entry(&mut threads, *tid, window).running(*ts, None);
                     let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
@@ -325,7 +320,6 @@ impl Timeline {
                 }
                 Event::PollEnd { ts, tid } => {
                     let b = thread_entry(&mut threads, *tid, window);
-                    inconsistencies += b.running(*ts, None);
                     // A return with nothing open: the poll began before we attached.
                     if let Some(mut poll) = b.open_polls.pop() {
                         tasks.poll_end(*tid, poll.serial);
@@ -359,6 +353,19 @@ impl Timeline {
             untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
         }
+    }
+}
+
+/// The thread (and CPU, when known) an event proves was running at its
+/// time: a uprobe fires only on the running thread, and a cpu-clock sample
+/// only catches a running one (see `Builder::running`).
+fn fired_by_running_thread(event: &Event) -> Option<(u32, Option<u32>)> {
+    match event {
+        Event::Stack { tid, cpu, reason: StackReason::Sample, .. } => Some((*tid, Some(*cpu))),
+        Event::PollStart { tid, .. } | Event::PollEnd { tid, .. } | Event::TaskSpawn { tid, .. } | Event::TaskWake { tid, .. } => {
+            Some((*tid, None))
+        }
+        _ => None,
     }
 }
 
