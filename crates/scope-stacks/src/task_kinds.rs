@@ -81,6 +81,16 @@ pub(crate) struct Image<'a> {
 
 impl Image<'_> {
     /// The pointer stored at `svma` (after relocation, for PIE binaries).
+    /// Every relocated pointer value → the places holding it: a function's
+    /// address leads to the vtables that list it.
+    pub(crate) fn places_holding(&self) -> HashMap<u64, Vec<u64>> {
+        let mut by_value: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (place, value) in &self.relocated {
+            by_value.entry(*value).or_default().push(*place);
+        }
+        by_value
+    }
+
     pub(crate) fn word(&self, svma: u64) -> Option<u64> {
         if let Some(v) = self.relocated.get(&svma) {
             return Some(*v);
@@ -150,10 +160,7 @@ fn name_instances(image: &Image, file_offsets: &[u64]) -> HashMap<u64, TaskType>
             families.insert(sym.address(), f);
         }
     }
-    let mut by_value: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (place, value) in &image.relocated {
-        by_value.entry(*value).or_default().push(*place);
-    }
+    let by_value = image.places_holding();
     let mut out = HashMap::new();
     for &offset in file_offsets {
         let Some(poll) = crate::elf::svma_of_file_offset_in(&image.file, offset) else { continue };

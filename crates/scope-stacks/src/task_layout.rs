@@ -31,10 +31,7 @@ const MAX_CELL: u64 = 1 << 24;
 /// vtable passed every check.
 pub fn id_offsets(path: &Path, file_offsets: &[u64]) -> HashMap<u64, u64> {
     with_image(path, |image| {
-        let mut holders: HashMap<u64, Vec<u64>> = HashMap::new();
-        for (place, value) in &image.relocated {
-            holders.entry(*value).or_default().push(*place);
-        }
+        let holders = image.places_holding();
         file_offsets
             .iter()
             .filter_map(|&offset| {
