@@ -147,7 +147,7 @@ impl Probes {
     /// Removes every uprobe at once. One at a time, each removal waits for
     /// the kernel's grace periods: 30 links took 5 s (measured), during which
     /// the target still paid for probes; from many threads the waits overlap.
-    pub fn detach_uprobes(&mut self) -> Result<()> {
+    fn detach_uprobes(&mut self) -> Result<()> {
         let mut links = Vec::new();
         for (program, id) in std::mem::take(&mut self.uprobes) {
             let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;
@@ -162,10 +162,10 @@ impl Probes {
     }
 
     /// Removes every probe on a thread of its own and returns at once; the
-    /// thread answers how long the uprobes took. Each uprobe removal waits
-    /// for an RCU grace period under a kernel-wide mutex (≈ 85 ms each,
-    /// measured: 55 links took 4.7 s), and nothing after the window needs
-    /// the probes: the capture, summary and trace are made meanwhile.
+    /// thread answers how long the uprobes took. Even overlapped, removing
+    /// them is slow (55 links took 4.7 s, measured), and nothing after the
+    /// window needs the probes: the capture, summary and trace are made
+    /// meanwhile.
     pub fn release_in_background(mut self) -> std::thread::JoinHandle<std::time::Duration> {
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
