@@ -11,12 +11,18 @@ use aya_ebpf::{
 };
 use scope_common::{PollEnter, PollExit, TaskSpawn, TaskWake, WorkerRun, kind};
 
+/// The running thread's id if it is one the kernel filter follows (the
+/// uprobes are scoped to the target process; a thread the filter had no
+/// room for is left out here as everywhere).
+#[inline(always)]
+fn followed(ctx: &impl EbpfContext) -> Option<u32> {
+    let tid = ctx.pid();
+    THREADS.get_ptr(tid).is_some().then_some(tid)
+}
+
 #[uprobe]
 pub fn poll_enter(ctx: ProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     let task: u64 = ctx.arg(0).unwrap_or(0);
     // At a uprobe, rip is the probed instruction: the instance's entry.
     let fn_avma = unsafe { (*ctx.regs).rip };
@@ -37,10 +43,7 @@ pub fn poll_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn poll_exit(ctx: RetProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     emit(PollExit { header: header(kind::POLL_EXIT), tid, _pad: 0 });
     0
 }
@@ -49,10 +52,7 @@ pub fn poll_exit(ctx: RetProbeContext) -> u32 {
 /// header pointer is the second argument.
 #[uprobe]
 pub fn task_spawn(ctx: ProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     let task: u64 = ctx.arg(1).unwrap_or(0);
     emit(TaskSpawn { header: header(kind::TASK_SPAWN), tid, _pad: 0, task });
     0
@@ -63,10 +63,7 @@ pub fn task_spawn(ctx: ProbeContext) -> u32 {
 /// instance each, reached through the waker vtable: never inlined).
 #[uprobe]
 pub fn task_wake(ctx: ProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     let task: u64 = ctx.arg(0).unwrap_or(0);
     emit(TaskWake { header: header(kind::TASK_WAKE), tid, _pad: 0, task });
     0
@@ -81,10 +78,7 @@ const WORKER_INDEX: usize = 0x18;
 /// `worker::run(worker: Arc<Worker>)`: this thread becomes worker `index`.
 #[uprobe]
 pub fn worker_run(ctx: ProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     let worker: u64 = ctx.arg(0).unwrap_or(0);
     let read = |offset: usize| unsafe { bpf_probe_read_user((worker as usize + offset) as *const u64) }.unwrap_or(u64::MAX);
     emit(WorkerRun { header: header(kind::WORKER_RUN), tid, _pad: 0, index: read(WORKER_INDEX), runtime: read(WORKER_HANDLE) });
@@ -99,10 +93,7 @@ pub fn worker_run(ctx: ProbeContext) -> u32 {
 /// checks the reads look like pointers.
 #[uprobe]
 pub fn current_thread(ctx: ProbeContext) -> u32 {
-    let tid = ctx.pid();
-    if THREADS.get_ptr(tid).is_none() {
-        return 0;
-    }
+    let Some(tid) = followed(&ctx) else { return 0 };
     let handle: u64 = ctx.arg(2).unwrap_or(0);
     let runtime = unsafe { bpf_probe_read_user(handle as *const u64) }.unwrap_or(u64::MAX);
     emit(WorkerRun { header: header(kind::CURRENT_THREAD), tid, _pad: 0, index: 0, runtime });
