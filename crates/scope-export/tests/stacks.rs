@@ -77,7 +77,9 @@ fn perfetto_samples_resolve_to_interned_callstacks() {
     assert_eq!((s.tid(), s.cpu()), (WORKER, 1));
     let names: Vec<&str> = callstacks[&s.callstack_iid()].iter().map(|f| functions[&frames[f]].as_str()).collect();
     assert_eq!(names, ["clone3", "tokio::runtime::task::raw::poll", "cpu_heavy_poll", "demo_app::mix_step"], "outermost first");
-    assert!(strings.values().any(|v| v == "block_in_syscall (src/main.rs:7)"), "blocked_in interned");
+    // Its blocked spans are outside polls: only the sched data shows them
+    // (`perfetto.rs` has one inside a poll).
+    assert!(strings.is_empty(), "{strings:?}");
 }
 
 #[test]

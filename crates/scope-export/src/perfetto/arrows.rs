@@ -34,49 +34,113 @@ fn innermost(slices: &[Slice], instants: &[u64]) -> Vec<Option<usize>> {
     out
 }
 
-/// Per thread (same order as `tl.threads`), `(slice index, flow id)` sorted
-/// by slice. An arrow leaves from the innermost slice around its source
-/// instant and ends on the poll piece that starts at its destination; one
-/// missing either end draws nothing, so it gets no id.
-pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> Vec<Vec<(usize, u64)>> {
+/// Per thread (same order as `tl.threads`): what the thread's sequence
+/// writes for arrows.
+#[derive(Default)]
+pub(super) struct ThreadArrows {
+    /// `(slice index, flow id)`, sorted by slice.
+    pub on_slices: Vec<(usize, u64)>,
+    /// Arrows leaving outside every slice: `(ts, name, flow ids)`, by time.
+    pub instants: Vec<(u64, &'static str, Vec<u64>)>,
+}
+
+/// A worker's I/O driver wakes the tasks of one pass within microseconds,
+/// between two polls: those wakes share one instant, at the first of them,
+/// when they are this close. An instant of its own costs ~18 bytes; one
+/// more id on a shared one, 3–5.
+const SHARED_INSTANT_NS: u64 = 10_000;
+
+/// `(ts, name, id)` by time, grouped: same name, within
+/// [`SHARED_INSTANT_NS`] of the group's first, no slice starting between.
+fn group_instants(slices: &[Slice], instants: Vec<(u64, &'static str, u64)>) -> Vec<(u64, &'static str, Vec<u64>)> {
+    let mut out: Vec<(u64, &'static str, Vec<u64>)> = Vec::new();
+    for (ts, name, id) in instants {
+        if let Some(last) = out.last_mut()
+            && last.1 == name
+            && ts - last.0 <= SHARED_INSTANT_NS
+            && slices.partition_point(|s| s.start <= last.0) == slices.partition_point(|s| s.start < ts)
+        {
+            last.2.push(id);
+            continue;
+        }
+        out.push((ts, name, vec![id]));
+    }
+    out
+}
+
+/// The innermost slice of thread `ti` around each of `instants` (flow
+/// index, ts), sorted by time.
+fn locate(slices: &[Vec<Slice>], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<(usize, usize)>]) {
+    instants.sort_unstable();
+    let times: Vec<u64> = instants.iter().map(|f| f.0).collect();
+    for ((_, i), at) in instants.iter().zip(innermost(&slices[ti], &times)) {
+        out[*i] = at.map(|s| (ti, s));
+    }
+}
+
+/// An arrow leaves from the innermost slice around its source instant (an
+/// instant outside every slice, shared by wakes of one driver pass) and ends on the poll holding its
+/// destination (the poll's first on-CPU instant); one whose destination is
+/// not a slice draws nothing, so it gets no id.
+pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> Vec<ThreadArrows> {
     let thread: HashMap<u32, usize> = tl.threads.iter().enumerate().map(|(i, t)| (t.tid, i)).collect();
     let mut source: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
+    let mut destination: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
     for (ti, t) in tl.threads.iter().enumerate() {
-        let mut froms: Vec<(u64, usize)> =
-            flows.iter().enumerate().filter(|(_, f)| f.from.0 == t.tid).map(|(i, f)| (f.from.1, i)).collect();
-        froms.sort_unstable();
-        let instants: Vec<u64> = froms.iter().map(|f| f.0).collect();
-        for ((_, i), at) in froms.iter().zip(innermost(&slices[ti], &instants)) {
-            source[*i] = at.map(|s| (ti, s));
-        }
+        let of = |end: fn(&Flow) -> (u32, u64)| flows.iter().enumerate().filter(|(_, f)| end(f).0 == t.tid).map(|(i, f)| (end(f).1, i)).collect();
+        locate(slices, ti, of(|f| f.from), &mut source);
+        locate(slices, ti, of(|f| f.to), &mut destination);
     }
-    let destination = |f: &Flow| {
-        let ti = *thread.get(&f.to.0)?;
-        let s = &slices[ti];
-        let at = s.partition_point(|x| x.start < f.to.1);
-        (at..s.len()).take_while(|&i| s[i].start == f.to.1).find(|&i| s[i].depth >= 1).map(|i| (ti, i))
-    };
     // `flows()` returns them sorted by source time, so a chain has reached
     // a slice before any arrow leaves it.
-    let mut out: Vec<Vec<(usize, u64)>> = vec![Vec::new(); tl.threads.len()];
+    let mut out: Vec<ThreadArrows> = (0..tl.threads.len()).map(|_| ThreadArrows::default()).collect();
+    let mut instants: Vec<Vec<(u64, &'static str, u64)>> = vec![Vec::new(); tl.threads.len()];
     let mut chain_end: HashMap<(usize, usize), u64> = HashMap::new();
     let mut next = 1;
     for (i, flow) in flows.iter().enumerate() {
-        let (Some(from), Some(to)) = (source[i], destination(flow)) else { continue };
-        let id = match chain_end.remove(&from) {
-            Some(id) => id,
+        let Some(to) = destination[i] else { continue };
+        let id = match source[i] {
+            Some(from) => match chain_end.remove(&from) {
+                Some(id) => id,
+                None => {
+                    next += 1;
+                    out[from.0].on_slices.push((from.1, next - 1));
+                    next - 1
+                }
+            },
             None => {
+                let Some(&ti) = thread.get(&flow.from.0) else { continue };
                 next += 1;
-                out[from.0].push((from.1, next - 1));
+                instants[ti].push((flow.from.1, flow.kind.name(), next - 1));
                 next - 1
             }
         };
-        out[to.0].push((to.1, id));
+        out[to.0].on_slices.push((to.1, id));
         chain_end.insert(to, id);
     }
-    for ids in &mut out {
-        ids.sort_unstable();
-        ids.dedup();
+    for ((arrows, instants), slices) in out.iter_mut().zip(instants).zip(slices) {
+        arrows.on_slices.sort_unstable();
+        arrows.on_slices.dedup();
+        arrows.instants = group_instants(slices, instants);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perfetto::slices::Source;
+
+    #[test]
+    fn wakes_of_one_pass_share_an_instant() {
+        let poll = Slice { start: 20_050, end: 20_080, depth: 0, source: Source::Poll(0) };
+        let instants = vec![(0, "wake", 1), (500, "wake", 2), (600, "spawn", 3), (700, "spawn", 4), (20_000, "wake", 5), (20_100, "wake", 6), (40_000, "wake", 7)];
+        let grouped = group_instants(&[poll], instants);
+        // 20 000 is past the window of the first group; the poll starts
+        // between 20 000 and 20 100; 40 000 is past the window.
+        assert_eq!(
+            grouped,
+            [(0, "wake", vec![1, 2]), (600, "spawn", vec![3, 4]), (20_000, "wake", vec![5]), (20_100, "wake", vec![6]), (40_000, "wake", vec![7])]
+        );
+    }
 }

@@ -1,20 +1,23 @@
 //! Perfetto protobuf export (`.pftrace`): one process track, one thread
-//! track per thread (workers first, labelled as in the Chrome export), every
-//! on-CPU span and off-CPU gap as a slice with interned names ([`slices`]),
-//! cpu-clock samples with interned callstacks so the UI's flamegraph works
-//! on a selected range ([`samples`]), counters (workers on a CPU, tasks
-//! waiting for a worker, polls per second), and spawn / wake arrows
-//! ([`arrows`]). Timestamps are ns since the start of
-//! the recording, as in the Chrome export (µs there).
+//! track per thread (workers first, labelled as in the Chrome export) with
+//! every poll as a slice and each time a poll blocked the thread
+//! ([`slices`]); when each thread ran, on which CPU, why it stopped and who
+//! woke it as the kernel's own sched records, from which the viewer draws
+//! CPU tracks and each thread's state ([`sched`]); cpu-clock samples with
+//! interned callstacks so the UI's flamegraph works on a selected range
+//! ([`samples`]); counters (workers on a CPU, tasks waiting for a worker,
+//! polls per second); spawn / wake arrows ([`arrows`]). Timestamps are ns
+//! since the start of the recording, as in the Chrome export (µs there).
 //!
 //! Size: nearly all bytes are per slice edge, and the floor there is the
 //! packet itself (framing, delta timestamp, sequence id, event type: ~11
-//! bytes an END). So nothing else gets a packet of its own (counter values
-//! ride on slice edges), every repeated string is interned, and ids are
-//! small varints.
+//! bytes an END). So the on-CPU / off-CPU picture, two slices a context
+//! switch in the Chrome trace, is sched data at ~5 bytes a switch, every
+//! repeated string is interned, and ids are small varints.
 
 mod arrows;
 mod samples;
+mod sched;
 mod slices;
 
 use crate::counters::Series;
@@ -33,7 +36,6 @@ use perfetto_protos::interned_data::InternedData;
 use perfetto_protos::trace_packet_defaults::TracePacketDefaults;
 use perfetto_protos::track_event::{TrackEvent, TrackEventDefaults};
 use protobuf::Message;
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 fn process_uuid(pid: u32) -> u64 {
@@ -44,14 +46,9 @@ fn thread_uuid(pid: u32, tid: u32) -> u64 {
     process_uuid(pid) | u64::from(tid)
 }
 
-fn counter_uuid(pid: u32) -> u64 {
-    process_uuid(pid) | 0xffff_ffff
-}
-
-/// Tracks of the task counters (ready tasks, polls per second), after the
-/// workers-on-CPU one.
-fn task_counter_uuid(pid: u32, index: usize) -> u64 {
-    counter_uuid(pid) - 1 - index as u64
+/// Counter tracks, by their index in `counters::series`, below the tids.
+fn counter_uuid(pid: u32, index: usize) -> u64 {
+    (process_uuid(pid) | 0xffff_ffff) - index as u64
 }
 
 /// Streams length-delimited `Trace.packet` entries.
@@ -88,7 +85,7 @@ fn track_packet(descriptor: TrackDescriptor) -> TracePacket {
     packet
 }
 
-fn descriptors(tl: &Timeline, task_counters: &[Series]) -> Vec<TracePacket> {
+fn descriptors(tl: &Timeline, counters: &[Series]) -> Vec<TracePacket> {
     let mut packets = Vec::new();
     let mut process = TrackDescriptor::new();
     process.uuid = Some(process_uuid(tl.pid));
@@ -110,18 +107,11 @@ fn descriptors(tl: &Timeline, task_counters: &[Series]) -> Vec<TracePacket> {
         track.thread = Some(td).into();
         packets.push(track_packet(track));
     }
-    let mut counter = TrackDescriptor::new();
-    counter.uuid = Some(counter_uuid(tl.pid));
-    counter.parent_uuid = Some(process_uuid(tl.pid));
-    counter.sibling_order_rank = Some(-1);
-    counter.set_name("workers on CPU".into());
-    counter.counter = Some(CounterDescriptor::new()).into();
-    packets.push(track_packet(counter));
-    for (i, series) in task_counters.iter().enumerate() {
+    for (i, series) in counters.iter().enumerate() {
         let mut track = TrackDescriptor::new();
-        track.uuid = Some(task_counter_uuid(tl.pid, i));
+        track.uuid = Some(counter_uuid(tl.pid, i));
         track.parent_uuid = Some(process_uuid(tl.pid));
-        track.sibling_order_rank = Some(-2 - i as i32);
+        track.sibling_order_rank = Some(-1 - i as i32);
         track.set_name(series.name.into());
         track.counter = Some(CounterDescriptor::new()).into();
         packets.push(track_packet(track));
@@ -129,11 +119,11 @@ fn descriptors(tl: &Timeline, task_counters: &[Series]) -> Vec<TracePacket> {
     packets
 }
 
-/// Each task counter on a sequence of its own, its track the sequence's
-/// default (an explicit 64-bit track uuid would be half of each packet).
-/// Values are bucketed, so a packet each is affordable.
-fn task_counter_packets(tl: &Timeline, index: usize, series: &Series, seq: &mut Sequence, emit: &mut dyn FnMut(&TracePacket) -> io::Result<()>) -> io::Result<()> {
-    emit(&sequence_start(seq.id, Some(task_counter_uuid(tl.pid, index)), &[], InternedData::new()))?;
+/// Each counter on a sequence of its own, its track the sequence's default
+/// (an explicit 64-bit track uuid would be half of each packet). Values
+/// are bucketed (`counters`), so a packet each is affordable.
+fn counter_packets(tl: &Timeline, index: usize, series: &Series, seq: &mut Sequence, emit: &mut dyn FnMut(&TracePacket) -> io::Result<()>) -> io::Result<()> {
+    emit(&sequence_start(seq.id, Some(counter_uuid(tl.pid, index)), InternedData::new()))?;
     for &(ts, value) in &series.points {
         let mut event = TrackEvent::new();
         event.set_type(Type::TYPE_COUNTER);
@@ -150,9 +140,9 @@ const INCREMENTAL_CLOCK: u32 = 64;
 const BUILTIN_CLOCK_BOOTTIME: u32 = 6;
 
 /// First packet of a delta-timed sequence: clears incremental state,
-/// defines the delta clock, the default track and counter tracks whose
-/// values events may carry, and carries the interning.
-fn sequence_start(sequence: u32, track: Option<u64>, counters: &[u64], interned: InternedData) -> TracePacket {
+/// defines the delta clock and the default track, and carries the
+/// interning.
+fn sequence_start(sequence: u32, track: Option<u64>, interned: InternedData) -> TracePacket {
     let mut snapshot = ClockSnapshot::new();
     for (id, incremental) in [(INCREMENTAL_CLOCK, true), (BUILTIN_CLOCK_BOOTTIME, false)] {
         let mut clock = Clock::new();
@@ -168,7 +158,6 @@ fn sequence_start(sequence: u32, track: Option<u64>, counters: &[u64], interned:
     if let Some(track) = track {
         let mut event_defaults = TrackEventDefaults::new();
         event_defaults.track_uuid = Some(track);
-        event_defaults.extra_counter_track_uuids = counters.to_vec();
         defaults.track_event_defaults = Some(event_defaults).into();
     }
 
@@ -209,50 +198,32 @@ impl Sequence {
     }
 }
 
-/// The worker-on-CPU counter as (ns since the start, level after every
-/// change at that instant). A level rides on one slice edge at its instant
-/// (`extra_counter_values`) rather than a packet of its own: 2 bytes instead
-/// of ~15. Absolute levels, so the edges of different threads at one
-/// instant can be read in any order.
-fn counter_levels(tl: &Timeline) -> BTreeMap<u64, i64> {
-    let mut level = 0;
-    crate::counters::workers_on_cpu(tl)
-        .into_iter()
-        .filter(|&(_, delta)| delta != 0)
-        .map(|(ts, delta)| {
-            level += delta;
-            (ts - tl.start_ns, level)
-        })
-        .collect()
-}
-
 /// Writes the trace; returns the number of packets.
 pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<usize> {
     let mut writer = PacketWriter { out, packets: 0 };
     let flows = crate::flows::flows(tl);
-    // Workers on CPU rides on slice edges (below); the others get a track.
-    let task_counters = crate::counters::task_series(tl, &flows);
-    for packet in descriptors(tl, &task_counters) {
+    let counters = crate::counters::series(tl, &flows);
+    for packet in descriptors(tl, &counters) {
         writer.write(&packet)?;
     }
+    let mut emit = |packet: &TracePacket| writer.write(packet).map(|_| ());
+    sched::write(tl, &mut emit)?;
     // One sequence per thread (its track is the sequence default), one for
-    // the samples.
+    // the samples, one per counter.
     let kinds = crate::tasks::kind_names(tl, symbols);
     let geometry: Vec<Vec<slices::Slice>> = tl.threads.iter().map(slices::geometry).collect();
-    let mut flow_ids = arrows::flow_ids(tl, &geometry, &flows);
-    let mut levels = counter_levels(tl);
-    for (i, (t, slices)) in tl.threads.iter().zip(geometry).enumerate() {
-        let mut seq = Sequence { id: i as u32 + 1, last_ts: 0 };
-        let counter = t.is_worker().then_some((counter_uuid(tl.pid), &mut levels));
-        let input = slices::ThreadInput { slices, flows: std::mem::take(&mut flow_ids[i]), counter };
-        slices::thread_packets(tl, t, symbols, &kinds, input, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
+    let arrows = arrows::flow_ids(tl, &geometry, &flows);
+    let mut ids = 1..;
+    for ((t, slices), arrows) in tl.threads.iter().zip(geometry).zip(arrows) {
+        let mut seq = Sequence { id: ids.next().unwrap(), last_ts: 0 };
+        let input = slices::ThreadInput { slices, flows: arrows.on_slices, instants: arrows.instants };
+        slices::thread_packets(tl, t, symbols, &kinds, input, &mut seq, &mut emit)?;
     }
-    debug_assert!(levels.is_empty(), "every counter change is at a worker's on-CPU edge");
-    let mut seq = Sequence { id: tl.threads.len() as u32 + 1, last_ts: 0 };
-    samples::write(tl, symbols, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
-    for (i, series) in task_counters.iter().enumerate() {
-        let mut seq = Sequence { id: tl.threads.len() as u32 + 2 + i as u32, last_ts: 0 };
-        task_counter_packets(tl, i, series, &mut seq, &mut |packet| writer.write(packet).map(|_| ()))?;
+    let mut seq = Sequence { id: ids.next().unwrap(), last_ts: 0 };
+    samples::write(tl, symbols, &mut seq, &mut emit)?;
+    for (i, series) in counters.iter().enumerate() {
+        let mut seq = Sequence { id: ids.next().unwrap(), last_ts: 0 };
+        counter_packets(tl, i, series, &mut seq, &mut emit)?;
     }
     writer.out.flush()?;
     Ok(writer.packets)

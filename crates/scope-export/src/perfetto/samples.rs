@@ -96,7 +96,7 @@ pub(super) fn write(
         return Ok(());
     }
     samples.sort();
-    emit(&sequence_start(seq.id, None, &[], interner.into_interned(&tl.module_paths)))?;
+    emit(&sequence_start(seq.id, None, interner.into_interned(&tl.module_paths)))?;
     for (ts, tid, cpu, callstack) in samples {
         let mut sample = PerfSample::new();
         sample.cpu = Some(cpu);

@@ -1,12 +1,12 @@
-//! Thread tracks: each span a slice on its thread's own packet sequence,
-//! names, categories, annotation names and string values interned.
+//! Thread tracks: each poll a slice on its thread's own packet sequence,
+//! and each time the thread blocked inside one; names, categories,
+//! annotation names and string values interned.
 //!
 //! Most of the file is per-packet overhead (framing, delta timestamp,
 //! sequence id, event type: ~11 bytes an END), so what a BEGIN adds is kept
 //! to ids: one category id per slice (a combined name such as
-//! `offcpu,idle` reads the same in the UI as two categories), interned
-//! annotation values, and the worker counter riding on the slice edges that
-//! change it instead of packets of its own.
+//! `offcpu,blocking` reads the same in the UI as two categories) and
+//! interned annotation values.
 
 use super::{Sequence, sequence_start, thread_uuid};
 use crate::{labels, tasks};
@@ -19,47 +19,63 @@ use perfetto_protos::track_event::{EventCategory, EventName, TrackEvent};
 use scope_model::{Frame, OffReason, Span, SpanState, Symbols, ThreadTimeline, Timeline};
 use std::collections::{BTreeMap, HashMap};
 
-const ANNOTATION_CPU: u64 = 1;
 const ANNOTATION_BLOCKED_IN: u64 = 3;
 const ANNOTATION_STACK: u64 = 4;
 const ANNOTATION_TASK: u64 = 5;
 const ANNOTATION_POLL: u64 = 6;
 const ANNOTATION_TOKIO_ID: u64 = 7;
 
-/// Where a slice comes from: a span or a poll of its thread (by index).
+/// Where a slice comes from: a poll of its thread, or a span in which it
+/// blocked inside a poll (by index).
 #[derive(Clone, Copy)]
 pub(super) enum Source {
-    Span(usize),
     Poll(usize),
+    Blocked(usize),
 }
 
-/// A slice's place on its track: depth 0 for spans, 1 + nesting for the
-/// on-CPU pieces of polls.
+/// A slice's place on its track: a poll at its nesting depth, a blocked
+/// span one below the poll it blocked.
 #[derive(Clone, Copy)]
 pub(super) struct Slice {
     pub start: u64,
     pub end: u64,
     pub depth: u32,
-    source: Source,
+    pub source: Source,
 }
 
 /// Every slice of a thread, sorted by (start, depth): the order flow ids
-/// and packets refer to.
+/// and packets refer to. Whether the thread ran, waited for a CPU or slept
+/// is the scheduling data's to show ([`super::sched`]): slices are only
+/// what it did, whole polls, plus each time it blocked inside one (the
+/// runtime stalled: named with the stack it blocked in).
 pub(super) fn geometry(t: &ThreadTimeline) -> Vec<Slice> {
     let mut out: Vec<Slice> = t
-        .spans
+        .polls
         .iter()
         .enumerate()
-        .filter(|(_, s)| !matches!(s.state, SpanState::OffCpu(OffReason::Unknown)))
-        .map(|(i, s)| Slice { start: s.start_ns, end: s.end_ns, depth: 0, source: Source::Span(i) })
+        .filter(|(_, p)| p.end_ns > p.start_ns)
+        .map(|(i, p)| Slice { start: p.start_ns, end: p.end_ns, depth: p.depth, source: Source::Poll(i) })
         .collect();
-    for (i, poll) in t.polls.iter().enumerate() {
-        for (a, b) in tasks::on_cpu_pieces(t, poll) {
-            out.push(Slice { start: a, end: b, depth: 1 + poll.depth, source: Source::Poll(i) });
+    for (i, span) in t.spans.iter().enumerate() {
+        if !matches!(span.state, SpanState::OffCpu(OffReason::Blocked { .. })) {
+            continue;
+        }
+        let Some(poll) = leaf_poll_at(t, span.start_ns) else { continue };
+        let (start, end) = (span.start_ns.max(poll.start_ns), span.end_ns.min(poll.end_ns));
+        if end > start {
+            out.push(Slice { start, end, depth: poll.depth + 1, source: Source::Blocked(i) });
         }
     }
     out.sort_by_key(|s| (s.start, s.depth));
     out
+}
+
+/// The deepest poll open at `ts` if it is a leaf (ran no polls itself).
+/// Nesting is proper, so it is the last started poll still open; one with
+/// 64 closed polls started after it has run polls, so the search stops.
+fn leaf_poll_at(t: &ThreadTimeline, ts: u64) -> Option<&scope_model::Poll> {
+    let upto = t.polls.partition_point(|p| p.start_ns <= ts);
+    t.polls[..upto].iter().rev().take(64).find(|p| p.end_ns > ts).filter(|p| crate::insights::long_polls::is_leaf(t, p))
 }
 
 /// What a slice shows: name, category, and its annotations.
@@ -67,7 +83,6 @@ struct Label {
     name: String,
     /// One category, or several joined by commas.
     category: String,
-    cpu: Option<u32>,
     blocked_in: Option<String>,
     stack: Option<String>,
     /// Task and poll number of a poll; the task is Tokio's id when the
@@ -82,44 +97,32 @@ enum TaskRef {
     Serial(u32),
 }
 
-fn span_label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Label {
-    let doing = labels::doing(tl, t, span, symbols);
-    let plain = |name: String, category: &str| Label {
-        name,
-        category: doing.map_or(category.to_string(), |d| format!("{category},{}", d.category())),
-        cpu: None,
-        blocked_in: None,
-        stack: None,
-        task: None,
+/// A span it blocked in inside a poll: the kernel state's letter, as in
+/// the Chrome args, and the stack it blocked in.
+fn blocked_label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) -> Label {
+    let letter = match span.state {
+        SpanState::OffCpu(OffReason::Blocked { state }) => state.letter(),
+        _ => unreachable!("blocked slices come from blocked spans (`geometry`)"),
     };
-    match span.state {
-        SpanState::OnCpu { cpu } => {
-            let name = labels::running(tl, t, span, symbols).map_or("on-cpu".to_string(), |f| f.function);
-            Label { cpu, ..plain(name, "oncpu") }
-        }
-        SpanState::OffCpu(OffReason::Blocked { state }) => {
-            // The name's letter is the state (as in the Chrome args).
-            let mut l = plain(format!("blocked ({})", state.letter()), "offcpu");
-            if let Some((stack, telling)) = labels::blocked(tl, t, span, symbols) {
-                l.blocked_in = Some(telling.describe());
-                l.stack = Some(stack.join("\n"));
-            }
-            l
-        }
-        // Unknown gaps are not slices (see `geometry`).
-        SpanState::OffCpu(_) => plain("preempted".into(), "offcpu"),
+    let doing = labels::doing(tl, t, span, symbols).map_or(String::new(), |d| format!(",{}", d.category()));
+    let telling = labels::blocked(tl, t, span, symbols);
+    Label {
+        name: format!("blocked ({letter})"),
+        category: format!("offcpu{doing}"),
+        blocked_in: telling.as_ref().map(|(_, f)| f.describe()),
+        stack: telling.map(|(stack, _)| stack.join("\n")),
+        task: None,
     }
 }
 
 fn label(tl: &Timeline, t: &ThreadTimeline, slice: &Slice, symbols: &Symbols, kinds: &HashMap<Frame, String>) -> Label {
     match slice.source {
-        Source::Span(i) => span_label(tl, t, &t.spans[i], symbols),
+        Source::Blocked(i) => blocked_label(tl, t, &t.spans[i], symbols),
         Source::Poll(i) => {
             let poll = &t.polls[i];
             Label {
                 name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
                 category: if tasks::is_long_leaf(t, poll) { "long_poll" } else { "poll" }.into(),
-                cpu: None,
                 blocked_in: None,
                 stack: None,
                 task: Some((tl.tokio_ids.get(&poll.serial).map_or(TaskRef::Serial(poll.serial), |&id| TaskRef::Tokio(id)), poll.number)),
@@ -171,7 +174,6 @@ fn interned(tables: &Tables) -> InternedData {
         data.event_categories.push(c);
     }
     for (iid, name) in [
-        (ANNOTATION_CPU, "cpu"),
         (ANNOTATION_BLOCKED_IN, "blocked_in"),
         (ANNOTATION_STACK, "stack"),
         (ANNOTATION_TASK, "task"),
@@ -210,9 +212,6 @@ fn begin_event(l: &Label, tables: &mut Tables, flows: &[u64]) -> TrackEvent {
         a.set_uint_value(value);
         a
     };
-    if let Some(cpu) = l.cpu {
-        begin.debug_annotations.push(uint(ANNOTATION_CPU, u64::from(cpu)));
-    }
     for (iid, value) in [(ANNOTATION_BLOCKED_IN, &l.blocked_in), (ANNOTATION_STACK, &l.stack)] {
         if let Some(v) = value {
             let mut a = annotation(iid);
@@ -234,18 +233,27 @@ fn begin_event(l: &Label, tables: &mut Tables, flows: &[u64]) -> TrackEvent {
 }
 
 /// What one thread's sequence needs besides the thread.
-pub(super) struct ThreadInput<'a> {
+pub(super) struct ThreadInput {
     pub slices: Vec<Slice>,
     /// `(slice index, flow id)`, sorted.
     pub flows: Vec<(usize, u64)>,
-    /// Worker-counter levels still to place, by ns since the start: the
-    /// first on-CPU edge written at such an instant carries the level.
-    pub counter: Option<(u64, &'a mut BTreeMap<u64, i64>)>,
+    /// Arrows leaving the thread outside every slice (wakes from the
+    /// worker's driver between polls): `(ts, name, flow ids)`, an instant
+    /// each.
+    pub instants: Vec<(u64, &'static str, Vec<u64>)>,
+}
+
+/// An edge of the thread's sequence, in write order at equal times: ends
+/// (inner first), instants (outside every slice), begins (outer first).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Edge {
+    End { depth: std::cmp::Reverse<u32>, slice: usize },
+    Instant { index: usize },
+    Begin { depth: u32, slice: usize },
 }
 
 /// The sequence of one thread: its start packet, then BEGIN/END in time
-/// order, properly nested (at equal times: ends before begins, inner ends
-/// first, outer begins first).
+/// order, properly nested, and the instants.
 pub(super) fn thread_packets(
     tl: &Timeline,
     t: &ThreadTimeline,
@@ -255,39 +263,48 @@ pub(super) fn thread_packets(
     seq: &mut Sequence,
     emit: &mut dyn FnMut(&TracePacket) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let ThreadInput { slices, flows, mut counter } = input;
+    let ThreadInput { slices, flows, instants } = input;
     let labels: Vec<Label> = slices.iter().map(|s| label(tl, t, s, symbols, kinds)).collect();
     let mut tables = Tables::default();
     for l in &labels {
         intern(l, &mut tables);
     }
+    for &(_, name, _) in &instants {
+        tables.names.id(name);
+    }
     // Packets are written as they are made: a million of them in memory
     // took gigabytes.
-    let counter_track: Vec<u64> = counter.as_ref().map(|c| c.0).into_iter().collect();
-    emit(&sequence_start(seq.id, Some(thread_uuid(tl.pid, t.tid)), &counter_track, interned(&tables)))?;
-    // (ts, 0 = end / 1 = begin, nesting order, slice index)
-    let mut edges: Vec<(u64, u8, i64, usize)> = Vec::with_capacity(2 * slices.len());
+    emit(&sequence_start(seq.id, Some(thread_uuid(tl.pid, t.tid)), interned(&tables)))?;
+    let mut edges: Vec<(u64, Edge)> = Vec::with_capacity(2 * slices.len() + instants.len());
     for (i, s) in slices.iter().enumerate() {
-        edges.push((s.start, 1, i64::from(s.depth), i));
-        edges.push((s.end, 0, -i64::from(s.depth), i));
+        edges.push((s.start, Edge::Begin { depth: s.depth, slice: i }));
+        edges.push((s.end, Edge::End { depth: std::cmp::Reverse(s.depth), slice: i }));
     }
+    edges.extend(instants.iter().enumerate().map(|(index, &(ts, _, _))| (ts, Edge::Instant { index })));
     edges.sort_unstable();
-    for (ts, kind, _, i) in edges {
-        let mut event = if kind == 1 {
-            let at = flows.partition_point(|f| f.0 < i);
-            let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 == i).map(|f| f.1).collect();
-            begin_event(&labels[i], &mut tables, &ids)
-        } else {
-            let mut end = TrackEvent::new();
-            end.set_type(Type::TYPE_SLICE_END);
-            end
+    for (ts, edge) in edges {
+        let event = match edge {
+            Edge::Begin { slice, .. } => {
+                let at = flows.partition_point(|f| f.0 < slice);
+                let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 == slice).map(|f| f.1).collect();
+                begin_event(&labels[slice], &mut tables, &ids)
+            }
+            Edge::End { .. } => {
+                let mut end = TrackEvent::new();
+                end.set_type(Type::TYPE_SLICE_END);
+                end
+            }
+            Edge::Instant { index } => {
+                let (_, name, ref flows) = instants[index];
+                let mut instant = TrackEvent::new();
+                instant.set_type(Type::TYPE_INSTANT);
+                instant.set_name_iid(tables.names.id(name));
+                #[allow(deprecated)]
+                instant.flow_ids_old.extend(flows);
+                instant
+            }
         };
-        let ts = ts - tl.start_ns;
-        let on_cpu = matches!(slices[i].source, Source::Span(s) if matches!(t.spans[s].state, SpanState::OnCpu { .. }));
-        if let Some(level) = counter.as_mut().filter(|_| on_cpu).and_then(|(_, levels)| levels.remove(&ts)) {
-            event.extra_counter_values.push(level);
-        }
-        emit(&seq.packet(ts, event))?;
+        emit(&seq.packet(ts - tl.start_ns, event))?;
     }
     Ok(())
 }
