@@ -16,6 +16,7 @@
 //! repeated string is interned, and ids are small varints.
 
 mod arrows;
+pub mod readback;
 mod samples;
 mod sched;
 mod slices;

@@ -78,7 +78,8 @@ fn runs(tl: &Timeline) -> BTreeMap<u32, Vec<Run>> {
     for (thread, t) in tl.threads.iter().enumerate() {
         for (i, span) in t.spans.iter().enumerate() {
             let SpanState::OnCpu { cpu: Some(cpu) } = span.state else { continue };
-            let run = Run { thread, start: span.start_ns - tl.start_ns, end: span.end_ns - tl.start_ns, out_state: out_state(t, t.spans.get(i + 1), span.end_ns) };
+            let (start, end) = (span.start_ns.saturating_sub(tl.start_ns), span.end_ns.saturating_sub(tl.start_ns));
+            let run = Run { thread, start, end, out_state: out_state(t, t.spans.get(i + 1), span.end_ns) };
             out.entry(cpu).or_default().push(run);
         }
     }
