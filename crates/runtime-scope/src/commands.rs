@@ -136,11 +136,12 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let rule = settings.rule.clone();
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
-    let recording = sink.into_recording()?;
+    let mut recording = sink.into_recording()?;
     let (timeline, symbols) = analyse(&recording, &rule);
     if let Some(path) = &args.save_recording {
         output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
     }
+    release_events(&mut recording);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
     if args.trace {
         let written = formats::write(&args.trace_output, Format::Chrome, &recording, &timeline, &symbols)?;
@@ -194,7 +195,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let stop = install_signal_handlers()?;
     let mut sink = CaptureSink::create(&capture_path)?;
     recorder::record(&mut target, settings, &stop, &mut sink as &mut dyn Sink)?;
-    let loaded = read_capture(sink.path())?;
+    let mut loaded = read_capture(sink.path())?;
     report_launch(&loaded.recording);
     let (timeline, symbols) = analyse(&loaded.recording, &rule);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
@@ -209,6 +210,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         );
         return Ok(launch_exit_code(&loaded.recording));
     }
+    release_events(&mut loaded.recording);
     let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
     if args.capture.is_none() {
         let _ = std::fs::remove_file(&capture_path);
@@ -217,6 +219,13 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     }
     println!("{written}. {}", formats::how_to_open(format, &args.output));
     Ok(launch_exit_code(&loaded.recording))
+}
+
+/// The traces are written from the timeline alone: the raw events (~60
+/// bytes each, hundreds of MB on a busy minute) go before the export's own
+/// memory is taken.
+fn release_events(recording: &mut Recording) {
+    recording.events = Vec::new();
 }
 
 fn launch_exit_code(recording: &Recording) -> i32 {
@@ -242,8 +251,11 @@ fn read_capture(path: &Path) -> Result<capture::Loaded> {
 pub fn export(args: ExportArgs) -> Result<()> {
     let format = formats::choose(&args.output, args.format)?;
     output::check_writable(&args.output)?;
-    let loaded = read_capture(&args.capture)?;
+    let mut loaded = read_capture(&args.capture)?;
     let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
+    if format != Format::Capture {
+        release_events(&mut loaded.recording);
+    }
     let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
     println!("{written}. {}", formats::how_to_open(format, &args.output));
     Ok(())

@@ -194,28 +194,40 @@ fn interned(tables: &Tables) -> InternedData {
     data
 }
 
-fn intern(l: &Label, tables: &mut Tables) {
-    tables.names.id(&l.name);
-    tables.categories.id(&l.category);
-    for s in [&l.blocked_in, &l.stack].into_iter().flatten() {
-        tables.strings.id(s);
+/// A slice's label as interning ids: what a BEGIN needs, ~50 bytes a
+/// slice held until it is written (the strings of a `Label` were ~180).
+struct Interned {
+    name: u64,
+    category: u64,
+    blocked_in: Option<u64>,
+    stack: Option<u64>,
+    task: Option<(TaskRef, u32)>,
+}
+
+fn intern(l: Label, tables: &mut Tables) -> Interned {
+    Interned {
+        name: tables.names.id(&l.name),
+        category: tables.categories.id(&l.category),
+        blocked_in: l.blocked_in.map(|s| tables.strings.id(&s)),
+        stack: l.stack.map(|s| tables.strings.id(&s)),
+        task: l.task,
     }
 }
 
-fn begin_event(l: &Label, tables: &mut Tables, flows: &[u64]) -> TrackEvent {
+fn begin_event(l: &Interned, flows: &[u64]) -> TrackEvent {
     let mut begin = TrackEvent::new();
     begin.set_type(Type::TYPE_SLICE_BEGIN);
-    begin.set_name_iid(tables.names.id(&l.name));
-    begin.category_iids.push(tables.categories.id(&l.category));
+    begin.set_name_iid(l.name);
+    begin.category_iids.push(l.category);
     let uint = |iid, value: u64| {
         let mut a = annotation(iid);
         a.set_uint_value(value);
         a
     };
-    for (iid, value) in [(ANNOTATION_BLOCKED_IN, &l.blocked_in), (ANNOTATION_STACK, &l.stack)] {
+    for (iid, value) in [(ANNOTATION_BLOCKED_IN, l.blocked_in), (ANNOTATION_STACK, l.stack)] {
         if let Some(v) = value {
             let mut a = annotation(iid);
-            a.set_string_value_iid(tables.strings.id(v));
+            a.set_string_value_iid(v);
             begin.debug_annotations.push(a);
         }
     }
@@ -264,14 +276,9 @@ pub(super) fn thread_packets(
     emit: &mut dyn FnMut(&TracePacket) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let ThreadInput { slices, flows, instants } = input;
-    let labels: Vec<Label> = slices.iter().map(|s| label(tl, t, s, symbols, kinds)).collect();
     let mut tables = Tables::default();
-    for l in &labels {
-        intern(l, &mut tables);
-    }
-    for &(_, name, _) in &instants {
-        tables.names.id(name);
-    }
+    let labels: Vec<Interned> = slices.iter().map(|s| intern(label(tl, t, s, symbols, kinds), &mut tables)).collect();
+    let instant_names: Vec<u64> = instants.iter().map(|&(_, name, _)| tables.names.id(name)).collect();
     // Packets are written as they are made: a million of them in memory
     // took gigabytes.
     emit(&sequence_start(seq.id, Some(thread_uuid(tl.pid, t.tid)), interned(&tables)))?;
@@ -287,7 +294,7 @@ pub(super) fn thread_packets(
             Edge::Begin { slice, .. } => {
                 let at = flows.partition_point(|f| f.0 < slice);
                 let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 == slice).map(|f| f.1).collect();
-                begin_event(&labels[slice], &mut tables, &ids)
+                begin_event(&labels[slice], &ids)
             }
             Edge::End { .. } => {
                 let mut end = TrackEvent::new();
@@ -295,10 +302,10 @@ pub(super) fn thread_packets(
                 end
             }
             Edge::Instant { index } => {
-                let (_, name, ref flows) = instants[index];
                 let mut instant = TrackEvent::new();
                 instant.set_type(Type::TYPE_INSTANT);
-                instant.set_name_iid(tables.names.id(name));
+                instant.set_name_iid(instant_names[index]);
+                let flows = &instants[index].2;
                 #[allow(deprecated)]
                 instant.flow_ids_old.extend(flows);
                 instant
