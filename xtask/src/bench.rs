@@ -266,7 +266,45 @@ fn output_sizes(scope: &Path, demo: &Path) -> Result<(Vec<(String, u64, u64)>, S
         run(Command::new(scope).arg("export").arg(&capture).arg("-o").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()))?;
         sizes.push((name.to_string(), std::fs::metadata(&path).map_err(|e| e.to_string())?.len(), events));
     }
-    Ok((sizes, stacks))
+    let throughput = write_throughput(&[("the 5 s demo capture above", capture.to_string_lossy().into_owned()), ("the 60 s demo capture of Memory", crate::capacity::memory_capture())]);
+    let _ = std::fs::remove_file(crate::capacity::memory_capture());
+    Ok((sizes, format!("{}{stacks}", throughput?)))
+}
+
+/// Perfetto and Chrome writers side by side on the same captures
+/// (`export_speed` example: the writer alone, into memory, median of 3
+/// alternating runs).
+fn write_throughput(captures: &[(&str, String)]) -> Result<String, String> {
+    let mut s = String::from(
+        "Write throughput: each format written from the same analysed capture into memory, the writer alone (reading, analysing and \
+         symbolizing come first and are not timed), median of 3 alternating runs: \
+         `cargo run --release -p scope-export --example export_speed -- X.rscope`.\n\n\
+         | capture | events | Perfetto | Chrome JSON | Perfetto time / Chrome time |\n|---|---|---|---|---|\n",
+    );
+    for (name, path) in captures {
+        println!("xtask bench: write throughput on {name}");
+        let out = Command::new("cargo")
+            .args(["run", "--quiet", "--release", "-p", "scope-export", "--example", "export_speed", "--"])
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "perfetto EVENTS BYTES SECONDS" then "chrome …".
+        let rows: Vec<(u64, f64, f64)> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+            })
+            .collect();
+        let [(events, p_bytes, p_secs), (_, c_bytes, c_secs)] = rows[..] else {
+            return Err(format!("export_speed printed {text}{}", String::from_utf8_lossy(&out.stderr)));
+        };
+        let cell = |bytes: f64, secs: f64| format!("{:.1} ms, {:.2} M events/s, {:.0} MB/s", secs * 1e3, events as f64 / secs / 1e6, bytes / secs / 1e6);
+        s.push_str(&format!("| {name} | {events} | {} | {} | {:.2} |\n", cell(p_bytes, p_secs), cell(c_bytes, c_secs), p_secs / c_secs));
+    }
+    s.push('\n');
+    Ok(s)
 }
 
 fn render(

@@ -306,16 +306,22 @@ pub fn ingest(scope: &Path, demo: &Path, probed_ns: f64) -> Result<String, Strin
 
 const MEMORY_SECONDS: &str = "60";
 
+/// The 60 s capture `memory` leaves behind.
+pub fn memory_capture() -> String {
+    tmp("bench-memory.rscope")
+}
+
 /// "## Memory on a 60 s run".
 pub fn memory(scope: &Path, demo: &Path) -> Result<String, String> {
     println!("xtask bench: memory: recording the demo app for {MEMORY_SECONDS} s");
-    let (trace, capture) = (tmp("bench-memory.pftrace"), tmp("bench-memory.rscope"));
+    let (trace, capture) = (tmp("bench-memory.pftrace"), memory_capture());
     let demo = demo.to_string_lossy().into_owned();
     let args = ["--no-live", "-d", MEMORY_SECONDS, "-o", &trace, "--capture", &capture];
     let run = finish(vec![start(scope, &args, &[&demo, "70"])?], Duration::from_secs(300))?.remove(0);
     let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("{p}: {e}"));
     let (trace_bytes, capture_bytes) = (size(&trace)?, size(&capture)?);
-    let (_, _) = (std::fs::remove_file(&trace), std::fs::remove_file(&capture));
+    // The capture stays for the write throughput (`bench::output_sizes`).
+    let _ = std::fs::remove_file(&trace);
     let (secs, stop_at) = run.stopped()?;
     let lost = run.lost()?;
     // The summary's first line ("demo-app (pid N): … recorded") follows reading the capture back.
