@@ -20,7 +20,7 @@ pub const WORKERS_ON_CPU: &str = "workers on CPU";
 
 /// Levels change within microseconds (a worker waking for 20 µs, a task
 /// queued for 50): the peak of each bucket is what a timeline can show at
-/// a glance. Workers: 1 ms (Chrome only; Perfetto has every change).
+/// a glance, in both exports. Workers: 1 ms.
 /// Ready tasks: 10 ms, which bounds the counter to 100 values a second
 /// (a packet each: at 1 ms the demo's trace grew 13%).
 const WORKER_BUCKET_NS: u64 = 1_000_000;
@@ -35,7 +35,7 @@ pub fn series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
 }
 
 /// The task counters (ready tasks, poll rate): none without task polls.
-pub fn task_series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
+fn task_series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
     if tl.threads.iter().all(|t| t.polls.is_empty()) {
         return Vec::new();
     }
@@ -51,7 +51,7 @@ pub fn task_series(tl: &Timeline, flows: &[Flow]) -> Vec<Series> {
 }
 
 /// Worker on-CPU span edges as level changes (ts → delta, absolute ns).
-pub fn workers_on_cpu(tl: &Timeline) -> BTreeMap<u64, i64> {
+fn workers_on_cpu(tl: &Timeline) -> BTreeMap<u64, i64> {
     let mut changes = BTreeMap::new();
     for t in tl.workers() {
         for s in t.spans.iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })) {

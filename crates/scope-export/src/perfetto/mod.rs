@@ -12,7 +12,7 @@
 //! Size: nearly all bytes are per slice edge, and the floor there is the
 //! packet itself (framing, delta timestamp, sequence id, event type: ~11
 //! bytes an END). So the on-CPU / off-CPU picture, two slices a context
-//! switch in the Chrome trace, is sched data at ~5 bytes a switch, every
+//! switch in the Chrome trace, is sched data at ~8 bytes a switch, every
 //! repeated string is interned, and ids are small varints.
 
 mod arrows;
