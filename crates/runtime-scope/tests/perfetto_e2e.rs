@@ -33,8 +33,10 @@ fn perfetto_trace_of_demo_matches_kernel_accounting() {
     for (i, &tid) in workers.iter().enumerate() {
         let row = format!("worker {i} (tid {tid})");
         assert!(d.tracks.values().any(|n| *n == row), "{row} missing from {:?}", d.tracks);
-        let runs: Vec<_> = d.runs.iter().filter(|r| r.tid == tid).collect();
+        let mut runs: Vec<_> = d.runs.iter().filter(|r| r.tid == tid).collect();
         assert!(!runs.is_empty(), "no sched data for {row}");
+        // Over all CPUs, in time order.
+        runs.sort_by_key(|r| r.start);
         for pair in runs.windows(2) {
             assert!(pair[1].start >= pair[0].end, "{row} ran twice at once: {pair:?}");
         }

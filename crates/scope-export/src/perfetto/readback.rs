@@ -46,12 +46,15 @@ pub struct Waking {
 #[derive(Default)]
 pub struct Decoded {
     pub tracks: BTreeMap<u64, String>,
+    /// Sorted by track name, then start.
     pub slices: Vec<Slice>,
     /// Instants: (track name, ts, name, flow ids).
     pub instants: Vec<(String, u64, String, Vec<u64>)>,
     /// Counter values by track name.
     pub counters: BTreeMap<String, Vec<(u64, i64)>>,
+    /// Sorted by thread, then CPU, then start (not by time across CPUs).
     pub runs: Vec<Run>,
+    /// Sorted by time.
     pub wakings: Vec<Waking>,
     /// `SystemInfo.utsname` (sysname, release).
     pub system: Option<(String, String)>,
