@@ -68,14 +68,27 @@ fn group_instants(slices: &[Slice], instants: Vec<(u64, &'static str, u64)>) -> 
     out
 }
 
-/// The innermost slice of thread `ti` around each of `instants` (flow
-/// index, ts), sorted by time.
-fn locate(slices: &[Vec<Slice>], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<(usize, usize)>]) {
+/// The innermost slice of thread `ti` around each of `instants` (ts, flow
+/// index).
+fn locate(slices: &[Slice], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<(usize, usize)>]) {
     instants.sort_unstable();
     let times: Vec<u64> = instants.iter().map(|f| f.0).collect();
-    for ((_, i), at) in instants.iter().zip(innermost(&slices[ti], &times)) {
+    for ((_, i), at) in instants.iter().zip(innermost(slices, &times)) {
         out[*i] = at.map(|s| (ti, s));
     }
+}
+
+/// `(ts, flow index)` of one end of every flow, by the thread (index) it
+/// is on; ends on threads we did not follow are left out.
+fn ends_by_thread(threads: usize, thread: &HashMap<u32, usize>, flows: &[Flow], end: fn(&Flow) -> (u32, u64)) -> Vec<Vec<(u64, usize)>> {
+    let mut out = vec![Vec::new(); threads];
+    for (i, f) in flows.iter().enumerate() {
+        let (tid, ts) = end(f);
+        if let Some(&ti) = thread.get(&tid) {
+            out[ti].push((ts, i));
+        }
+    }
+    out
 }
 
 /// An arrow leaves from the innermost slice around its source instant (an
@@ -86,10 +99,11 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
     let thread: HashMap<u32, usize> = tl.threads.iter().enumerate().map(|(i, t)| (t.tid, i)).collect();
     let mut source: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
     let mut destination: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
-    for (ti, t) in tl.threads.iter().enumerate() {
-        let of = |end: fn(&Flow) -> (u32, u64)| flows.iter().enumerate().filter(|(_, f)| end(f).0 == t.tid).map(|(i, f)| (end(f).1, i)).collect();
-        locate(slices, ti, of(|f| f.from), &mut source);
-        locate(slices, ti, of(|f| f.to), &mut destination);
+    let froms = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.from);
+    let tos = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.to);
+    for (ti, (froms, tos)) in froms.into_iter().zip(tos).enumerate() {
+        locate(&slices[ti], ti, froms, &mut source);
+        locate(&slices[ti], ti, tos, &mut destination);
     }
     // `flows()` returns them sorted by source time, so a chain has reached
     // a slice before any arrow leaves it.

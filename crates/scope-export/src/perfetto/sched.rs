@@ -45,7 +45,7 @@ struct Run {
 }
 
 /// A record of one CPU's stream, at ns since the start of the recording.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 enum Record {
     /// The CPU switched to `next` (None: the idle task), the thread before
     /// it leaving in `prev_state`.
@@ -222,8 +222,9 @@ pub(super) fn write(tl: &Timeline, emit: &mut dyn FnMut(&TracePacket) -> io::Res
         return Ok(());
     }
     emit(&system_info())?;
-    let mut per_cpu = streams.clone();
-    for (cpu, waking) in wakings(tl, &streams) {
+    let wakings = wakings(tl, &streams);
+    let mut per_cpu = streams;
+    for (cpu, waking) in wakings {
         per_cpu.get_mut(&cpu).expect("a waking goes on a CPU with a stream").push(waking);
     }
     for (cpu, mut records) in per_cpu {
