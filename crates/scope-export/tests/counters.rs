@@ -4,9 +4,6 @@
 mod common;
 
 use common::fixture_with_stacks;
-use perfetto_protos::trace::Trace;
-use perfetto_protos::track_event::track_event::Type;
-use protobuf::Message;
 use scope_export::counters::{POLLS_PER_SECOND, READY_TASKS, WORKERS_ON_CPU, series};
 use std::collections::BTreeMap;
 
@@ -26,30 +23,9 @@ fn ready_tasks_rise_at_spawn_and_wake_and_fall_at_the_poll() {
 #[test]
 fn perfetto_and_chrome_carry_the_task_counters() {
     let (tl, symbols) = fixture_with_stacks();
-    let mut bytes = Vec::new();
-    scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
-    let trace = Trace::parse_from_bytes(&bytes).unwrap();
-    let mut tracks: BTreeMap<u64, String> = BTreeMap::new();
-    let mut defaults: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut values: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for p in &trace.packet {
-        if p.has_track_descriptor() {
-            let td = p.track_descriptor();
-            if td.counter.is_some() {
-                tracks.insert(td.uuid(), td.name().to_string());
-            }
-        }
-        let seq = p.trusted_packet_sequence_id();
-        if let Some(track) = p.trace_packet_defaults.as_ref().and_then(|d| d.track_event_defaults.as_ref()).map(|d| d.track_uuid()) {
-            defaults.insert(seq, track);
-        }
-        if p.has_track_event() && p.track_event().type_() == Type::TYPE_COUNTER {
-            let ev = p.track_event();
-            let track = ev.track_uuid.or(defaults.get(&seq).copied()).expect("a track");
-            let name = tracks.get(&track).expect("counter on a declared counter track").clone();
-            values.entry(name).or_default().push(ev.counter_value());
-        }
-    }
+    // Read back as the viewer reads it: a counter on an undeclared track is an error.
+    let counters = common::perfetto::decode(&tl, &symbols).counters;
+    let values: BTreeMap<String, Vec<i64>> = counters.into_iter().map(|(name, points)| (name, points.into_iter().map(|p| p.1).collect())).collect();
     assert_eq!(values.get(READY_TASKS).and_then(|v| v.iter().max()), Some(&1), "{values:?}");
     assert!(values.get(POLLS_PER_SECOND).is_some_and(|v| v.contains(&20)), "{values:?}");
     let chrome = scope_export::chrome::to_value(&tl, &symbols, "test");

@@ -89,6 +89,7 @@ pub fn read(bytes: &[u8]) -> Result<Decoded, String> {
     let mut d = Decoded { bytes: bytes.len(), ..Decoded::default() };
     let mut sequences: BTreeMap<u32, SeqState> = BTreeMap::new();
     let mut open: BTreeMap<u64, Vec<Slice>> = BTreeMap::new();
+    let mut counter_tracks = std::collections::BTreeSet::new();
     // Per CPU: what runs since when (None before the priming switch).
     let mut cpus: BTreeMap<u32, Option<(u32, u64)>> = BTreeMap::new();
     for packet in &trace.packet {
@@ -99,6 +100,9 @@ pub fn read(bytes: &[u8]) -> Result<Decoded, String> {
                 None => td.process.as_ref().map_or(td.name().to_string(), |p| p.process_name().to_string()),
             };
             d.tracks.insert(td.uuid(), name);
+            if td.counter.is_some() {
+                counter_tracks.insert(td.uuid());
+            }
             continue;
         }
         if packet.has_system_info() {
@@ -159,7 +163,10 @@ pub fn read(bytes: &[u8]) -> Result<Decoded, String> {
                 d.slices.push(slice);
             }
             Type::TYPE_INSTANT => d.instants.push((track_name, ts, get(&seq.names, ev.name_iid(), "name")?.clone(), flows)),
-            Type::TYPE_COUNTER => d.counters.entry(track_name).or_default().push((ts, ev.counter_value())),
+            Type::TYPE_COUNTER => {
+                ensure!(counter_tracks.contains(&track), "a counter value on {track_name}, not a counter track");
+                d.counters.entry(track_name).or_default().push((ts, ev.counter_value()));
+            }
             other => return Err(format!("unexpected event type {other:?}")),
         }
     }

@@ -1,6 +1,8 @@
 //! The Perfetto export of a timeline, read back as the trace processor
 //! reads it (`scope_export::perfetto::readback`).
 
+// Not every test binary that includes `common` names them all.
+#[allow(unused_imports)]
 pub use scope_export::perfetto::readback::{Decoded, Run, Slice, Waking};
 use scope_model::{Symbols, Timeline};
 
