@@ -89,6 +89,12 @@ pub struct StackArgs {
           value_parser = clap::value_parser!(u32).range(512..=32768))]
     pub stack_size: u32,
 
+    /// Bytes of user stack copied when a thread blocks (512 to 32768, at
+    /// most --stack-size): waits sit shallower than samples land.
+    #[arg(long, default_value_t = 8192, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(512..=32768))]
+    pub blocked_stack_size: u32,
+
     /// Budget for stacks copied when a thread blocks, bytes per second over
     /// all CPUs; copies over budget are skipped and counted. 0: none.
     #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES_PER_SEC")]

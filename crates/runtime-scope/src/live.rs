@@ -157,7 +157,8 @@ impl LiveView {
             | Event::TaskSpawn { .. }
             | Event::TaskWake { .. }
             | Event::Waking { .. }
-            | Event::TaskId { .. } => {}
+            | Event::TaskId { .. }
+            | Event::TaskAt { .. } => {}
         }
     }
 

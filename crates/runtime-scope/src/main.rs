@@ -1,9 +1,11 @@
 //! runtime-scope: timeline profiler for async Rust, built on eBPF.
 
+mod btf;
 mod cli;
 mod commands;
 mod failure;
 mod formats;
+mod kernel_layout;
 mod launch;
 mod live;
 mod modules;
@@ -15,6 +17,7 @@ mod recorder;
 mod sink;
 mod stacks;
 mod top;
+mod thread_names;
 mod tracefs;
 
 use clap::Parser;

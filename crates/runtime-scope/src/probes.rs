@@ -3,12 +3,12 @@
 //! detaches every program (aya owns the links).
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
-use aya::programs::{PerfEvent, RawTracePoint, TracePoint, UProbe};
+use aya::programs::{BtfTracePoint, PerfEvent, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use scope_common::{FieldOffsets, StackConfig, counter};
+use scope_common::{FieldOffsets, StackConfig, TaskIdLayout, counter};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scope-ebpf"));
 
@@ -16,17 +16,6 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Uprobe links by program, detached together in [`Probes::detach_uprobes`].
     uprobes: Vec<(&'static str, UProbeLinkId)>,
-}
-
-/// Kernel comm bytes as the filter map stores them.
-fn comm_words(name: &str) -> [u64; 2] {
-    let mut bytes = [0u8; 16];
-    let n = name.len().min(15);
-    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-    [
-        u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
-        u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")),
-    ]
 }
 
 fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
@@ -40,16 +29,41 @@ fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
 }
 
 impl Probes {
-    pub fn load(tgid: u32, offsets: &FieldOffsets, stacks: &StackConfig) -> Result<Probes> {
+    pub fn load(tgid: u32, offsets: &FieldOffsets, stacks: &StackConfig, task_ids: &TaskIdLayout) -> Result<Probes> {
         let scratch_slots = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
+        let btf = crate::btf::Btf::from_sys_fs()?;
+        let kernel = crate::kernel_layout::read(&btf)?;
         let ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
+            .override_global("LAYOUT", &kernel, true)
+            .override_global("TASK_IDS", task_ids, true)
             .override_global("STACK_CONFIG", stacks, true)
             .map_max_entries("SCRATCH", scratch_slots)
             .load(OBJECT)
             .map_err(explain_load_error)?;
         Ok(Probes { ebpf, uprobes: Vec::new() })
+    }
+
+    /// A BTF tracepoint program (`sched_switch`, `sched_waking`).
+    pub fn attach_btf(&mut self, program: &str, btf: &aya::Btf) -> Result<()> {
+        let tp: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        tp.load(program, btf).with_context(|| format!("the kernel rejected the {program} program"))?;
+        tp.attach().with_context(|| format!("attaching to BTF tracepoint {program} failed"))?;
+        Ok(())
+    }
+
+    /// Where Tokio keeps the task id in CONTEXT (its offset), once known:
+    /// the programs then read that word instead of copying CONTEXT.
+    pub fn set_task_id_field(&mut self, offset: u32) -> Result<()> {
+        let mut map: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("TASK_ID_FIELD").context("TASK_ID_FIELD map missing")?)?;
+        map.set(0, offset + 1, 0).context("setting the task id's offset")?;
+        Ok(())
     }
 
     pub fn attach(&mut self, program: &str, category: &str) -> Result<()> {
@@ -61,27 +75,6 @@ impl Probes {
         tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
         tp.attach(category, program)
             .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
-        Ok(())
-    }
-
-    /// Per-CPU interrupt depth, so wakings from interrupts name no waker.
-    /// Exits first: an exit seen without its entry is harmless, an entry
-    /// without its exit would mark the CPU as interrupted for good.
-    pub fn attach_interrupt_tracking(&mut self) -> Result<()> {
-        for (program, points) in [
-            ("irq_leave", ["irq_handler_exit", "softirq_exit", "hrtimer_expire_exit"]),
-            ("irq_enter", ["irq_handler_entry", "softirq_entry", "hrtimer_expire_entry"]),
-        ] {
-            let tp: &mut RawTracePoint = self
-                .ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?
-                .try_into()?;
-            tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
-            for point in points {
-                tp.attach(point).with_context(|| format!("attaching {program} to raw tracepoint {point} failed"))?;
-            }
-        }
         Ok(())
     }
 
@@ -176,17 +169,6 @@ impl Probes {
         })
     }
 
-    /// Adds threads to the kernel-side filter.
-    pub fn follow_threads(&mut self, threads: &[(u32, String)]) -> Result<()> {
-        let mut map: HashMap<&mut MapData, u32, [u64; 2]> =
-            HashMap::try_from(self.ebpf.map_mut("THREADS").context("THREADS map missing")?)?;
-        for (tid, name) in threads {
-            map.insert(tid, comm_words(name), 0)
-                .with_context(|| format!("adding thread {tid} to the filter"))?;
-        }
-        Ok(())
-    }
-
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
         Ok(RingBuf::try_from(map)?)
@@ -259,15 +241,4 @@ struct ProgCounters {
     run_cnt: u64,
     run_time_ns: u64,
     recursion_misses: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn comm_words_match_kernel_layout() {
-        let w = super::comm_words("tokio-rt-worker-extra");
-        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
-        assert_eq!(&bytes[..15], b"tokio-rt-worker");
-        assert_eq!(bytes[15], 0, "kernel comm is NUL-terminated within 16 bytes");
-    }
 }

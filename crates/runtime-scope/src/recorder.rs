@@ -7,10 +7,11 @@ use crate::probes::Probes;
 use crate::process::{Target, monotonic_ns};
 use crate::sink::Sink;
 use crate::stacks::StackCollector;
+use crate::thread_names::ThreadNames;
 use crate::tracefs;
 use anyhow::{Context, Result};
 use scope_model::capture::{CLOCK_MONOTONIC, Start, Stop};
-use scope_common::StackConfig;
+use scope_common::{StackConfig, TaskIdLayout};
 use scope_model::{Event, Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// a live view or a drain can get otherwise.
 const POLL_MS: i32 = 100;
 
-const PROBES: [(&str, &str); 4] =
-    [("task", "task_newtask"), ("sched", "sched_process_exit"), ("sched", "sched_switch"), ("sched", "sched_waking")];
+const PROBES: [&str; 4] =
+    ["tracepoint:task/task_newtask", "tracepoint:sched/sched_process_exit", "tp_btf:sched_switch", "tp_btf:sched_waking"];
 
 /// Probes being removed after a recording (see `finish_detaching`).
 static DETACHING: std::sync::Mutex<Option<std::thread::JoinHandle<std::time::Duration>>> = std::sync::Mutex::new(None);
@@ -64,6 +65,8 @@ pub struct Settings {
     pub polls: Option<PollProbes>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
+    /// Where the programs find Tokio's current task id (disabled: zeros).
+    pub task_ids: TaskIdLayout,
     pub frequency: u32,
     /// None: until a signal or the target exits.
     pub duration_ns: Option<u64>,
@@ -95,7 +98,7 @@ fn wait(ring_fd: i32, exit_fd: i32, timeout_ms: i32) -> bool {
 fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, String)>)> {
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks)?;
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &settings.task_ids)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -107,10 +110,9 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
         .iter()
         .map(|&t| (t, target.thread_name(t).unwrap_or_else(|| format!("tid {t}"))))
         .collect();
-    probes.follow_threads(&initial)?;
-    probes.attach("sched_switch", "sched")?;
-    probes.attach_interrupt_tracking()?;
-    probes.attach("sched_waking", "sched")?;
+    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    probes.attach_btf("sched_switch", &btf)?;
+    probes.attach_btf("sched_waking", &btf)?;
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
     }
@@ -165,7 +167,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         start_ns,
         threads: threads.clone(),
         modules,
-        probes: PROBES.iter().map(|(c, n)| format!("tracepoint:{c}/{n}")).collect(),
+        probes: PROBES.iter().map(|p| p.to_string()).collect(),
         launch: settings.launch.clone(),
     })
     .context("writing the capture")?;
@@ -176,8 +178,8 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         target.pid,
         threads.len(),
     );
-    let names: HashMap<u32, String> = initial.into_iter().collect();
-    let mut view = LiveView::new(settings.live, settings.rule.clone(), names, start_ns, settings.duration_ns)
+    let mut names = ThreadNames::new(target.pid, &initial);
+    let mut view = LiveView::new(settings.live, settings.rule.clone(), names.current(), start_ns, settings.duration_ns)
         .with_long_polls(settings.long_poll_ns);
     let deadline = settings.duration_ns.map(|d| start_ns + d);
     let mut undecodable = 0u64;
@@ -187,7 +189,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let mut task_ids: HashMap<u64, u64> = HashMap::new();
     let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
-    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink| -> Result<()> {
+    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink, names: &mut ThreadNames| -> Result<()> {
         while let Some(item) = ring.next() {
             if let Some(raw) = decode::decode_poll_start(&item) {
                 collector.poll_started(raw.tid, raw.ret_addr);
@@ -209,22 +211,42 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             }
             if decode::is_stack(&item) {
                 match decode::decode_stack(&item) {
-                    Ok(raw) => batch.extend(collector.process(&raw)),
+                    Ok(raw) => {
+                        if raw.task_id != 0 {
+                            batch.push(Event::TaskAt { ts: raw.ts, tid: raw.tid, id: raw.task_id });
+                        }
+                        batch.extend(collector.process(&raw));
+                    }
                     Err(_) => undecodable += 1,
                 }
                 continue;
+            }
+            if decode::context_copy(&item).is_some() {
+                continue;
+            }
+            if let Some((ts, tid, name)) = decode::exit_name(&item) {
+                batch.extend(names.exited(ts, tid, name));
+            }
+            if let Some(task) = decode::switch_task(&item) {
+                batch.push(task);
             }
             match decode::decode(&item) {
                 Ok(event) => {
                     if let Event::PollEnd { tid, .. } = event {
                         collector.poll_ended(tid);
                     }
+                    names.saw(&event);
                     view.feed(&event);
                     batch.push(event);
                 }
                 Err(_) => undecodable += 1,
             }
         }
+        let renamed = names.refresh_fresh(monotonic_ns());
+        for event in &renamed {
+            view.feed(event);
+        }
+        batch.extend(renamed);
         sink.events(&batch).context("writing the capture")?;
         batch.clear();
         Ok(())
@@ -233,7 +255,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         let now = monotonic_ns();
         let left_ms = deadline.map_or(POLL_MS, |d| (d.saturating_sub(now) / 1_000_000) as i32);
         let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, POLL_MS));
-        drain(&mut view, sink)?;
+        drain(&mut view, sink, &mut names)?;
         let now = monotonic_ns();
         if exited {
             break StopReason::TargetExited;
@@ -254,7 +276,8 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();
     eprintln!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
     // Records already in the buffer still belong to the window.
-    drain(&mut view, sink)?;
+    drain(&mut view, sink, &mut names)?;
+    sink.events(&names.refresh_all(end_ns)).context("writing the capture")?;
     // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;

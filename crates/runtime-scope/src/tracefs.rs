@@ -68,14 +68,9 @@ fn field(root: &Path, event: &str, name: &str, size: u32) -> Result<u32> {
 /// Offsets of every field the eBPF programs read, checked for size.
 pub fn field_offsets(root: &Path) -> Result<FieldOffsets> {
     Ok(FieldOffsets {
-        switch_prev_comm: field(root, "sched/sched_switch", "prev_comm", 16)?,
-        switch_prev_pid: field(root, "sched/sched_switch", "prev_pid", 4)?,
-        switch_prev_state: field(root, "sched/sched_switch", "prev_state", 8)?,
-        switch_next_pid: field(root, "sched/sched_switch", "next_pid", 4)?,
         newtask_pid: field(root, "task/task_newtask", "pid", 4)?,
         newtask_comm: field(root, "task/task_newtask", "comm", 16)?,
         newtask_clone_flags: field(root, "task/task_newtask", "clone_flags", 8)?,
-        waking_pid: field(root, "sched/sched_waking", "pid", 4)?,
         _pad: 0,
     })
 }

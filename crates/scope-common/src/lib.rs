@@ -25,6 +25,8 @@ pub mod kind {
     /// [`WorkerRun`] with index 0: a thread took a current_thread runtime's
     /// core (`CurrentThread::take_core`), so it polls that runtime's tasks.
     pub const CURRENT_THREAD: u32 = 12;
+    /// [`ContextCopy`]: a thread's CONTEXT bytes, to find the task id in it.
+    pub const CONTEXT_COPY: u32 = 13;
 }
 
 /// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.
@@ -99,6 +101,8 @@ pub struct StackHeader {
     pub bp: u64,
     pub len: u32,
     pub _pad: u32,
+    /// Tokio's current task id on that thread (as in [`Switch::task_id`]).
+    pub task_id: u64,
 }
 
 /// What userspace configures for stack capture (a `.rodata` global).
@@ -110,6 +114,10 @@ pub struct StackConfig {
     pub _pad: u32,
     /// Budget for blocked-switch stack copies, bytes per second per CPU.
     pub blocked_bytes_per_sec: u64,
+    /// Bytes copied at a blocked switch-out (≤ stack_bytes): waits sit
+    /// shallower than samples land (95% need ≤ 1.8 KiB, measured).
+    pub blocked_stack_bytes: u32,
+    pub _pad2: u32,
 }
 
 /// Capacity of the thread filter map.
@@ -142,6 +150,10 @@ pub struct Switch {
     /// because reading the counter map with a syscall while recording makes
     /// the kernel skip our programs on that CPU (see docs/design-notes.md).
     pub cpu_lost: u32,
+    /// Tokio's current task id on the thread switching out (read from its
+    /// `CONTEXT` thread-local), when it is ours and the field is known; 0
+    /// otherwise (no task, not read).
+    pub task_id: u64,
 }
 
 /// A thread created in the target process (`task_newtask` with CLONE_THREAD).
@@ -161,6 +173,9 @@ pub struct Exit {
     pub header: Header,
     pub tid: u32,
     pub _pad: u32,
+    /// The thread's name as it exits (names change after creation; the
+    /// switch path does not watch for that, to stay cheap).
+    pub comm: [u8; COMM_LEN],
 }
 
 /// A target thread's name changed (seen at its switch-out).
@@ -178,21 +193,79 @@ pub struct Comm {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FieldOffsets {
-    pub switch_prev_comm: u32,
-    pub switch_prev_pid: u32,
-    pub switch_prev_state: u32,
-    pub switch_next_pid: u32,
     pub newtask_pid: u32,
     pub newtask_comm: u32,
     pub newtask_clone_flags: u32,
-    pub waking_pid: u32,
     pub _pad: u32,
+}
+
+/// Where the running kernel keeps what the BTF programs read, from its BTF
+/// (`/sys/kernel/btf/vmlinux`): offsets into `task_struct`, and how to find
+/// the per-CPU preempt count. A `.rodata` global: the verifier sees these as
+/// constants, so the programs read `task_struct` fields directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `__state` (5.14+) or `state`: the low 32 bits are read either way.
+    pub task_state: u32,
+    /// `thread.fsbase`: the thread pointer, base of the thread-locals.
+    pub task_fsbase: u32,
+    /// 1 when `sched_switch` passes `prev_state` as an argument (5.18+):
+    /// the state the scheduler acted on, which `__state` may no longer hold.
+    pub switch_state_arg: u32,
+    /// `task_struct.stack`: the base of the task's kernel stack.
+    pub task_stack: u32,
+    /// `THREAD_SIZE` (the size of `struct irq_stack`, the same on x86-64);
+    /// 0 if unknown: then no waking names a waker.
+    pub thread_size: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`).
+    pub task_flags: u32,
+}
+
+/// Where Tokio's current task id lives in the target's thread-locals
+/// (`tokio::runtime::context::CONTEXT`), a `.rodata` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskIdLayout {
+    /// CONTEXT's address minus the thread pointer (negative: x86-64 puts
+    /// the executable's TLS block just below it).
+    pub context_from_fs: i64,
+    /// Bytes of CONTEXT copied into [`ContextCopy`] records while the
+    /// field's offset is still unknown (≤ [`CONTEXT_COPY_MAX`]); 0: no
+    /// CONTEXT (not a Tokio binary with symbols): task ids stay 0.
+    pub context_len: u32,
+    pub _pad: u32,
+}
+
+/// Largest CONTEXT copy (tokio 1.54's CONTEXT is 80 bytes).
+pub const CONTEXT_COPY_MAX: usize = 128;
+
+/// While the task id's offset in CONTEXT is unknown, each switch-out and
+/// sample of a target thread also sends the thread's CONTEXT bytes;
+/// userspace finds the word that holds the polled task's id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextCopy {
+    pub header: Header,
+    pub tid: u32,
+    pub len: u32,
+    pub bytes: [u8; CONTEXT_COPY_MAX],
+}
+
+impl Default for ContextCopy {
+    fn default() -> Self {
+        ContextCopy { header: Header::default(), tid: 0, len: 0, bytes: [0; CONTEXT_COPY_MAX] }
+    }
 }
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all-integer #[repr(C)] structs with explicit padding fields.
     unsafe impl aya::Pod for super::FieldOffsets {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::TaskIdLayout {}
     unsafe impl aya::Pod for super::StackConfig {}
 }
 

@@ -2,7 +2,7 @@
 //! (it sits in the task vtable, so it is never inlined) and a uretprobe for
 //! its return. Only the target's threads are reported.
 
-use crate::{THREADS, emit, header};
+use crate::{emit, header};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_attach_cookie, bpf_probe_read_user},
@@ -11,13 +11,11 @@ use aya_ebpf::{
 };
 use scope_common::{PollEnter, PollExit, TaskSpawn, TaskWake, WorkerRun, kind};
 
-/// The running thread's id if it is one the kernel filter follows (the
-/// uprobes are scoped to the target process; a thread the filter had no
-/// room for is left out here as everywhere).
+/// The running thread's id. The uprobes are attached for the target
+/// process only, so every thread that hits one is the target's.
 #[inline(always)]
 fn followed(ctx: &impl EbpfContext) -> Option<u32> {
-    let tid = ctx.pid();
-    THREADS.get_ptr(tid).is_some().then_some(tid)
+    Some(ctx.pid())
 }
 
 #[uprobe]

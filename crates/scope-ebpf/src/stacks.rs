@@ -15,7 +15,8 @@ use aya_ebpf::{
 use scope_common::{Header, STACK_MAX, StackConfig, StackHeader, counter, kind, stack_reason};
 
 #[unsafe(no_mangle)]
-static STACK_CONFIG: StackConfig = StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0 };
+static STACK_CONFIG: StackConfig =
+    StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0, blocked_stack_bytes: 0, _pad2: 0 };
 
 #[repr(C)]
 pub struct Scratch {
@@ -39,7 +40,7 @@ static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 static BUDGET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn config() -> StackConfig {
+pub(crate) fn config() -> StackConfig {
     unsafe { core::ptr::read_volatile(&STACK_CONFIG) }
 }
 
@@ -77,20 +78,20 @@ fn within_budget(now: u64, bytes: u64, rate: u64) -> bool {
     true
 }
 
-pub fn copy_blocked(head: Header, tid: u32) {
+pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
     let cfg = config();
-    if cfg.stack_bytes == 0 {
+    if cfg.blocked_stack_bytes == 0 {
         return;
     }
-    if !within_budget(unsafe { bpf_ktime_get_ns() }, u64::from(cfg.stack_bytes), cfg.blocked_bytes_per_sec) {
+    if !within_budget(unsafe { bpf_ktime_get_ns() }, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
         bump(counter::STACKS_OVER_BUDGET);
         return;
     }
-    copy(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED);
+    copy(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes);
 }
 
-pub fn copy(head: Header, tid: u32, reason: u32) {
-    let want = config().stack_bytes;
+/// Copies up to `want` bytes of the current thread's user stack.
+pub fn copy(head: Header, tid: u32, reason: u32, task_id: u64, want: u32) {
     if want == 0 {
         return;
     }
@@ -143,6 +144,7 @@ pub fn copy(head: Header, tid: u32, reason: u32) {
         bp: regs.rbp,
         len,
         _pad: 0,
+        task_id,
     };
     let size = (size_of::<StackHeader>() as u64) + u64::from(len);
     let size = if size > size_of::<Scratch>() as u64 { size_of::<Scratch>() as u64 } else { size };

@@ -2,7 +2,10 @@
 
 use crate::Event;
 use crate::StackReason;
-use scope_common::{COMM_LEN, Comm, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, TaskSpawn, TaskWake, Switch, Waking, WorkerRun, kind, side, stack_reason};
+use scope_common::{
+    COMM_LEN, Comm, ContextCopy, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, Switch, TaskSpawn, TaskWake, Waking,
+    WorkerRun, kind, side, stack_reason,
+};
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,8 @@ pub struct RawStack<'a> {
     pub bp: u64,
     /// Stack memory from `sp` upwards.
     pub bytes: &'a [u8],
+    /// Tokio's current task id on the thread (0: none or not read).
+    pub task_id: u64,
 }
 
 /// Stack records need the target's modules to become events (unwinding).
@@ -91,7 +96,30 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         sp: head.sp,
         bp: head.bp,
         bytes: stack,
+        task_id: head.task_id,
     })
+}
+
+/// The task a switch-out's thread was in, as its own event (see
+/// [`Event::TaskAt`]); `None` for other records and for id 0.
+pub fn switch_task(bytes: &[u8]) -> Option<Event> {
+    let r: Switch = read(bytes, Some(kind::SWITCH)).ok()?;
+    (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0 && r.task_id != 0)
+        .then_some(Event::TaskAt { ts: r.header.ts, tid: r.prev_tid, id: r.task_id })
+}
+
+/// A thread's name as it exited: `(ts, tid, name)`.
+pub fn exit_name(bytes: &[u8]) -> Option<(u64, u32, String)> {
+    let r: Exit = read(bytes, Some(kind::EXIT)).ok()?;
+    (r.header.kind == kind::EXIT).then(|| (r.header.ts, r.tid, comm_to_string(&r.comm)))
+}
+
+/// A copy of a thread's CONTEXT thread-local (while the task id's offset in
+/// it is being learned): `(ts, tid, bytes)`.
+pub fn context_copy(bytes: &[u8]) -> Option<(u64, u32, Vec<u8>)> {
+    let r: ContextCopy = read(bytes, Some(kind::CONTEXT_COPY)).ok()?;
+    let len = (r.len as usize).min(r.bytes.len());
+    (r.header.kind == kind::CONTEXT_COPY).then(|| (r.header.ts, r.tid, r.bytes[..len].to_vec()))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -178,6 +206,7 @@ mod tests {
             prev_state: 0x100,
             ours: side::NEXT,
             cpu_lost: 3,
+            task_id: 0,
         };
         assert_eq!(
             decode(&bytes_of(&raw)).unwrap(),
@@ -223,6 +252,7 @@ mod tests {
             bp: 0,
             len: 3,
             _pad: 0,
+            task_id: 0,
         };
         let mut bytes = bytes_of(&head);
         bytes.extend_from_slice(&[1, 2, 3]);
@@ -234,7 +264,7 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        let raw = Exit { header: Header { kind: kind::EXIT, cpu: 0, ts: 1 }, tid: 3, _pad: 0 };
+        let raw = Exit { header: Header { kind: kind::EXIT, cpu: 0, ts: 1 }, tid: 3, _pad: 0, comm: [0; COMM_LEN] };
         let bytes = bytes_of(&raw);
         assert_eq!(decode(&bytes).unwrap(), Event::Exit { ts: 1, tid: 3 });
         assert!(matches!(

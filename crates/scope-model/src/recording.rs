@@ -61,6 +61,11 @@ pub enum Event {
     /// its first poll seen, and again if the address later holds another
     /// task. Last, for the same reason as above.
     TaskId { ts: u64, tid: u32, task: u64, id: u64 },
+    /// Thread `tid` was inside a poll of the task with Tokio's id `id` at
+    /// `ts`: read from Tokio's `CONTEXT` thread-local when the thread
+    /// switched out or was sampled (the event with the same ts and tid).
+    /// Only non-zero ids are recorded. Last, for the same reason as above.
+    TaskAt { ts: u64, tid: u32, id: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,7 +107,8 @@ impl Event {
             | Event::WorkerRun { ts, .. }
             | Event::Waking { ts, .. }
             | Event::CurrentThreadRun { ts, .. }
-            | Event::TaskId { ts, .. } => *ts,
+            | Event::TaskId { ts, .. }
+            | Event::TaskAt { ts, .. } => *ts,
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct ThreadTimeline {
     /// Who woke this thread, by time.
     #[serde(default)]
     pub wakings: Vec<Waker>,
+    /// (ts, Tokio task id) the thread was inside at a switch-out or sample
+    /// with that ts, read from Tokio's thread-local (no poll probes needed).
+    #[serde(default)]
+    pub task_marks: Vec<(u64, u64)>,
 }
 
 /// Thread `tid` of process `pid` woke a thread at `ts` (tid 0: an interrupt
@@ -309,6 +313,7 @@ impl Timeline {
                 }
                 Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
+                Event::TaskAt { ts, tid, id } => thread_entry(&mut threads, *tid, window).task_marks.push((*ts, *id)),
                 Event::TaskWake { ts, tid, task } => {
                     let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
@@ -400,6 +405,7 @@ struct Builder {
     open_polls: Vec<Poll>,
     polls: Vec<Poll>,
     wakings: Vec<Waker>,
+    task_marks: Vec<(u64, u64)>,
 }
 
 impl Builder {
@@ -418,6 +424,7 @@ impl Builder {
             open_polls: Vec::new(),
             polls: Vec::new(),
             wakings: Vec::new(),
+            task_marks: Vec::new(),
         }
     }
 
@@ -532,6 +539,7 @@ impl Builder {
             blocked_stacks: self.blocked_stacks,
             polls,
             wakings: self.wakings,
+            task_marks: self.task_marks,
         }
     }
 }

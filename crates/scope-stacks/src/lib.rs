@@ -8,5 +8,6 @@ pub mod elf;
 pub mod probe_points;
 pub mod symbolize;
 pub mod task_kinds;
+pub mod task_context;
 pub mod task_layout;
 pub mod unwind;

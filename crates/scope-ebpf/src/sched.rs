@@ -1,0 +1,162 @@
+//! Scheduler events of the target's threads. `sched_switch` and
+//! `sched_waking` fire for every thread of the machine, so they are BTF
+//! tracepoints that check the tgid in `task_struct` first: no map lookup,
+//! no trace record assembled, and their own recursion guard (a classic
+//! tracepoint program is skipped on a CPU where any other BPF program or a
+//! `bpf()` map syscall is active; see docs/design-notes.md).
+
+use crate::{emit, header, layout, offsets, stacks, target_tgid, task_id};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_get_current_comm,
+    macros::{btf_tracepoint, perf_event, tracepoint},
+    programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
+};
+use scope_common::{COMM_LEN, Exit, NewThread, Switch, Waking, kind, side, stack_reason, waking_flags};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+/// `TASK_REPORT_MAX`: what the tracepoint reports for a preempted task.
+const PREEMPTED: u64 = 0x100;
+const TASK_REPORT: u32 = 0x7f;
+/// `TASK_IDLE` (uninterruptible + noload) is reported as `TASK_REPORT_IDLE`.
+const TASK_IDLE: u32 = 0x402;
+const TASK_REPORT_IDLE: u64 = 0x80;
+
+/// A `u32` field of a `task_struct` the kernel handed us. The offset comes
+/// from frozen `.rodata`, so the verifier checks it against BTF as a
+/// constant: a plain load, no helper call.
+#[inline(always)]
+fn task_u32(task: *const u8, offset: u32) -> u32 {
+    unsafe { *(task.wrapping_add(offset as usize) as *const u32) }
+}
+
+/// `prev_state` as the classic tracepoint reports it: the preemption bit,
+/// or the one state bit that `__trace_sched_switch_state` keeps.
+#[inline(always)]
+fn reported_state(preempt: bool, state: u32) -> u64 {
+    if preempt {
+        return PREEMPTED;
+    }
+    if state == TASK_IDLE {
+        return TASK_REPORT_IDLE;
+    }
+    let s = state & TASK_REPORT;
+    if s == 0 {
+        return 0;
+    }
+    // Highest set bit (fls - 1), unrolled for the verifier.
+    let mut bit = 0x40u32;
+    while bit > 1 && s & bit == 0 {
+        bit >>= 1;
+    }
+    u64::from(bit)
+}
+
+/// `sched_switch(bool preempt, task_struct *prev, task_struct *next[, unsigned int prev_state])`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let l = layout();
+    let tgid = target_tgid();
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let mut ours = 0;
+    if task_u32(prev, l.task_tgid) == tgid {
+        ours |= side::PREV;
+    }
+    if task_u32(next, l.task_tgid) == tgid {
+        ours |= side::NEXT;
+    }
+    if ours == 0 {
+        return 0;
+    }
+    let preempt: u64 = ctx.arg(0);
+    let state = if l.switch_state_arg != 0 { ctx.arg::<u64>(3) as u32 } else { task_u32(prev, l.task_state) };
+    let prev_state = reported_state(preempt & 1 != 0, state);
+    let prev_tid = task_u32(prev, l.task_pid);
+    let head = header(kind::SWITCH);
+    // `prev` is the running thread here: its own memory can be read.
+    let task_id = if ours & side::PREV != 0 { task_id::current(head, prev_tid) } else { 0 };
+    emit(Switch {
+        header: head,
+        prev_tid,
+        next_tid: task_u32(next, l.task_pid),
+        prev_state,
+        ours,
+        cpu_lost: crate::COUNTERS.get(scope_common::counter::RINGBUF_DROPS).map_or(0, |n| *n as u32),
+        task_id,
+    });
+    // Sleeping (S) or in uninterruptible wait (D): where it waits is the
+    // question a blocked worker raises, so copy its stack (within budget).
+    if ours & side::PREV != 0 && prev_state & 0x3 != 0 {
+        stacks::copy_blocked(head, prev_tid, task_id);
+    }
+    0
+}
+
+/// `sched_waking(task_struct *p)` runs in the waker's context: the wakee is
+/// the argument, the waker is `current` (unless in an interrupt).
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
+    let l = layout();
+    let wakee: *const u8 = ctx.arg(0);
+    if task_u32(wakee, l.task_tgid) != target_tgid() {
+        return 0;
+    }
+    let flags = if crate::waker::no_waker(ctx.as_ptr()) { waking_flags::IN_INTERRUPT } else { 0 };
+    emit(Waking {
+        header: header(kind::WAKING),
+        tid: task_u32(wakee, l.task_pid),
+        waker_tid: ctx.pid(),
+        waker_pid: ctx.tgid(),
+        flags,
+    });
+    0
+}
+
+/// cpu-clock samples on every CPU; only the target's threads are kept.
+#[perf_event]
+pub fn sample_stack(ctx: PerfEventContext) -> u32 {
+    if ctx.tgid() == target_tgid() {
+        let head = header(kind::STACK);
+        let tid = ctx.pid();
+        let task_id = task_id::current(head, tid);
+        stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
+    }
+    0
+}
+
+/// `task:task_newtask` runs in the parent before the child can be scheduled,
+/// so a new thread's first switch-in is never missed (unlike
+/// `sched_process_fork`, it also tells threads from processes: clone_flags).
+/// Rare, so a classic tracepoint (field offsets from tracefs).
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = on_newtask(&ctx);
+    0
+}
+
+fn on_newtask(ctx: &TracePointContext) -> Result<(), i32> {
+    if ctx.tgid() != target_tgid() {
+        return Ok(());
+    }
+    let off = offsets();
+    let flags: u64 = unsafe { ctx.read_at(off.newtask_clone_flags as usize)? };
+    if flags & CLONE_THREAD == 0 {
+        return Ok(());
+    }
+    let tid: u32 = unsafe { ctx.read_at(off.newtask_pid as usize)? };
+    let comm: [u8; COMM_LEN] = unsafe { ctx.read_at(off.newtask_comm as usize)? };
+    emit(NewThread { header: header(kind::NEW_THREAD), tid, parent_tid: ctx.pid(), comm });
+    Ok(())
+}
+
+/// Runs in the exiting thread itself; carries its final name (threads are
+/// named after creation, and nothing on the switch path watches names).
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if ctx.tgid() == target_tgid() {
+        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        emit(Exit { header: header(kind::EXIT), tid: ctx.pid(), _pad: 0, comm });
+    }
+    0
+}

@@ -1,0 +1,59 @@
+//! Which Tokio task a thread is running, without a probe per poll: Tokio
+//! keeps the current task's id in its `CONTEXT` thread-local around every
+//! poll (`TaskIdGuard`), at a fixed offset from the thread pointer
+//! (`task_struct.thread.fsbase`). Read at switch-outs and samples, in the
+//! thread's own context. The id's offset inside CONTEXT comes from DWARF or
+//! is learned by userspace from [`ContextCopy`] records (sent while
+//! `TASK_ID_FIELD` is still 0) during a short window of exact polls.
+
+use crate::{EVENTS, bump, layout, wakeup_flags};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    macros::map,
+    maps::Array,
+};
+use scope_common::{CONTEXT_COPY_MAX, ContextCopy, Header, TaskIdLayout, counter, kind};
+
+#[unsafe(no_mangle)]
+static TASK_IDS: TaskIdLayout = TaskIdLayout { context_from_fs: 0, context_len: 0, _pad: 0 };
+
+/// The task id's offset in CONTEXT plus one; 0 while unknown. Set by
+/// userspace (a map, not `.rodata`: it may be learned while recording).
+#[map]
+pub(crate) static TASK_ID_FIELD: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The current thread's Tokio task id (0: none, unknown or unreadable).
+/// While the offset is unknown, sends the thread's CONTEXT bytes instead.
+#[inline(always)]
+pub(crate) fn current(head: Header, tid: u32) -> u64 {
+    let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
+    if cfg.context_len == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
+    let Ok(fsbase) = (unsafe { bpf_probe_read_kernel(fsbase_at) }) else { return 0 };
+    let context = fsbase.wrapping_add(cfg.context_from_fs as u64);
+    let field = TASK_ID_FIELD.get(0).copied().unwrap_or(0);
+    if field != 0 {
+        let at = context.wrapping_add(u64::from(field - 1)) as *const u64;
+        return unsafe { bpf_probe_read_user(at) }.unwrap_or(0);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ContextCopy>(0) else {
+        bump(counter::RINGBUF_DROPS);
+        return 0;
+    };
+    let copy = entry.as_mut_ptr();
+    let rc = unsafe {
+        (*copy).header = Header { kind: kind::CONTEXT_COPY, ..head };
+        (*copy).tid = tid;
+        (*copy).len = cfg.context_len;
+        generated::bpf_probe_read_user((*copy).bytes.as_mut_ptr().cast(), CONTEXT_COPY_MAX as u32, context as *const _)
+    };
+    if rc == 0 {
+        entry.submit(wakeup_flags());
+    } else {
+        entry.discard(0);
+    }
+    0
+}
