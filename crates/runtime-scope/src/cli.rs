@@ -104,11 +104,24 @@ pub struct StackArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
-    /// Do not record task polls. By default every poll of every task is
-    /// recorded when the target has tokio symbols (a uprobe and a uretprobe
-    /// on each raw::poll instance; cost ≈ 2 µs per poll on Linux 6.18).
+    /// No task information at all: neither poll probes nor Tokio's task id
+    /// at switches and samples (threads, stacks and scheduling only).
     #[arg(long)]
     pub no_tasks: bool,
+
+    /// Exact polls: a probe on every poll of every task (and wake), about
+    /// 1.5 µs each. `auto` measures the poll rate for a moment and keeps
+    /// them only while they cost less than --overhead-budget of the
+    /// target's CPU; otherwise tasks are seen through Tokio's task id at
+    /// switches and samples, which costs nothing per poll. `--polls` alone
+    /// means `on`.
+    #[arg(long, value_enum, default_value_t = PollTier::Auto, num_args = 0..=1, default_missing_value = "on", value_name = "WHEN")]
+    pub polls: PollTier,
+
+    /// CPU budget for exact polls with --polls auto, in percent of the
+    /// target's own CPU time.
+    #[arg(long, default_value_t = 2.0, value_name = "PERCENT", value_parser = budget_pct)]
+    pub overhead_budget: f64,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -126,6 +139,25 @@ pub struct ViewArgs {
     /// (cpu / blocked / preempted) and call site.
     #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
     pub long_poll: f64,
+}
+
+/// Whether to put a probe on every poll.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollTier {
+    /// Exact polls while they fit the budget, task identity otherwise.
+    Auto,
+    /// Always exact polls and wakes.
+    On,
+    /// Never: task identity only.
+    Off,
+}
+
+fn budget_pct(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        Ok(_) => Err("a percentage from 0 to 100".into()),
+        Err(e) => Err(format!("{e}: give a percentage, e.g. 2 or 0.5")),
+    }
 }
 
 fn positive_ms(s: &str) -> Result<f64, String> {

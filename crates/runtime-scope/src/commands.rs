@@ -27,9 +27,9 @@ pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder:
     if stacks.no_tasks {
         return None;
     }
-    let points = std::fs::read(binary)
-        .map_err(|e| e.to_string())
-        .and_then(|data| scope_stacks::probe_points::tokio_probe_points(&data));
+    let data = std::fs::read(binary).map_err(|e| e.to_string());
+    let context = data.as_ref().ok().and_then(|d| scope_stacks::task_context::context_tls(d));
+    let points = data.and_then(|data| scope_stacks::probe_points::tokio_probe_points(&data));
     let offsets = |v: &[scope_stacks::probe_points::ProbePoint]| v.iter().map(|p| p.file_offset).collect();
     match points {
         Ok(points) if !points.polls.is_empty() => Some(recorder::PollProbes {
@@ -40,6 +40,7 @@ pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder:
             wakes: offsets(&points.wakes),
             worker_runs: offsets(&points.worker_runs),
             take_cores: offsets(&points.take_cores),
+            context,
         }),
         Ok(_) => {
             eprintln!(
@@ -66,7 +67,9 @@ pub(crate) fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u
             blocked_stack_bytes: if stacks.no_stacks { 0 } else { stacks.blocked_stack_size.min(stacks.stack_size) },
             _pad2: 0,
         },
-        task_ids: scope_common::TaskIdLayout::default(),
+        task_id_field: None,
+        tier: stacks.polls,
+        budget_pct: stacks.overhead_budget,
         frequency: if stacks.no_stacks { 0 } else { stacks.frequency },
         duration_ns: duration_s.map(|s| s * 1_000_000_000),
         live: !view.no_live,
@@ -284,7 +287,13 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         eprintln!("runtime-scope: a poll took {worst:.1} ms, over the --fail-over limit of {limit} ms");
         return Ok(3);
     }
-    if !insights.data.polls {
+    // Without poll probes: a worker blocked this long inside a poll.
+    let blocked = insights.long_polls.iter().filter(|g| !g.exact).map(|g| g.max_ms).fold(0.0, f64::max);
+    if blocked > limit {
+        eprintln!("runtime-scope: a poll took at least {blocked:.1} ms (blocked inside it), over the --fail-over limit of {limit} ms");
+        return Ok(3);
+    }
+    if !insights.data.polls && !insights.data.task_ids {
         eprintln!("runtime-scope: --fail-over: the capture has no task polls to check");
         return Ok(3);
     }

@@ -158,7 +158,8 @@ impl LiveView {
             | Event::TaskWake { .. }
             | Event::Waking { .. }
             | Event::TaskId { .. }
-            | Event::TaskAt { .. } => {}
+            | Event::TaskAt { .. }
+            | Event::Probes { .. } => {}
         }
     }
 

@@ -4,6 +4,7 @@ mod btf;
 mod cli;
 mod commands;
 mod failure;
+mod identity;
 mod formats;
 mod kernel_layout;
 mod launch;
@@ -18,7 +19,9 @@ mod sink;
 mod stacks;
 mod top;
 mod thread_names;
+mod tiers;
 mod tracefs;
+mod uprobe_multi;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -3,7 +3,9 @@
 //! detaches every program (aya owns the links).
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, PerfEvent, TracePoint, UProbe};
@@ -14,8 +16,22 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sc
 
 pub struct Probes {
     ebpf: Ebpf,
-    /// Uprobe links by program, detached together in [`Probes::detach_uprobes`].
-    uprobes: Vec<(&'static str, UProbeLinkId)>,
+    /// Per-probe uprobe links by program, detached together in [`Probes::detach_uprobes`].
+    uprobes: Vec<(ProbeSet, &'static str, UProbeLinkId)>,
+    /// uprobe_multi links (one per program); closing one detaches it.
+    multi_links: Vec<(ProbeSet, OwnedFd)>,
+    /// False once the kernel refused a uprobe_multi link (before 6.6), or
+    /// when RUNTIME_SCOPE_NO_UPROBE_MULTI is set (to test the fallback).
+    multi_usable: bool,
+    /// Maps taken out of aya (the ring buffer), kept for uprobe_multi copies.
+    map_fds: Vec<(String, OwnedFd)>,
+}
+
+/// Which task probes: polls (with spawns and worker loops), or wakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeSet {
+    Polls,
+    Wakes,
 }
 
 fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
@@ -42,7 +58,8 @@ impl Probes {
             .map_max_entries("SCRATCH", scratch_slots)
             .load(OBJECT)
             .map_err(explain_load_error)?;
-        Ok(Probes { ebpf, uprobes: Vec::new() })
+        let multi_usable = std::env::var_os("RUNTIME_SCOPE_NO_UPROBE_MULTI").is_none();
+        Ok(Probes { ebpf, uprobes: Vec::new(), multi_links: Vec::new(), multi_usable, map_fds: Vec::new() })
     }
 
     /// A BTF tracepoint program (`sched_switch`, `sched_waking`).
@@ -60,9 +77,18 @@ impl Probes {
     /// Where Tokio keeps the task id in CONTEXT (its offset), once known:
     /// the programs then read that word instead of copying CONTEXT.
     pub fn set_task_id_field(&mut self, offset: u32) -> Result<()> {
+        self.task_id_field(offset + 1)
+    }
+
+    /// Neither read the task id nor copy CONTEXT any more.
+    pub fn disable_task_ids(&mut self) -> Result<()> {
+        self.task_id_field(scope_common::TASK_IDS_OFF)
+    }
+
+    fn task_id_field(&mut self, value: u32) -> Result<()> {
         let mut map: aya::maps::Array<&mut MapData, u32> =
             aya::maps::Array::try_from(self.ebpf.map_mut("TASK_ID_FIELD").context("TASK_ID_FIELD map missing")?)?;
-        map.set(0, offset + 1, 0).context("setting the task id's offset")?;
+        map.set(0, value, 0).context("setting the task id's offset")?;
         Ok(())
     }
 
@@ -101,38 +127,115 @@ impl Probes {
         Ok(())
     }
 
-    /// A uprobe and a uretprobe on each `raw::poll` instance, uprobes on the
-    /// spawn, wake and worker-loop functions (file offsets in the binary),
-    /// for `pid` only.
-    pub fn attach_polls(&mut self, points: &crate::recorder::PollProbes, pid: u32) -> Result<()> {
+    /// Fds of the maps aya created, by name: a second copy of a program
+    /// (uprobe_multi) must write to the same maps.
+    fn map_fds(&self) -> HashMap<String, RawFd> {
+        let mut fds: HashMap<String, RawFd> = self.map_fds.iter().map(|(n, fd)| (n.clone(), fd.as_raw_fd())).collect();
+        for (name, map) in self.ebpf.maps() {
+            let data = match map {
+                Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::RingBuf(d) => d,
+                _ => continue,
+            };
+            fds.insert(name.to_string(), data.fd().as_fd().as_raw_fd());
+        }
+        fds
+    }
+
+    /// The task probes of `set` (polls, spawns and worker loops; or wakes),
+    /// for `pid` only: one uprobe_multi link per program where the kernel
+    /// has them (6.6+), else one aya link per probe.
+    pub fn attach_task_probes(&mut self, points: &crate::recorder::PollProbes, pid: u32, set: ProbeSet) -> Result<()> {
+        let programs: Vec<(&'static str, &Vec<u64>, bool)> = match set {
+            // Returns first: a poll entered between the two would otherwise be
+            // recorded as entered and never left (attached mid-run to a busy
+            // worker, every later poll then nested in it for the whole window).
+            // The other way round, a return with no entry is simply ignored.
+            ProbeSet::Polls => vec![
+                ("poll_exit", &points.polls, true),
+                ("poll_enter", &points.polls, false),
+                ("task_spawn", &points.spawns, false),
+                ("worker_run", &points.worker_runs, false),
+                ("current_thread", &points.take_cores, false),
+            ],
+            ProbeSet::Wakes => vec![("task_wake", &points.wakes, false)],
+        };
+        let cookies = |program: &str, offsets: &[u64]| -> Vec<u64> {
+            // poll_enter's cookie: where to read the task id (0: don't).
+            offsets.iter().map(|o| if program == "poll_enter" { points.id_offsets.get(o).copied().unwrap_or(0) } else { 0 }).collect()
+        };
+        if self.multi_usable {
+            match self.attach_multi(points, pid, &programs, &cookies) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    eprintln!("runtime-scope: uprobe_multi links unavailable ({e:#}); attaching one uprobe per probe (slower to remove)");
+                    self.multi_usable = false;
+                }
+            }
+        }
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
         let binary = points.binary.as_path();
-        // Returns first: a poll entered between the two would otherwise be
-        // recorded as entered and never left (attached mid-run to a busy
-        // worker, every later poll then nested in it for the whole window).
-        // The other way round, a return with no entry is simply ignored.
-        for (program, offsets) in [
-            ("poll_exit", &points.polls),
-            ("poll_enter", &points.polls),
-            ("task_spawn", &points.spawns),
-            ("task_wake", &points.wakes),
-            ("worker_run", &points.worker_runs),
-            ("current_thread", &points.take_cores),
-        ] {
+        for (program, offsets, _) in programs {
             let probe: &mut UProbe = self
                 .ebpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
-            probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
-            for &offset in offsets.iter() {
-                // poll_enter's cookie: where to read the task id (0: don't).
-                let cookie = if program == "poll_enter" { points.id_offsets.get(&offset).copied() } else { None };
+            if probe.fd().is_err() {
+                probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+            }
+            for (&offset, cookie) in offsets.iter().zip(cookies(program, offsets)) {
+                let cookie = (cookie != 0).then_some(cookie);
                 let link = probe
                     .attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, binary, scope)
                     .with_context(|| format!("uprobe at {}+{offset:#x}", binary.display()))?;
-                self.uprobes.push((program, link));
+                self.uprobes.push((set, program, link));
             }
+        }
+        Ok(())
+    }
+
+    fn attach_multi(
+        &mut self,
+        points: &crate::recorder::PollProbes,
+        pid: u32,
+        programs: &[(&'static str, &Vec<u64>, bool)],
+        cookies: &dyn Fn(&str, &[u64]) -> Vec<u64>,
+    ) -> Result<()> {
+        let names: Vec<&str> = programs.iter().filter(|(_, offsets, _)| !offsets.is_empty()).map(|(n, _, _)| *n).collect();
+        let loaded = crate::uprobe_multi::load(OBJECT, &names, &self.map_fds())?;
+        let mut links = Vec::new();
+        for &(program, offsets, returns) in programs.iter().filter(|(_, o, _)| !o.is_empty()) {
+            let link = crate::uprobe_multi::attach(&loaded[program], &points.binary, offsets, &cookies(program, offsets), pid, returns)?;
+            links.push(link);
+        }
+        // Only once every link is made: a half-attached set is undone whole.
+        let set = if programs.iter().any(|(n, _, _)| *n == "task_wake") { ProbeSet::Wakes } else { ProbeSet::Polls };
+        self.multi_links.extend(links.into_iter().map(|l| (set, l)));
+        Ok(())
+    }
+
+    /// Takes the probes of `set` off. uprobe_multi links go at once (one
+    /// grace period); per-probe links go on a thread of their own, as each
+    /// waits for its own grace period (seconds for dozens).
+    pub fn detach_task_probes(&mut self, set: ProbeSet) -> Result<()> {
+        self.multi_links.retain(|(s, _)| *s != set);
+        let mut links = Vec::new();
+        for (s, program, id) in std::mem::take(&mut self.uprobes) {
+            if s != set {
+                self.uprobes.push((s, program, id));
+                continue;
+            }
+            let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;
+            links.push(probe.take_link(id)?);
+        }
+        if !links.is_empty() {
+            std::thread::spawn(move || {
+                std::thread::scope(|s| {
+                    for link in links {
+                        s.spawn(move || drop(link));
+                    }
+                })
+            });
         }
         Ok(())
     }
@@ -141,8 +244,9 @@ impl Probes {
     /// the kernel's grace periods: 30 links took 5 s (measured), during which
     /// the target still paid for probes; from many threads the waits overlap.
     fn detach_uprobes(&mut self) -> Result<()> {
+        self.multi_links.clear();
         let mut links = Vec::new();
-        for (program, id) in std::mem::take(&mut self.uprobes) {
+        for (_, program, id) in std::mem::take(&mut self.uprobes) {
             let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;
             links.push(probe.take_link(id)?);
         }
@@ -171,7 +275,11 @@ impl Probes {
 
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
-        Ok(RingBuf::try_from(map)?)
+        let ring = RingBuf::try_from(map)?;
+        // SAFETY: the ring's own map fd, duplicated to keep for uprobe_multi copies.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
+        self.map_fds.push(("EVENTS".into(), fd));
+        Ok(ring)
     }
 
     /// Sum over CPUs of one kernel-side counter. An unreadable counter is an

@@ -3,10 +3,13 @@
 
 use crate::live::LiveView;
 use crate::modules;
-use crate::probes::Probes;
+use crate::cli::PollTier;
+use crate::probes::{ProbeSet, Probes};
+use crate::tiers::Auto;
 use crate::process::{Target, monotonic_ns};
 use crate::sink::Sink;
 use crate::stacks::StackCollector;
+use crate::identity::{Decision, Identity};
 use crate::thread_names::ThreadNames;
 use crate::tracefs;
 use anyhow::{Context, Result};
@@ -58,6 +61,19 @@ pub struct PollProbes {
     pub wakes: Vec<u64>,
     pub worker_runs: Vec<u64>,
     pub take_cores: Vec<u64>,
+    /// Tokio's CONTEXT thread-local, where the current task's id is.
+    pub context: Option<scope_stacks::task_context::ContextTls>,
+}
+
+impl PollProbes {
+    /// Where the kernel side finds CONTEXT (all zeros: nowhere).
+    pub fn task_id_layout(&self) -> TaskIdLayout {
+        self.context.map_or_else(TaskIdLayout::default, |c| TaskIdLayout {
+            context_from_fs: c.from_thread_pointer,
+            context_len: c.size.min(scope_common::CONTEXT_COPY_MAX as u64) as u32,
+            _pad: 0,
+        })
+    }
 }
 
 pub struct Settings {
@@ -65,8 +81,12 @@ pub struct Settings {
     pub polls: Option<PollProbes>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
-    /// Where the programs find Tokio's current task id (disabled: zeros).
-    pub task_ids: TaskIdLayout,
+    /// The id's offset in CONTEXT when known before recording (DWARF);
+    /// otherwise learned while exact polls run.
+    pub task_id_field: Option<u32>,
+    /// Whether exact poll probes run (see `tiers`), within what budget.
+    pub tier: PollTier,
+    pub budget_pct: f64,
     pub frequency: u32,
     /// None: until a signal or the target exits.
     pub duration_ns: Option<u64>,
@@ -98,7 +118,8 @@ fn wait(ring_fd: i32, exit_fd: i32, timeout_ms: i32) -> bool {
 fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, String)>)> {
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &settings.task_ids)?;
+    let task_ids = settings.polls.as_ref().map_or_else(TaskIdLayout::default, PollProbes::task_id_layout);
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -116,10 +137,30 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
     }
-    if let Some(p) = &settings.polls {
-        probes.attach_polls(p, target.pid)?;
+    if let Some(p) = settings.polls.as_ref().filter(|_| settings.tier != PollTier::Off) {
+        probes.attach_task_probes(p, target.pid, ProbeSet::Polls)?;
+        probes.attach_task_probes(p, target.pid, ProbeSet::Wakes)?;
     }
     Ok((probes, initial))
+}
+
+/// The target's CPU time so far, over its live threads (schedstat).
+fn target_cpu_ns(target: &Target) -> u64 {
+    target.threads().into_iter().filter_map(|t| target.thread_cpu_ns(t)).sum()
+}
+
+/// Tells the kernel side what calibration decided about the task id.
+fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
+    match decision {
+        Decision::Field(offset) => {
+            eprintln!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{offset}; switch-outs and samples now say which task ran");
+            probes.set_task_id_field(offset)
+        }
+        Decision::GiveUp => {
+            eprintln!("runtime-scope: task identity: could not find Tokio's task id in its CONTEXT thread-local; switch-outs and samples carry no task");
+            probes.disable_task_ids()
+        }
+    }
 }
 
 /// Lets a held child exec its program and waits (briefly) until it has.
@@ -158,6 +199,10 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         .collect();
     let modules = modules::read(target.pid);
     let mut collector = StackCollector::new(target.pid, &modules);
+    let mut identity = Identity::with_field(settings.task_id_field);
+    if let Some(field) = settings.task_id_field {
+        probes.set_task_id_field(field)?;
+    }
     sink.begin(&Start {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         clock: CLOCK_MONOTONIC.to_string(),
@@ -189,7 +234,16 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let mut task_ids: HashMap<u64, u64> = HashMap::new();
     let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
-    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink, names: &mut ThreadNames| -> Result<()> {
+    let probed_polls = settings.polls.is_some() && settings.tier != PollTier::Off;
+    let mut auto = Auto::new(if probed_polls { settings.tier } else { PollTier::Off }, settings.budget_pct, start_ns, target_cpu_ns(target));
+    // Set when the poll probes come off: polls open then never return.
+    let polls_detached = std::cell::Cell::new(false);
+    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink, names: &mut ThreadNames, auto: &mut Auto| -> Result<Option<Decision>> {
+        let mut decided = None;
+        if polls_detached.replace(false) {
+            collector.forget_polls();
+            identity.forget_polls();
+        }
         while let Some(item) = ring.next() {
             if let Some(raw) = decode::decode_poll_start(&item) {
                 collector.poll_started(raw.tid, raw.ret_addr);
@@ -204,6 +258,8 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 if trust_task_ids && raw.task_id != 0 && task_ids.insert(raw.task, raw.task_id) != Some(raw.task_id) {
                     batch.push(Event::TaskId { ts: raw.ts, tid: raw.tid, task: raw.task, id: raw.task_id });
                 }
+                identity.poll_started(raw.tid, if trust_task_ids { raw.task_id } else { 0 });
+                auto.count(1, 0);
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
                 view.feed(&event);
                 batch.push(event);
@@ -212,7 +268,9 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             if decode::is_stack(&item) {
                 match decode::decode_stack(&item) {
                     Ok(raw) => {
-                        if raw.task_id != 0 {
+                        if raw.task_id != 0 && raw.reason == scope_model::StackReason::Sample {
+                            // A blocked stack's switch record already carried its id.
+                            identity.check(raw.tid, raw.task_id);
                             batch.push(Event::TaskAt { ts: raw.ts, tid: raw.tid, id: raw.task_id });
                         }
                         batch.extend(collector.process(&raw));
@@ -221,19 +279,30 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 }
                 continue;
             }
-            if decode::context_copy(&item).is_some() {
+            if let Some((ts, tid, bytes)) = decode::context_copy(&item) {
+                if let Some(d) = identity.context_copy(ts, tid, bytes) {
+                    decided = Some(d);
+                    batch.extend(identity.marks_from_copies());
+                }
                 continue;
             }
             if let Some((ts, tid, name)) = decode::exit_name(&item) {
                 batch.extend(names.exited(ts, tid, name));
             }
             if let Some(task) = decode::switch_task(&item) {
+                if let Event::TaskAt { tid, id, .. } = &task {
+                    identity.check(*tid, *id);
+                }
                 batch.push(task);
             }
             match decode::decode(&item) {
                 Ok(event) => {
                     if let Event::PollEnd { tid, .. } = event {
                         collector.poll_ended(tid);
+                        identity.poll_ended(tid);
+                    }
+                    if let Event::TaskWake { .. } = event {
+                        auto.count(0, 1);
                     }
                     names.saw(&event);
                     view.feed(&event);
@@ -249,13 +318,31 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         batch.extend(renamed);
         sink.events(&batch).context("writing the capture")?;
         batch.clear();
-        Ok(())
+        Ok(decided)
     };
+    let mut calibrated = false;
     let reason = loop {
         let now = monotonic_ns();
         let left_ms = deadline.map_or(POLL_MS, |d| (d.saturating_sub(now) / 1_000_000) as i32);
         let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, POLL_MS));
-        drain(&mut view, sink, &mut names)?;
+        if let Some(d) = drain(&mut view, sink, &mut names, &mut auto)? {
+            calibrated = matches!(d, Decision::Field(_));
+            apply(&mut probes, d)?;
+        }
+        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || settings.task_id_field.is_some()) {
+            if !settings.quiet {
+                eprintln!("runtime-scope: {}", choice.line);
+            }
+            if !choice.wakes {
+                probes.detach_task_probes(ProbeSet::Wakes)?;
+            }
+            if !choice.polls {
+                probes.detach_task_probes(ProbeSet::Polls)?;
+                polls_detached.set(true);
+            }
+            let event = Event::Probes { ts: monotonic_ns(), polls: choice.polls, wakes: choice.wakes };
+            sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
+        }
         let now = monotonic_ns();
         if exited {
             break StopReason::TargetExited;
@@ -276,7 +363,14 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();
     eprintln!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
     // Records already in the buffer still belong to the window.
-    drain(&mut view, sink, &mut names)?;
+    drain(&mut view, sink, &mut names, &mut auto)?;
+    if identity.checked.1 > 0 {
+        let (agreed, total) = identity.checked;
+        eprintln!(
+            "runtime-scope: task identity: {agreed} of {total} task ids read at switch-outs and samples inside probed polls named the polled task ({:.1}%)",
+            agreed as f64 * 100.0 / total as f64
+        );
+    }
     sink.events(&names.refresh_all(end_ns)).context("writing the capture")?;
     // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events()?;

@@ -68,6 +68,11 @@ impl StackCollector {
         self.open_polls.entry(tid).or_default().push(ret_addr);
     }
 
+    /// The poll probes are gone: no open poll will see its return.
+    pub fn forget_polls(&mut self) {
+        self.open_polls.clear();
+    }
+
     pub fn poll_ended(&mut self, tid: u32) {
         if let Some(open) = self.open_polls.get_mut(&tid) {
             open.pop();

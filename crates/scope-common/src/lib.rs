@@ -239,6 +239,10 @@ pub struct TaskIdLayout {
     pub _pad: u32,
 }
 
+/// `TASK_ID_FIELD` value that turns task ids off (the offset could not
+/// be learned): neither read nor copy CONTEXT.
+pub const TASK_IDS_OFF: u32 = u32::MAX;
+
 /// Largest CONTEXT copy (tokio 1.54's CONTEXT is 80 bytes).
 pub const CONTEXT_COPY_MAX: usize = 128;
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
     macros::map,
     maps::Array,
 };
-use scope_common::{CONTEXT_COPY_MAX, ContextCopy, Header, TaskIdLayout, counter, kind};
+use scope_common::{CONTEXT_COPY_MAX, ContextCopy, Header, TASK_IDS_OFF, TaskIdLayout, counter, kind};
 
 #[unsafe(no_mangle)]
 static TASK_IDS: TaskIdLayout = TaskIdLayout { context_from_fs: 0, context_len: 0, _pad: 0 };
@@ -30,11 +30,14 @@ pub(crate) fn current(head: Header, tid: u32) -> u64 {
     if cfg.context_len == 0 {
         return 0;
     }
+    let field = TASK_ID_FIELD.get(0).copied().unwrap_or(0);
+    if field == TASK_IDS_OFF {
+        return 0;
+    }
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
     let Ok(fsbase) = (unsafe { bpf_probe_read_kernel(fsbase_at) }) else { return 0 };
     let context = fsbase.wrapping_add(cfg.context_from_fs as u64);
-    let field = TASK_ID_FIELD.get(0).copied().unwrap_or(0);
     if field != 0 {
         let at = context.wrapping_add(u64::from(field - 1)) as *const u64;
         return unsafe { bpf_probe_read_user(at) }.unwrap_or(0);

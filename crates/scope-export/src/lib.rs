@@ -8,6 +8,7 @@ pub mod insights;
 pub mod labels;
 pub mod perfetto;
 pub mod summary;
+pub mod task_ids;
 pub mod tasks;
 
 /// Microseconds since the start of the recording, as trace viewers want them.

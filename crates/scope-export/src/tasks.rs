@@ -52,7 +52,7 @@ fn kind_from_symbol(symbols: &Symbols, poll_fn: &Frame) -> Option<String> {
 }
 
 /// The kind of the blocking task each multi-thread worker runs in.
-const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
+pub(crate) const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
 
 /// `tokio::runtime::blocking::task::BlockingTask<my::job::{{closure}}>` →
 /// `spawn_blocking(my::job)`; a `LocalSet` task (scheduler
@@ -130,15 +130,13 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
     }
     let mut names = HashMap::new();
     for t in &tl.threads {
-        for poll in &t.polls {
-            names.entry(poll.poll_fn).or_insert_with(|| {
-                kind_from_symbol(symbols, &poll.poll_fn)
-                    .or_else(|| {
-                        votes.get(&poll.poll_fn).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone()))).map(|(n, _)| n.clone()))
-                    })
+        for poll_fn in t.polls.iter().map(|p| p.poll_fn) {
+            names.entry(poll_fn).or_insert_with(|| {
+                kind_from_symbol(symbols, &poll_fn)
+                    .or_else(|| votes.get(&poll_fn).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone()))).map(|(n, _)| n.clone())))
                     .unwrap_or_else(|| {
-                        let module = tl.module_paths.get(poll.poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
-                        format!("task kind {module}+{:#x}", poll.poll_fn.offset)
+                        let module = tl.module_paths.get(poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
+                        format!("task kind {module}+{:#x}", poll_fn.offset)
                     })
             });
         }

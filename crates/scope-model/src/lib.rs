@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod decode;
+pub mod identity;
 mod recording;
 mod symbols;
 mod thread_state;

@@ -61,11 +61,15 @@ pub enum Event {
     /// its first poll seen, and again if the address later holds another
     /// task. Last, for the same reason as above.
     TaskId { ts: u64, tid: u32, task: u64, id: u64 },
-    /// Thread `tid` was inside a poll of the task with Tokio's id `id` at
-    /// `ts`: read from Tokio's `CONTEXT` thread-local when the thread
-    /// switched out or was sampled (the event with the same ts and tid).
-    /// Only non-zero ids are recorded. Last, for the same reason as above.
+    /// Thread `tid` had Tokio's current task id `id` at `ts`: read from
+    /// Tokio's `CONTEXT` thread-local when the thread switched out or was
+    /// sampled (the switch or stack with the same ts and tid). Only
+    /// non-zero ids are recorded. Last, for the same reason as above.
     TaskAt { ts: u64, tid: u32, id: u64 },
+    /// From `ts` on, exact poll probes (and wake probes) run or not:
+    /// `--polls auto` decided, after measuring, what fits its budget.
+    /// Last, for the same reason as above.
+    Probes { ts: u64, polls: bool, wakes: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,7 +112,8 @@ impl Event {
             | Event::Waking { ts, .. }
             | Event::CurrentThreadRun { ts, .. }
             | Event::TaskId { ts, .. }
-            | Event::TaskAt { ts, .. } => *ts,
+            | Event::TaskAt { ts, .. }
+            | Event::Probes { ts, .. } => *ts,
         }
     }
 }

@@ -66,8 +66,8 @@ pub struct ThreadTimeline {
     /// Who woke this thread, by time.
     #[serde(default)]
     pub wakings: Vec<Waker>,
-    /// (ts, Tokio task id) the thread was inside at a switch-out or sample
-    /// with that ts, read from Tokio's thread-local (no poll probes needed).
+    /// (ts, Tokio's current task id) at switch-outs and samples, by time,
+    /// read from its thread-local (no poll probes needed); see `identity`.
     #[serde(default)]
     pub task_marks: Vec<(u64, u64)>,
 }
@@ -227,6 +227,9 @@ pub struct Timeline {
     /// Threads the kernel filter had no room for (not on the timeline).
     pub untracked_threads: u64,
     pub stop_reason: StopReason,
+    /// (ts, exact polls, wakes): what `--polls auto` kept from then on.
+    #[serde(default)]
+    pub probe_changes: Vec<(u64, bool, bool)>,
 }
 
 impl Timeline {
@@ -259,6 +262,7 @@ impl Timeline {
         let mut inconsistencies = 0;
         let mut stacks = Vec::new();
         let mut tasks = TaskTracker::default();
+        let mut probe_changes = Vec::new();
         let mut events: Vec<&Event> = rec.events.iter().collect();
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
@@ -312,6 +316,15 @@ impl Timeline {
                     });
                 }
                 Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
+                Event::Probes { ts, polls, wakes } => {
+                    probe_changes.push((*ts, *polls, *wakes));
+                    if !*polls {
+                        // Their returns will not be seen: cut them here, unfinished.
+                        for b in threads.values_mut() {
+                            b.close_polls(*ts);
+                        }
+                    }
+                }
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
                 Event::TaskAt { ts, tid, id } => thread_entry(&mut threads, *tid, window).task_marks.push((*ts, *id)),
                 Event::TaskWake { ts, tid, task } => {
@@ -357,6 +370,7 @@ impl Timeline {
             lost_events: rec.lost_events,
             untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
+            probe_changes,
         }
     }
 }

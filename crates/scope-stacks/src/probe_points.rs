@@ -17,6 +17,8 @@ pub struct ProbePoint {
     pub svma: u64,
     /// Offset in the file: what a uprobe is attached at.
     pub file_offset: u64,
+    /// The function's size in bytes (from the symbol table; 0 if unknown).
+    pub size: u64,
 }
 
 /// `tokio::runtime::task::raw::poll::<F, S>` / `…::poll::h1234` → true.
@@ -82,7 +84,7 @@ fn find(data: &[u8], wanted: impl Fn(&str) -> bool) -> Result<Vec<ProbePoint>, S
         let Some((section_offset, _)) = section.file_range() else { continue };
         let file_offset = sym.address() - section.address() + section_offset;
         if !points.iter().any(|p: &ProbePoint| p.svma == sym.address()) {
-            points.push(ProbePoint { name, svma: sym.address(), file_offset });
+            points.push(ProbePoint { name, svma: sym.address(), file_offset, size: sym.size() });
         }
     }
     points.sort_by_key(|p| p.svma);

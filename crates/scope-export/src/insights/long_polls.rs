@@ -3,6 +3,8 @@
 
 use super::{ms, stats::nearest_rank};
 use crate::labels;
+use crate::task_ids::TaskIdKinds;
+use scope_model::identity;
 use scope_model::{Frame, OffReason, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline, Waker};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -55,6 +57,10 @@ pub struct LongPollGroup {
     pub woken_by: Vec<String>,
     /// Start of the longest occurrence, ms since the recording began.
     pub longest_at_ms: f64,
+    /// true: whole polls, timed by poll probes. false: seen without them,
+    /// from Tokio's task id at the switch-out: the time the thread was
+    /// blocked inside the poll, a lower bound of the poll's length.
+    pub exact: bool,
 }
 
 /// A poll that ran user code: one with nested polls is an executor
@@ -171,34 +177,89 @@ pub fn classify(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbol
     Verdict { cause, kind, site, frames, parts }
 }
 
-pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<LongPollGroup> {
-    let mut groups: HashMap<(Cause, String, String), Acc> = HashMap::new();
+/// One long poll (or blocked stretch inside one), judged, before grouping.
+struct Occurrence {
+    verdict: Verdict,
+    exact: bool,
+    start: u64,
+    duration: u64,
+    thread: String,
+    waker: Option<String>,
+}
+
+/// Exact polls at or over the threshold (leaf polls only).
+fn exact_polls(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<Occurrence> {
+    let mut out = Vec::new();
     for t in &tl.threads {
         for poll in t.polls.iter().filter(|p| p.duration_ns() >= threshold_ns.max(1) && is_leaf(t, p)) {
-            let Verdict { cause, kind, site, frames, parts } = classify(tl, t, poll, symbols, kinds);
-            let acc = groups.entry((cause, kind, site)).or_default();
-            acc.durations.push(poll.duration_ns());
-            for (a, p) in acc.split.iter_mut().zip(parts) {
-                *a += p;
+            let verdict = classify(tl, t, poll, symbols, kinds);
+            let waker = (verdict.cause == Cause::Blocked)
+                .then(|| longest_block(t, poll).and_then(|s| t.woken_by(s)).map(|w| waker_name(tl, w)))
+                .flatten();
+            out.push(Occurrence { verdict, exact: true, start: poll.start_ns, duration: poll.duration_ns(), thread: t.display_name(), waker });
+        }
+    }
+    out
+}
+
+/// Blocked stretches inside tasks' polls, seen from Tokio's task id at the
+/// switch-out, on threads and at times no poll probe covered.
+fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, threshold_ns: u64) -> Vec<Occurrence> {
+    let mut out = Vec::new();
+    for t in &tl.threads {
+        for b in identity::blocked_in_tasks(t, |id| ids.is_task(id)) {
+            if b.span.duration_ns() < threshold_ns.max(1) || t.polls.iter().any(|p| p.start_ns <= b.span.start_ns && b.span.start_ns < p.end_ns) {
+                continue;
             }
-            if cause == Cause::Blocked
-                && let Some(w) = longest_block(t, poll).and_then(|s| t.woken_by(s))
-            {
-                *acc.wakers.entry(waker_name(tl, w)).or_default() += 1;
-            }
-            let name = t.display_name();
-            if !acc.threads.contains(&name) {
-                acc.threads.push(name);
-            }
-            if poll.duration_ns() > acc.longest.0 {
-                acc.longest = (poll.duration_ns(), poll.start_ns);
-                acc.frames = frames;
-            }
+            let kind = ids.kind(b.id).unwrap_or("task").to_string();
+            let (site, frames) = t
+                .blocked_stack(&b.span)
+                .and_then(|index| {
+                    let frames = labels::stack(tl, symbols, index);
+                    let telling = labels::most_telling(tl, symbols, index)?;
+                    let upto = frames.iter().position(|f| f.function == telling.function).map_or(frames.len(), |i| i + 1);
+                    Some((telling.function, describe(&frames[..upto])))
+                })
+                .unwrap_or_else(|| (kind.clone(), Vec::new()));
+            let duration = b.span.duration_ns();
+            out.push(Occurrence {
+                verdict: Verdict { cause: Cause::Blocked, kind, site, frames, parts: [0, duration, 0] },
+                exact: false,
+                start: b.span.start_ns,
+                duration,
+                thread: t.display_name(),
+                waker: t.woken_by(&b.span).map(|w| waker_name(tl, w)),
+            });
+        }
+    }
+    out
+}
+
+pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<LongPollGroup> {
+    let mut groups: HashMap<(Cause, String, String, bool), Acc> = HashMap::new();
+    let ids = TaskIdKinds::learn(tl, symbols, kinds);
+    let occurrences = exact_polls(tl, symbols, kinds, threshold_ns).into_iter().chain(blocked_in_tasks(tl, symbols, &ids, threshold_ns));
+    for o in occurrences {
+        let Verdict { cause, kind, site, frames, parts } = o.verdict;
+        let acc = groups.entry((cause, kind, site, o.exact)).or_default();
+        acc.durations.push(o.duration);
+        for (a, p) in acc.split.iter_mut().zip(parts) {
+            *a += p;
+        }
+        if let Some(w) = o.waker {
+            *acc.wakers.entry(w).or_default() += 1;
+        }
+        if !acc.threads.contains(&o.thread) {
+            acc.threads.push(o.thread);
+        }
+        if o.duration > acc.longest.0 {
+            acc.longest = (o.duration, o.start);
+            acc.frames = frames;
         }
     }
     let mut out: Vec<LongPollGroup> = groups
         .into_iter()
-        .map(|((cause, task_kind, site), mut acc)| {
+        .map(|((cause, task_kind, site, exact), mut acc)| {
             acc.durations.sort_unstable();
             let total: u64 = acc.durations.iter().sum();
             let wall = acc.split.iter().sum::<u64>().max(1) as f64;
@@ -223,6 +284,7 @@ pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, th
                     w.into_iter().map(|(name, _)| name).collect()
                 },
                 longest_at_ms: ms(acc.longest.1.saturating_sub(tl.start_ns)),
+                exact,
             }
         })
         .collect();

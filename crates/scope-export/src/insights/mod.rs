@@ -5,11 +5,13 @@
 
 pub mod long_polls;
 pub mod render;
+mod sampled;
 mod stats;
 mod task_instances;
 mod workers;
 
 pub use long_polls::{Cause, LongPollGroup};
+pub use sampled::SampledTask;
 pub use stats::Percentiles;
 pub use workers::WorkerUse;
 
@@ -62,6 +64,9 @@ pub struct Insights {
     pub tasks: Vec<TaskUse>,
     /// The busiest individual tasks (up to 10), most on-CPU time first.
     pub top_tasks: Vec<TaskInstance>,
+    /// Task kinds by the samples taken while their tasks ran (from Tokio's
+    /// task id at each sample; with or without poll probes).
+    pub sampled_tasks: Vec<SampledTask>,
     pub lints: Vec<Lint>,
     pub lost_events: u64,
 }
@@ -69,6 +74,8 @@ pub struct Insights {
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Coverage {
     pub polls: bool,
+    /// Tokio's task id was read at switch-outs and samples.
+    pub task_ids: bool,
     pub wakes: bool,
     pub stacks: bool,
     pub missing: Vec<String>,
@@ -118,10 +125,26 @@ pub(crate) fn ms(ns: u64) -> f64 {
 
 fn coverage(tl: &Timeline) -> Coverage {
     let polls = tl.threads.iter().any(|t| !t.polls.is_empty());
+    let task_ids = tl.threads.iter().any(|t| !t.task_marks.is_empty());
     let wakes = !tl.wakes.is_empty();
     let stacks = !tl.stacks.is_empty();
     let mut missing = Vec::new();
-    if !polls {
+    if let Some(&(at, _, _)) = tl.probe_changes.iter().find(|(_, polls, _)| !polls) {
+        missing.push(format!(
+            "exact polls only for the first {:.1} s (--polls auto: the poll rate would cost more than its budget); after that, task identity only: stretches blocked inside a task (≥) and tasks in samples",
+            at.saturating_sub(tl.start_ns) as f64 / 1e9
+        ));
+    } else if let Some(&(at, _, _)) = tl.probe_changes.iter().find(|(_, _, wakes)| !wakes) {
+        missing.push(format!(
+            "task wakes only for the first {:.1} s (--polls auto: over its budget): wake arrows and wake → poll delays cover that part",
+            at.saturating_sub(tl.start_ns) as f64 / 1e9
+        ));
+    }
+    if !polls && task_ids {
+        missing.push(
+            "no poll probes (task identity only): polls are not timed; shown are the stretches a worker was blocked inside a task (≥: a lower bound of that poll) and the tasks samples caught; --polls on times every poll".into(),
+        );
+    } else if !polls {
         missing.push(
             "no task polls (recorded with --no-tasks, or the target has no tokio symbols): long polls, task delays and task rankings are unavailable; worker utilisation and blocked stacks remain".into(),
         );
@@ -131,7 +154,7 @@ fn coverage(tl: &Timeline) -> Coverage {
     if !stacks {
         missing.push("no stacks (recorded with --no-stacks): long polls carry no call site".into());
     }
-    Coverage { polls, wakes, stacks, missing }
+    Coverage { polls, task_ids, wakes, stacks, missing }
 }
 
 pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
@@ -164,6 +187,7 @@ pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
         worker_runnable_wait: workers::runnable_wait(tl),
         tasks: task_tables,
         top_tasks: task_instances::busiest(tl, &kinds),
+        sampled_tasks: sampled::by_kind(tl, symbols, &kinds),
         lints,
         lost_events: tl.lost_events,
     }

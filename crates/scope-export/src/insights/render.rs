@@ -61,7 +61,7 @@ fn chain(g: &LongPollGroup) -> String {
 }
 
 fn long_polls(i: &Insights, p: &Paint, out: &mut String) {
-    if !i.data.polls {
+    if !i.data.polls && !i.data.task_ids {
         return;
     }
     if i.long_polls.is_empty() {
@@ -83,9 +83,11 @@ fn long_polls(i: &Insights, p: &Paint, out: &mut String) {
             [one] => on.push_str(&format!("; woken by {one}")),
             [first, rest @ ..] => on.push_str(&format!("; woken by {first} and {} more", rest.len())),
         }
+        // ≥: blocked inside the poll (seen from the task id), not the whole poll.
+        let at_least = if g.exact { " " } else { "≥" };
         let _ = writeln!(
             out,
-            "    {} {:>5}×  {:>9} / {:>9}  {}  [{}; {on}]",
+            "    {} {:>5}× {at_least}{:>9} / {:>9}  {}  [{}; {on}]",
             p.cause(g.cause),
             g.count,
             duration(g.p50_ms),
@@ -93,6 +95,9 @@ fn long_polls(i: &Insights, p: &Paint, out: &mut String) {
             chain(g),
             g.task_kind
         );
+    }
+    if i.long_polls.iter().any(|g| !g.exact) {
+        let _ = writeln!(out, "    ≥: time blocked inside the poll, from Tokio's task id at the switch-out (no poll probe timed it)");
     }
     if i.long_polls.len() > GROUPS_SHOWN {
         let _ = writeln!(out, "    … and {} more call sites (report --json lists all)", i.long_polls.len() - GROUPS_SHOWN);
@@ -183,8 +188,21 @@ fn top_tasks(i: &Insights, p: &Paint, out: &mut String) {
     }
 }
 
+/// Without poll probes: where the samples found the tasks.
+fn sampled_tasks(i: &Insights, p: &Paint, out: &mut String) {
+    let partly_unprobed = i.data.missing.iter().any(|m| m.starts_with("exact polls only"));
+    if (i.data.polls && !partly_unprobed) || i.sampled_tasks.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {} (share of the target's samples, from Tokio's task id):", p.bold("tasks in samples"));
+    for t in i.sampled_tasks.iter().take(TASKS_SHOWN) {
+        let _ = writeln!(out, "    {:>5.1}%  {:>6} samples {:>6} tasks  {}", t.share_pct, t.samples, t.tasks, t.kind);
+    }
+}
+
 pub fn render(i: &Insights, color: bool, out: &mut String) {
     let p = Paint(color);
+    sampled_tasks(i, &p, out);
     tasks(i, &p, out);
     top_tasks(i, &p, out);
     long_polls(i, &p, out);

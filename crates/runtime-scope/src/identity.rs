@@ -1,0 +1,145 @@
+//! Task identity without a probe per poll (the recorder's half): learns
+//! where Tokio keeps the current task's id in its CONTEXT thread-local from
+//! the CONTEXT copies the kernel sends while exact poll probes say which
+//! task is running, then checks the ids it reads against those probes.
+
+use scope_model::Event;
+use scope_stacks::task_context::Calibration;
+use std::collections::HashMap;
+
+/// Copies kept to be turned into task marks once the offset is known.
+const KEEP_COPIES: usize = 20_000;
+/// Copies after which, still undecided, we give up (each switch-out and
+/// sample of the target costs a 150-byte record meanwhile).
+const GIVE_UP_AFTER: u32 = 4_000;
+
+/// What the kernel side should do with the task id's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Read the id at this byte offset in CONTEXT.
+    Field(u32),
+    /// Stop copying CONTEXT: the offset could not be learned.
+    GiveUp,
+}
+
+#[derive(Default)]
+pub struct Identity {
+    calibration: Calibration,
+    field: Option<u32>,
+    gave_up: bool,
+    /// Tokio ids of each thread's open polls, innermost last (0: unknown).
+    open: HashMap<u32, Vec<u64>>,
+    /// Copies taken before the offset was known: (ts, tid, bytes).
+    pending: Vec<(u64, u32, Vec<u8>)>,
+    /// Marks read while a poll with a known id was open: (agreed, total).
+    pub checked: (u64, u64),
+}
+
+impl Identity {
+    pub fn with_field(field: Option<u32>) -> Identity {
+        Identity { field, ..Identity::default() }
+    }
+
+    /// The poll probes are gone: no open poll will see its return.
+    pub fn forget_polls(&mut self) {
+        self.open.clear();
+    }
+
+    pub fn poll_started(&mut self, tid: u32, id: u64) {
+        self.open.entry(tid).or_default().push(id);
+    }
+
+    pub fn poll_ended(&mut self, tid: u32) {
+        if let Some(open) = self.open.get_mut(&tid) {
+            open.pop();
+        }
+    }
+
+    fn polled(&self, tid: u32) -> Option<u64> {
+        self.open.get(&tid).and_then(|o| o.last()).copied().filter(|&id| id != 0)
+    }
+
+    /// A CONTEXT copy from the kernel. Returns a decision the first time
+    /// one is reached.
+    pub fn context_copy(&mut self, ts: u64, tid: u32, bytes: Vec<u8>) -> Option<Decision> {
+        if self.field.is_some() || self.gave_up {
+            return None;
+        }
+        if let Some(id) = self.polled(tid) {
+            self.calibration.observe(&bytes, id);
+        }
+        if self.pending.len() < KEEP_COPIES {
+            self.pending.push((ts, tid, bytes));
+        }
+        if let Some(field) = self.calibration.decided() {
+            self.field = Some(field);
+            return Some(Decision::Field(field));
+        }
+        if self.calibration.observations() >= GIVE_UP_AFTER || self.pending.len() >= KEEP_COPIES {
+            self.gave_up = true;
+            self.pending.clear();
+            return Some(Decision::GiveUp);
+        }
+        None
+    }
+
+    /// Task marks for the copies taken before the offset was known.
+    pub fn marks_from_copies(&mut self) -> Vec<Event> {
+        let Some(field) = self.field else { return Vec::new() };
+        let at = field as usize;
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter_map(|(ts, tid, bytes)| {
+                let id = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+                (id != 0).then_some(Event::TaskAt { ts, tid, id })
+            })
+            .collect()
+    }
+
+    /// A task id read by the kernel: counted against the exact probes when
+    /// they say which task was open then.
+    pub fn check(&mut self, tid: u32, id: u64) {
+        if let Some(polled) = self.polled(tid) {
+            self.checked.1 += 1;
+            self.checked.0 += u64::from(polled == id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn learns_the_offset_and_marks_earlier_copies() {
+        let mut id = Identity::default();
+        let mut decision = None;
+        for i in 0..20u64 {
+            let task = 10 + i % 5;
+            id.poll_started(7, task);
+            decision = decision.or(id.context_copy(i, 7, copy(&[3, task, 0])));
+            id.poll_ended(7);
+        }
+        assert_eq!(decision, Some(Decision::Field(8)));
+        let marks = id.marks_from_copies();
+        assert_eq!(marks.len(), 16, "the copies up to the decision");
+        assert_eq!(marks[0], Event::TaskAt { ts: 0, tid: 7, id: 10 });
+        id.poll_started(7, 12);
+        id.check(7, 12);
+        id.check(7, 99);
+        assert_eq!(id.checked, (1, 2));
+    }
+
+    #[test]
+    fn copies_outside_polls_teach_nothing() {
+        let mut id = Identity::default();
+        for i in 0..100u64 {
+            assert_eq!(id.context_copy(i, 7, copy(&[3, i, 0])), None);
+        }
+        assert_eq!(id.calibration.observations(), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! The report without poll probes, from Tokio's task id at switch-outs and
+//! samples: a worker blocked 40 ms inside a task's poll is reported with
+//! the task's kind and id, as a lower bound; a parked worker (its own loop's
+//! id) is not; samples are counted by task kind.
+
+use scope_export::insights::{self, Cause, Options};
+use scope_model::{Event, Frame, Recording, ResolvedFrame, StackReason, StopReason, Symbols, ThreadInfo, Timeline, WorkerRule};
+
+const MS: u64 = 1_000_000;
+const W0: u32 = 50;
+const SLEEPING: u64 = 1;
+const WORKER_LOOP_ID: u64 = 1;
+const TASK_ID: u64 = 7;
+
+fn f(offset: u64) -> Frame {
+    Frame { module: 0, offset }
+}
+
+fn switch(ts: u64, prev: u32, next: u32) -> Event {
+    Event::Switch { ts, cpu: 0, prev_tid: prev, next_tid: next, prev_state: SLEEPING, prev_ours: prev != 0, next_ours: next != 0, cpu_lost: 0 }
+}
+
+fn stack(ts: u64, reason: StackReason, frames: &[u64]) -> Event {
+    Event::Stack { ts, cpu: 0, tid: W0, reason, frames: frames.iter().map(|&o| f(o)).collect(), complete: true }
+}
+
+/// Frames, innermost first: the blocking call inside the task's future,
+/// inside the harness, inside the worker's own blocking task.
+const IN_TASK: [u64; 6] = [0x20, 0x21, 0x30, 0x40, 0x50, 0x90];
+const PARKED: [u64; 4] = [0x60, 0x61, 0x50, 0x90];
+const SAMPLED: [u64; 4] = [0x22, 0x30, 0x40, 0x50];
+
+fn recording() -> (Recording, Symbols) {
+    let mut events = Vec::new();
+    // Parked 100 ms in the worker loop (its own id).
+    events.extend([switch(0, W0, 0), stack(0, StackReason::Blocked, &PARKED), Event::TaskAt { ts: 0, tid: W0, id: WORKER_LOOP_ID }, switch(100 * MS, 0, W0)]);
+    // Three samples in task 7, then 40 ms blocked inside it, twice.
+    for (i, at) in [110, 120, 130].into_iter().enumerate() {
+        events.push(stack(at * MS, StackReason::Sample, &SAMPLED));
+        events.push(Event::TaskAt { ts: at * MS, tid: W0, id: TASK_ID + i as u64 % 2 * 10 });
+    }
+    for start in [200, 300] {
+        let at = start * MS;
+        events.extend([switch(at, W0, 0), stack(at, StackReason::Blocked, &IN_TASK), Event::TaskAt { ts: at, tid: W0, id: TASK_ID }]);
+        events.push(Event::Waking { ts: at + 40 * MS - 1000, tid: W0, waker_tid: 0, waker_pid: 0 });
+        events.push(switch(at + 40 * MS, 0, W0));
+    }
+    // A short block (2 ms) inside the task: under the threshold.
+    events.extend([switch(400 * MS, W0, 0), Event::TaskAt { ts: 400 * MS, tid: W0, id: TASK_ID }, switch(402 * MS, 0, W0)]);
+    events.sort_by_key(Event::ts);
+    let rec = Recording {
+        tool_version: "test".into(),
+        pid: 1,
+        command: "app".into(),
+        executable: "/bin/app".into(),
+        start_ns: 0,
+        end_ns: 500 * MS,
+        stop_reason: StopReason::Duration,
+        modules: vec![],
+        probes: vec![],
+        launch: None,
+        lost_events: 0,
+        untracked_threads: 0,
+        threads: vec![ThreadInfo { tid: W0, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
+        events,
+    };
+    let mut symbols = Symbols::default();
+    let name = |n: &str| vec![ResolvedFrame { function: n.into(), file: None, line: None, inlined: false }];
+    for (offset, n) in [
+        (0x20, "__GI___clock_nanosleep"),
+        (0x21, "std::thread::sleep"),
+        (0x22, "app::parse"),
+        (0x30, "app::config_reloader::{{closure}}"),
+        (0x40, "tokio::runtime::task::harness::Harness<T,S>::poll"),
+        (0x50, "<tokio::runtime::blocking::task::BlockingTask<tokio::runtime::scheduler::multi_thread::worker::run::{{closure}}> as core::future::future::Future>::poll"),
+        (0x60, "syscall"),
+        (0x61, "tokio::runtime::scheduler::multi_thread::park::Parker::park"),
+        (0x90, "start_thread"),
+    ] {
+        symbols.frames.insert(f(offset), name(n));
+    }
+    (rec, symbols)
+}
+
+#[test]
+fn blocked_inside_a_task_is_reported_without_poll_probes() {
+    let (rec, symbols) = recording();
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let i = insights::build(&tl, &symbols, Options::default());
+    assert!(!i.data.polls && i.data.task_ids);
+    assert_eq!(i.long_polls.len(), 1, "{:#?}", i.long_polls);
+    let g = &i.long_polls[0];
+    assert!(!g.exact, "a lower bound, said so");
+    assert_eq!((g.cause, g.count, g.max_ms), (Cause::Blocked, 2, 40.0));
+    assert_eq!(g.site, "app::config_reloader::{{closure}}", "{g:?}");
+    assert!(g.task_kind.starts_with("app::config_reloader"), "{g:?}");
+    assert_eq!(g.woken_by, vec!["a timer or interrupt".to_string()]);
+    // The worker loop's id names its own loop: the 100 ms park is not a task's.
+    assert!(i.long_polls.iter().all(|g| g.max_ms < 100.0));
+    let mut text = String::new();
+    insights::render::render(&i, false, &mut text);
+    assert!(text.contains("≥"), "{text}");
+    assert!(text.contains("tasks in samples"), "{text}");
+}
+
+#[test]
+fn samples_are_counted_by_the_task_they_caught() {
+    let (rec, symbols) = recording();
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let i = insights::build(&tl, &symbols, Options::default());
+    assert_eq!(i.sampled_tasks.len(), 1, "{:?}", i.sampled_tasks);
+    let t = &i.sampled_tasks[0];
+    assert_eq!((t.samples, t.tasks), (3, 2), "ids 7 and 17, both named by their stacks: {t:?}");
+    assert_eq!(t.share_pct, 100.0);
+}

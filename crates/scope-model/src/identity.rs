@@ -1,0 +1,99 @@
+//! Tasks seen without poll probes: Tokio's current task id, read at each
+//! switch-out and sample (`ThreadTimeline::task_marks`). What this proves,
+//! and nothing more:
+//!
+//! - a thread that switched out blocked with task X's id set was inside
+//!   X's poll (or its drop) for the whole time it was off the CPU: Tokio
+//!   sets the id around polling a task and restores the previous one
+//!   after, and a thread off the CPU cannot leave a poll;
+//! - a sample with X's id was running X.
+//!
+//! Outside user tasks the id is not always 0: a multi-thread worker is
+//! itself a blocking task, so a parked worker carries its own loop's id.
+//! Which ids are tasks is for the caller to say (from the stacks' names).
+
+use crate::timeline::{OffReason, Span, SpanState, ThreadTimeline};
+use std::collections::HashMap;
+
+/// The task id a thread had at exactly `ts` (a switch-out or a sample).
+pub fn id_at(t: &ThreadTimeline, ts: u64) -> Option<u64> {
+    let i = t.task_marks.partition_point(|&(m, _)| m < ts);
+    t.task_marks.get(i).filter(|&&(m, _)| m == ts).map(|&(_, id)| id)
+}
+
+/// A thread blocked inside a task's poll: the whole off-CPU span is
+/// inside it (a lower bound of that poll's length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedInTask {
+    pub span: Span,
+    pub id: u64,
+}
+
+/// Every blocked span of `t` that began with the id of a task
+/// (`is_task`) set.
+pub fn blocked_in_tasks(t: &ThreadTimeline, is_task: impl Fn(u64) -> bool) -> Vec<BlockedInTask> {
+    if t.task_marks.is_empty() {
+        return Vec::new();
+    }
+    t.spans
+        .iter()
+        .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
+        .filter_map(|s| id_at(t, s.start_ns).filter(|&id| is_task(id)).map(|id| BlockedInTask { span: *s, id }))
+        .collect()
+}
+
+/// (ts, stack index, task id) of each sample and blocked stack of `t`
+/// taken while a task id was set: what names the ids.
+pub fn stacks_with_ids(t: &ThreadTimeline) -> Vec<(u64, u32, u64)> {
+    t.samples.iter().chain(&t.blocked_stacks).filter_map(|&(ts, stack)| id_at(t, ts).map(|id| (ts, stack, id))).collect()
+}
+
+/// Samples per task id on a thread.
+pub fn samples_by_id(t: &ThreadTimeline) -> HashMap<u64, u32> {
+    let mut out: HashMap<u64, u32> = HashMap::new();
+    for &(ts, _) in &t.samples {
+        if let Some(id) = id_at(t, ts) {
+            *out.entry(id).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(start: u64, end: u64) -> Span {
+        Span { start_ns: start, end_ns: end, state: SpanState::OffCpu(OffReason::Blocked { state: crate::ThreadState(1) }) }
+    }
+
+    fn thread(spans: Vec<Span>, marks: Vec<(u64, u64)>) -> ThreadTimeline {
+        ThreadTimeline {
+            tid: 1,
+            name: "w".into(),
+            role: crate::Role::Other,
+            spans,
+            created_ns: None,
+            exited_ns: None,
+            kernel_cpu_ns: None,
+            samples: vec![(150, 0), (160, 1), (170, 2)],
+            blocked_stacks: vec![(40, 3)],
+            polls: Vec::new(),
+            wakings: Vec::new(),
+            task_marks: marks,
+        }
+    }
+
+    #[test]
+    fn blocked_spans_inside_tasks_not_the_worker_loop() {
+        // Id 1 is the worker's own loop.
+        let marks = vec![(10, 1), (40, 7), (90, 8), (150, 8), (160, 8), (170, 9)];
+        let on = Span { start_ns: 30, end_ns: 40, state: SpanState::OnCpu { cpu: Some(0) } };
+        let t = thread(vec![blocked(10, 30), on, blocked(40, 80), blocked(90, 120), blocked(125, 130)], marks);
+        let found = blocked_in_tasks(&t, |id| id != 1);
+        assert_eq!(found.iter().map(|b| (b.span.start_ns, b.id)).collect::<Vec<_>>(), vec![(40, 7), (90, 8)]);
+        assert_eq!(samples_by_id(&t), HashMap::from([(8, 2), (9, 1)]));
+        assert_eq!(stacks_with_ids(&t).len(), 4);
+        assert_eq!(id_at(&t, 41), None, "only at the instant it was read");
+    }
+}
