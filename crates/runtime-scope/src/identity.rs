@@ -33,6 +33,8 @@ pub struct Identity {
     pending: Vec<(u64, u32, Vec<u8>)>,
     /// Marks read while a poll with a known id was open: (agreed, total).
     pub checked: (u64, u64),
+    /// Set once the poll probes are gone: open polls are no longer known.
+    unprobed: bool,
 }
 
 impl Identity {
@@ -43,10 +45,14 @@ impl Identity {
     /// The poll probes are gone: no open poll will see its return.
     pub fn forget_polls(&mut self) {
         self.open.clear();
+        self.unprobed = true;
     }
 
     pub fn poll_started(&mut self, tid: u32, id: u64) {
-        self.open.entry(tid).or_default().push(id);
+        // Entries still in flight when the probes came off have no return.
+        if !self.unprobed {
+            self.open.entry(tid).or_default().push(id);
+        }
     }
 
     pub fn poll_ended(&mut self, tid: u32) {

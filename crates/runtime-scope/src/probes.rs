@@ -218,23 +218,30 @@ impl Probes {
     /// grace period); per-probe links go on a thread of their own, as each
     /// waits for its own grace period (seconds for dozens).
     pub fn detach_task_probes(&mut self, set: ProbeSet) -> Result<()> {
-        self.multi_links.retain(|(s, _)| *s != set);
-        let mut links = Vec::new();
+        // Entries first (the reverse of attaching): a poll entered after its
+        // return probe went would stay open for good.
+        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _)| *s == set);
+        self.multi_links = staying;
+        drop(going.into_iter().rev().collect::<Vec<_>>());
+        let (mut entries, mut returns) = (Vec::new(), Vec::new());
         for (s, program, id) in std::mem::take(&mut self.uprobes) {
             if s != set {
                 self.uprobes.push((s, program, id));
                 continue;
             }
             let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;
-            links.push(probe.take_link(id)?);
+            let link = probe.take_link(id)?;
+            if program == "poll_exit" { returns.push(link) } else { entries.push(link) }
         }
-        if !links.is_empty() {
+        if !entries.is_empty() || !returns.is_empty() {
             std::thread::spawn(move || {
-                std::thread::scope(|s| {
-                    for link in links {
-                        s.spawn(move || drop(link));
-                    }
-                })
+                for links in [entries, returns] {
+                    std::thread::scope(|s| {
+                        for link in links {
+                            s.spawn(move || drop(link));
+                        }
+                    });
+                }
             });
         }
         Ok(())

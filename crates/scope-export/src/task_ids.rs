@@ -5,13 +5,36 @@
 //! blocking task, so a parked worker carries its own loop's id: that kind
 //! is the worker loop, never a task.
 
-use crate::tasks::{WORKER_LOOP, future_in_stack};
+use crate::tasks::{WORKER_LOOP, abbreviate, is_harness};
 use scope_model::identity::stacks_with_ids;
-use scope_model::{Frame, Symbols, Timeline};
+use scope_model::{Frame, ResolvedFrame, Symbols, Timeline};
 use std::collections::HashMap;
 
 /// Share of an id's stacks that must agree on its kind.
 const AGREEMENT: f64 = 0.75;
+
+/// What a stack taken with a task id set says the id belongs to: the
+/// worker's own loop when the innermost task harness runs the scheduler
+/// (parked, or driving I/O and timers), else the async body polled inside
+/// it. Only names that are futures: an async fn or block's body
+/// (`{{closure}}`), a `spawn_blocking` closure; never a wrapper's `poll`,
+/// a waker or a runtime function. None when the stack shows neither.
+fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
+    let harness = frames.iter().position(is_harness)?;
+    let inside = &frames[..harness];
+    if inside.iter().any(|f| f.function.contains("scheduler::multi_thread::worker::")) {
+        return Some(WORKER_LOOP.to_string());
+    }
+    if let Some(b) = inside.iter().rposition(|f| f.function.contains("BlockingTask<")) {
+        let closure = inside[..b].iter().rev().find(|f| f.function.contains("{{closure}}") || f.function.contains("{closure"))?;
+        return Some(format!("spawn_blocking({})", abbreviate(&closure.function)));
+    }
+    // Outermost body inside the harness: the task's own future, not what it awaits.
+    let body = inside.iter().rev().find(|f| {
+        !f.function.starts_with("tokio::") && !f.function.starts_with("<tokio::") && (f.function.contains("{{closure}}") || f.function.contains("{closure"))
+    })?;
+    Some(abbreviate(&body.function))
+}
 
 pub struct TaskIdKinds {
     kind_of: HashMap<u64, String>,
@@ -34,7 +57,7 @@ impl TaskIdKinds {
                     continue;
                 }
                 let Some(s) = tl.stacks.get(stack as usize) else { continue };
-                if let Some(name) = future_in_stack(&symbols.expand(&s.frames)) {
+                if let Some(name) = kind_in_stack(&symbols.expand(&s.frames)) {
                     *votes.entry(id).or_default().entry(name).or_default() += 1;
                 }
             }
@@ -59,5 +82,28 @@ impl TaskIdKinds {
     /// not pass for a task blocked in its poll.
     pub fn is_task(&self, id: u64) -> bool {
         self.kind(id).is_some_and(|k| k != WORKER_LOOP)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(names: &[&str]) -> Vec<ResolvedFrame> {
+        names.iter().map(|n| ResolvedFrame { function: n.to_string(), file: None, line: None, inlined: false }).collect()
+    }
+
+    #[test]
+    fn names_only_futures() {
+        let harness = "tokio::runtime::task::harness::Harness<T,S>::poll";
+        let parked = stack(&["syscall", "tokio::runtime::scheduler::multi_thread::worker::Context::park", harness, "start_thread"]);
+        assert_eq!(kind_in_stack(&parked).as_deref(), Some(WORKER_LOOP));
+        let io = stack(&["epoll_wait", "mio::poll::Poll::poll", "tokio::runtime::scheduler::multi_thread::worker::Context::park_timeout", harness]);
+        assert_eq!(kind_in_stack(&io).as_deref(), Some(WORKER_LOOP), "the I/O driver is the worker's, not a task");
+        let wrapped = stack(&["write", "app::Handler::run::{{closure}}", "<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll", harness]);
+        assert_eq!(kind_in_stack(&wrapped).as_deref(), Some("app::Handler::run"));
+        let no_future = stack(&["mio::poll::Poll::poll", harness]);
+        assert_eq!(kind_in_stack(&no_future), None, "not a future: unnamed");
+        assert_eq!(kind_in_stack(&stack(&["app::main"])), None, "no harness");
     }
 }

@@ -72,7 +72,7 @@ fn kind_of_future(future: &str, scheduler: &str) -> String {
     }
 }
 
-fn is_harness(f: &ResolvedFrame) -> bool {
+pub(crate) fn is_harness(f: &ResolvedFrame) -> bool {
     f.function.contains("task::harness::") || f.function.contains("task::raw::poll") || f.function.contains("Harness<")
 }
 

@@ -319,9 +319,10 @@ impl Timeline {
                 Event::Probes { ts, polls, wakes } => {
                     probe_changes.push((*ts, *polls, *wakes));
                     if !*polls {
-                        // Their returns will not be seen: cut them here, unfinished.
+                        // Their returns will not be seen, so their length is
+                        // unknown: left out rather than cut at a guess.
                         for b in threads.values_mut() {
-                            b.close_polls(*ts);
+                            b.open_polls.clear();
                         }
                     }
                 }
