@@ -47,6 +47,9 @@ pub fn is_plumbing(function: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Symbols {
     pub frames: HashMap<Frame, Vec<ResolvedFrame>>,
+    /// What each `raw::poll` instance met among the frames is called
+    /// (keyed like the poll's `poll_fn`).
+    pub kinds: HashMap<Frame, crate::TaskKind>,
     /// One line each: stripped binaries, build-id mismatches, missing files.
     pub warnings: Vec<String>,
 }
