@@ -171,25 +171,47 @@ pub fn abbreviate(name: &str) -> String {
 
 /// The same name whatever spelled it (legacy, v0 or DWARF): every
 /// compiler-made segment becomes `{closure}`, DWARF's generic arguments on
-/// closures move to the function. For comparing, never for display.
+/// closures move to the function, generic arguments alike. For comparing,
+/// never for display.
 pub fn canonical(name: &str) -> String {
-    let segs = segments(name.trim());
     let mut out: Vec<String> = Vec::new();
-    for seg in segs {
+    for seg in segments(name.trim()) {
         match braced(seg) {
             Some((inner, generics)) => {
                 if !generics.is_empty()
                     && let Some(prev) = out.last_mut()
                     && !prev.ends_with('>')
                 {
-                    prev.push_str(generics);
+                    prev.push_str(&canonical_generics(generics));
                 }
                 out.push(if inner.starts_with("impl") { "{impl}".into() } else { "{closure}".into() });
             }
-            None => out.push(seg.to_string()),
+            None => match seg.find('<') {
+                Some(i) if seg.ends_with('>') && !seg.starts_with('<') => out.push(format!("{}{}", &seg[..i], canonical_generics(&seg[i..]))),
+                _ => out.push(seg.to_string()),
+            },
         }
     }
     out.join("::")
+}
+
+/// `<A, B<C>>` with each argument made canonical.
+fn canonical_generics(generics: &str) -> String {
+    let Some(inner) = generics.strip_prefix('<').and_then(|g| g.strip_suffix('>')) else { return generics.to_string() };
+    let (mut args, mut depth, mut from) = (Vec::new(), 0i32, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                args.push(canonical(&inner[from..i]));
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    args.push(canonical(&inner[from..]));
+    format!("<{}>", args.join(", "))
 }
 
 /// The kind of the blocking task each multi-thread worker runs in.
@@ -308,6 +330,11 @@ mod tests {
             assert_eq!(canonical(legacy), canonical(dwarf), "{legacy} vs {dwarf}");
         }
         assert_ne!(canonical("a::relay<a::Counter>::{{closure}}"), canonical("a::relay::{async_fn_env#0}<a::Doubler>"));
+        assert_eq!(
+            canonical("tracing::instrument::Instrumented<a::handle::{{closure}}>"),
+            canonical("tracing::instrument::Instrumented<a::handle::{async_fn_env#0}>")
+        );
+        assert_eq!(canonical("x::Cell<a::f::{{closure}},alloc::sync::Arc<H>>"), canonical("x::Cell<a::f::{closure#0}, alloc::sync::Arc<H>>"));
     }
 
     #[test]

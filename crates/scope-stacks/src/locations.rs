@@ -6,9 +6,11 @@
 //! relocation, which stripping keeps, and functions have `.eh_frame`
 //! entries, so without any symbol we can tell:
 //! - the **spawn sites** of a task kind: the code that builds a task loads
-//!   its vtable; walking up the direct calls from there, the first
-//!   function that loads a user `Location` right before the call is the
-//!   spawning code, and that `Location` is where it calls `spawn`;
+//!   its vtable; walking up the direct calls from there through runtime
+//!   code (no user `Location`s), the first function that loads a user
+//!   `Location` right before the call is the spawning code, and that
+//!   `Location` is where it calls `spawn`; user code without such a load
+//!   stops the walk with no site (the load was moved, out of a loop say);
 //! - the **body lines** of a kind: the user `Location`s loaded by the code
 //!   its `raw::poll` reaches through direct calls (its awaits on `sleep`
 //!   and friends, and any panic sites).
@@ -144,6 +146,13 @@ impl Evidence {
                     found.insert(site);
                     continue;
                 }
+                // A function with user locations elsewhere is user code
+                // whose argument load the compiler moved (out of a loop,
+                // say): the site is in it but not known. Above it would be
+                // another call's location (seen: `block_on`'s).
+                if self.loads_user_location(function) {
+                    continue;
+                }
                 for &(caller, call) in self.callers.get(&function).into_iter().flatten() {
                     if seen.insert(caller) || self.argument_before(caller, call).is_some() {
                         next.push((caller, call));
@@ -156,6 +165,10 @@ impl Evidence {
             }
         }
         found.into_iter().map(Site::describe).collect()
+    }
+
+    fn loads_user_location(&self, function: u64) -> bool {
+        self.loads.get(&function).into_iter().flatten().any(|(_, s)| self.sites.get(s).is_some_and(|s| !s.is_runtime()))
     }
 
     /// The user `Location` loaded by `function` within a few instructions
