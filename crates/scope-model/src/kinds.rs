@@ -195,6 +195,14 @@ pub fn canonical(name: &str) -> String {
     out.join("::")
 }
 
+/// Whether two canonical names are the same future: segment by segment,
+/// DWARF's `{impl}` standing for the type or `<impl … for …>` that legacy
+/// and v0 symbols spell there.
+pub fn same_future(a: &str, b: &str) -> bool {
+    let (a, b) = (segments(a), segments(b));
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || *x == "{impl}" || *y == "{impl}")
+}
+
 /// `<A, B<C>>` with each argument made canonical.
 fn canonical_generics(generics: &str) -> String {
     let Some(inner) = generics.strip_prefix('<').and_then(|g| g.strip_suffix('>')) else { return generics.to_string() };
@@ -335,6 +343,11 @@ mod tests {
             canonical("tracing::instrument::Instrumented<a::handle::{async_fn_env#0}>")
         );
         assert_eq!(canonical("x::Cell<a::f::{{closure}},alloc::sync::Arc<H>>"), canonical("x::Cell<a::f::{closure#0}, alloc::sync::Arc<H>>"));
+        assert!(same_future(
+            &canonical("m::server::Listener::run::{{closure}}::{{closure}}"),
+            &canonical("m::server::{impl#0}::run::{async_fn#0}::{async_block_env#0}")
+        ));
+        assert!(!same_future(&canonical("m::A::run::{{closure}}"), &canonical("m::{impl#0}::stop::{async_fn_env#0}")));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! or wrong; wrong must be 0 in every form, and with DWARF all are correct.
 //! The table is printed (run with `--nocapture`) and kept in NAMING.md.
 
-use scope_model::kinds::{canonical, kind_of_future};
+use scope_model::kinds::{canonical, kind_of_future, same_future};
 use scope_model::{KindName, KindRole, TaskKind};
 use scope_stacks::task_kinds::{NamingOptions, name_kinds, poll_instances_by_shape};
 use std::collections::HashMap;
@@ -87,10 +87,10 @@ fn judge(kind: &TaskKind, truth: &(String, String), truth_role: KindRole, wrongs
         || (truth_role == KindRole::WorkerLoop && kind.role == KindRole::Blocking);
     let verdict = match &kind.name {
         KindName::Exact { future, scheduler } => {
-            if key(future, scheduler.as_deref()) == want { "correct" } else { "wrong" }
+            if same_future(&key(future, scheduler.as_deref()), &want) { "correct" } else { "wrong" }
         }
         KindName::Ambiguous { futures, scheduler, open } => {
-            let among = futures.iter().any(|f| key(f, scheduler.as_deref()) == want);
+            let among = futures.iter().any(|f| same_future(&key(f, scheduler.as_deref()), &want));
             if among || *open { "ambiguous" } else { "wrong" }
         }
         KindName::Unnamed if !kind.spawn_sites.is_empty() => "spawn site",
@@ -108,7 +108,8 @@ fn check_spawn_sites(kind: &TaskKind) {
     for site in &kind.spawn_sites {
         let mut parts = site.rsplitn(3, ':');
         let (_col, line, file) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-        if file.starts_with('/') || file.contains("-1.") {
+        // Our workspace's files; other crates' sources are not at hand.
+        if !file.starts_with("crates/") {
             continue;
         }
         let source = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -125,8 +126,14 @@ fn naming_accuracy_per_form() {
     let mut totals: Vec<(&str, Tally)> = Vec::new();
     let mut rows = Vec::new();
     let mut wrongs = Vec::new();
-    for name in ["kind-scenarios", "demo-app"] {
-        let binary = program(name);
+    // NAMING_ACCURACY_EXTRA=a:b adds debuginfo builds of other programs
+    // (real servers from crates.io, built with CARGO_PROFILE_RELEASE_DEBUG=true).
+    let extra: Vec<PathBuf> = std::env::var("NAMING_ACCURACY_EXTRA").map(|v| v.split(':').map(PathBuf::from).collect()).unwrap_or_default();
+    let programs: Vec<PathBuf> = ["kind-scenarios", "demo-app"].into_iter().map(program).chain(extra).collect();
+    for binary in &programs {
+        let name = binary.file_name().unwrap().to_string_lossy().into_owned();
+        let name = name.as_str();
+        let binary = binary.clone();
         let data = std::fs::read(&binary).unwrap();
         let offsets: Vec<u64> = scope_stacks::probe_points::tokio_probe_points(&data).unwrap().polls.iter().map(|p| p.file_offset).collect();
         // The truth: DWARF names every instance.
@@ -204,6 +211,6 @@ fn naming_accuracy_per_form() {
     // Stripped: every kind is named by where it is spawned, but those
     // spawned by Tokio itself (its worker loops).
     let stripped = by_form["stripped"];
-    assert!(stripped.unnamed <= 4, "stripped: {stripped:?}");
+    assert!(stripped.unnamed <= 4 + 2 * (programs.len() - 2), "stripped: {stripped:?}");
     assert!(by_form["symbols only"].correct * 2 > by_form["symbols only"].instances, "{:?}", by_form["symbols only"]);
 }
