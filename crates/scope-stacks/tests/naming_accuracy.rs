@@ -214,3 +214,37 @@ fn naming_accuracy_per_form() {
     assert!(stripped.unnamed <= 4 + 2 * (programs.len() - 2), "stripped: {stripped:?}");
     assert!(by_form["symbols only"].correct * 2 > by_form["symbols only"].instances, "{:?}", by_form["symbols only"]);
 }
+
+/// DWARF split off (`objcopy --only-keep-debug`, as distributions ship it)
+/// still names every kind exactly: found under a debug root by build-id,
+/// or given as a file; a debug file of another build is not used.
+#[test]
+fn separate_debug_files_name_kinds_exactly() {
+    let dir = std::env::temp_dir().join(format!("naming-debug-file-{}", std::process::id()));
+    let root = dir.join("debug");
+    std::fs::create_dir_all(&root).unwrap();
+    let full = program("demo-app");
+    let binary = dir.join("demo-app");
+    let debug = dir.join("demo-app.debug");
+    let run = |args: &[&std::ffi::OsStr]| assert!(Command::new(objcopy()).args(args).status().unwrap().success(), "objcopy {args:?}");
+    run(&["--only-keep-debug".as_ref(), full.as_os_str(), debug.as_os_str()]);
+    run(&["--strip-debug".as_ref(), full.as_os_str(), binary.as_os_str()]);
+    let data = std::fs::read(&binary).unwrap();
+    let offsets: Vec<u64> = scope_stacks::probe_points::tokio_probe_points(&data).unwrap().polls.iter().map(|p| p.file_offset).collect();
+    let all_dwarf = |options: &NamingOptions| name_kinds(&binary, &offsets, options).kinds.values().all(|k| k.evidence == scope_model::Evidence::Dwarf);
+    let nowhere = NamingOptions { debug_roots: vec![root.clone()], ..Default::default() };
+    assert!(!all_dwarf(&nowhere), "no DWARF anywhere yet");
+    assert!(all_dwarf(&NamingOptions { debug_files: vec![debug.clone()], debug_roots: Vec::new() }), "--debug-file");
+    let id = scope_stacks::elf::build_id(&data).expect("build-id");
+    let by_id = root.join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::fs::copy(&debug, by_id.join(format!("{}.debug", &id[2..]))).unwrap();
+    assert!(all_dwarf(&nowhere), "found by build-id under the root");
+    // Another program's debug file is never used, given or not.
+    let other = dir.join("other.debug");
+    run(&["--only-keep-debug".as_ref(), program("kind-scenarios").as_os_str(), other.as_os_str()]);
+    let wrong = NamingOptions { debug_files: vec![other.clone()], debug_roots: Vec::new() };
+    assert!(name_kinds(&binary, &offsets, &wrong).kinds.values().all(|k| k.evidence != scope_model::Evidence::Dwarf));
+    assert!(scope_stacks::debug_file::check(&binary, &other).is_err() && scope_stacks::debug_file::check(&binary, &debug).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
