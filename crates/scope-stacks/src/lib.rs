@@ -10,6 +10,7 @@ mod dwarf_kinds;
 pub mod elf;
 mod image;
 pub mod locations;
+pub mod poll_code;
 pub mod probe_points;
 pub mod symbolize;
 pub mod task_context;

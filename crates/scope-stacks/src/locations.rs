@@ -244,7 +244,7 @@ fn rip_relative_leas(base: u64, code: &[u8]) -> impl Iterator<Item = (u64, u64)>
 }
 
 /// Function ranges from `.eh_frame` (kept by stripping: unwinding needs it).
-fn function_ranges(image: &Image) -> Vec<(u64, u64)> {
+pub(crate) fn function_ranges(image: &Image) -> Vec<(u64, u64)> {
     use gimli::UnwindSection;
     let Some(section) = image.file.section_by_name(".eh_frame") else { return Vec::new() };
     let Ok(data) = section.data() else { return Vec::new() };
