@@ -139,6 +139,12 @@ pub struct ViewArgs {
     /// (cpu / blocked / preempted) and call site.
     #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
     pub long_poll: f64,
+
+    /// The target's DWARF in a separate file (`objcopy --only-keep-debug`),
+    /// used to name task kinds exactly; it must carry the binary's build-id.
+    /// Files under /usr/lib/debug/.build-id/ are found without it. Repeatable.
+    #[arg(long = "debug-file", value_name = "FILE")]
+    pub debug_files: Vec<PathBuf>,
 }
 
 /// Whether to put a probe on every poll.
@@ -260,6 +266,10 @@ pub struct ExportArgs {
 
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+
+    /// The target's DWARF in a separate file, to name task kinds exactly (see record --help). Repeatable.
+    #[arg(long = "debug-file", value_name = "FILE")]
+    pub debug_files: Vec<PathBuf>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -294,6 +304,10 @@ pub struct ReportArgs {
 
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
+
+    /// The target's DWARF in a separate file, to name task kinds exactly (see record --help). Repeatable.
+    #[arg(long = "debug-file", value_name = "FILE")]
+    pub debug_files: Vec<PathBuf>,
 
     /// Polls at least this long are reported as long polls.
     #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]

@@ -43,11 +43,33 @@ pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder:
             context,
         }),
         Ok(_) => {
+            // Stripped: the task vtables have a shape of their own (see
+            // scope_stacks::task_kinds); their poll slots are the instances.
+            let polls = scope_stacks::task_kinds::poll_instances_by_shape(binary);
+            if polls.is_empty() {
+                eprintln!(
+                    "runtime-scope: no tokio::runtime::task::raw::poll in {} (not a Tokio program, or stripped without PIE relocations): recording threads only",
+                    binary.display()
+                );
+                return None;
+            }
             eprintln!(
-                "runtime-scope: no tokio::runtime::task::raw::poll in {} (not a Tokio program, or stripped): recording threads only",
-                binary.display()
+                "runtime-scope: {} has no tokio symbols (stripped): probing the {} task poll functions its task vtables list; \
+                 no spawn or wake arrows, kinds named by where they are spawned",
+                binary.display(),
+                polls.len()
             );
-            None
+            Some(recorder::PollProbes {
+                binary: binary.to_path_buf(),
+                id_offsets: scope_stacks::task_layout::id_offsets(binary, &polls),
+                polls,
+                spawns: Vec::new(),
+                wakes: Vec::new(),
+                worker_runs: Vec::new(),
+                take_cores: Vec::new(),
+                // No symbol locates Tokio's CONTEXT in a stripped binary.
+                context: None,
+            })
         }
         Err(e) => {
             eprintln!("runtime-scope: cannot read {} for tokio symbols ({e}): recording threads only", binary.display());
@@ -87,7 +109,7 @@ fn cpu_count() -> u64 {
 }
 
 /// Names for every recorded frame (reads the binaries, checks build-ids).
-fn symbols_of(recording: &Recording) -> Symbols {
+fn symbols_of(recording: &Recording, debug_files: &[std::path::PathBuf]) -> Symbols {
     let frames = recording.frames();
     if frames.is_empty() {
         return Symbols::default();
@@ -97,7 +119,8 @@ fn symbols_of(recording: &Recording) -> Symbols {
     eprintln!("runtime-scope: symbolizing {} addresses in {} modules…", frames.len(), modules.len());
     // Debuginfo of 100+ MB takes seconds to index: say which file is being read.
     const BIG_MODULE: u64 = 50 << 20;
-    let symbols = scope_stacks::symbolize::symbolize_reporting(&modules, frames, |module, addresses| {
+    let naming = scope_stacks::task_kinds::NamingOptions { debug_files: debug_files.to_vec(), ..Default::default() };
+    let symbols = scope_stacks::symbolize::symbolize_reporting(&modules, frames, &naming, |module, addresses| {
         let size = std::fs::metadata(&module.path).map_or(0, |m| m.len());
         if size >= BIG_MODULE {
             eprintln!("runtime-scope:   {addresses} addresses in {} ({} MB)…", module.path, size >> 20);
@@ -111,9 +134,10 @@ fn symbols_of(recording: &Recording) -> Symbols {
 
 /// The timeline and its symbols; threads the worker-loop probes did not
 /// see are told by what they polled, which needs the symbols.
-fn analyse(recording: &Recording, rule: &WorkerRule) -> (Timeline, Symbols) {
+fn analyse(recording: &Recording, rule: &WorkerRule, debug_files: &[std::path::PathBuf]) -> (Timeline, Symbols) {
     let mut timeline = Timeline::build(recording, rule);
-    let symbols = symbols_of(recording);
+    check_debug_files(recording, debug_files);
+    let symbols = symbols_of(recording, debug_files);
     scope_export::tasks::classify_threads(&mut timeline, &symbols);
     if timeline.workers().next().is_none() {
         eprintln!(
@@ -123,6 +147,19 @@ fn analyse(recording: &Recording, rule: &WorkerRule) -> (Timeline, Symbols) {
         );
     }
     (timeline, symbols)
+}
+
+/// Says when a `--debug-file` belongs to none of the recorded binaries (it
+/// is then not used: its names could be another build's).
+fn check_debug_files(recording: &Recording, debug_files: &[std::path::PathBuf]) {
+    let modules = recording.all_modules();
+    for debug in debug_files {
+        let fits = modules.iter().any(|m| scope_stacks::debug_file::check(Path::new(&m.path), debug).is_ok());
+        if !fits {
+            let why = scope_stacks::debug_file::check(Path::new(&recording.executable), debug).err().unwrap_or_default();
+            eprintln!("runtime-scope: warning: --debug-file {} matches no recorded binary ({why}); not used", debug.display());
+        }
+    }
 }
 
 /// The prototype's CLI: record into memory, optionally write a Chrome trace.
@@ -143,7 +180,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
     let mut recording = sink.into_recording()?;
-    let (timeline, symbols) = analyse(&recording, &rule);
+    let (timeline, symbols) = analyse(&recording, &rule, &args.view.debug_files);
     if let Some(path) = &args.save_recording {
         output::write_atomically(path, |out| serde_json::to_writer(out, &recording).map_err(std::io::Error::other))?;
     }
@@ -203,7 +240,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     recorder::record(&mut target, settings, &stop, &mut sink as &mut dyn Sink)?;
     let mut loaded = read_capture(sink.path())?;
     report_launch(&loaded.recording);
-    let (timeline, symbols) = analyse(&loaded.recording, &rule);
+    let (timeline, symbols) = analyse(&loaded.recording, &rule, &args.view.debug_files);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)));
     if format == Format::Capture {
         let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
@@ -258,7 +295,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let format = formats::choose(&args.output, args.format)?;
     output::check_writable(&args.output)?;
     let mut loaded = read_capture(&args.capture)?;
-    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
+    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files);
     if format != Format::Capture {
         release_events(&mut loaded.recording);
     }
@@ -271,7 +308,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
 /// when `--fail-over` finds a longer poll.
 pub fn report(args: ReportArgs) -> Result<i32> {
     let loaded = read_capture(&args.capture)?;
-    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes));
+    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files);
     let insights = scope_export::insights::build(&timeline, &symbols, insight_options(args.long_poll));
     if args.json {
         let mut text = serde_json::to_string_pretty(&insights)?;

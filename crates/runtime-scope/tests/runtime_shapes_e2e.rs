@@ -231,3 +231,28 @@ fn local_set_tasks_are_named_spawn_local() {
     assert_eq!(local[0].tids, BTreeSet::from([pid]), "polled on the thread driving the set");
     assert_eq!(worker_rows(&trace), [("worker 0".to_string(), pid)]);
 }
+
+/// A fully stripped build (`strip`: no symbols at all): the poll probes go
+/// on the task vtables found by shape, and threads are told by what they
+/// poll (async tasks vs `spawn_blocking` work, by the vtable's scheduler
+/// size; the worker loop by the polls it holds), never by the shared name.
+#[test]
+fn custom_named_workers_of_a_stripped_build_are_told_by_what_they_poll() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = dir.path().join("demo-app");
+    std::fs::copy(demo_app_path(), &stripped).unwrap();
+    assert!(std::process::Command::new("strip").arg(&stripped).status().expect("strip (binutils)").success());
+    let (trace, summary) = record(&stripped, &["--custom-names", &YIELDS.to_string()]);
+    let workers = worker_rows(&trace);
+    let labels: Vec<&str> = workers.iter().map(|w| w.0.as_str()).collect();
+    assert_eq!(labels, ["worker 0", "worker 1", "worker 2"], "{:?}", thread_names(&trace));
+    let blocking = thread_names(&trace).into_iter().filter(|(_, n)| n.starts_with("api-worker (tid") && n.ends_with("· not a worker")).count();
+    assert_eq!(blocking, 4, "{:?}", thread_names(&trace));
+    let tasks = tasks_of(&trace);
+    let yielding = with_polls(&tasks, YIELDS + 1, 1, &summary);
+    // Named by where it is spawned: `yield_task`'s `tokio::spawn`.
+    assert!(yielding[0].kind.starts_with("task spawned at crates/demo-app/src/shapes.rs:"), "{}", yielding[0].kind);
+    let worker_tids: BTreeSet<u32> = workers.iter().map(|w| w.1).collect();
+    assert!(yielding[0].tids.is_subset(&worker_tids), "polled only by workers: {:?}", yielding[0].tids);
+}

@@ -5,7 +5,8 @@
 //! blocking task, so a parked worker carries its own loop's id: that kind
 //! is the worker loop, never a task.
 
-use crate::tasks::{WORKER_LOOP, abbreviate, is_harness};
+use crate::tasks::{abbreviate, is_harness};
+use scope_model::kinds::WORKER_LOOP;
 use scope_model::identity::stacks_with_ids;
 use scope_model::{Frame, ResolvedFrame, Symbols, Timeline};
 use std::collections::HashMap;

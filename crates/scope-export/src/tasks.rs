@@ -6,19 +6,9 @@ use scope_model::{Frame, Poll, Polled, ResolvedFrame, SpanState, Symbols, Thread
 use scope_model::symbols_is_plumbing as is_plumbing;
 use std::collections::HashMap;
 
-/// `my_app::handler::{{closure}}` / `…::{closure#0}` / `…::{async_fn_env#0}` → `my_app::handler`:
-/// the async fn's own state machine. Only one level goes: an async block
-/// spawned inside it stays apart, `my_app::handler::{closure}`.
-pub fn abbreviate(name: &str) -> String {
-    let mut s = name.trim();
-    for suffix in ["::{{closure}}", "::{closure#0}", "::{async_fn_env#0}", "::{async_block#0}", "::{async_block_env#0}"] {
-        if let Some(rest) = s.strip_suffix(suffix) {
-            s = rest;
-            break;
-        }
-    }
-    s.replace("{{closure}}", "{closure}")
-}
+pub use scope_model::kinds::abbreviate;
+use scope_model::kinds::{WORKER_LOOP, kind_of_future};
+use scope_model::{KindRole, TaskKind};
 
 /// The task kind in `raw::poll<F, S>` when the symbol spells it (v0,
 /// DWARF, or the drop-glue name put there by symbolization).
@@ -51,42 +41,32 @@ fn kind_from_symbol(symbols: &Symbols, poll_fn: &Frame) -> Option<String> {
     from_generic_name(&symbols.resolve(poll_fn).last()?.function)
 }
 
-/// The kind of the blocking task each multi-thread worker runs in.
-pub(crate) const WORKER_LOOP: &str = "spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::run)";
-
-/// `tokio::runtime::blocking::task::BlockingTask<my::job::{{closure}}>` →
-/// `spawn_blocking(my::job)`; a `LocalSet` task (scheduler
-/// `Arc<tokio::task::local::Shared>`) → `spawn_local(my::fut)`; other
-/// futures are abbreviated.
-fn kind_of_future(future: &str, scheduler: &str) -> String {
-    if scheduler.contains("tokio::task::local::Shared") {
-        return format!("spawn_local({})", abbreviate(future));
-    }
-    const BLOCKING: &str = "tokio::runtime::blocking::task::BlockingTask<";
-    // Tokio starts each worker as a blocking task around `worker::run`.
-    const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::";
-    match future.strip_prefix(BLOCKING).and_then(|rest| rest.strip_suffix('>')) {
-        Some(closure) if closure.starts_with(WORKER) => WORKER_LOOP.to_string(),
-        Some(closure) => format!("spawn_blocking({})", abbreviate(closure)),
-        None => abbreviate(future),
-    }
-}
-
 pub(crate) fn is_harness(f: &ResolvedFrame) -> bool {
     f.function.contains("task::harness::") || f.function.contains("task::raw::poll") || f.function.contains("Harness<")
 }
 
 /// In a stack taken inside a poll, the future being polled: the first
-/// non-plumbing frame inside the innermost task harness frame.
+/// frame inside the innermost task harness frame that is a future's own
+/// poll code (an async fn or block: `…::{{closure}}`, `{async_fn_env#0}`).
+/// Anything else there (a waker, a wrapper's generic `poll`, a runtime or
+/// library function the inlined body called) names no future, so names
+/// nothing.
 pub fn future_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
     let harness = frames.iter().position(is_harness)?;
     let inside = &frames[..harness];
     // spawn_blocking tasks (Tokio's own workers run as one): name the closure.
     if let Some(b) = inside.iter().rposition(|f| f.function.contains("BlockingTask<")) {
-        let closure = inside[..b].iter().rev().find(|f| !f.function.starts_with("core::") && !f.function.starts_with("<core::"));
-        return Some(format!("spawn_blocking({})", closure.map_or("?".to_string(), |f| abbreviate(&f.function))));
+        let closure = inside[..b].iter().rev().find(|f| !f.function.starts_with("core::") && !f.function.starts_with("<core::"))?;
+        return is_async_body(&closure.function).then(|| format!("spawn_blocking({})", abbreviate(&closure.function)));
     }
-    inside.iter().rev().find(|f| !is_plumbing(&f.function)).map(|f| abbreviate(&f.function))
+    let first = inside.iter().rev().find(|f| !is_plumbing(&f.function))?;
+    is_async_body(&first.function).then(|| abbreviate(&first.function))
+}
+
+/// A closure or async body by its name's last segment.
+fn is_async_body(function: &str) -> bool {
+    let last = function.rsplit("::").next().unwrap_or("");
+    last == "{{closure}}" || last.starts_with("{closure") || last.starts_with("{async_")
 }
 
 /// For stacks taken at `times` (sorted), the innermost poll open at each:
@@ -113,7 +93,10 @@ fn innermost_polls<'a>(t: &'a ThreadTimeline, times: &[u64]) -> Vec<Option<&'a P
         .collect()
 }
 
-/// Name of every task kind (keyed by its `raw::poll` instance).
+/// Name of every task kind (keyed by its `raw::poll` instance): what the
+/// binary says (scope-stacks: exact, ambiguous, or where it is spawned);
+/// failing that, the async body most sampled inside its polls, marked as
+/// such; last `task kind module+offset`.
 pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
     let mut votes: HashMap<Frame, HashMap<String, usize>> = HashMap::new();
     for t in &tl.threads {
@@ -130,13 +113,21 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
     }
     let mut names = HashMap::new();
     for t in &tl.threads {
-        for poll_fn in t.polls.iter().map(|p| p.poll_fn) {
-            names.entry(poll_fn).or_insert_with(|| {
-                kind_from_symbol(symbols, &poll_fn)
-                    .or_else(|| votes.get(&poll_fn).and_then(|v| v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone()))).map(|(n, _)| n.clone())))
+        for poll in &t.polls {
+            names.entry(poll.poll_fn).or_insert_with(|| {
+                symbols
+                    .kinds
+                    .get(&poll.poll_fn)
+                    .and_then(TaskKind::label)
+                    .or_else(|| kind_from_symbol(symbols, &poll.poll_fn))
+                    .or_else(|| {
+                        let v = votes.get(&poll.poll_fn)?;
+                        let (name, _) = v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))?;
+                        Some(format!("{name} (from samples)"))
+                    })
                     .unwrap_or_else(|| {
-                        let module = tl.module_paths.get(poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
-                        format!("task kind {module}+{:#x}", poll_fn.offset)
+                        let module = tl.module_paths.get(poll.poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
+                        format!("task kind {module}+{:#x}", poll.poll_fn.offset)
                     })
             });
         }
@@ -146,21 +137,36 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
 
 /// Tells threads apart by what they polled (workers poll async tasks,
 /// blocking-pool threads only `spawn_blocking` work), for those the
-/// worker-loop probes did not see. Only kinds named from symbols count:
-/// a kind named by voting over samples could be a blocking closure.
+/// worker-loop probes did not see. Only what the binary says counts (a kind
+/// voted from samples could be a blocking closure); in a stripped binary
+/// that is the vtable's shape, and a blocking task whose polls hold other
+/// polls is the worker loop.
 pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
+    let mut holds_polls: std::collections::HashSet<Frame> = std::collections::HashSet::new();
+    for t in &tl.threads {
+        for (i, poll) in t.polls.iter().enumerate() {
+            if t.polls.get(i + 1).is_some_and(|next| next.depth == poll.depth + 1 && next.start_ns < poll.end_ns) {
+                holds_polls.insert(poll.poll_fn);
+            }
+        }
+    }
     let mut polled: HashMap<Frame, Polled> = HashMap::new();
     for t in &tl.threads {
         for poll in &t.polls {
-            polled.entry(poll.poll_fn).or_insert_with(|| {
-                match kind_from_symbol(symbols, &poll.poll_fn) {
+            polled.entry(poll.poll_fn).or_insert_with(|| match symbols.kinds.get(&poll.poll_fn).map(|k| k.role) {
+                Some(KindRole::WorkerLoop) => Polled::WorkerLoop,
+                Some(KindRole::Blocking) if holds_polls.contains(&poll.poll_fn) => Polled::WorkerLoop,
+                Some(KindRole::Blocking) => Polled::Blocking,
+                Some(KindRole::Async) => Polled::Task,
+                // A LocalSet runs wherever it is driven: says nothing.
+                Some(KindRole::Local) => Polled::Unknown,
+                Some(KindRole::Unknown) | None => match kind_from_symbol(symbols, &poll.poll_fn) {
                     Some(kind) if kind == WORKER_LOOP => Polled::WorkerLoop,
                     Some(kind) if kind.starts_with("spawn_blocking(") => Polled::Blocking,
-                    // A LocalSet runs wherever it is driven: says nothing.
                     Some(kind) if kind.starts_with("spawn_local(") => Polled::Unknown,
                     Some(_) => Polled::Task,
                     None => Polled::Unknown,
-                }
+                },
             });
         }
     }

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod decode;
 pub mod identity;
+pub mod kinds;
 mod recording;
 mod symbols;
 mod thread_state;
@@ -13,6 +14,7 @@ mod timeline;
 mod workers;
 
 pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopReason, ThreadInfo};
+pub use kinds::{Evidence, KindName, KindRole, TaskKind};
 pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
 pub use timeline::{OffReason, Poll, Span, SpanState, Spawn, Stack, ThreadTimeline, Timeline, Wake, Waker, WorkerStart};

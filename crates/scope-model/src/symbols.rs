@@ -44,9 +44,29 @@ pub fn is_plumbing(function: &str) -> bool {
         || function.starts_with("pthread_")
 }
 
+/// A frame of Rust's own library (`core`, `alloc`, `std`), mostly inlined
+/// into user code with debuginfo: `<u64>::wrapping_add` at
+/// `/rustc/…/library/core/src/num/uint_macros.rs`. True, but not what the
+/// user's code was doing; named by its source file, or by a primitive's
+/// inherent method (`<u64>::…`, `<[T]>::…`, `<str>::…`).
+pub fn is_library_frame(frame: &ResolvedFrame) -> bool {
+    const PRIMITIVES: [&str; 17] =
+        ["u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "bool", "char", "str"];
+    let in_library = frame.file.as_deref().is_some_and(|f| {
+        f.starts_with("/rustc/") || ["/library/core/", "/library/alloc/", "/library/std/"].iter().any(|l| f.contains(l))
+    });
+    let primitive = frame.function.strip_prefix('<').and_then(|r| r.split_once(">::")).is_some_and(|(ty, _)| {
+        PRIMITIVES.contains(&ty) || ty.starts_with('[') || ty.starts_with("*const ") || ty.starts_with("*mut ") || ty.starts_with('&')
+    });
+    in_library || primitive
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Symbols {
     pub frames: HashMap<Frame, Vec<ResolvedFrame>>,
+    /// What each `raw::poll` instance met among the frames is called
+    /// (keyed like the poll's `poll_fn`).
+    pub kinds: HashMap<Frame, crate::TaskKind>,
     /// One line each: stripped binaries, build-id mismatches, missing files.
     pub warnings: Vec<String>,
 }
@@ -77,12 +97,13 @@ impl Symbols {
     }
 
     /// The frame that best says what the thread was doing: the innermost
-    /// one that is not runtime or library plumbing; in a stack of nothing
-    /// but plumbing (an idle worker parking), the innermost Rust function.
+    /// one that is not runtime or library plumbing (nor `core`/`alloc`/`std`
+    /// code inlined into user code); in a stack of nothing but plumbing (an
+    /// idle worker parking), the innermost Rust function.
     pub fn most_telling(&self, frames: &[Frame]) -> Option<ResolvedFrame> {
         let all = self.expand(frames);
         all.iter()
-            .find(|f| !is_plumbing(&f.function))
+            .find(|f| !is_plumbing(&f.function) && !is_library_frame(f))
             .or_else(|| all.iter().find(|f| f.function.contains("::")))
             .or(all.first())
             .cloned()
@@ -107,6 +128,19 @@ mod tests {
         assert_eq!(symbols.most_telling(&stack[..2]).unwrap().function, "std::thread::sleep");
         assert_eq!(symbols.most_telling(&stack[..1]).unwrap().function, "clock_nanosleep");
         assert_eq!(symbols.resolve(&f(7, 0x10))[0].function, "[unknown] module 7+0x10");
+        // With debuginfo, core's inlined arithmetic is not the answer.
+        let inlined = |name: &str, file: &str| ResolvedFrame { function: name.into(), file: Some(file.into()), line: Some(1), inlined: true };
+        symbols.frames.insert(
+            f(1, 5),
+            vec![
+                inlined("<u64>::wrapping_add", "/rustc/17067e9ac6d7e98f18d4d6ed6ea54b4d5bb53d1e/library/core/src/num/uint_macros.rs"),
+                inlined("core::hint::black_box", "/rustc/1/library/core/src/hint.rs"),
+                ResolvedFrame { function: "demo_app::cpu_heavy_poll".into(), file: Some("crates/demo-app/src/main.rs".into()), line: Some(30), inlined: false },
+            ],
+        );
+        assert_eq!(symbols.most_telling(&[f(1, 5)]).unwrap().function, "demo_app::cpu_heavy_poll");
+        assert!(is_library_frame(&ResolvedFrame::unknown("<[T]>::iter".into())));
+        assert!(!is_library_frame(&ResolvedFrame::unknown("<my::Type>::method".into())));
         assert!(symbols.resolve(&f(Frame::NO_MODULE, 0xdead))[0].function.contains("anonymous"));
         assert!(symbols.resolve(&f(Frame::NO_MODULE, 0x7fff_ffff_e00d))[0].function.starts_with("[uprobes]"));
     }

@@ -4,10 +4,17 @@
 //! with inlined frames and source lines where debuginfo exists
 //! ([`symbolize`]). Pure: reads binaries, never the target.
 
+pub mod debug_file;
+mod drop_glue;
+mod dwarf_kinds;
 pub mod elf;
+mod image;
+pub mod locations;
+pub mod poll_code;
 pub mod probe_points;
 pub mod symbolize;
-pub mod task_kinds;
 pub mod task_context;
+pub mod task_kinds;
 pub mod task_layout;
+mod task_vtables;
 pub mod unwind;

@@ -6,6 +6,7 @@
 //! disk is not used (wrong names are worse than none).
 
 use crate::elf;
+use crate::task_kinds::NamingOptions;
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use scope_model::{Frame, Module, ResolvedFrame, Symbols};
@@ -64,12 +65,18 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<ResolvedFrame> {
 /// the next is indexed, so the heap peaks at the largest module's, not the
 /// sum over all modules with debuginfo.
 pub fn symbolize(modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
-    symbolize_reporting(modules, frames, |_, _| {})
+    symbolize_reporting(modules, frames, &NamingOptions::default(), |_, _| {})
 }
 
 /// As [`symbolize`], calling `before(module, addresses)` ahead of each
 /// module: naming in a large binary takes seconds, and users want to know.
-pub fn symbolize_reporting(modules: &[Module], frames: impl IntoIterator<Item = Frame>, mut before: impl FnMut(&Module, usize)) -> Symbols {
+/// `options` say where else the DWARF of the main binary may be (task kinds).
+pub fn symbolize_reporting(
+    modules: &[Module],
+    frames: impl IntoIterator<Item = Frame>,
+    options: &NamingOptions,
+    mut before: impl FnMut(&Module, usize),
+) -> Symbols {
     let mut by_module: BTreeMap<u32, Vec<Frame>> = BTreeMap::new();
     for f in frames {
         by_module.entry(f.module).or_default().push(f);
@@ -79,8 +86,9 @@ pub fn symbolize_reporting(modules: &[Module], frames: impl IntoIterator<Item = 
         if let Some(module) = modules.get(index as usize) {
             before(module, frames.len());
         }
-        let one = Namer::default().symbolize(modules, frames);
+        let one = symbolize_with(&Namer::default().symbolizer, modules, frames, options);
         symbols.frames.extend(one.frames);
+        symbols.kinds.extend(one.kinds);
         symbols.warnings.extend(one.warnings);
     }
     symbols
@@ -101,11 +109,11 @@ impl Default for Namer {
 
 impl Namer {
     pub fn symbolize(&self, modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
-        symbolize_with(&self.symbolizer, modules, frames)
+        symbolize_with(&self.symbolizer, modules, frames, &NamingOptions::default())
     }
 }
 
-fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl IntoIterator<Item = Frame>) -> Symbols {
+fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl IntoIterator<Item = Frame>, options: &NamingOptions) -> Symbols {
     let mut by_module: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     for f in frames {
         if f.module != Frame::NO_MODULE {
@@ -156,7 +164,7 @@ fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl Into
             };
             symbols.frames.insert(frame, resolved);
         }
-        name_task_kinds(module, index, &mut symbols);
+        name_task_kinds(module, index, named, options, &mut symbols);
         if named == 0 && !offsets.is_empty() {
             symbols.warnings.push(format!("{}: no symbols (stripped?); frames shown as module+offset", module.path));
         }
@@ -164,24 +172,29 @@ fn symbolize_with(symbolizer: &Symbolizer, modules: &[Module], frames: impl Into
     symbols
 }
 
-/// `raw::poll` instances named only by their legacy path get the future
-/// type their vtable's drop glue spells out (see `task_kinds`), in the
-/// generic form DWARF and v0 names have: `raw::poll::<F, _>`.
-fn name_task_kinds(module: &Module, index: u32, symbols: &mut Symbols) {
-    const RAW_POLL: &str = "tokio::runtime::task::raw::poll";
-    let plain: Vec<u64> = symbols
+/// Names the task kinds of the `raw::poll` instances among this module's
+/// frames (see `task_kinds`): those its symbols call `raw::poll`, or, in a
+/// binary without symbols, those its task vtables list.
+fn name_task_kinds(module: &Module, index: u32, named: usize, options: &NamingOptions, symbols: &mut Symbols) {
+    use crate::probe_points::RAW_POLL;
+    let path = std::path::Path::new(&module.path);
+    let mut polls: Vec<u64> = symbols
         .frames
         .iter()
-        .filter(|(f, names)| f.module == index && names.last().is_some_and(|n| n.function == RAW_POLL))
+        .filter(|(f, names)| f.module == index && names.last().is_some_and(|n| n.function == RAW_POLL || n.function.starts_with("tokio::runtime::task::raw::poll::<")))
         .map(|(f, _)| f.offset)
         .collect();
-    if plain.is_empty() {
+    if named == 0 {
+        let instances: std::collections::HashSet<u64> = crate::task_kinds::poll_instances_by_shape(path).into_iter().collect();
+        polls.extend(symbols.frames.keys().filter(|f| f.module == index && instances.contains(&f.offset)).map(|f| f.offset));
+    }
+    if polls.is_empty() {
         return;
     }
-    for (offset, task) in crate::task_kinds::future_types(std::path::Path::new(&module.path), &plain) {
-        if let Some(last) = symbols.frames.get_mut(&Frame { module: index, offset }).and_then(|n| n.last_mut()) {
-            last.function = format!("{RAW_POLL}::<{}, {}>", task.future, task.scheduler.as_deref().unwrap_or("_"));
-        }
+    let naming = crate::task_kinds::name_kinds(path, &polls, options);
+    symbols.warnings.extend(naming.warnings);
+    for (offset, kind) in naming.kinds {
+        symbols.kinds.insert(Frame { module: index, offset }, kind);
     }
 }
 

@@ -1,31 +1,14 @@
 //! Where each task keeps Tokio's task id, read from the binary without
-//! debuginfo. Every task vtable ends with layout constants that Tokio
-//! itself uses to find the fields of `Cell<F, S>` from a header pointer:
-//!
-//! ```text
-//! Vtable { poll, schedule, dealloc, try_read_output, drop_join_handle_slow,
-//!          drop_abort_handle, shutdown,                  // 7 fn pointers
-//!          trailer_offset, scheduler_offset, id_offset } // 3 constants
-//! ```
-//!
-//! (tokio 1.2x–1.54; `tokio_unstable` appends one more constant.) The poll
+//! debuginfo: the last constant of its task vtable ([`crate::task_vtables`]),
+//! which Tokio itself uses to find the id from a header pointer. The poll
 //! probe reads the id at `header + id_offset`, so what it reads is only as
-//! good as this offset: a vtable that does not look exactly like this gives
+//! good as this offset: a vtable that does not look exactly like one gives
 //! no offset, and the probe reads nothing rather than garbage.
 
-use crate::task_kinds::{Image, with_image};
+use crate::image::with_image;
+use crate::task_vtables;
 use std::collections::HashMap;
 use std::path::Path;
-
-const FN_SLOTS: u64 = 7;
-const TRAILER: u64 = 7;
-const SCHEDULER: u64 = 8;
-const ID: u64 = 9;
-/// `Core` is `#[repr(C)] { scheduler: S, task_id: Id, stage }`, so the id
-/// follows the scheduler handle: an `Arc`, or a small enum of them.
-const MAX_SCHEDULER_SIZE: u64 = 64;
-/// A task cell larger than this is not a cell.
-const MAX_CELL: u64 = 1 << 24;
 
 /// `id_offset` of each `raw::poll` instance (keyed by its file offset) whose
 /// vtable passed every check.
@@ -35,8 +18,8 @@ pub fn id_offsets(path: &Path, file_offsets: &[u64]) -> HashMap<u64, u64> {
         file_offsets
             .iter()
             .filter_map(|&offset| {
-                let poll = crate::elf::svma_of_file_offset_in(&image.file, offset)?;
-                let found: Vec<u64> = holders.get(&poll)?.iter().filter_map(|&v| id_offset(image, v)).collect();
+                let poll = image.svma_of_file_offset(offset)?;
+                let found: Vec<u64> = task_vtables::of_poll(image, &holders, poll).iter().map(|v| v.id_offset).collect();
                 // Several vtables for one instance must agree.
                 let first = *found.first()?;
                 found.iter().all(|&o| o == first).then_some((offset, first))
@@ -44,23 +27,6 @@ pub fn id_offsets(path: &Path, file_offsets: &[u64]) -> HashMap<u64, u64> {
             .collect()
     })
     .unwrap_or_default()
-}
-
-/// The vtable at `vtable` (whose slot 0 is a poll instance): 7 relocated
-/// function pointers, then 3 plain constants with the order `Cell` implies.
-fn id_offset(image: &Image, vtable: u64) -> Option<u64> {
-    let pointer = |slot: u64| image.relocated.contains_key(&(vtable + 8 * slot));
-    if !(0..FN_SLOTS).all(pointer) || [TRAILER, SCHEDULER, ID].into_iter().any(pointer) {
-        return None;
-    }
-    let [trailer, scheduler, id] = [TRAILER, SCHEDULER, ID].map(|slot| image.word(vtable + 8 * slot));
-    let (trailer, scheduler, id) = (trailer?, scheduler?, id?);
-    let plausible = id % 8 == 0
-        && scheduler < id
-        && id - scheduler <= MAX_SCHEDULER_SIZE
-        && id < trailer
-        && trailer < MAX_CELL;
-    plausible.then_some(id)
 }
 
 #[cfg(test)]

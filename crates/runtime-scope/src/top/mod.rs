@@ -31,7 +31,7 @@ pub fn run(args: TopArgs) -> Result<i32> {
     }
     let mut target = process::Target::open(args.pid, None)?;
     privileges::check()?;
-    let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll };
+    let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: Vec::new() };
     let mut settings = commands::settings(&view_args, &args.stacks, None);
     settings.polls = commands::poll_points(&args.stacks, &target.executable);
     settings.quiet = true;

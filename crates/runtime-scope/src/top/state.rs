@@ -209,6 +209,7 @@ impl TopState {
         }
         let named = scope_stacks::symbolize::symbolize(&self.modules, fresh);
         self.symbols.frames.extend(named.frames);
+        self.symbols.kinds.extend(named.kinds);
         for w in named.warnings {
             if !self.symbols.warnings.contains(&w) {
                 self.symbols.warnings.push(w);
