@@ -139,6 +139,10 @@ pub enum StopReason {
     /// The capture ends without its stop record (the recorder was killed,
     /// or the disk filled up): the window ends at the last event read.
     Incomplete,
+    /// A flight-recorder snapshot (`watch`): the last seconds before a
+    /// trigger and a little after it, cut out of a longer recording. Last,
+    /// so captures written before it existed still decode.
+    Snapshot,
 }
 
 impl Recording {
@@ -180,6 +184,7 @@ impl StopReason {
             StopReason::Signal => "interrupted by signal",
             StopReason::TargetExited => "the target process exited",
             StopReason::Incomplete => "recording incomplete",
+            StopReason::Snapshot => "flight-recorder snapshot (watch)",
         }
     }
 }

@@ -12,7 +12,7 @@ mod read;
 mod write;
 
 pub use read::{CaptureError, Loaded, assemble, read};
-pub use write::CaptureWriter;
+pub use write::{CaptureWriter, encode_events};
 
 use crate::{Event, Launch, Module, StopReason, ThreadInfo};
 use serde::{Deserialize, Serialize};

@@ -83,6 +83,24 @@ fn flipped_byte_is_caught_by_the_checksum() {
     assert!(loaded.warnings.iter().any(|w| w.contains("checksum mismatch")), "{:?}", loaded.warnings);
 }
 
+#[test]
+fn frames_encoded_ahead_read_back_like_written_ones() {
+    let rec = fixture();
+    let (first, second) = rec.events.split_at(40);
+    let framed = encode_events(second).unwrap();
+    let payload = &framed[8..];
+    assert_eq!(payload, postcard::to_stdvec(&Frame::Events(second.to_vec())).unwrap(), "same bytes as an owned frame");
+    let mut bytes = Vec::new();
+    let mut w = CaptureWriter::new(&mut bytes, &Start::of(&rec)).unwrap();
+    w.events(first).unwrap();
+    w.encoded_events(&framed, second.len() as u64).unwrap();
+    assert_eq!(w.events_written(), rec.events.len() as u64);
+    w.finish(&Stop::of(&rec)).unwrap();
+    let loaded = read(&bytes).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.recording, rec);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 

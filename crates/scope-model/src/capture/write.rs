@@ -1,6 +1,34 @@
-use super::{FORMAT_VERSION, Frame, MAGIC, Start, Stop};
+use super::{FORMAT_VERSION, MAGIC, Start, Stop};
 use crate::Event;
+use serde::Serialize;
 use std::io::{self, Write};
+
+/// A frame borrowed from its owner: encodes exactly as [`super::Frame`]
+/// (same variants in the same order; a slice is a sequence like a Vec), so
+/// a batch is written without being copied first.
+#[derive(Serialize)]
+enum FrameRef<'a> {
+    Start(&'a Start),
+    Events(&'a [Event]),
+    Stop(&'a Stop),
+}
+
+/// A frame as a capture lays it out: length, CRC-32, payload.
+fn encode(frame: &FrameRef<'_>) -> io::Result<Vec<u8>> {
+    let payload = postcard::to_stdvec(frame).map_err(io::Error::other)?;
+    let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// An `Events` frame, encoded once and kept (the flight recorder's ring),
+/// to be appended to captures later with [`CaptureWriter::encoded_events`].
+pub fn encode_events(events: &[Event]) -> io::Result<Vec<u8>> {
+    encode(&FrameRef::Events(events))
+}
 
 /// Appends frames to a capture; each frame is flushed as a unit so what is on
 /// disk is always a valid prefix.
@@ -16,20 +44,19 @@ impl<W: Write> CaptureWriter<W> {
         out.write_all(&FORMAT_VERSION.to_le_bytes())?;
         out.write_all(&0u16.to_le_bytes())?;
         let mut writer = CaptureWriter { out, bytes: super::PREAMBLE_LEN as u64, events: 0 };
-        writer.frame(&Frame::Start(start.clone()))?;
+        writer.frame(&FrameRef::Start(start))?;
         Ok(writer)
     }
 
-    fn frame(&mut self, frame: &Frame) -> io::Result<()> {
-        let payload = postcard::to_stdvec(frame).map_err(io::Error::other)?;
-        let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&len.to_le_bytes());
-        head[4..].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        self.out.write_all(&head)?;
-        self.out.write_all(&payload)?;
+    fn frame(&mut self, frame: &FrameRef<'_>) -> io::Result<()> {
+        let framed = encode(frame)?;
+        self.raw(&framed)
+    }
+
+    fn raw(&mut self, framed: &[u8]) -> io::Result<()> {
+        self.out.write_all(framed)?;
         self.out.flush()?;
-        self.bytes += 8 + u64::from(len);
+        self.bytes += framed.len() as u64;
         Ok(())
     }
 
@@ -38,11 +65,17 @@ impl<W: Write> CaptureWriter<W> {
             return Ok(());
         }
         self.events += events.len() as u64;
-        self.frame(&Frame::Events(events.to_vec()))
+        self.frame(&FrameRef::Events(events))
+    }
+
+    /// Appends a frame made by [`encode_events`] holding `count` events.
+    pub fn encoded_events(&mut self, framed: &[u8], count: u64) -> io::Result<()> {
+        self.events += count;
+        self.raw(framed)
     }
 
     pub fn finish(mut self, stop: &Stop) -> io::Result<W> {
-        self.frame(&Frame::Stop(stop.clone()))?;
+        self.frame(&FrameRef::Stop(stop))?;
         Ok(self.out)
     }
 
