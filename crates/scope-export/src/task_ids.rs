@@ -20,7 +20,7 @@ const AGREEMENT: f64 = 0.75;
 /// it. Only names that are futures: an async fn or block's body
 /// (`{{closure}}`), a `spawn_blocking` closure; never a wrapper's `poll`,
 /// a waker or a runtime function. None when the stack shows neither.
-fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
+pub fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
     let harness = frames.iter().position(is_harness)?;
     let inside = &frames[..harness];
     if inside.iter().any(|f| f.function.contains("scheduler::multi_thread::worker::")) {

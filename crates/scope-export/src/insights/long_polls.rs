@@ -90,7 +90,7 @@ fn describe(frames: &[ResolvedFrame]) -> Vec<String> {
 }
 
 /// Who a waking came from, as the report names it.
-pub(crate) fn waker_name(tl: &Timeline, w: &Waker) -> String {
+pub fn waker_name(tl: &Timeline, w: &Waker) -> String {
     if w.tid == 0 {
         return "a timer or interrupt".into();
     }
