@@ -9,7 +9,9 @@
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
 //! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
-//! `--block-in-place N`, `--local-set N` (see `shapes`).
+//! `--block-in-place N`, `--local-set N` (see `shapes`). `--stall-once AT
+//! [SECONDS]` is the demo plus one stall: at AT seconds a task blocks its
+//! worker for 200 ms (`stall_once`), once (the flight recorder's test).
 
 mod shapes;
 
@@ -51,6 +53,24 @@ pub fn block_in_syscall(ms: u64) -> Duration {
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(ms));
     started.elapsed()
+}
+
+pub const STALL_MS: u64 = 200;
+
+/// The one stall of `--stall-once`: a blocking call inside a poll. (Its
+/// code differs from `block_in_syscall`'s, or the compiler merges the two
+/// and the stack names either.)
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn stall_once(ms: u64) -> u64 {
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(ms));
+    started.elapsed().as_micros() as u64
+}
+
+async fn stall_task(at: Duration) {
+    tokio::time::sleep(at).await;
+    black_box(stall_once(STALL_MS));
 }
 
 /// A few microseconds of work, like a well-behaved request handler.
@@ -139,7 +159,8 @@ fn main() {
         Some("--local-set") => return shapes::local_set(count(args.next())),
         _ => {}
     }
-    let run_for = first.and_then(|s| s.parse::<f64>().ok());
+    let stall_at = (first.as_deref() == Some("--stall-once")).then(|| args.next().and_then(|s| s.parse::<f64>().ok()).unwrap_or(8.0));
+    let run_for = if stall_at.is_some() { args.next() } else { first }.and_then(|s| s.parse::<f64>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -151,6 +172,9 @@ fn main() {
         tokio::spawn(cpu_heavy_loop(started));
         tokio::spawn(blocking_loop(started));
         tokio::spawn(short_task_loop(started));
+        if let Some(at) = stall_at {
+            tokio::spawn(stall_task(Duration::from_secs_f64(at)));
+        }
         match run_for {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
             None => std::future::pending().await,

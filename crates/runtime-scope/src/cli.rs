@@ -166,7 +166,7 @@ fn budget_pct(s: &str) -> Result<f64, String> {
     }
 }
 
-fn positive_ms(s: &str) -> Result<f64, String> {
+pub(crate) fn positive_ms(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400_000.0 => Ok(v),
         Ok(_) => Err("must be a number of milliseconds above 0".into()),
@@ -200,6 +200,9 @@ tab switch list · j/k move · enter details · ? help.
 Lanes, one per worker, scroll in time over the last --window seconds:
 █ busy, ▓ blocked inside a task's poll, ░ preempted, · idle.")]
     Top(TopArgs),
+    /// Flight recorder: record continuously, keep the last seconds in memory, write them out when a trigger fires.
+    #[command(after_help = crate::watch::args::AFTER_HELP)]
+    Watch(crate::watch::args::WatchArgs),
     /// Convert a capture (.rscope) to Perfetto or Chrome trace. No root needed.
     Export(ExportArgs),
     /// Print the end-of-run summary of a capture, or its JSON for CI. No root needed.

@@ -134,7 +134,7 @@ fn symbols_of(recording: &Recording, debug_files: &[std::path::PathBuf]) -> Symb
 
 /// The timeline and its symbols; threads the worker-loop probes did not
 /// see are told by what they polled, which needs the symbols.
-fn analyse(recording: &Recording, rule: &WorkerRule, debug_files: &[std::path::PathBuf]) -> (Timeline, Symbols) {
+pub(crate) fn analyse(recording: &Recording, rule: &WorkerRule, debug_files: &[std::path::PathBuf]) -> (Timeline, Symbols) {
     let mut timeline = Timeline::build(recording, rule);
     check_debug_files(recording, debug_files);
     let symbols = symbols_of(recording, debug_files);
@@ -204,6 +204,25 @@ fn report_launch(recording: &Recording) {
     }
 }
 
+/// The target: a running process (`-p`), or a program started held under
+/// the profiler (`-- CMD`); fills in what `settings` needs for it.
+pub(crate) fn open_target(pid: Option<u32>, command: &[String], stacks: &StackArgs, settings: &mut recorder::Settings) -> Result<process::Target> {
+    if command.is_empty() {
+        let pid = pid.context("-p PID or -- CMD is required")?;
+        let target = process::Target::open(pid, None)?;
+        settings.polls = poll_points(stacks, &target.executable);
+        return Ok(target);
+    }
+    // Probes go on the program's file before it runs (uprobes are per file).
+    settings.polls = poll_points(stacks, &launch::resolve(&command[0])?);
+    let held = launch::spawn_held(command)?;
+    let target = process::Target::open(held.child.id(), None)?;
+    settings.release = Some(held.release);
+    settings.launch = Some(Launch { argv: command.to_vec(), exit_status: None });
+    settings.child = Some(held.child);
+    Ok(target)
+}
+
 /// `record`: stream a capture, then convert it (record first, convert later).
 /// Returns the exit code: a launched program's own, as `time` and `strace` do.
 pub fn record(args: RecordArgs) -> Result<i32> {
@@ -220,21 +239,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     privileges::check()?;
     let mut settings = settings(&args.view, &args.stacks, args.duration);
     let rule = settings.rule.clone();
-    let mut target = if args.command.is_empty() {
-        let pid = args.pid.context("-p PID or -- CMD is required")?;
-        let target = process::Target::open(pid, None)?;
-        settings.polls = poll_points(&args.stacks, &target.executable);
-        target
-    } else {
-        // Probes go on the program's file before it runs (uprobes are per file).
-        settings.polls = poll_points(&args.stacks, &launch::resolve(&args.command[0])?);
-        let held = launch::spawn_held(&args.command)?;
-        let target = process::Target::open(held.child.id(), None)?;
-        settings.release = Some(held.release);
-        settings.launch = Some(Launch { argv: args.command.clone(), exit_status: None });
-        settings.child = Some(held.child);
-        target
-    };
+    let mut target = open_target(args.pid, &args.command, &args.stacks, &mut settings)?;
     let stop = install_signal_handlers()?;
     let mut sink = CaptureSink::create(&capture_path)?;
     recorder::record(&mut target, settings, &stop, &mut sink as &mut dyn Sink)?;
@@ -337,7 +342,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn insight_options(long_poll_ms: f64) -> scope_export::insights::Options {
+pub(crate) fn insight_options(long_poll_ms: f64) -> scope_export::insights::Options {
     scope_export::insights::Options { long_poll_ns: (long_poll_ms * 1e6) as u64 }
 }
 

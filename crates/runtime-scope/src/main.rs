@@ -22,6 +22,7 @@ mod thread_names;
 mod tiers;
 mod tracefs;
 mod uprobe_multi;
+mod watch;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -34,6 +35,7 @@ fn main() {
         None => commands::seed(cli.seed).map(|()| 0),
         Some(Command::Record(args)) => commands::record(args),
         Some(Command::Top(args)) => top::run(args),
+        Some(Command::Watch(args)) => watch::run(args),
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
         Some(Command::Report(args)) => commands::report(args),
     };

@@ -50,6 +50,12 @@ impl Demo {
         Demo::start_binary(&demo_app_path(), run_for_s)
     }
 
+    /// The release demo with these arguments (a shape, then its own).
+    pub fn start_args(args: &[&str]) -> Demo {
+        let child = Command::new(demo_app_path()).args(args).stdout(Stdio::null()).spawn().expect("start demo-app");
+        Demo { child }
+    }
+
     pub fn start_binary(path: &std::path::Path, run_for_s: u32) -> Demo {
         let child = Command::new(path)
             .arg(run_for_s.to_string())

@@ -1,0 +1,145 @@
+//! `runtime-scope watch`: the flight recorder. Records continuously in the
+//! cheap tier, keeps the last seconds in a bounded ring of capture frames
+//! (`ring`), notices triggers as events are drained (`triggers`, judged by
+//! `judge`), and writes snapshots on a thread of their own (`snapshot`),
+//! each with its trigger described first (`incident`). `flight` ties these
+//! to the recorder as its sink; `top` uses the same sink for its key.
+
+pub mod args;
+pub mod flight;
+mod incident;
+pub mod judge;
+mod ring;
+pub mod snapshot;
+mod triggers;
+
+use crate::cli::Format;
+use crate::{commands, formats, output, privileges, recorder};
+use anyhow::Result;
+use args::{On, WatchArgs};
+use flight::{FlightSink, Policy};
+use scope_model::WorkerRule;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use triggers::Thresholds;
+
+const MIB: usize = 1024 * 1024;
+
+fn ns(ms: f64) -> u64 {
+    (ms * 1e6) as u64
+}
+
+/// The thresholds asked for, and whether SIGUSR1 is one (the default: a
+/// long poll of 100 ms, and the signal).
+fn triggers(on: &[On]) -> (Thresholds, bool) {
+    let on = if on.is_empty() { &[On::LongPoll(100.0), On::Signal][..] } else { on };
+    let mut limits = Thresholds::default();
+    let mut signal = false;
+    for o in on {
+        let lower = |slot: &mut Option<u64>, ms: f64| *slot = Some(slot.map_or(ns(ms), |v| v.min(ns(ms))));
+        match *o {
+            On::LongPoll(ms) => lower(&mut limits.long_poll_ns, ms),
+            On::Blocked(ms) => lower(&mut limits.blocked_ns, ms),
+            On::SchedDelay(ms) => lower(&mut limits.sched_delay_ns, ms),
+            On::Signal => signal = true,
+        }
+    }
+    (limits, signal)
+}
+
+fn describe_triggers(limits: &Thresholds, signal: bool) -> String {
+    let mut parts = Vec::new();
+    let ms = |v: u64| v as f64 / 1e6;
+    if let Some(v) = limits.long_poll_ns {
+        parts.push(format!("a poll ≥ {} ms", ms(v)));
+    }
+    if let Some(v) = limits.blocked_ns {
+        parts.push(format!("a worker blocked in a poll ≥ {} ms", ms(v)));
+    }
+    if let Some(v) = limits.sched_delay_ns {
+        parts.push(format!("a wait for a CPU ≥ {} ms", ms(v)));
+    }
+    if signal {
+        parts.push(format!("SIGUSR1 (kill -USR1 {})", std::process::id()));
+    }
+    parts.join(", ")
+}
+
+pub fn run(args: WatchArgs) -> Result<i32> {
+    let format = formats::choose(&args.output, args.format)?;
+    // A name like the ones snapshots will get must be writable now, not
+    // when the first incident comes.
+    let sample = snapshot::file_name(&args.output, "00000000-000000", 1, |_| false);
+    output::check_writable(&sample)?;
+    if format != Format::Capture {
+        output::check_writable(&sample.with_extension("rscope"))?;
+    }
+    privileges::check()?;
+    let view = crate::cli::ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: args.debug_files.clone() };
+    let mut settings = commands::settings(&view, &args.stacks, args.duration);
+    // Our lines would interleave with the snapshots' reports on stdout.
+    settings.quiet = true;
+    settings.live = false;
+    let rule: WorkerRule = settings.rule.clone();
+    let mut target = commands::open_target(args.pid, &args.command, &args.stacks, &mut settings)?;
+    let stop = commands::install_signal_handlers()?;
+    let (limits, signal) = triggers(&args.on);
+    let manual = Arc::new(AtomicBool::new(false));
+    if signal {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&manual))?;
+    }
+    let policy = Policy {
+        keep_ns: (args.keep * 1e9) as u64,
+        after_ns: (args.after * 1e9) as u64,
+        cooldown_ns: (args.cooldown * 1e9) as u64,
+        max_snapshots: args.max_snapshots,
+        limits,
+        ring_bytes: args.ring_size as usize * MIB,
+    };
+    eprintln!(
+        "runtime-scope: watching: the last {} s stay in memory (at most {} MiB); a snapshot is written on {} to {}",
+        args.keep,
+        args.ring_size,
+        describe_triggers(&limits, signal),
+        args.output.display()
+    );
+    let out = snapshot::Output {
+        pattern: args.output.clone(),
+        format,
+        rule: rule.clone(),
+        debug_files: args.debug_files.clone(),
+        long_poll_ms: args.long_poll,
+        announce: snapshot::Announce::Print,
+    };
+    let writer = snapshot::Writer::spawn(move |s| snapshot::write(&out, s));
+    let queue = writer.sender();
+    let mut sink = FlightSink::new(
+        policy,
+        rule,
+        judge::Symbolizing::start(),
+        manual,
+        Arc::clone(&stop),
+        Box::new(move |s| {
+            let _ = queue.send(s);
+        }),
+        Box::new(|line| eprintln!("runtime-scope: {line}")),
+    );
+    let recorded = recorder::record(&mut target, settings, &stop, &mut sink);
+    let (tally, ring_bytes, exit_status) = (sink.tally, sink.ring_bytes(), sink.exit_status);
+    drop(sink);
+    if tally.snapshots > 0 {
+        eprintln!("runtime-scope: finishing the snapshots…");
+    }
+    writer.finish();
+    recorded?;
+    let mut end = format!("runtime-scope: {} snapshot{} taken", tally.snapshots, if tally.snapshots == 1 { "" } else { "s" });
+    if tally.held_back > 0 {
+        end.push_str(&format!("; {} more triggers came while one was pending or within --cooldown", tally.held_back));
+    }
+    if tally.unattributed > 0 {
+        end.push_str(&format!("; {} stretches over a threshold had no stack naming their task, so did not trigger", tally.unattributed));
+    }
+    end.push_str(&format!("; the ring held {:.1} MiB at the end", ring_bytes as f64 / MIB as f64));
+    eprintln!("{end}");
+    Ok(exit_status.unwrap_or(0))
+}
