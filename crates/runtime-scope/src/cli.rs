@@ -196,7 +196,8 @@ Examples:
   sudo runtime-scope top -p 1234 --record watched.rscope
 
 Keys: q quit · p pause (recording goes on) · s sort the task table ·
-tab switch list · j/k move · enter details · ? help.
+tab switch list · j/k move · enter details · w write a snapshot of the
+last --window seconds (to --snapshot) · ? help.
 Lanes, one per worker, scroll in time over the last --window seconds:
 █ busy, ▓ blocked inside a task's poll, ░ preempted, · idle.")]
     Top(TopArgs),
@@ -292,6 +293,12 @@ pub struct TopArgs {
     /// Polls at least this long are listed as long polls.
     #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
     pub long_poll: f64,
+
+    /// Where the `w` key writes a snapshot of the last --window seconds (a
+    /// capture beside the trace; %t: local time, %n: its number; see `watch`)
+    /// [default: top-%t.pftrace].
+    #[arg(long, value_name = "PATTERN")]
+    pub snapshot: Option<PathBuf>,
 
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,

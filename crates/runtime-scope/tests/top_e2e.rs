@@ -1,6 +1,7 @@
 //! `runtime-scope top` in a real terminal (tmux) against the running demo:
-//! the worker lanes, task names and long polls appear; `q` exits 0 with the
-//! terminal restored and the `--record` capture readable.
+//! the worker lanes, task names and long polls appear; `w` writes a
+//! snapshot of the window; `q` exits 0 with the terminal restored and the
+//! `--record` capture and the snapshot readable.
 
 mod common;
 
@@ -47,7 +48,9 @@ fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("watched.rscope");
     tmux(&["kill-session", "-t", SESSION]);
-    let command = format!("{PROFILER} top -p {} --record {}; echo EXITED $?; sleep 60", demo.pid(), capture.display());
+    let snapshot = dir.path().join("snap-%n.rscope");
+    let command =
+        format!("{PROFILER} top -p {} --record {} --snapshot {}; echo EXITED $?; sleep 60", demo.pid(), capture.display(), snapshot.display());
     let status = Command::new("tmux")
         .args(["new-session", "-d", "-s", SESSION, "-x", "150", "-y", "40", "sh", "-c", &command])
         .status()
@@ -72,6 +75,10 @@ fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
     let (ok, screen) = wait_for(5, |s| s.contains("details (esc closes)") && s.contains(" poll of "));
     assert!(ok, "enter shows the selected long poll:\n{screen}");
     tmux(&["send-keys", "-t", SESSION, "Escape"]);
+    // `w`: the last --window seconds, written while the dashboard goes on.
+    tmux(&["send-keys", "-t", SESSION, "w"]);
+    let (ok, screen) = wait_for(20, |s| s.contains("snapshot 1 written to"));
+    assert!(ok, "w writes a snapshot:\n{screen}");
     // A resize redraws at the new size.
     tmux(&["resize-window", "-t", SESSION, "-x", "100", "-y", "30"]);
     let (ok, screen) = wait_for(5, |s| s.lines().any(|l| l.starts_with('└') && l.chars().count() == 100));
@@ -87,5 +94,8 @@ fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
     let report = Command::new(PROFILER).arg("report").arg(&capture).output().unwrap();
     let text = String::from_utf8_lossy(&report.stdout);
     assert!(report.status.success() && text.contains("demo_app::cpu_heavy_loop"), "the recorded capture reads back:\n{text}");
+    let report = Command::new(PROFILER).arg("report").arg(dir.path().join("snap-1.rscope")).output().unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success() && text.contains("flight-recorder snapshot") && text.contains("demo_app::cpu_heavy_loop"), "the snapshot reads back:\n{text}");
     assert_no_probes_left();
 }

@@ -12,6 +12,7 @@ pub fn apply(chrome: &mut Chrome, code: KeyCode, control: bool) -> bool {
         KeyCode::Char('?') => chrome.popup = Some(Popup::Help),
         KeyCode::Enter => chrome.popup = Some(Popup::Details),
         KeyCode::Char('p') | KeyCode::Char(' ') => chrome.paused = !chrome.paused,
+        KeyCode::Char('w') => chrome.snapshot_asked = true,
         KeyCode::Char('s') => {
             chrome.sort = chrome.sort.next();
             chrome.selected = 0;

@@ -14,8 +14,11 @@ use crate::{commands, output, privileges, process, recorder};
 use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event as Key, KeyEventKind, KeyModifiers};
 use state::{TopState, View};
-use std::sync::Arc;
+use crate::watch::flight::{FlightSink, Policy};
+use crate::watch::judge::Never;
+use crate::watch::snapshot;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,11 @@ pub fn run(args: TopArgs) -> Result<i32> {
     if let Some(path) = &args.record {
         output::check_writable(path)?;
     }
+    // Checked now only when asked for; the default is tried when `w` is pressed.
+    let snapshots = match &args.snapshot {
+        Some(pattern) => snapshot::Output::checked(pattern, None, &rule_of(&args), Vec::new(), args.long_poll)?,
+        None => snapshot::Output::new(std::path::Path::new("top-%t.pftrace"), None, &rule_of(&args), Vec::new(), args.long_poll)?,
+    };
     let mut target = process::Target::open(args.pid, None)?;
     privileges::check()?;
     let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: Vec::new() };
@@ -40,17 +48,21 @@ pub fn run(args: TopArgs) -> Result<i32> {
     let (tx, rx) = sync_channel(64);
     let skipped = Arc::new(AtomicU64::new(0));
     let capture = args.record.as_deref().map(CaptureSink::create).transpose()?;
-    let mut sink = TeeSink::new(capture, tx, Arc::clone(&skipped));
+    let tee = TeeSink::new(capture, tx, Arc::clone(&skipped));
+    // `w` asks the flight recorder for the last --window seconds.
+    let (asked, note) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(None)));
+    let mut sink = flight_sink(&args, tee, snapshots.with_status(Arc::clone(&note)), Arc::clone(&asked), Arc::clone(&stop));
     // Our own messages would scribble over the screen: keep them for later.
     let log = stderr::Held::start()?;
     let ui = {
         let (stop, skipped) = (Arc::clone(&stop), Arc::clone(&skipped));
         let state = TopState::new(args.window * 1_000_000_000, (args.long_poll * 1e6) as u64, rule);
-        std::thread::spawn(move || ui_loop(rx, state, &stop, &skipped))
+        std::thread::spawn(move || ui_loop(rx, state, &stop, &skipped, Snapshots { asked, note }))
     };
-    let recorded = recorder::record(&mut target, settings, &stop, &mut sink);
+    let recorded = recorder::record(&mut target, settings, &stop, &mut sink.sink);
     stop.store(true, Ordering::Relaxed);
-    drop(sink);
+    drop(sink.sink);
+    sink.writer.finish();
     let shown = ui.join();
     log.release();
     recorded?;
@@ -69,7 +81,40 @@ fn own_cpu_s() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64) -> Result<()> {
+fn rule_of(args: &TopArgs) -> scope_model::WorkerRule {
+    scope_model::WorkerRule::with_extra(&args.worker_prefixes)
+}
+
+/// The flight recorder behind `w`, and the thread writing its snapshots.
+struct Flight {
+    sink: FlightSink<Never>,
+    writer: snapshot::Writer,
+}
+
+fn flight_sink(args: &TopArgs, tee: TeeSink, out: snapshot::Output, asked: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> Flight {
+    let policy = Policy {
+        keep_ns: args.window * 1_000_000_000,
+        after_ns: 0,
+        cooldown_ns: 0,
+        max_snapshots: u32::MAX,
+        limits: Default::default(),
+        ring_bytes: 256 << 20,
+    };
+    let writer = snapshot::Writer::spawn(move |s| snapshot::write(&out, s));
+    let queue = writer.sender();
+    // Our messages are held while the dashboard runs: say nothing extra.
+    let mut sink = FlightSink::new(policy, rule_of(args), Never, asked, stop, Box::new(move |s| drop(queue.send(s))), Box::new(|_| {}));
+    sink.inner = Some(Box::new(tee));
+    Flight { sink, writer }
+}
+
+/// What the UI thread shares with the flight recorder.
+struct Snapshots {
+    asked: Arc<AtomicBool>,
+    note: Arc<Mutex<Option<String>>>,
+}
+
+fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64, snapshots: Snapshots) -> Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> Result<()> {
         let mut chrome = ui::Chrome::new();
@@ -96,6 +141,10 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                         if keys::apply(&mut chrome, k.code, k.modifiers.contains(KeyModifiers::CONTROL)) {
                             stop.store(true, Ordering::Relaxed);
                         }
+                        if std::mem::take(&mut chrome.snapshot_asked) {
+                            snapshots.asked.store(true, Ordering::Relaxed);
+                            chrome.snapshot_note = Some("writing a snapshot…".into());
+                        }
                         if let Some(v) = &shown {
                             chrome.clamp(v);
                         }
@@ -120,6 +169,9 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                     }
                 }
                 chrome.ui_skipped = skipped.load(Ordering::Relaxed);
+                if let Some(note) = snapshots.note.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    chrome.snapshot_note = Some(note);
+                }
                 if let Some(v) = &shown {
                     terminal.draw(|f| ui::draw(f, v, &chrome)).context("drawing")?;
                 }

@@ -31,11 +31,25 @@ pub struct Chrome {
     /// Selected row in the focused list.
     pub selected: usize,
     pub popup: Option<Popup>,
+    /// `w` was pressed: a snapshot is to be written.
+    pub snapshot_asked: bool,
+    /// What became of the last snapshot.
+    pub snapshot_note: Option<String>,
 }
 
 impl Chrome {
     pub fn new() -> Self {
-        Chrome { paused: false, sort: SortBy::Busy, profiler_cpu_pct: 0.0, ui_skipped: 0, focus: Focus::Tasks, selected: 0, popup: None }
+        Chrome {
+            paused: false,
+            sort: SortBy::Busy,
+            profiler_cpu_pct: 0.0,
+            ui_skipped: 0,
+            focus: Focus::Tasks,
+            selected: 0,
+            popup: None,
+            snapshot_asked: false,
+            snapshot_note: None,
+        }
     }
 
     /// Keeps the selection on a row that exists.
@@ -55,6 +69,7 @@ s          sort tasks: busy → polls/s → longest
 tab        switch between the task table and the long polls
 j/k, ↓/↑   move the selection
 enter      details of the selected task or long poll
+w          write a snapshot of the last --window seconds (--snapshot)
 esc        close this window
 ?          this help
 
@@ -198,7 +213,10 @@ fn status(v: &View, chrome: &Chrome) -> Line<'static> {
     if chrome.paused {
         text.push_str("  PAUSED");
     }
-    text.push_str("   q quit · p pause · s sort · ? help");
+    if let Some(note) = &chrome.snapshot_note {
+        text.push_str(&format!("  {note}"));
+    }
+    text.push_str("   q quit · p pause · s sort · w snapshot · ? help");
     Line::from(Span::styled(text, Style::new().add_modifier(Modifier::REVERSED)))
 }
 

@@ -34,6 +34,17 @@ pub trait Judge {
     fn answers(&mut self) -> Vec<(Key, Verdict)>;
 }
 
+/// For a flight recorder with no thresholds (`top`'s key): never asked.
+pub struct Never;
+
+impl Judge for Never {
+    fn ask(&mut self, _: Key, _: Vec<Frame>, _: &Arc<Vec<Module>>) {}
+
+    fn answers(&mut self) -> Vec<(Key, Verdict)> {
+        Vec::new()
+    }
+}
+
 /// A verdict from symbols: the kind of a `raw::poll` instance, or what a
 /// stack taken with a task id set shows running inside the task harness
 /// (`scope_export::task_ids`, the report's own rule).

@@ -13,8 +13,7 @@ mod ring;
 pub mod snapshot;
 mod triggers;
 
-use crate::cli::Format;
-use crate::{commands, formats, output, privileges, recorder};
+use crate::{commands, privileges, recorder};
 use anyhow::Result;
 use args::{On, WatchArgs};
 use flight::{FlightSink, Policy};
@@ -66,21 +65,14 @@ fn describe_triggers(limits: &Thresholds, signal: bool) -> String {
 }
 
 pub fn run(args: WatchArgs) -> Result<i32> {
-    let format = formats::choose(&args.output, args.format)?;
-    // A name like the ones snapshots will get must be writable now, not
-    // when the first incident comes.
-    let sample = snapshot::file_name(&args.output, "00000000-000000", 1, |_| false);
-    output::check_writable(&sample)?;
-    if format != Format::Capture {
-        output::check_writable(&sample.with_extension("rscope"))?;
-    }
-    privileges::check()?;
     let view = crate::cli::ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: args.debug_files.clone() };
     let mut settings = commands::settings(&view, &args.stacks, args.duration);
     // Our lines would interleave with the snapshots' reports on stdout.
     settings.quiet = true;
     settings.live = false;
     let rule: WorkerRule = settings.rule.clone();
+    let out = snapshot::Output::checked(&args.output, args.format, &rule, args.debug_files.clone(), args.long_poll)?;
+    privileges::check()?;
     let mut target = commands::open_target(args.pid, &args.command, &args.stacks, &mut settings)?;
     let stop = commands::install_signal_handlers()?;
     let (limits, signal) = triggers(&args.on);
@@ -103,14 +95,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         describe_triggers(&limits, signal),
         args.output.display()
     );
-    let out = snapshot::Output {
-        pattern: args.output.clone(),
-        format,
-        rule: rule.clone(),
-        debug_files: args.debug_files.clone(),
-        long_poll_ms: args.long_poll,
-        announce: snapshot::Announce::Print,
-    };
     let writer = snapshot::Writer::spawn(move |s| snapshot::write(&out, s));
     let queue = writer.sender();
     let mut sink = FlightSink::new(

@@ -35,6 +35,32 @@ pub struct Output {
     pub announce: Announce,
 }
 
+impl Output {
+    /// Snapshots to `pattern` (format by its extension unless `format`),
+    /// once a name like theirs is known to be writable: a bad path fails
+    /// now, not when the first incident comes.
+    pub fn checked(pattern: &Path, format: Option<Format>, rule: &WorkerRule, debug_files: Vec<PathBuf>, long_poll_ms: f64) -> Result<Output> {
+        let out = Output::new(pattern, format, rule, debug_files, long_poll_ms)?;
+        let sample = file_name(pattern, "00000000-000000", 1, |_| false);
+        output::check_writable(&sample)?;
+        if out.format != Format::Capture {
+            output::check_writable(&capture_path_of(&sample))?;
+        }
+        Ok(out)
+    }
+
+    /// Snapshots to `pattern`, not checked for being writable yet.
+    pub fn new(pattern: &Path, format: Option<Format>, rule: &WorkerRule, debug_files: Vec<PathBuf>, long_poll_ms: f64) -> Result<Output> {
+        let format = formats::choose(pattern, format)?;
+        Ok(Output { pattern: pattern.to_path_buf(), format, rule: rule.clone(), debug_files, long_poll_ms, announce: Announce::Print })
+    }
+
+    /// Says what became of each snapshot in one line for a dashboard.
+    pub fn with_status(self, status: Arc<Mutex<Option<String>>>) -> Output {
+        Output { announce: Announce::Status(status), ..self }
+    }
+}
+
 /// The snapshot writer: a thread taking snapshots in order.
 pub struct Writer {
     queue: Option<Sender<Snapshot>>,
