@@ -12,6 +12,10 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 const RESCAN_EVERY: Duration = Duration::from_millis(200);
+/// Stack depth is counted in steps of this many bytes, up to --stack-size's
+/// largest (32 KiB).
+const USED_STEP: u32 = 64;
+const USED_STEPS: usize = 32768 / USED_STEP as usize;
 
 pub struct StackCollector {
     pid: u32,
@@ -23,8 +27,10 @@ pub struct StackCollector {
     pub complete: u64,
     /// Stack bytes the kernel copied to us, for the bandwidth report.
     pub bytes_copied: u64,
-    /// Stack bytes each complete walk needed, to report the depth users need.
-    pub bytes_used: Vec<u32>,
+    /// How many complete walks needed each 64-byte step of stack, to report
+    /// the depth users need: counts, not one entry per stack, so a
+    /// recording of hours (`watch`) does not grow with it.
+    bytes_used: Vec<u64>,
     pending: Vec<Event>,
     /// Per thread, the real return addresses of its open polls (innermost
     /// last): each is hidden on the stack behind the uretprobe trampoline.
@@ -42,7 +48,7 @@ impl StackCollector {
             warnings: Vec::new(),
             stacks: 0,
             complete: 0,
-            bytes_used: Vec::new(),
+            bytes_used: vec![0; USED_STEPS],
             bytes_copied: 0,
             pending: Vec::new(),
             open_polls: HashMap::new(),
@@ -131,11 +137,22 @@ impl StackCollector {
         std::mem::take(&mut self.pending)
     }
 
-    /// Stack bytes that 95% of complete walks needed.
+    /// Stack bytes that 95% of complete walks needed (to 64 bytes).
     pub fn p95_bytes(&self) -> Option<u32> {
-        let mut used = self.bytes_used.clone();
-        used.sort_unstable();
-        used.get((used.len() * 95 / 100).min(used.len().saturating_sub(1))).copied()
+        let total: u64 = self.bytes_used.iter().sum();
+        let mut seen = 0;
+        for (step, n) in self.bytes_used.iter().enumerate() {
+            seen += n;
+            if total > 0 && seen * 100 >= total * 95 {
+                return Some((step as u32 + 1) * USED_STEP);
+            }
+        }
+        None
+    }
+
+    fn count_used(&mut self, bytes: usize) {
+        let step = bytes.div_ceil(USED_STEP as usize).saturating_sub(1).min(USED_STEPS - 1);
+        self.bytes_used[step] += 1;
     }
 
     pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
@@ -154,7 +171,7 @@ impl StackCollector {
         self.bytes_copied += raw.bytes.len() as u64;
         self.complete += u64::from(unwound.complete);
         if unwound.complete {
-            self.bytes_used.push(unwound.bytes_used as u32);
+            self.count_used(unwound.bytes_used as usize);
         }
         out.push(Event::Stack {
             ts: raw.ts,
@@ -165,5 +182,22 @@ impl StackCollector {
             complete: unwound.complete,
         });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_depth_users_need_is_counted_in_fixed_memory() {
+        let mut c = StackCollector::new(std::process::id(), &[]);
+        assert_eq!(c.p95_bytes(), None);
+        for i in 0..100_000 {
+            c.count_used(if i % 100 < 95 { 1700 } else { 9000 });
+        }
+        assert_eq!(c.p95_bytes(), Some(1728), "to 64 bytes above 1700");
+        c.count_used(1 << 20);
+        assert_eq!(c.bytes_used.len(), USED_STEPS, "never grows");
     }
 }

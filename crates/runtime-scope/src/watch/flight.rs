@@ -23,6 +23,8 @@ const WATERMARK_LAG_NS: u64 = 20_000_000;
 const MAX_AWAITING: usize = 64;
 /// A task id whose stacks named nothing is asked about again this often.
 const MAX_TRIES: u8 = 3;
+/// Verdicts kept, at most (then forgotten and asked again when needed).
+const MAX_VERDICTS: usize = 50_000;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -261,15 +263,16 @@ impl<J: Judge> FlightSink<J> {
                     self.tally.unattributed += 1;
                     return;
                 }
-                let asking = !self.awaiting.iter().any(|a| Self::key(a) == Some(key));
-                if asking {
+                // Bounded: at most MAX_AWAITING questions are ever open.
+                if self.awaiting.len() >= MAX_AWAITING {
+                    return;
+                }
+                if !self.awaiting.iter().any(|a| Self::key(a) == Some(key)) {
                     *tries += 1;
                     self.verdicts.remove(&key);
                     self.judge.ask(key, c.evidence.clone(), &self.modules);
                 }
-                if self.awaiting.len() < MAX_AWAITING {
-                    self.awaiting.push(c);
-                }
+                self.awaiting.push(c);
             }
         }
     }
@@ -278,6 +281,11 @@ impl<J: Judge> FlightSink<J> {
         let answers = self.judge.answers();
         if answers.is_empty() {
             return;
+        }
+        // Task ids are never reused: over hours, verdicts on them pile up.
+        if self.verdicts.len() > MAX_VERDICTS {
+            self.verdicts.clear();
+            self.tries.clear();
         }
         for (key, verdict) in answers {
             self.verdicts.insert(key, verdict);
