@@ -113,6 +113,39 @@ fn a_stall_seen_without_poll_probes_writes_one_snapshot_too() {
 }
 
 #[test]
+fn a_stall_with_no_stack_at_all_is_seen_on_a_worker_whose_loop_id_is_known() {
+    // No blocked stacks (--stack-budget 0): the worker's own loop id is
+    // learned from samples, and any other id blocked on it is a task.
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("stall-%t.rscope");
+    let demo = Demo::start_args(&["--stall-once", STALL_AT_S, "30"]);
+    demo.wait_for_workers(2);
+    let pid = demo.pid().to_string();
+    let flags = ["--overhead-budget", "0", "--frequency", "999", "--stack-budget", "0", "--on", "long-poll=100", "--keep", "5", "-o"];
+    let mut args = vec!["watch", "-p", &pid];
+    args.extend(flags);
+    args.push(pattern.to_str().unwrap());
+    let mut run = Run::start(&args);
+    let fired = run.wait_for_line("runtime-scope: trigger: snapshot 1");
+    assert!(fired.contains("task (tokio id") && fired.contains("blocked inside its poll"), "{fired}");
+    let capture = wait_for_file(dir.path(), "rscope", &run);
+    std::thread::sleep(Duration::from_millis(2500));
+    interrupt(&run);
+    let (code, stdout, stderr) = run.finish();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(files(dir.path()), vec![capture], "exactly one snapshot; stderr: {stderr}");
+    let block: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("snapshot 1:")).collect();
+    assert!(block.len() > 3, "{stdout}");
+    let into: f64 = block[0].rsplit('(').next().and_then(|r| r.split(" s into").next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+    assert!((4.95..5.4).contains(&into), "--keep 5: {}", block[0]);
+    let took: f64 = block[1].split("blocked ").nth(1).and_then(|r| r.split(" ms").next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+    assert!(block[1].starts_with("  task (tokio id") && (200.0..260.0).contains(&took), "the demo sleeps 200 ms: {stdout}");
+    drop(demo);
+    assert_no_probes_left();
+}
+
+#[test]
 fn sigusr1_snapshots_and_a_full_disk_is_reported_while_recording_goes_on() {
     require_root();
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@
 
 use super::judge::{Judge, Key, Verdict};
 use super::ring::{Ring, Window};
-use super::triggers::{Candidate, Detector, Noticed, Rule, Stretch, Subject, Thresholds};
+use super::triggers::{Candidate, Detector, Noticed, Rule, Sighting, Stretch, Subject, Thresholds};
+use scope_model::kinds::WORKER_LOOP;
 use crate::sink::Sink;
 use scope_model::capture::{Start, Stop};
 use scope_model::{Event, Module, WorkerRule};
@@ -25,6 +26,9 @@ const MAX_AWAITING: usize = 64;
 const MAX_TRIES: u8 = 3;
 /// Verdicts kept, at most (then forgotten and asked again when needed).
 const MAX_VERDICTS: usize = 50_000;
+/// Recurring ids judged per thread to find its worker loop's id before
+/// giving up (a thread that is not a multi-thread worker has none).
+const MAX_SIGHTINGS: u8 = 16;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -81,6 +85,19 @@ pub struct Tally {
     pub unattributed: u64,
 }
 
+/// Each multi-thread worker runs as a blocking task of its own: outside the
+/// polls of user tasks its current task id is that one, always. Once a
+/// stack shows a thread's loop id, any other id on that thread is a task
+/// being polled, named or not: stacks at a busy server's switch-outs are
+/// mostly over the budget, and a stall must not need one to be seen.
+#[derive(Default)]
+struct Loops {
+    of: HashMap<u32, u64>,
+    /// Questions out about a thread's stacks: key → thread.
+    asking: HashMap<Key, u32>,
+    tries: HashMap<u32, u8>,
+}
+
 pub struct FlightSink<J: Judge> {
     policy: Policy,
     ring: Option<Ring>,
@@ -91,6 +108,7 @@ pub struct FlightSink<J: Judge> {
     awaiting: Vec<Candidate>,
     pending: Option<Pending>,
     last_fired: Option<u64>,
+    loops: Loops,
     pub tally: Tally,
     manual: Arc<AtomicBool>,
     /// Set once --max-snapshots are taken: recording can stop.
@@ -128,6 +146,7 @@ impl<J: Judge> FlightSink<J> {
             awaiting: Vec::new(),
             pending: None,
             last_fired: None,
+            loops: Loops::default(),
             tally: Tally::default(),
             manual,
             stop,
@@ -192,6 +211,15 @@ impl<J: Judge> FlightSink<J> {
                 evidence: Vec::new(),
             });
         }
+        for e in batch {
+            if let Event::Exit { tid, .. } = e {
+                self.loops.of.remove(tid);
+                self.loops.tries.remove(tid);
+            }
+        }
+        for sighting in noticed.sightings {
+            self.learn(sighting);
+        }
         for c in noticed.candidates {
             self.consider(c, now);
         }
@@ -224,6 +252,42 @@ impl<J: Judge> FlightSink<J> {
             return self.pending.is_some();
         }
         self.pending.is_some() || self.last_fired.is_some_and(|t| now < t + self.policy.cooldown_ns)
+    }
+
+    /// Asks what a stack with a task id shows on a thread whose loop id is
+    /// not known yet, one question at a time per thread.
+    fn learn(&mut self, sighting: Sighting) {
+        let Sighting { tid, id, stack } = sighting;
+        let key = Key::Id(id);
+        match self.verdicts.get(&key).cloned() {
+            Some(Verdict::Unknown) | None => {}
+            Some(verdict) => return self.learned(tid, id, &verdict),
+        }
+        if self.loops.asking.values().any(|&t| t == tid) || self.loops.asking.contains_key(&key) || self.loops.asking.len() >= MAX_AWAITING {
+            return;
+        }
+        let tries = self.loops.tries.entry(tid).or_default();
+        *tries += 1;
+        if *tries > MAX_SIGHTINGS {
+            self.detector.learned(tid);
+            return;
+        }
+        self.loops.asking.insert(key, tid);
+        if !self.awaiting.iter().any(|a| Self::key(a) == Some(key)) {
+            self.judge.ask(key, stack, &self.modules);
+        }
+    }
+
+    fn learned(&mut self, tid: u32, id: u64, verdict: &Verdict) {
+        if matches!(verdict, Verdict::NotTask(kind) if kind == WORKER_LOOP) {
+            self.loops.of.insert(tid, id);
+            self.detector.learned(tid);
+        }
+    }
+
+    /// A task id on a worker whose own loop carries another: a task's poll.
+    fn polled_on_worker(&self, c: &Candidate) -> bool {
+        matches!(c.subject, Subject::TaskId(id) if self.loops.of.get(&c.tid).is_some_and(|&own| own != id))
     }
 
     fn key(c: &Candidate) -> Option<Key> {
@@ -260,14 +324,18 @@ impl<J: Judge> FlightSink<J> {
                 let tries = self.tries.entry(key).or_default();
                 let id_without_stack = matches!(key, Key::Id(_)) && c.evidence.is_empty();
                 if id_without_stack || *tries >= MAX_TRIES {
-                    self.tally.unattributed += 1;
+                    if self.polled_on_worker(&c) {
+                        self.accept(c, None, now);
+                    } else {
+                        self.tally.unattributed += 1;
+                    }
                     return;
                 }
                 // Bounded: at most MAX_AWAITING questions are ever open.
                 if self.awaiting.len() >= MAX_AWAITING {
                     return;
                 }
-                if !self.awaiting.iter().any(|a| Self::key(a) == Some(key)) {
+                if !self.awaiting.iter().any(|a| Self::key(a) == Some(key)) && !self.loops.asking.contains_key(&key) {
                     *tries += 1;
                     self.verdicts.remove(&key);
                     self.judge.ask(key, c.evidence.clone(), &self.modules);
@@ -288,6 +356,9 @@ impl<J: Judge> FlightSink<J> {
             self.tries.clear();
         }
         for (key, verdict) in answers {
+            if let (Some(tid), Key::Id(id)) = (self.loops.asking.remove(&key), key) {
+                self.learned(tid, id, &verdict);
+            }
             self.verdicts.insert(key, verdict);
         }
         // Candidates too old for the ring to hold their start are dropped.
@@ -298,6 +369,7 @@ impl<J: Judge> FlightSink<J> {
             match self.verdicts.get(&key) {
                 None => self.awaiting.push(c),
                 Some(_) if c.start_ns < oldest => {}
+                Some(Verdict::Unknown) if self.polled_on_worker(&c) && !self.blocked_by_policy(&c, now) => self.accept(c, None, now),
                 Some(Verdict::Unknown) => self.tally.unattributed += 1,
                 Some(_) => self.consider(c, now),
             }

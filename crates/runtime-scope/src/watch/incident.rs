@@ -27,6 +27,14 @@ fn task(c: &Candidate, kind: Option<&str>) -> String {
     }
 }
 
+/// `task KIND (tokio id N)`, or `task (tokio id N)` when nothing named it.
+fn named_task(c: &Candidate, kind: Option<&str>) -> String {
+    match kind {
+        Some(_) => format!("task {}", task(c, kind)),
+        None => task(c, None),
+    }
+}
+
 /// The one line said when a trigger fires.
 pub fn headline(t: &Trigger) -> String {
     let c = &t.candidate;
@@ -124,7 +132,10 @@ pub fn describe(trigger: &Trigger, tl: &Timeline, symbols: &Symbols, kinds: &Has
         Stretch::Blocked => match blocked_span(t, c.start_ns) {
             Some(span) => {
                 let end = if span.end_ns >= tl.end_ns { ", still blocked when the snapshot ends" } else { "" };
-                out.push(format!("  task {} on {thread}: blocked {}{end}", task(c, trigger.kind.as_deref()), ms(span.duration_ns())));
+                out.push(format!("  {} on {thread}: blocked {}{end}", named_task(c, trigger.kind.as_deref()), ms(span.duration_ns())));
+                if trigger.kind.is_none() {
+                    out.push("  (no stack taken inside it names it; a task all the same: its worker's own loop runs under another id)".into());
+                }
                 site_lines(tl, t, span, symbols, &mut out);
             }
             None => out.push(format!("  the blocked stretch on {thread} is not in the snapshot")),
@@ -139,7 +150,7 @@ pub fn describe(trigger: &Trigger, tl: &Timeline, symbols: &Symbols, kinds: &Has
             }
             let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            out.push(format!("  task {} on {thread}", task(c, trigger.kind.as_deref())));
+            out.push(format!("  {} on {thread}", named_task(c, trigger.kind.as_deref())));
             if !ranked.is_empty() {
                 let top: Vec<String> = ranked.into_iter().take(3).map(|(f, n)| format!("{f} ({n} samples)")).collect();
                 out.push(format!("  running {}", top.join(", ")));

