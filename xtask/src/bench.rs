@@ -2,7 +2,8 @@
 //! from crates.io driven by redis-benchmark), interleaved A/B rounds against
 //! no profiler and against perf; kernel-side cost per program; per-poll cost
 //! next to the uprobe floor (crate::floor); ingest capacity and memory on a
-//! 60 s run (crate::capacity); output sizes; symbolization (crate::symbench). Prints a markdown table and
+//! 60 s run (crate::capacity); the flight recorder left on for 10 minutes (crate::soak); output sizes;
+//! symbolization (crate::symbench). Prints a markdown table and
 //! writes BENCHMARKS.md.
 
 use crate::{cargo, run, workspace_root};
@@ -45,7 +46,7 @@ fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
-fn ensure_tools(tools: &Path) -> Result<PathBuf, String> {
+pub(crate) fn ensure_tools(tools: &Path) -> Result<PathBuf, String> {
     let mut missing = Vec::new();
     if !have("redis-benchmark") {
         missing.push("redis-tools");
@@ -163,7 +164,10 @@ fn bpf_ns_from_stderr() -> u64 {
         .sum()
 }
 
-/// `cargo xtask bench floor|memory|scale`: the newer sections alone, printed;
+/// The flight recorder's soak: ten minutes of `watch` on a busy server.
+const SOAK_SECONDS: u64 = 600;
+
+/// `cargo xtask bench floor|memory|scale|soak`: the newer sections alone, printed;
 /// BENCHMARKS.md is left as it is. scale: floor, ingest capacity and memory
 /// (ingest is sized from the floor run's per-poll cost).
 pub fn part(name: &str) -> Result<(), String> {
@@ -173,11 +177,16 @@ pub fn part(name: &str) -> Result<(), String> {
     let sections = match name {
         "floor" => vec![crate::floor::section(&scope, &demo)?.0],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
+        "soak" => {
+            let server = ensure_tools(&root.join("target/bench-tools"))?;
+            let seconds = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(SOAK_SECONDS);
+            vec![crate::soak::section(&scope, &server, seconds)?]
+        }
         "scale" => {
             let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
-        _ => return Err(format!("no bench part {name:?}: floor, memory or scale")),
+        _ => return Err(format!("no bench part {name:?}: floor, memory, scale or soak [SECONDS]")),
     };
     println!("{}", sections.concat());
     Ok(())
@@ -224,7 +233,8 @@ pub fn bench() -> Result<(), String> {
     let memory = crate::capacity::memory(&scope, &demo)?;
     let (sizes, stacks) = output_sizes(&scope, &demo)?;
     let symbolization = crate::symbench::section()?;
-    let report = render(&results, &[&per_poll, &ingest, &memory], &sizes, &[&stacks, &symbolization], started.elapsed());
+    let soak = crate::soak::section(&scope, &server, SOAK_SECONDS)?;
+    let report = render(&results, &[&per_poll, &ingest, &memory, &soak], &sizes, &[&stacks, &symbolization], started.elapsed());
     println!("{report}");
     std::fs::write(root.join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
     println!("xtask bench: wrote BENCHMARKS.md");

@@ -102,9 +102,14 @@ fn read_lines(stream: impl Read + Send + 'static, started: Instant) -> (Lines, J
 }
 
 pub fn start(scope: &Path, args: &[&str], target: &[&str]) -> Result<Running, String> {
+    start_command(scope, "record", args, target)
+}
+
+/// `runtime-scope SUBCOMMAND ARGS -- TARGET`.
+pub fn start_command(scope: &Path, subcommand: &str, args: &[&str], target: &[&str]) -> Result<Running, String> {
     let started = Instant::now();
     let mut child = Command::new(scope)
-        .arg("record")
+        .arg(subcommand)
         .args(args)
         .arg("--")
         .args(target)
@@ -141,21 +146,32 @@ unsafe extern "C" {
 
 const WNOHANG: i32 = 1;
 
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether a stderr line so far contains `needle`.
+    pub fn stderr_has(&self, needle: &str) -> bool {
+        self.stderr.lock().is_ok_and(|v| v.iter().any(|(_, l)| l.contains(needle)))
+    }
+}
+
 /// (VmRSS, VmHWM) in KiB.
-fn rss_of(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn rss_of(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix(" kB")?.trim().parse().ok());
     Some((kib("VmRSS:")?, kib("VmHWM:")?))
 }
 
 /// User + system CPU of a process, in clock ticks (USER_HZ, 100 per second).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn first_child(pid: u32) -> Option<u32> {
+pub(crate) fn first_child(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
 }
 

@@ -3,8 +3,9 @@
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
 //!   test   every test, including the root-only kernel tests
 //!   bench  overhead, per-poll cost next to the uprobe floor, ingest capacity,
-//!          memory on a 60 s run, output sizes, symbolization → BENCHMARKS.md
-//!          (`bench floor|memory|scale`: those parts alone, printed)
+//!          memory on a 60 s run, `watch` soaked 10 minutes, output sizes,
+//!          symbolization → BENCHMARKS.md (`bench floor|memory|scale|soak [S]`:
+//!          those parts alone, printed)
 //!
 //! No dependencies on purpose: this must compile before anything is installed.
 
@@ -12,6 +13,7 @@ mod bench;
 mod capacity;
 mod floor;
 mod setup;
+mod soak;
 mod symbench;
 
 use std::path::{Path, PathBuf};
@@ -87,7 +89,7 @@ fn main() -> ExitCode {
             Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|bench [floor|memory|scale]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|bench [floor|memory|scale|soak [SECONDS]]>");
             return ExitCode::from(2);
         }
     };

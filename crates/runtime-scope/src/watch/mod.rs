@@ -64,7 +64,20 @@ fn describe_triggers(limits: &Thresholds, signal: bool) -> String {
     parts.join(", ")
 }
 
+/// glibc raises its mmap threshold (up to 32 MiB) each time a large
+/// mmapped block is freed: after a snapshot's analysis frees its tens of
+/// MB, the ring's frames (a batch each, often over 128 KiB) come from the
+/// heap instead, and the heap fragments as the ring turns over. Measured
+/// on mini-redis under load, a snapshot every 15 s: anonymous memory grew
+/// from 25 to 62 MB over ten snapshots; with the threshold fixed, it stayed
+/// between 18 and 28 MB. Fixing it is what `MALLOC_MMAP_THRESHOLD_` does.
+fn keep_large_blocks_out_of_the_heap() {
+    // SAFETY: mallopt only changes the allocator's settings.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+}
+
 pub fn run(args: WatchArgs) -> Result<i32> {
+    keep_large_blocks_out_of_the_heap();
     let view = crate::cli::ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: args.debug_files.clone() };
     let mut settings = commands::settings(&view, &args.stacks, args.duration);
     // Our lines would interleave with the snapshots' reports on stdout.
