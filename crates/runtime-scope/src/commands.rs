@@ -23,12 +23,15 @@ pub(crate) fn install_signal_handlers() -> Result<Arc<AtomicBool>> {
 
 /// The `raw::poll` instances to probe in `binary`, unless tasks are off or
 /// the binary has no tokio symbols (said once).
-pub(crate) fn poll_points(stacks: &StackArgs, binary: &Path) -> Option<recorder::PollProbes> {
+pub(crate) fn poll_points(stacks: &StackArgs, debug_files: &[std::path::PathBuf], binary: &Path) -> Option<recorder::PollProbes> {
     if stacks.no_tasks {
         return None;
     }
     let data = std::fs::read(binary).map_err(|e| e.to_string());
-    let context = data.as_ref().ok().and_then(|d| scope_stacks::task_context::context_tls(d));
+    // Where Tokio keeps the current task id; its offset from DWARF if any.
+    let roots = [std::path::PathBuf::from(scope_stacks::debug_file::DEFAULT_DEBUG_ROOT)];
+    let debug = scope_stacks::debug_file::locate(binary, debug_files, &roots).and_then(|p| std::fs::read(p).ok());
+    let context = data.as_ref().ok().and_then(|d| scope_stacks::task_context::context_tls_with(d, debug.as_deref()));
     let points = data.and_then(|data| scope_stacks::probe_points::tokio_probe_points(&data));
     let offsets = |v: &[scope_stacks::probe_points::ProbePoint]| v.iter().map(|p| p.file_offset).collect();
     match points {
@@ -175,7 +178,7 @@ pub fn seed(args: SeedArgs) -> Result<()> {
     privileges::check()?;
     let stop = install_signal_handlers()?;
     let mut settings = settings(&args.view, &args.stacks, Some(args.duration));
-    settings.polls = poll_points(&args.stacks, args.target.as_deref().unwrap_or(&target.executable));
+    settings.polls = poll_points(&args.stacks, &args.view.debug_files, args.target.as_deref().unwrap_or(&target.executable));
     let rule = settings.rule.clone();
     let mut sink = MemorySink::default();
     recorder::record(&mut target, settings, &stop, &mut sink)?;
@@ -223,11 +226,11 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let mut target = if args.command.is_empty() {
         let pid = args.pid.context("-p PID or -- CMD is required")?;
         let target = process::Target::open(pid, None)?;
-        settings.polls = poll_points(&args.stacks, &target.executable);
+        settings.polls = poll_points(&args.stacks, &args.view.debug_files, &target.executable);
         target
     } else {
         // Probes go on the program's file before it runs (uprobes are per file).
-        settings.polls = poll_points(&args.stacks, &launch::resolve(&args.command[0])?);
+        settings.polls = poll_points(&args.stacks, &args.view.debug_files, &launch::resolve(&args.command[0])?);
         let held = launch::spawn_held(&args.command)?;
         let target = process::Target::open(held.child.id(), None)?;
         settings.release = Some(held.release);

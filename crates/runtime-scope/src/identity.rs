@@ -71,9 +71,7 @@ impl Identity {
         if self.field.is_some() || self.gave_up {
             return None;
         }
-        if let Some(id) = self.polled(tid) {
-            self.calibration.observe(&bytes, id);
-        }
+        self.calibration.observe(&bytes, self.polled(tid));
         if self.pending.len() < KEEP_COPIES {
             self.pending.push((ts, tid, bytes));
         }

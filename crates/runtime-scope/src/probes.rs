@@ -19,7 +19,7 @@ pub struct Probes {
     /// Per-probe uprobe links by program, detached together in [`Probes::detach_uprobes`].
     uprobes: Vec<(ProbeSet, &'static str, UProbeLinkId)>,
     /// uprobe_multi links (one per program); closing one detaches it.
-    multi_links: Vec<(ProbeSet, OwnedFd)>,
+    multi_links: Vec<(ProbeSet, &'static str, OwnedFd)>,
     /// False once the kernel refused a uprobe_multi link (before 6.6), or
     /// when RUNTIME_SCOPE_NO_UPROBE_MULTI is set (to test the fallback).
     multi_usable: bool,
@@ -206,11 +206,11 @@ impl Probes {
         let mut links = Vec::new();
         for &(program, offsets, returns) in programs.iter().filter(|(_, o, _)| !o.is_empty()) {
             let link = crate::uprobe_multi::attach(&loaded[program], &points.binary, offsets, &cookies(program, offsets), pid, returns)?;
-            links.push(link);
+            links.push((program, link));
         }
         // Only once every link is made: a half-attached set is undone whole.
         let set = if programs.iter().any(|(n, _, _)| *n == "task_wake") { ProbeSet::Wakes } else { ProbeSet::Polls };
-        self.multi_links.extend(links.into_iter().map(|l| (set, l)));
+        self.multi_links.extend(links.into_iter().map(|(program, l)| (set, program, l)));
         Ok(())
     }
 
@@ -218,11 +218,19 @@ impl Probes {
     /// grace period); per-probe links go on a thread of their own, as each
     /// waits for its own grace period (seconds for dozens).
     pub fn detach_task_probes(&mut self, set: ProbeSet) -> Result<()> {
-        // Entries first (the reverse of attaching): a poll entered after its
-        // return probe went would stay open for good.
-        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _)| *s == set);
+        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _, _)| *s == set);
         self.multi_links = staying;
-        drop(going.into_iter().rev().collect::<Vec<_>>());
+        // Each link on a thread of its own, never on the recorder's: closing
+        // one takes its breakpoints out at once, then waits until no probed
+        // poll is still to return (measured: a launched program's worker
+        // loop, entered under the probes, held that wait for its whole
+        // life). One thread each, so no link's wait keeps another's
+        // breakpoints in; entries before returns, or a poll entered after
+        // its return probe went would stay open.
+        let (returns, entries): (Vec<_>, Vec<_>) = going.into_iter().partition(|(_, program, _)| *program == "poll_exit");
+        for (_, _, link) in entries.into_iter().chain(returns) {
+            std::thread::spawn(move || drop(link));
+        }
         let (mut entries, mut returns) = (Vec::new(), Vec::new());
         for (s, program, id) in std::mem::take(&mut self.uprobes) {
             if s != set {
@@ -251,7 +259,12 @@ impl Probes {
     /// the kernel's grace periods: 30 links took 5 s (measured), during which
     /// the target still paid for probes; from many threads the waits overlap.
     fn detach_uprobes(&mut self) -> Result<()> {
-        self.multi_links.clear();
+        let multi = std::mem::take(&mut self.multi_links);
+        std::thread::scope(|s| {
+            for (_, _, link) in multi {
+                s.spawn(move || drop(link));
+            }
+        });
         let mut links = Vec::new();
         for (_, program, id) in std::mem::take(&mut self.uprobes) {
             let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;

@@ -199,9 +199,19 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         .collect();
     let modules = modules::read(target.pid);
     let mut collector = StackCollector::new(target.pid, &modules);
-    let mut identity = Identity::with_field(settings.task_id_field);
-    if let Some(field) = settings.task_id_field {
-        probes.set_task_id_field(field)?;
+    let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().and_then(|p| p.context).and_then(|c| c.task_id_field));
+    let mut identity = Identity::with_field(known_field);
+    match (known_field, &settings.polls) {
+        (Some(field), _) => {
+            probes.set_task_id_field(field)?;
+            if !settings.quiet {
+                eprintln!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{field} (from DWARF)");
+            }
+        }
+        (None, Some(p)) if p.context.is_some() && settings.tier == PollTier::Off && !settings.quiet => eprintln!(
+            "runtime-scope: task identity: --polls off and no DWARF: where Tokio keeps the task id is learned during exact polls, so switch-outs and samples carry no task"
+        ),
+        _ => {}
     }
     sink.begin(&Start {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -329,7 +339,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
         }
-        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || settings.task_id_field.is_some()) {
+        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || known_field.is_some()) {
             if !settings.quiet {
                 eprintln!("runtime-scope: {}", choice.line);
             }

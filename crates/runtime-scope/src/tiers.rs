@@ -12,6 +12,11 @@ use crate::cli::PollTier;
 pub const POLL_COST_NS: u64 = 1_500;
 pub const WAKE_COST_NS: u64 = 700;
 
+/// Exact polls costing less than this much CPU per second are kept
+/// whatever the target's own use: 2% of a mostly idle program is next to
+/// nothing, and the budget is there to protect busy ones (0.2% of a CPU).
+const FLOOR_NS_PER_S: f64 = 2_000_000.0;
+
 /// How long auto measures before deciding (longer while the task id's
 /// place in CONTEXT is still being learned, which needs exact polls).
 const MEASURE_NS: u64 = 1_000_000_000;
@@ -61,11 +66,14 @@ impl Auto {
             let per_s = n as f64 / seconds;
             if per_s >= 1000.0 { format!("{:.0}k/s", per_s / 1000.0) } else { format!("{per_s:.0}/s") }
         };
-        let budget = self.budget_pct;
         let (polls, wakes) = (rate(self.polls), rate(self.wakes));
-        Some(if poll_share + wake_share <= budget {
-            Choice { polls: true, wakes: true, line: format!("polls: {polls} and wakes {wakes} cost ~{:.1}% of the target's CPU, within the {budget}% budget: recording every poll", poll_share + wake_share) }
-        } else if poll_share <= budget {
+        let (poll_cost, wake_cost) = (self.polls as f64 * POLL_COST_NS as f64 / seconds, self.wakes as f64 * WAKE_COST_NS as f64 / seconds);
+        let budget = self.budget_pct;
+        // A budget of 0 means no exact polls once the task id is found.
+        let fits = |share: f64, cost: f64| share <= budget || (budget > 0.0 && cost <= FLOOR_NS_PER_S);
+        Some(if fits(poll_share + wake_share, poll_cost + wake_cost) {
+            Choice { polls: true, wakes: true, line: format!("polls: {polls} and wakes {wakes} cost ~{:.1}% of the target's CPU ({:.1} ms/s), within budget: recording every poll", poll_share + wake_share, (poll_cost + wake_cost) / 1e6) }
+        } else if fits(poll_share, poll_cost) {
             Choice { polls: true, wakes: false, line: format!("polls: {polls} cost ~{poll_share:.1}% of the target's CPU; wakes ({wakes}) would add {wake_share:.1}%, over the {budget}% budget: recording every poll, no wakes (--polls on to force)") }
         } else {
             Choice { polls: false, wakes: false, line: format!("polls: {polls} would cost ~{poll_share:.0}% CPU; recording task identity at switches and samples (--polls on to force)") }
@@ -103,6 +111,16 @@ mod tests {
         assert_eq!(a.decide(S, S, false), None, "not calibrated yet");
         let c = a.decide(3 * S, 3 * S, false).unwrap();
         assert!(c.polls && !c.wakes, "{c:?}");
+    }
+
+    #[test]
+    fn a_quiet_program_keeps_exact_polls() {
+        // 400 polls/s of 1.5 µs on a target using 20 ms of CPU a second: 3%,
+        // but 0.6 ms of CPU a second.
+        let mut a = Auto::new(PollTier::Auto, 2.0, 0, 0);
+        a.count(400, 200);
+        let c = a.decide(S, S / 50, true).unwrap();
+        assert!(c.polls && c.wakes, "{c:?}");
     }
 
     #[test]

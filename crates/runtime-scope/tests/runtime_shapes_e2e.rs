@@ -21,7 +21,7 @@ fn record(demo: &Path, args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
     let output = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap()])
+        .args(["record", "--no-live", "--polls", "on", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap()])
         .args(args)
         .output()
         .unwrap();

@@ -102,7 +102,7 @@ fn a_yield_loop_is_n_polls_with_n_self_wakes() {
     let n = 2_000;
     let demo = demo_app_path();
     let output = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap(), "--yield-loop", &n.to_string()])
+        .args(["record", "--no-live", "--polls", "on", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap(), "--yield-loop", &n.to_string()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -173,7 +173,7 @@ fn probes_are_gone_after_exit() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
     let status = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-d", "1", "-p", &pid, "-o", out.to_str().unwrap()])
+        .args(["record", "--no-live", "--polls", "on", "-d", "1", "-p", &pid, "-o", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(0));
@@ -223,7 +223,7 @@ fn target_speed_is_back_after_we_exit() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.rscope");
     let mut recorder = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "--no-stacks", "-d", "3", "-p", &pid.to_string(), "-o", out.to_str().unwrap()])
+        .args(["record", "--no-live", "--no-stacks", "--polls", "on", "-d", "3", "-p", &pid.to_string(), "-o", out.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -8,7 +8,7 @@
 use crate::{emit, header, layout, offsets, stacks, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_get_current_comm,
+    helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
     macros::{btf_tracepoint, perf_event, tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
 };
@@ -75,7 +75,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev_tid = task_u32(prev, l.task_pid);
     let head = header(kind::SWITCH);
     // `prev` is the running thread here: its own memory can be read.
-    let task_id = if ours & side::PREV != 0 { task_id::current(head, prev_tid) } else { 0 };
+    let task_id = if ours & side::PREV != 0 { task_id::current(prev, head, prev_tid) } else { 0 };
     emit(Switch {
         header: head,
         prev_tid,
@@ -119,7 +119,8 @@ pub fn sample_stack(ctx: PerfEventContext) -> u32 {
     if ctx.tgid() == target_tgid() {
         let head = header(kind::STACK);
         let tid = ctx.pid();
-        let task_id = task_id::current(head, tid);
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let task_id = task_id::current(task, head, tid);
         stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
     }
     0

@@ -8,7 +8,7 @@
 
 use crate::{EVENTS, bump, layout, wakeup_flags};
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    helpers::{bpf_probe_read_user, generated},
     macros::map,
     maps::Array,
 };
@@ -24,8 +24,11 @@ pub(crate) static TASK_ID_FIELD: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The current thread's Tokio task id (0: none, unknown or unreadable).
 /// While the offset is unknown, sends the thread's CONTEXT bytes instead.
+/// `task` is the current thread's `task_struct` as a BTF pointer (the
+/// switch's `prev`, or `bpf_get_current_task_btf()`): its thread pointer
+/// is a plain load.
 #[inline(always)]
-pub(crate) fn current(head: Header, tid: u32) -> u64 {
+pub(crate) fn current(task: *const u8, head: Header, tid: u32) -> u64 {
     let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
     if cfg.context_len == 0 {
         return 0;
@@ -34,9 +37,7 @@ pub(crate) fn current(head: Header, tid: u32) -> u64 {
     if field == TASK_IDS_OFF {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
-    let Ok(fsbase) = (unsafe { bpf_probe_read_kernel(fsbase_at) }) else { return 0 };
+    let fsbase = unsafe { *(task.wrapping_add(layout().task_fsbase as usize) as *const u64) };
     let context = fsbase.wrapping_add(cfg.context_from_fs as u64);
     if field != 0 {
         let at = context.wrapping_add(u64::from(field - 1)) as *const u64;

@@ -4,6 +4,7 @@
 //! with inlined frames and source lines where debuginfo exists
 //! ([`symbolize`]). Pure: reads binaries, never the target.
 
+pub mod context_dwarf;
 pub mod debug_file;
 mod drop_glue;
 mod dwarf_kinds;

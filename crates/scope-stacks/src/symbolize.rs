@@ -89,6 +89,7 @@ pub fn symbolize_reporting(
         let one = symbolize_with(&Namer::default().symbolizer, modules, frames, options);
         symbols.frames.extend(one.frames);
         symbols.kinds.extend(one.kinds);
+        symbols.instance_of.extend(one.instance_of);
         symbols.warnings.extend(one.warnings);
     }
     symbols
@@ -184,10 +185,32 @@ fn name_task_kinds(module: &Module, index: u32, named: usize, options: &NamingOp
         .filter(|(f, names)| f.module == index && names.last().is_some_and(|n| n.function == RAW_POLL || n.function.starts_with("tokio::runtime::task::raw::poll::<")))
         .map(|(f, _)| f.offset)
         .collect();
+    let all_instances: Vec<u64> = if named == 0 {
+        crate::task_kinds::poll_instances_by_shape(path)
+    } else {
+        std::fs::read(path).ok().and_then(|d| crate::probe_points::tokio_probe_points(&d).ok()).map_or_else(Vec::new, |p| p.polls.iter().map(|p| p.file_offset).collect())
+    };
     if named == 0 {
-        let instances: std::collections::HashSet<u64> = crate::task_kinds::poll_instances_by_shape(path).into_iter().collect();
+        let instances: std::collections::HashSet<u64> = all_instances.iter().copied().collect();
         polls.extend(symbols.frames.keys().filter(|f| f.module == index && instances.contains(&f.offset)).map(|f| f.offset));
     }
+    // Stack frames in one instance's harness: that instance's kind names
+    // the task a stack was taken in, with no poll probe to say it.
+    let code = crate::poll_code::instance_code(path, &all_instances);
+    if !code.is_empty() {
+        let in_instances: Vec<(Frame, u64)> = symbols
+            .frames
+            .keys()
+            .filter(|f| f.module == index)
+            .filter_map(|f| Some((*f, crate::poll_code::instance_at(&code, f.offset)?)))
+            .collect();
+        for (frame, instance) in in_instances {
+            symbols.instance_of.insert(frame, Frame { module: index, offset: instance });
+            polls.push(instance);
+        }
+    }
+    polls.sort_unstable();
+    polls.dedup();
     if polls.is_empty() {
         return;
     }

@@ -33,7 +33,7 @@ pub fn run(args: TopArgs) -> Result<i32> {
     privileges::check()?;
     let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: Vec::new() };
     let mut settings = commands::settings(&view_args, &args.stacks, None);
-    settings.polls = commands::poll_points(&args.stacks, &target.executable);
+    settings.polls = commands::poll_points(&args.stacks, &view_args.debug_files, &target.executable);
     settings.quiet = true;
     let rule = settings.rule.clone();
     let stop = commands::install_signal_handlers()?;

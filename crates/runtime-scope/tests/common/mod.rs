@@ -243,7 +243,7 @@ pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
 /// Fails if any program of ours is still loaded in the kernel (programs
 /// are released when the profiler's last fd closes, on every exit path).
 pub fn assert_no_probes_left() {
-    const OURS: [&str; 13] = [
+    const OURS: [&str; 11] = [
         "sched_switch",
         "task_newtask",
         "sched_process_e",
@@ -255,8 +255,6 @@ pub fn assert_no_probes_left() {
         "worker_run",
         "current_thread",
         "sched_waking",
-        "irq_enter",
-        "irq_leave",
     ];
     let ours = || -> Vec<String> {
         aya::programs::loaded_programs()
