@@ -1,6 +1,7 @@
 //! One recording session: attach, pump the ring buffer into a [`Sink`]
 //! until a stop condition, detach.
 
+use crate::kernel_features::KernelFeatures;
 use crate::live::LiveView;
 use crate::modules;
 use crate::cli::PollTier;
@@ -119,7 +120,11 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
     let task_ids = settings.polls.as_ref().map_or_else(TaskIdLayout::default, PollProbes::task_id_layout);
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids)?;
+    let kernel = KernelFeatures::detect()?;
+    for note in kernel.notes() {
+        eprintln!("runtime-scope: {note}");
+    }
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
