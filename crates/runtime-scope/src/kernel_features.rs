@@ -210,11 +210,10 @@ fn verifier_reason(log: &str) -> Option<String> {
 
 /// Helpers our programs call that are newer than 5.10's, by the number the
 /// verifier prints for one it does not know ("invalid func unknown#158").
-const NEWER_HELPERS: [(u32, &str, &str); 4] = [
+const NEWER_HELPERS: [(u32, &str, &str); 3] = [
     (158, "bpf_get_current_task_btf", "5.11"),
     (174, "bpf_get_attach_cookie", "5.15"),
     (175, "bpf_task_pt_regs", "5.15"),
-    (176, "bpf_get_branch_snapshot", "5.16"),
 ];
 
 fn missing_helper(reason: &str) -> Option<(&'static str, &'static str)> {

@@ -168,13 +168,23 @@ fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
     }
 }
 
-/// Lets a held child exec its program and waits (briefly) until it has.
+/// Lets a held child exec its program and waits until it has (or exited).
+/// The sign is its command line: the stub's (`… __launch CMD…`) is replaced
+/// only once the new program's arguments are in place, after the kernel
+/// set its name (the executable's link changes earlier, before the name:
+/// seen on 5.10 under emulation, where the recording was then named after
+/// our stub, `exe`). Usually a few ms; a cold start can take over a second.
 fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
-    let before = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
+    let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    };
+    let before = cmdline();
     std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    for _ in 0..200 {
-        let now = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
-        if now != before || now.is_none() {
+    for _ in 0..2000 {
+        let now = cmdline();
+        if (now.is_some() && now != before) || gone() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
