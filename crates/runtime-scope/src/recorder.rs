@@ -212,6 +212,16 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             cpu_ns_at_stop: None,
         })
         .collect();
+    // Said as soon as the window has begun, before the slower set-up below
+    // (the unwinder parses every module's .eh_frame): whoever reads the
+    // threads' CPU time at this line reads it at the window's start.
+    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
+    eprintln!(
+        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
+        target.command,
+        target.pid,
+        threads.len(),
+    );
     let modules = modules::read(target.pid);
     let mut collector = StackCollector::new(target.pid, &modules);
     let mut identity = Identity::with_field(settings.task_id_field);
@@ -231,13 +241,6 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         launch: settings.launch.clone(),
     })
     .context("writing the capture")?;
-    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
-    eprintln!(
-        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
-        target.command,
-        target.pid,
-        threads.len(),
-    );
     let mut names = ThreadNames::new(target.pid, &initial);
     let mut view = LiveView::new(settings.live, settings.rule.clone(), names.current(), start_ns, settings.duration_ns)
         .with_long_polls(settings.long_poll_ns);

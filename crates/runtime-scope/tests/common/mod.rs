@@ -163,6 +163,8 @@ pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
         set_policy(libc::SCHED_OTHER, 0);
     }
     let (code, stdout, stderr) = run.finish();
+    // Shown by the harness only when the test fails.
+    eprintln!("the profiler's stderr:\n{stderr}");
     let kernel_ns = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     Accounted { demo, workers, kernel_ns, code, stdout, stderr }
 }
