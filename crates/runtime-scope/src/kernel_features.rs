@@ -201,11 +201,7 @@ fn save_log(program: &str, log: &str) -> String {
 /// The verifier's last line that is not a statistic: where it stopped.
 fn verifier_reason(log: &str) -> Option<String> {
     const STATS: [&str; 4] = ["verification time", "stack depth", "processed ", "max_states_per_insn"];
-    log.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
-        .next_back()
-        .map(str::to_string)
+    log.lines().map(str::trim).rfind(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s))).map(str::to_string)
 }
 
 /// Helpers our programs call that are newer than 5.10's, by the number the
