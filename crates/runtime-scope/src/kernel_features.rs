@@ -90,8 +90,9 @@ impl KernelFeatures {
         Ok(KernelFeatures { release, uprobe_cookies, task_pt_regs, uprobe_multi: None, uretprobe_syscall: None })
     }
 
-    /// [`detect`](Self::detect) plus the features recording does not use
-    /// (yet), for `runtime-scope check`.
+    /// [`detect`](Self::detect) plus two features recording needs no probe
+    /// for, for `runtime-scope check`: uprobe_multi links (recording tries
+    /// one and falls back, saying so) and the uretprobe syscall (a cost).
     pub fn detect_all() -> Result<KernelFeatures> {
         let mut features = KernelFeatures::detect()?;
         let found = kernel_symbols(&["bpf_uprobe_multi_link_attach", "__x64_sys_uretprobe"])?;
