@@ -1,7 +1,10 @@
 //! Project automation. `cargo xtask <command>`:
 //!   setup  install what building needs (idempotent, seconds when all is there)
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
-//!   test   every test, including the root-only kernel tests
+//!   test   every test, including the root-only kernel tests, then the
+//!          kernel matrix
+//!   test-kernels [5.10|6.1|6.12 …]  the kernel matrix alone: the end-to-end
+//!          tests in qemu guests running Debian's kernels (see kernels/)
 //!   bench  overhead, per-poll cost next to the uprobe floor, ingest capacity,
 //!          memory on a 60 s run, output sizes, symbolization → BENCHMARKS.md
 //!          (`bench floor|memory|scale`: those parts alone, printed)
@@ -11,6 +14,7 @@
 mod bench;
 mod capacity;
 mod floor;
+mod kernels;
 mod setup;
 mod symbench;
 
@@ -73,7 +77,9 @@ fn test() -> Result<(), String> {
     run(cargo().args(["build", "--profile", "release-fat-lto", "-p", "demo-app"]))?;
     // One test at a time: kernel tests measure CPU time and check that no
     // probe outlives the profiler, which concurrent runs would blur.
-    run(cargo().args(["test", "--release", "--", "--test-threads=1"]))
+    run(cargo().args(["test", "--release", "--", "--test-threads=1"]))?;
+    // The same end-to-end tests on the kernels users run (5.10 to 6.12).
+    kernels::test_kernels(&[])
 }
 
 fn main() -> ExitCode {
@@ -82,12 +88,16 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(),
         "demo" => setup::ensure().and_then(|()| demo()),
         "test" => setup::ensure().and_then(|()| test()),
+        "test-kernels" => {
+            let only: Vec<String> = std::env::args().skip(2).collect();
+            setup::ensure().and_then(|()| kernels::test_kernels(&only))
+        }
         "bench" => match std::env::args().nth(2) {
             None => setup::ensure().and_then(|()| bench::bench()),
             Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|bench [floor|memory|scale]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [floor|memory|scale]>");
             return ExitCode::from(2);
         }
     };

@@ -29,6 +29,9 @@ Examples:
   runtime-scope export run.rscope -o run.json
   runtime-scope report run.rscope
 
+  # What this kernel offers (Linux 5.10+; what older kernels lose)
+  sudo runtime-scope check
+
 Needs root (or CAP_BPF + CAP_PERFMON) to record. Recording stops at the
 duration, on Ctrl-C or SIGTERM, or when the target exits; the output is
 written in every case."
@@ -216,6 +219,16 @@ Long polls are grouped by cause and call site: cpu (on a CPU: the hottest
 frames), blocked (off-CPU waiting inside the poll: the stack at the
 switch-out), preempted (runnable, but another thread had the CPU).")]
     Report(ReportArgs),
+    /// Say what this kernel offers runtime-scope: each BPF feature newer than
+    /// Linux 5.10 that it uses, and what a recording loses without it. Needs root.
+    #[command(after_help = "\
+Example:
+  sudo runtime-scope check
+
+Prints one line per feature: yes or no, its key, what it is, the first Linux
+release that has it, and what runtime-scope does without it. Exits 1 when
+this kernel cannot record at all (older than 5.10, no BTF), saying why.")]
+    Check,
 }
 
 #[derive(ClapArgs, Debug)]

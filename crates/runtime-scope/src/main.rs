@@ -6,6 +6,7 @@ mod commands;
 mod failure;
 mod identity;
 mod formats;
+mod kernel_features;
 mod kernel_layout;
 mod launch;
 mod live;
@@ -36,6 +37,7 @@ fn main() {
         Some(Command::Top(args)) => top::run(args),
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
         Some(Command::Report(args)) => commands::report(args),
+        Some(Command::Check) => kernel_features::check().map(|()| 0),
     };
     // Output is written by now; the probes may still be coming off.
     recorder::finish_detaching();

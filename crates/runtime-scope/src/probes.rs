@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
-use aya::programs::{BtfTracePoint, PerfEvent, TracePoint, UProbe};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
+use crate::kernel_features::{KernelFeatures, explain_rejection};
 use scope_common::{FieldOffsets, StackConfig, TaskIdLayout, counter};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scope-ebpf"));
@@ -25,6 +26,10 @@ pub struct Probes {
     multi_usable: bool,
     /// Maps taken out of aya (the ring buffer), kept for uprobe_multi copies.
     map_fds: Vec<(String, OwnedFd)>,
+    /// `uname -r`, for the message when the kernel rejects a program.
+    release: String,
+    /// The poll probes carry cookies (5.15+).
+    cookies: bool,
 }
 
 /// Which task probes: polls (with spawns and worker loops), or wakes.
@@ -39,17 +44,29 @@ fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
     let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
         "; run as root (or with CAP_BPF and CAP_PERFMON)"
     } else {
-        "; runtime-scope needs Linux ≥ 5.15 with BPF ring buffers and BTF"
+        "; runtime-scope needs Linux ≥ 5.10 with BPF ring buffers and BTF"
     };
     anyhow::anyhow!("loading the eBPF programs failed: {text}{hint}")
 }
 
 impl Probes {
-    pub fn load(tgid: u32, offsets: &FieldOffsets, stacks: &StackConfig, task_ids: &TaskIdLayout) -> Result<Probes> {
+    pub fn load(
+        tgid: u32,
+        offsets: &FieldOffsets,
+        stacks: &StackConfig,
+        task_ids: &TaskIdLayout,
+        features: &KernelFeatures,
+    ) -> Result<Probes> {
         let scratch_slots = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
         let btf = crate::btf::Btf::from_sys_fs()?;
         let kernel = crate::kernel_layout::read(&btf)?;
+        // Frozen .rodata: the verifier prunes the paths this kernel lacks
+        // the helpers for (see kernel_features).
+        let cookies = u32::from(features.uprobe_cookies);
+        let task_pt_regs = u32::from(features.task_pt_regs);
         let ebpf = EbpfLoader::new()
+            .override_global("UPROBE_COOKIES", &cookies, true)
+            .override_global("TASK_PT_REGS", &task_pt_regs, true)
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
             .override_global("LAYOUT", &kernel, true)
@@ -59,7 +76,21 @@ impl Probes {
             .load(OBJECT)
             .map_err(explain_load_error)?;
         let multi_usable = std::env::var_os("RUNTIME_SCOPE_NO_UPROBE_MULTI").is_none();
-        Ok(Probes { ebpf, uprobes: Vec::new(), multi_links: Vec::new(), multi_usable, map_fds: Vec::new() })
+        Ok(Probes {
+            ebpf,
+            uprobes: Vec::new(),
+            multi_links: Vec::new(),
+            multi_usable,
+            map_fds: Vec::new(),
+            release: features.release.clone(),
+            cookies: features.uprobe_cookies,
+        })
+    }
+
+    /// A program's load, failing in one line that names what the kernel
+    /// lacks (the verifier's log goes to a file, never to the terminal).
+    fn checked(release: &str, program: &str, loaded: Result<(), ProgramError>) -> Result<()> {
+        loaded.map_err(|e| anyhow::anyhow!(explain_rejection(program, release, &e)))
     }
 
     /// A BTF tracepoint program (`sched_switch`, `sched_waking`).
@@ -69,7 +100,7 @@ impl Probes {
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        tp.load(program, btf).with_context(|| format!("the kernel rejected the {program} program"))?;
+        Self::checked(&self.release, program, tp.load(program, btf))?;
         tp.attach().with_context(|| format!("attaching to BTF tracepoint {program} failed"))?;
         Ok(())
     }
@@ -98,7 +129,7 @@ impl Probes {
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+        Self::checked(&self.release, program, tp.load())?;
         tp.attach(category, program)
             .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
         Ok(())
@@ -112,7 +143,7 @@ impl Probes {
             .program_mut("sample_stack")
             .context("program sample_stack missing from the eBPF object")?
             .try_into()?;
-        program.load().context("the kernel rejected the sampling program")?;
+        Self::checked(&self.release, "sample_stack", program.load())?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         for cpu in cpus {
             program
@@ -159,15 +190,18 @@ impl Probes {
             ],
             ProbeSet::Wakes => vec![("task_wake", &points.wakes, false)],
         };
+        let with_cookies = self.cookies;
         let cookies = |program: &str, offsets: &[u64]| -> Vec<u64> {
-            // poll_enter's cookie: where to read the task id (0: don't).
-            offsets.iter().map(|o| if program == "poll_enter" { points.id_offsets.get(o).copied().unwrap_or(0) } else { 0 }).collect()
+            // poll_enter's cookie: where to read the task id (0: don't, and
+            // none at all before 5.15, which has no cookies).
+            let id_offset = |o: &u64| if program == "poll_enter" && with_cookies { points.id_offsets.get(o).copied().unwrap_or(0) } else { 0 };
+            offsets.iter().map(id_offset).collect()
         };
         if self.multi_usable {
             match self.attach_multi(points, pid, &programs, &cookies) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    eprintln!("runtime-scope: uprobe_multi links unavailable ({e:#}); attaching one uprobe per probe (slower to remove)");
+                    eprintln!("runtime-scope: no uprobe_multi links ({e:#}; Linux 6.6+ has them): one uprobe per probe instead, which takes seconds to remove");
                     self.multi_usable = false;
                 }
             }
@@ -181,7 +215,7 @@ impl Probes {
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
             if probe.fd().is_err() {
-                probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+                Self::checked(&self.release, program, probe.load())?;
             }
             for (&offset, cookie) in offsets.iter().zip(cookies(program, offsets)) {
                 let cookie = (cookie != 0).then_some(cookie);

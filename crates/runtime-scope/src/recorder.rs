@@ -1,6 +1,7 @@
 //! One recording session: attach, pump the ring buffer into a [`Sink`]
 //! until a stop condition, detach.
 
+use crate::kernel_features::KernelFeatures;
 use crate::live::LiveView;
 use crate::modules;
 use crate::cli::PollTier;
@@ -119,7 +120,11 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
     let task_ids = settings.polls.as_ref().map_or_else(TaskIdLayout::default, PollProbes::task_id_layout);
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids)?;
+    let kernel = KernelFeatures::detect()?;
+    for note in kernel.notes() {
+        eprintln!("runtime-scope: {note}");
+    }
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -163,13 +168,23 @@ fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
     }
 }
 
-/// Lets a held child exec its program and waits (briefly) until it has.
+/// Lets a held child exec its program and waits until it has (or exited).
+/// The sign is its command line: the stub's (`… __launch CMD…`) is replaced
+/// only once the new program's arguments are in place, after the kernel
+/// set its name (the executable's link changes earlier, before the name:
+/// seen on 5.10 under emulation, where the recording was then named after
+/// our stub, `exe`). Usually a few ms; a cold start can take over a second.
 fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
-    let before = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
+    let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    };
+    let before = cmdline();
     std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    for _ in 0..200 {
-        let now = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
-        if now != before || now.is_none() {
+    for _ in 0..2000 {
+        let now = cmdline();
+        if (now.is_some() && now != before) || gone() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -197,6 +212,16 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             cpu_ns_at_stop: None,
         })
         .collect();
+    // Said as soon as the window has begun, before the slower set-up below
+    // (the unwinder parses every module's .eh_frame): whoever reads the
+    // threads' CPU time at this line reads it at the window's start.
+    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
+    eprintln!(
+        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
+        target.command,
+        target.pid,
+        threads.len(),
+    );
     let modules = modules::read(target.pid);
     let mut collector = StackCollector::new(target.pid, &modules);
     let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().and_then(|p| p.context).and_then(|c| c.task_id_field));
@@ -226,13 +251,6 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         launch: settings.launch.clone(),
     })
     .context("writing the capture")?;
-    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
-    eprintln!(
-        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
-        target.command,
-        target.pid,
-        threads.len(),
-    );
     let mut names = ThreadNames::new(target.pid, &initial);
     let mut view = LiveView::new(settings.live, settings.rule.clone(), names.current(), start_ns, settings.duration_ns)
         .with_long_polls(settings.long_poll_ns);

@@ -59,7 +59,7 @@ fn trace_of_demo_matches_kernel_accounting() {
         }
         sleeps_found += spans
             .iter()
-            .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=48_000.0).contains(&s.1))
+            .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=upper_ms(48.0) * 1e3).contains(&s.1))
             .count();
     }
     assert!(strictly_checked >= 1, "the CPU-heavy poll should make at least one worker busy");

@@ -8,7 +8,7 @@
 use crate::{emit, header, layout, offsets, stacks, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, perf_event, tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
 };
@@ -75,7 +75,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev_tid = task_u32(prev, l.task_pid);
     let head = header(kind::SWITCH);
     // `prev` is the running thread here: its own memory can be read.
-    let task_id = if ours & side::PREV != 0 { task_id::current(prev, head, prev_tid) } else { 0 };
+    // `prev` is a BTF pointer: its thread pointer is a plain load.
+    let task_id = if ours & side::PREV != 0 {
+        let fsbase = unsafe { *(prev.wrapping_add(l.task_fsbase as usize) as *const u64) };
+        task_id::current(fsbase, head, prev_tid)
+    } else {
+        0
+    };
     emit(Switch {
         header: head,
         prev_tid,
@@ -119,8 +125,11 @@ pub fn sample_stack(ctx: PerfEventContext) -> u32 {
     if ctx.tgid() == target_tgid() {
         let head = header(kind::STACK);
         let tid = ctx.pid();
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let task_id = task_id::current(task, head, tid);
+        // bpf_get_current_task_btf would make this a plain load, but it is
+        // Linux 5.11+: read through the untyped pointer instead.
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
+        let task_id = unsafe { bpf_probe_read_kernel(fsbase_at) }.map_or(0, |fsbase| task_id::current(fsbase, head, tid));
         stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
     }
     0

@@ -2,11 +2,11 @@
 //! unwound later in userspace from .eh_frame (release binaries have no frame
 //! pointers, so bpf_get_stack sees one frame).
 
-use crate::{EVENTS, bump, wakeup_flags};
+use crate::{EVENTS, bump, layout, wakeup_flags};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
         generated::{bpf_probe_read_user, bpf_ringbuf_output},
     },
     macros::map,
@@ -44,14 +44,38 @@ pub(crate) fn config() -> StackConfig {
     unsafe { core::ptr::read_volatile(&STACK_CONFIG) }
 }
 
+/// 1 when the kernel has `bpf_task_pt_regs` (5.15+) and
+/// `bpf_get_current_task_btf` (5.11+); set by the loader from a probe of
+/// the kernel. Frozen `.rodata`: the verifier knows the value and never
+/// walks the branch this kernel cannot run (5.10 rejects a program that
+/// names a helper it lacks, even on a path a runtime test would skip).
+#[unsafe(no_mangle)]
+static TASK_PT_REGS: u32 = 0;
+
+/// x86-64 `__USER_CS`.
+const USER_CS: u64 = 0x33;
+
 /// The user-mode registers saved when the thread entered the kernel (by
 /// syscall or interrupt): valid whether the sample hit user or kernel code.
 #[inline(always)]
-fn user_regs() -> Option<pt_regs> {
+pub(crate) fn user_regs() -> Option<pt_regs> {
     unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const pt_regs;
-        bpf_probe_read_kernel(regs).ok()
+        if core::ptr::read_volatile(&TASK_PT_REGS) != 0 {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+            return bpf_probe_read_kernel(regs).ok();
+        }
+        // What the helper does on x86-64 (`task_pt_regs`, no FRED before
+        // 5.15): the registers sit at the top of the thread's kernel stack.
+        // Kept only if the saved code segment is the user one.
+        let l = layout();
+        if l.thread_size == 0 {
+            return None;
+        }
+        let task = bpf_get_current_task() as *const u8;
+        let stack: u64 = bpf_probe_read_kernel(task.wrapping_add(l.task_stack as usize) as *const u64).ok()?;
+        let top = stack.wrapping_add(u64::from(l.thread_size) - size_of::<pt_regs>() as u64);
+        let regs: pt_regs = bpf_probe_read_kernel(top as *const pt_regs).ok()?;
+        (regs.cs == USER_CS).then_some(regs)
     }
 }
 

@@ -26,8 +26,7 @@
 
 use crate::layout;
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
     maps::PerCpuArray,
 };
@@ -50,17 +49,16 @@ pub(crate) fn no_waker(frame: *const core::ffi::c_void) -> bool {
         core::ptr::write_volatile(slot, frame as u64);
         core::ptr::read_volatile(slot)
     };
-    // A BTF pointer: its fields are plain loads, checked by the verifier.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let stack = unsafe { *(task.wrapping_add(l.task_stack as usize) as *const u64) };
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let read = |offset: u32| unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) };
+    let Ok(stack) = read(l.task_stack) else { return true };
     if l.thread_size == 0 || here.wrapping_sub(stack) >= u64::from(l.thread_size) {
         return true;
     }
-    let flags = unsafe { *(task.wrapping_add(l.task_flags as usize) as *const u32) };
-    if flags & PF_KTHREAD != 0 {
+    let Ok(flags) = read(l.task_flags) else { return true };
+    if flags as u32 & PF_KTHREAD != 0 {
         return false;
     }
-    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const pt_regs;
-    let (orig_ax, ax) = unsafe { ((*regs).orig_rax, (*regs).rax) };
-    !(orig_ax as i64 >= 0 && ax as i64 == -ENOSYS)
+    let Some(regs) = crate::stacks::user_regs() else { return true };
+    !(regs.orig_rax as i64 >= 0 && regs.rax as i64 == -ENOSYS)
 }
