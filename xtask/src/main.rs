@@ -14,8 +14,10 @@
 mod bench;
 mod capacity;
 mod floor;
+mod overhead;
 mod kernels;
 mod setup;
+mod switch_tax;
 mod symbench;
 
 use std::path::{Path, PathBuf};

@@ -9,8 +9,10 @@
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
 //! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
-//! `--block-in-place N`, `--local-set N` (see `shapes`).
+//! `--block-in-place N`, `--local-set N` (see `shapes`); `--serve PORT
+//! WORK_US` answers redis-benchmark's PING at a known CPU cost (`server`).
 
+mod server;
 mod shapes;
 
 use std::hint::black_box;
@@ -126,6 +128,10 @@ fn main() {
     }
     if first.as_deref() == Some("--yield-rate") {
         return shapes::yield_rate(args.next().and_then(|s| s.parse().ok()).unwrap_or(10.0));
+    }
+    if first.as_deref() == Some("--serve") {
+        let port = args.next().and_then(|s| s.parse().ok()).unwrap_or(6400);
+        return server::serve(port, args.next().and_then(|s| s.parse().ok()).unwrap_or(10));
     }
     if first.as_deref() == Some("--lock-contention") {
         return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));

@@ -164,7 +164,13 @@ impl Probes {
         let mut fds: HashMap<String, RawFd> = self.map_fds.iter().map(|(n, fd)| (n.clone(), fd.as_raw_fd())).collect();
         for (name, map) in self.ebpf.maps() {
             let data = match map {
-                Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::RingBuf(d) => d,
+                Map::Array(d)
+                | Map::PerCpuArray(d)
+                | Map::HashMap(d)
+                | Map::PerCpuHashMap(d)
+                | Map::LruHashMap(d)
+                | Map::PerCpuLruHashMap(d)
+                | Map::RingBuf(d) => d,
                 _ => continue,
             };
             fds.insert(name.to_string(), data.fd().as_fd().as_raw_fd());

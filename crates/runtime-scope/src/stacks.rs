@@ -30,6 +30,11 @@ pub struct StackCollector {
     /// last): each is hidden on the stack behind the uretprobe trampoline.
     open_polls: HashMap<u32, Vec<u64>>,
     uprobes: Option<Range<u64>>,
+    /// Per thread, its last blocked stack: the kernel says "same as last
+    /// time" instead of copying a wait it has just copied.
+    last_blocked: HashMap<u32, (Vec<scope_model::Frame>, bool)>,
+    /// Blocked switch-outs that repeated the previous stack.
+    pub repeats: u64,
 }
 
 impl StackCollector {
@@ -46,6 +51,8 @@ impl StackCollector {
             bytes_copied: 0,
             pending: Vec::new(),
             open_polls: HashMap::new(),
+            last_blocked: HashMap::new(),
+            repeats: 0,
             uprobes: None,
         };
         for m in modules {
@@ -139,6 +146,11 @@ impl StackCollector {
     }
 
     pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
+        if raw.same_as_last {
+            let Some((frames, complete)) = self.last_blocked.get(&raw.tid) else { return Vec::new() };
+            self.repeats += 1;
+            return vec![Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete }];
+        }
         let mut out = Vec::new();
         let mut bytes = raw.bytes.to_vec();
         self.restore_return_addresses(raw.tid, &mut bytes);
@@ -155,6 +167,9 @@ impl StackCollector {
         self.complete += u64::from(unwound.complete);
         if unwound.complete {
             self.bytes_used.push(unwound.bytes_used as u32);
+        }
+        if raw.reason == scope_model::StackReason::Blocked {
+            self.last_blocked.insert(raw.tid, (unwound.frames.clone(), unwound.complete));
         }
         out.push(Event::Stack {
             ts: raw.ts,

@@ -58,6 +58,9 @@ pub struct RawStack<'a> {
     pub bytes: &'a [u8],
     /// Tokio's current task id on the thread (0: none or not read).
     pub task_id: u64,
+    /// A blocked switch-out whose stack is the thread's previous blocked
+    /// one (no bytes follow).
+    pub same_as_last: bool,
 }
 
 /// Stack records need the target's modules to become events (unwinding).
@@ -91,12 +94,13 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         ts: head.header.ts,
         cpu: head.header.cpu,
         tid: head.tid,
-        reason: if head.reason == stack_reason::BLOCKED { StackReason::Blocked } else { StackReason::Sample },
+        reason: if head.reason == stack_reason::SAMPLE { StackReason::Sample } else { StackReason::Blocked },
         ip: head.ip,
         sp: head.sp,
         bp: head.bp,
         bytes: stack,
         task_id: head.task_id,
+        same_as_last: head.reason == stack_reason::BLOCKED_SAME,
     })
 }
 
