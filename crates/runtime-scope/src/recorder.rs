@@ -296,10 +296,9 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             if decode::is_stack(&item) {
                 match decode::decode_stack(&item) {
                     Ok(raw) => {
-                        if raw.task_id != 0 && raw.reason == scope_model::StackReason::Sample {
-                            // A blocked stack's switch record already carried its id.
-                            identity.check(raw.tid, raw.task_id);
-                            batch.push(Event::TaskAt { ts: raw.ts, tid: raw.tid, id: raw.task_id });
+                        // A blocked stack's switch record already carried its id.
+                        if raw.reason == scope_model::StackReason::Sample {
+                            batch.extend(identity.mark(raw.ts, raw.tid, raw.task_id));
                         }
                         batch.extend(collector.process(&raw));
                     }
@@ -311,17 +310,17 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 if let Some(d) = identity.context_copy(ts, tid, bytes) {
                     decided = Some(d);
                     batch.extend(identity.marks_from_copies());
+                    if d == Decision::GiveUp {
+                        batch.extend(identity.end_marks(ts));
+                    }
                 }
                 continue;
             }
             if let Some((ts, tid, name)) = decode::exit_name(&item) {
                 batch.extend(names.exited(ts, tid, name));
             }
-            if let Some(task) = decode::switch_task(&item) {
-                if let Event::TaskAt { tid, id, .. } = &task {
-                    identity.check(*tid, *id);
-                }
-                batch.push(task);
+            if let Some((ts, tid, id)) = decode::switch_task(&item) {
+                batch.extend(identity.mark(ts, tid, id));
             }
             match decode::decode(&item) {
                 Ok(event) => {

@@ -104,12 +104,11 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
     })
 }
 
-/// The task a switch-out's thread was in, as its own event (see
-/// [`Event::TaskAt`]); `None` for other records and for id 0.
-pub fn switch_task(bytes: &[u8]) -> Option<Event> {
+/// The task id read at a switch-out of the target: `(ts, tid, id)`, id 0
+/// when none was set or read; `None` for other records.
+pub fn switch_task(bytes: &[u8]) -> Option<(u64, u32, u64)> {
     let r: Switch = read(bytes, Some(kind::SWITCH)).ok()?;
-    (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0 && r.task_id != 0)
-        .then_some(Event::TaskAt { ts: r.header.ts, tid: r.prev_tid, id: r.task_id })
+    (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0).then_some((r.header.ts, r.prev_tid, r.task_id))
 }
 
 /// A thread's name as it exited: `(ts, tid, name)`.

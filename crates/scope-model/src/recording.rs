@@ -61,10 +61,12 @@ pub enum Event {
     /// its first poll seen, and again if the address later holds another
     /// task. Last, for the same reason as above.
     TaskId { ts: u64, tid: u32, task: u64, id: u64 },
-    /// Thread `tid` had Tokio's current task id `id` at `ts`: read from
-    /// Tokio's `CONTEXT` thread-local when the thread switched out or was
-    /// sampled (the switch or stack with the same ts and tid). Only
-    /// non-zero ids are recorded. Last, for the same reason as above.
+    /// From `ts` on, Tokio's current task id read at thread `tid`'s
+    /// switch-outs and samples was `id` (0: no task, or not read), until
+    /// its next `TaskAt`: read from Tokio's `CONTEXT` thread-local at each
+    /// switch-out and sample, recorded only when it changes (a parked
+    /// worker reads its own loop's id thousands of times a second). Last,
+    /// for the same reason as above.
     TaskAt { ts: u64, tid: u32, id: u64 },
     /// From `ts` on, exact poll probes (and wake probes) run or not:
     /// `--polls auto` decided, after measuring, what fits its budget.
