@@ -97,7 +97,8 @@ impl Identity {
             .into_iter()
             .filter_map(|(ts, tid, bytes)| Some((ts, tid, u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))))
             .collect();
-        read.into_iter().filter_map(|(ts, tid, id)| self.mark(ts, tid, id)).collect()
+        // Not checked: the probes' open polls are today's, not those of then.
+        read.into_iter().filter_map(|(ts, tid, id)| self.record(ts, tid, id)).collect()
     }
 
     /// The id read at a switch-out or sample (0: none): a mark when it
@@ -106,6 +107,10 @@ impl Identity {
         if id != 0 {
             self.check(tid, id);
         }
+        self.record(ts, tid, id)
+    }
+
+    fn record(&mut self, ts: u64, tid: u32, id: u64) -> Option<Event> {
         let last = self.last.insert(tid, id).unwrap_or(0);
         (last != id).then_some(Event::TaskAt { ts, tid, id })
     }
@@ -114,7 +119,7 @@ impl Identity {
     pub fn end_marks(&mut self, ts: u64) -> Vec<Event> {
         let mut tids: Vec<u32> = self.last.iter().filter(|&(_, &id)| id != 0).map(|(&t, _)| t).collect();
         tids.sort_unstable();
-        tids.into_iter().filter_map(|tid| self.mark(ts, tid, 0)).collect()
+        tids.into_iter().filter_map(|tid| self.record(ts, tid, 0)).collect()
     }
 
     /// A task id read by the kernel: counted against the exact probes when
