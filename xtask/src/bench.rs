@@ -51,12 +51,13 @@ pub fn part(name: &str) -> Result<(), String> {
     let (scope, demo) = (root.join("target/release/runtime-scope"), root.join("target/release/demo-app"));
     let sections = match name {
         "floor" => vec![crate::floor::section(&scope, &demo)?.0],
+        "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
         "scale" => {
             let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
-        _ => return Err(format!("no bench part {name:?}: floor, memory or scale")),
+        _ => return Err(format!("no bench part {name:?}: floor, tax, memory or scale")),
     };
     println!("{}", sections.concat());
     Ok(())

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [floor|memory|scale]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [floor|tax|memory|scale]>");
             return ExitCode::from(2);
         }
     };

@@ -30,6 +30,9 @@ pub struct Probes {
     release: String,
     /// The poll probes carry cookies (5.15+).
     cookies: bool,
+    /// The uprobe_multi copies of programs (aya does not list them), for
+    /// their run counters.
+    multi_progs: Vec<(String, OwnedFd)>,
 }
 
 /// Which task probes: polls (with spawns and worker loops), or wakes.
@@ -84,6 +87,7 @@ impl Probes {
             map_fds: Vec::new(),
             release: features.release.clone(),
             cookies: features.uprobe_cookies,
+            multi_progs: Vec::new(),
         })
     }
 
@@ -248,6 +252,7 @@ impl Probes {
             let link = crate::uprobe_multi::attach(&loaded[program], &points.binary, offsets, &cookies(program, offsets), pid, returns)?;
             links.push((program, link));
         }
+        self.multi_progs.extend(loaded);
         // Only once every link is made: a half-attached set is undone whole.
         let set = if programs.iter().any(|(n, _, _)| *n == "task_wake") { ProbeSet::Wakes } else { ProbeSet::Polls };
         self.multi_links.extend(links.into_iter().map(|(program, l)| (set, program, l)));
@@ -394,6 +399,14 @@ impl Probes {
                 e.run_time_ns = e.run_time_ns.max(field("run_time_ns:").unwrap_or(0));
                 e.recursion_misses = e.recursion_misses.max(field("recursion_misses:").unwrap_or(0));
             }
+        }
+        for (name, fd) in &self.multi_progs {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())) else { continue };
+            let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+            let e = out.entry(name.clone()).or_default();
+            e.run_cnt += field("run_cnt:").unwrap_or(0);
+            e.run_time_ns += field("run_time_ns:").unwrap_or(0);
+            e.recursion_misses += field("recursion_misses:").unwrap_or(0);
         }
         out
     }
