@@ -34,7 +34,7 @@ pub fn section(scope: &Path, demo: &Path) -> Result<String, String> {
     for round in 0..ROUNDS {
         println!("xtask bench: switch tax: round {}/{ROUNDS}", round + 1);
         alone.push(pipe_us()?);
-        let mut rec = Command::new(scope)
+        let rec = Command::new(scope)
             .args(["record", "--no-live", "-p", &idle.id().to_string(), "-o"])
             .arg(std::env::temp_dir().join("bench-switch-tax.rscope"))
             .env("RUNTIME_SCOPE_BPF_STATS", "1")
