@@ -9,6 +9,7 @@ pub mod debug_file;
 mod drop_glue;
 mod dwarf_kinds;
 pub mod elf;
+mod future_code;
 mod image;
 pub mod locations;
 pub mod poll_code;
