@@ -47,11 +47,18 @@ fn exits_at_once_when_the_target_is_gone() {
     assert_no_probes_left();
 }
 
+/// Kernel (major, minor) from uname.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// The target runs on: the probes come off before we exit, so that it is
-/// back at full speed when we are gone (tasks_e2e checks that). This costs
-/// one grace period per uprobe link on kernels without uprobe_multi links;
-/// the figure is printed. Bound loosely until the uprobes come off in one
-/// operation (then: under 0.5 s).
+/// back at full speed when we are gone (tasks_e2e checks that). With
+/// uprobe_multi links (6.6+) that is one grace period for all the task
+/// probes (0.48 s measured on a loaded VM; the bound leaves room for the
+/// load); before, one per probe (about 5 s).
 #[test]
 fn waits_for_the_probes_while_the_target_runs() {
     require_root();
@@ -61,7 +68,8 @@ fn waits_for_the_probes_while_the_target_runs() {
     let trace = dir.path().join("t.pftrace");
     let pid = demo.pid().to_string();
     let (took, stderr) = mark_to_exit(&["record", "--no-live", "-p", &pid, "-d", "2", "-o", trace.to_str().unwrap()], "Trace written to");
-    assert!(took < 10.0, "trace written → exit took {took:.2} s:\n{stderr}");
+    let bound = if kernel_version() >= (6, 6) { 1.0 } else { 10.0 };
+    assert!(took < bound, "trace written → exit took {took:.2} s (bound {bound} s):\n{stderr}");
     assert_no_probes_left();
 }
 
