@@ -32,9 +32,10 @@ Examples:
   # What this kernel offers (Linux 5.10+; what older kernels lose)
   sudo runtime-scope check
 
-Needs root (or CAP_BPF + CAP_PERFMON) to record. Recording stops at the
-duration, on Ctrl-C or SIGTERM, or when the target exits; the output is
-written in every case."
+Needs root to record (see README, \"Running without root\"). Recording
+stops at the duration, on Ctrl-C, SIGTERM or SIGHUP, or when the target
+exits; the output is written in every case. Our messages and the summary
+go to stderr."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -113,7 +114,8 @@ pub struct StackArgs {
     pub no_tasks: bool,
 
     /// Exact polls: a probe on every poll of every task (and wake), about
-    /// 1.5 µs each. `auto` measures the poll rate for a moment and keeps
+    /// 1.9 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
+    /// poll). `auto` measures the poll rate for a moment and keeps
     /// them only while they cost less than --overhead-budget of the
     /// target's CPU; otherwise tasks are seen through Tokio's task id at
     /// switches and samples, which costs nothing per poll. `--polls` alone
@@ -238,6 +240,11 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub pid: Option<u32>,
 
+    /// With -p: the binary holding tokio, if not the program itself (a
+    /// library); it must be mapped by the process [default: /proc/PID/exe].
+    #[arg(short, long, value_name = "PATH", requires = "pid")]
+    pub target: Option<PathBuf>,
+
     /// Stop after this many seconds (1 to 86400) [default: until Ctrl-C or the target exits].
     #[arg(short, long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_S))]
@@ -275,9 +282,12 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 
+    /// Output format, overriding the extension of -o.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 
@@ -292,7 +302,12 @@ pub struct TopArgs {
     #[arg(short, long)]
     pub pid: u32,
 
-    /// Also keep the capture here while watching.
+    /// Stop after this many seconds (1 to 86400) [default: until q or the target exits].
+    #[arg(short, long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_S))]
+    pub duration: Option<u64>,
+
+    /// Also keep the capture (a .rscope file) here while watching.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
 
@@ -304,6 +319,8 @@ pub struct TopArgs {
     #[arg(long, value_name = "MS", default_value_t = 10.0, value_parser = positive_ms)]
     pub long_poll: f64,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 
@@ -316,6 +333,8 @@ pub struct ReportArgs {
     /// Capture file written by `record`.
     pub capture: PathBuf,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 

@@ -1,13 +1,18 @@
 //! runtime-scope: timeline profiler for async Rust, built on eBPF.
 
 mod btf;
+#[macro_use]
+mod say;
 mod cli;
 mod commands;
+mod exec_follow;
 mod failure;
 mod identity;
 mod formats;
 mod kernel_features;
 mod kernel_layout;
+mod handoff;
+mod images;
 mod launch;
 mod live;
 mod modules;
@@ -18,6 +23,7 @@ mod process;
 mod recorder;
 mod sink;
 mod stacks;
+mod stopping;
 mod top;
 mod thread_names;
 mod tiers;
@@ -44,7 +50,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("runtime-scope: error: {err:#}");
+            say!("runtime-scope: error: {err:#}");
             std::process::exit(failure::exit_code(&err));
         }
     }

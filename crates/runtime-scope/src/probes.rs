@@ -211,7 +211,7 @@ impl Probes {
             match self.attach_multi(points, pid, &programs, &cookies) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    eprintln!("runtime-scope: no uprobe_multi links ({e:#}; Linux 6.6+ has them): one uprobe per probe instead, which takes seconds to remove");
+                    say!("runtime-scope: no uprobe_multi links ({e:#}; Linux 6.6+ has them): one uprobe per probe instead, which takes seconds to remove");
                     self.multi_usable = false;
                 }
             }
@@ -362,6 +362,11 @@ impl Probes {
 
     pub fn untracked_threads(&self) -> Result<u64> {
         self.counter(counter::FILTER_FULL)
+    }
+
+    /// Child processes the target started while recorded (not followed).
+    pub fn child_processes(&self) -> Result<u64> {
+        self.counter(counter::FORKS)
     }
 
     /// (program name, run count, total run ns) of our programs, from the

@@ -17,9 +17,9 @@ fn record(dir: &Path, args: &[&str]) -> std::path::PathBuf {
         .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("long polls:"), "the end-of-run summary lists long polls: {stdout}");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("long polls:"), "the end-of-run summary (on stderr) lists long polls: {stderr}");
     capture
 }
 

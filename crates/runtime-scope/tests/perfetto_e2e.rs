@@ -15,7 +15,7 @@ fn perfetto_trace_of_demo_matches_kernel_accounting() {
     let path = dir.path().join("trace.pftrace");
     let run = record_demo_accounted(|pid| ["record", "-p", pid, "-d", "3", "--no-live", "-o", path.to_str().unwrap()].map(String::from).to_vec());
     assert_eq!(run.code, 0, "profiler failed:\n{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("Perfetto trace"), "{}", run.stdout);
+    assert!(run.stderr.contains("Perfetto trace"), "{}", run.stderr);
 
     let d = readback::read(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("the trace reads back: {e}"));
     let (sysname, _) = d.system.clone().expect("SystemInfo");

@@ -78,7 +78,7 @@ fn capture_round_trip_equals_direct_export() {
         "record", "--no-live", "-o", &p("direct.pftrace"), "--capture", &p("kept.rscope"), "--", demo.to_str().unwrap(), "2",
     ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("Capture kept in"), "{stdout}");
+    assert!(stderr.contains("Capture kept in"), "{stderr}");
     let kept = p("kept.rscope");
     for (name, format) in [("again.pftrace", None), ("again.json", None), ("again.trace", Some("chrome"))] {
         let out = p(name);

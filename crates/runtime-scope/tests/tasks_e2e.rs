@@ -34,8 +34,8 @@ fn demo_polls_are_counted_timed_and_named() {
         .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap(), "3"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     let trace = read_trace(&out);
     let all = polls(&trace);
     let of = |kind: &str| all.iter().filter(|p| p.0 == kind).collect::<Vec<_>>();
@@ -70,7 +70,7 @@ fn demo_polls_are_counted_timed_and_named() {
     assert!(tasks_per_kind.values().any(|(_, max_n)| *max_n >= 300), "{tasks_per_kind:?}");
     // Tokio's workers run as spawn_blocking tasks; named as such.
     assert!(all.iter().any(|p| p.0.starts_with("spawn_blocking(")), "worker loop not recognised");
-    assert!(stdout.contains("tasks (") && stdout.contains("demo_app::cpu_heavy_loop"), "{stdout}");
+    assert!(stderr.contains("tasks (") && stderr.contains("demo_app::cpu_heavy_loop"), "{stderr}");
     // Spawn arrows: one per spawned task, each landing on a poll.
     let starts = events.iter().filter(|e| e["ph"] == "s" && e["cat"] == "spawn").count();
     let ends: Vec<&Value> = events.iter().filter(|e| e["ph"] == "f" && e["cat"] == "spawn").collect();

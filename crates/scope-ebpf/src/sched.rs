@@ -5,14 +5,14 @@
 //! tracepoint program is skipped on a CPU where any other BPF program or a
 //! `bpf()` map syscall is active; see docs/design-notes.md).
 
-use crate::{emit, header, layout, offsets, stacks, target_tgid, task_id};
+use crate::{bump, emit, header, layout, offsets, stacks, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, perf_event, tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
 };
-use scope_common::{COMM_LEN, Exit, NewThread, Switch, Waking, kind, side, stack_reason, waking_flags};
+use scope_common::{COMM_LEN, Exit, NewThread, Switch, Waking, counter, kind, side, stack_reason, waking_flags};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `TASK_REPORT_MAX`: what the tracepoint reports for a preempted task.
@@ -152,6 +152,8 @@ fn on_newtask(ctx: &TracePointContext) -> Result<(), i32> {
     let off = offsets();
     let flags: u64 = unsafe { ctx.read_at(off.newtask_clone_flags as usize)? };
     if flags & CLONE_THREAD == 0 {
+        // A child process: not followed, but counted so the user is told.
+        bump(counter::FORKS);
         return Ok(());
     }
     let tid: u32 = unsafe { ctx.read_at(off.newtask_pid as usize)? };

@@ -86,6 +86,13 @@ pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
     (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr, task_id: r.task_id })
 }
 
+/// The target executed a new program at this time: the recorder moves its
+/// probes (no event of its own in the capture: the new image's modules are).
+pub fn decode_exec(bytes: &[u8]) -> Option<u64> {
+    let r: scope_common::Exec = read(bytes, Some(kind::EXEC)).ok()?;
+    (r.header.kind == kind::EXEC).then_some(r.header.ts)
+}
+
 pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
     let head: StackHeader = read(bytes, Some(kind::STACK))?;
     let data = &bytes[size_of::<StackHeader>()..];

@@ -15,7 +15,9 @@ use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event as Key, KeyEventKind, KeyModifiers};
 use state::{TopState, View};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::stopping::StopFlag;
+use scope_model::StopReason;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -23,20 +25,30 @@ const REDRAW: Duration = Duration::from_millis(500);
 
 pub fn run(args: TopArgs) -> Result<i32> {
     use std::io::IsTerminal;
+    if let Some(path) = &args.record {
+        // What is kept is a capture: a .json name would promise a trace.
+        let regular = output::destination(path)? == output::Destination::File;
+        if regular && crate::formats::choose(path, None).ok() != Some(crate::cli::Format::Capture) {
+            return usage(format!(
+                "--record {} keeps a capture: give it a .rscope name (then `runtime-scope export` makes a trace)",
+                path.display()
+            ));
+        }
+        output::check_writable(path)?;
+    }
     if !std::io::stdout().is_terminal() {
         return usage("top draws on a terminal; to record without one use `runtime-scope record`");
-    }
-    if let Some(path) = &args.record {
-        output::check_writable(path)?;
     }
     let mut target = process::Target::open(args.pid, None)?;
     privileges::check()?;
     let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: Vec::new() };
-    let mut settings = commands::settings(&view_args, &args.stacks, None);
-    settings.polls = commands::poll_points(&args.stacks, &view_args.debug_files, &target.executable);
+    let mut settings = commands::settings(&view_args, &args.stacks, args.duration);
+    settings.polls = commands::poll_points(&args.stacks, &view_args.debug_files, &target.image(), &target.executable);
+    settings.program = Some(target.image());
     settings.quiet = true;
+    settings.detach_after_exit = true;
     let rule = settings.rule.clone();
-    let stop = commands::install_signal_handlers()?;
+    let session = crate::stopping::install()?;
     let (tx, rx) = sync_channel(64);
     let skipped = Arc::new(AtomicU64::new(0));
     let capture = args.record.as_deref().map(CaptureSink::create).transpose()?;
@@ -44,19 +56,24 @@ pub fn run(args: TopArgs) -> Result<i32> {
     // Our own messages would scribble over the screen: keep them for later.
     let log = stderr::Held::start()?;
     let ui = {
-        let (stop, skipped) = (Arc::clone(&stop), Arc::clone(&skipped));
+        let (session, skipped) = (Arc::clone(&session), Arc::clone(&skipped));
         let state = TopState::new(args.window * 1_000_000_000, (args.long_poll * 1e6) as u64, rule);
-        std::thread::spawn(move || ui_loop(rx, state, &stop, &skipped))
+        std::thread::spawn(move || ui_loop(rx, state, &session.stop, &skipped))
     };
-    let recorded = recorder::record(&mut target, settings, &stop, &mut sink);
-    stop.store(true, Ordering::Relaxed);
+    let recorded = recorder::record(&mut target, settings, &session.stop, &mut sink);
+    // Recording ended on its own (the target exited): the UI stops too.
+    session.stop.request(StopReason::TargetExited);
+    let capture = sink.capture.take();
     drop(sink);
     let shown = ui.join();
     log.release();
     recorded?;
     shown.map_err(|_| anyhow::anyhow!("the display thread panicked"))??;
+    if let Some(capture) = capture {
+        capture.deliver()?;
+    }
     if let Some(path) = &args.record {
-        println!("Capture written to {}. Convert it with `runtime-scope export {} -o trace.pftrace`.", path.display(), path.display());
+        say!("Capture written to {}. Convert it with `runtime-scope export {} -o trace.pftrace`.", path.display(), path.display());
     }
     Ok(0)
 }
@@ -69,7 +86,7 @@ fn own_cpu_s() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64) -> Result<()> {
+fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &StopFlag, skipped: &AtomicU64) -> Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> Result<()> {
         let mut chrome = ui::Chrome::new();
@@ -86,7 +103,7 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_set() {
                 return Ok(());
             }
             let mut redraw = false;
@@ -94,7 +111,7 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                 match event::read().context("reading the keyboard")? {
                     Key::Key(k) if k.kind == KeyEventKind::Press => {
                         if keys::apply(&mut chrome, k.code, k.modifiers.contains(KeyModifiers::CONTROL)) {
-                            stop.store(true, Ordering::Relaxed);
+                            stop.request(StopReason::Quit);
                         }
                         if let Some(v) = &shown {
                             chrome.clamp(v);

@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 
 pub const PROFILER: &str = env!("CARGO_BIN_EXE_runtime-scope");
 
+/// The binary under test: this build's, or `RUNTIME_SCOPE_UNDER_TEST` (to
+/// show a test fails on an older build).
+pub fn profiler_bin() -> String {
+    std::env::var("RUNTIME_SCOPE_UNDER_TEST").unwrap_or_else(|_| PROFILER.to_string())
+}
+
+/// Runs the profiler to completion: (exit code, stdout, stderr).
+pub fn profiler_output(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(profiler_bin()).args(args).output().expect("start runtime-scope");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Kernel tests must run, never skip: fail loudly with the reason.
 pub fn require_root() {
     // SAFETY: no preconditions.
@@ -201,7 +217,7 @@ pub struct Run {
 
 impl Run {
     pub fn start(args: &[&str]) -> Run {
-        let mut child = Command::new(PROFILER)
+        let mut child = Command::new(profiler_bin())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -289,6 +305,7 @@ pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
 /// Fails if any program of ours is still loaded in the kernel (programs
 /// are released when the profiler's last fd closes, on every exit path).
 pub fn assert_no_probes_left() {
+    // Names are cut to 15 bytes: sched_process_exit and _exec are one here.
     const OURS: [&str; 11] = [
         "sched_switch",
         "task_newtask",
@@ -310,12 +327,16 @@ pub fn assert_no_probes_left() {
             .collect()
     };
     // The kernel frees a program after an RCU grace period once its last
-    // fd is closed, so one closed at our exit can linger for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    // fd is closed, so one closed at our exit can linger for a moment; and
+    // when the target was gone (or with `top`) the profiler exits at once
+    // and leaves the removal (grace periods: ~5 s for the demo's uprobes)
+    // to a holder process that exits right after it (see `handoff`).
+    const GRACE_S: u64 = 15;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(GRACE_S);
     let mut left = ours();
     while !left.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         left = ours();
     }
-    assert!(left.is_empty(), "probes survived the profiler's exit by 3 s: {left:?}");
+    assert!(left.is_empty(), "probes survived the profiler's exit by {GRACE_S} s: {left:?}");
 }
