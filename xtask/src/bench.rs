@@ -6,41 +6,13 @@
 //! symbolization (crate::symbench). Prints a markdown table and
 //! writes BENCHMARKS.md.
 
-use crate::{cargo, run, workspace_root};
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use crate::{cargo, overhead, run, workspace_root};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
 const PORT: &str = "6399";
-const REQUESTS: &str = "50000";
 const MINI_REDIS: &str = "0.4.1";
-
-struct Config {
-    name: &'static str,
-    /// None: no profiler. Some(["rs", args…]) or Some(["perf", args…]).
-    profiler: Option<&'static [&'static str]>,
-}
-
-const CONFIGS: [Config; 6] = [
-    Config { name: "no profiler", profiler: None },
-    Config { name: "runtime-scope (default: tasks + stacks)", profiler: Some(&["rs"]) },
-    Config { name: "runtime-scope --no-tasks", profiler: Some(&["rs", "--no-tasks"]) },
-    Config { name: "runtime-scope --no-tasks --no-stacks", profiler: Some(&["rs", "--no-tasks", "--no-stacks"]) },
-    Config { name: "perf record -F 99 -g", profiler: Some(&["perf", "-F", "99", "-g"]) },
-    Config { name: "perf record -F 99 --call-graph dwarf", profiler: Some(&["perf", "-F", "99", "--call-graph", "dwarf"]) },
-];
-
-#[derive(Default, Clone)]
-struct Sample {
-    rps: f64,
-    p99_ms: f64,
-    target_cpu_ns: u64,
-    profiler_cpu_ns: u64,
-    bpf_ns: u64,
-}
 
 fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
@@ -66,108 +38,15 @@ pub(crate) fn ensure_tools(tools: &Path) -> Result<PathBuf, String> {
     Ok(server)
 }
 
-fn task_cpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn proc_cpu_ns(pid: u32) -> u64 {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-        let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    });
-    ticks.unwrap_or(0) * 10_000_000 // USER_HZ = 100
-}
-
-/// redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max".
-fn load() -> Result<(f64, f64), String> {
-    let out = Command::new("redis-benchmark")
-        .args(["-p", PORT, "-t", "set,get", "-n", REQUESTS, "-c", "50", "--csv"])
-        .output()
-        .map_err(|e| format!("redis-benchmark: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<Vec<f64>> = text
-        .lines()
-        .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
-        .map(|l| l.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse().ok()).collect())
-        .collect();
-    if rows.len() != 2 || rows.iter().any(|r| r.len() < 6) {
-        return Err(format!("unexpected redis-benchmark output: {text}"));
-    }
-    Ok((rows.iter().map(|r| r[0]).sum::<f64>() / 2.0, rows.iter().map(|r| r[5]).fold(0.0, f64::max)))
-}
-
-fn start_profiler(args: &[&str], pid: u32, scope: &Path, out: &Path) -> Result<Child, String> {
-    let mut cmd = if args[0] == "rs" {
-        let mut c = Command::new(scope);
-        c.args(["record", "--no-live", "-p", &pid.to_string(), "-o"]).arg(out).args(&args[1..]);
-        c.env("RUNTIME_SCOPE_BPF_STATS", "1");
-        c
-    } else {
-        let mut c = Command::new("perf");
-        c.args(["record", "-q", "-o"]).arg(out).args(&args[1..]).args(["-p", &pid.to_string()]);
-        c
-    };
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{args:?}: {e}"))?;
-    if args[0] == "rs" {
-        // Wait until it says it is recording.
-        let stderr = child.stderr.take().expect("piped");
-        let mut reader = BufReader::new(stderr);
-        let mut line = String::new();
-        while reader.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
-            if line.contains("runtime-scope: recording") {
-                break;
-            }
-            line.clear();
-        }
-        child.stderr = None;
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
-            let _ = std::fs::write("/tmp/runtime-scope-bench.stderr", rest);
-        });
-    } else {
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    Ok(child)
-}
-
-fn stop_profiler(mut child: Child) -> Result<(), String> {
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(child.id() as i32, 2) };
-    child.wait().map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_millis(200));
-    Ok(())
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-fn bpf_ns_from_stderr() -> u64 {
-    std::fs::read_to_string("/tmp/runtime-scope-bench.stderr")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split("run_ns=").nth(1)?.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// The flight recorder's soak: ten minutes of `watch` on a busy server.
 const SOAK_SECONDS: u64 = 600;
 
-/// `cargo xtask bench floor|memory|scale|soak`: the newer sections alone, printed;
+/// `cargo xtask bench floor|tax|memory|scale|soak [SECONDS]`: the newer sections alone, printed;
 /// BENCHMARKS.md is left as it is. scale: floor, ingest capacity and memory
 /// (ingest is sized from the floor run's per-poll cost).
 pub fn part(name: &str) -> Result<(), String> {
@@ -176,6 +55,7 @@ pub fn part(name: &str) -> Result<(), String> {
     let (scope, demo) = (root.join("target/release/runtime-scope"), root.join("target/release/demo-app"));
     let sections = match name {
         "floor" => vec![crate::floor::section(&scope, &demo)?.0],
+        "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
         "soak" => {
             let server = ensure_tools(&root.join("target/bench-tools"))?;
@@ -186,7 +66,7 @@ pub fn part(name: &str) -> Result<(), String> {
             let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
-        _ => return Err(format!("no bench part {name:?}: floor, memory, scale or soak [SECONDS]")),
+        _ => return Err(format!("no bench part {name:?}: floor, tax, memory, scale or soak [SECONDS]")),
     };
     println!("{}", sections.concat());
     Ok(())
@@ -202,39 +82,34 @@ pub fn bench() -> Result<(), String> {
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
     let mut srv = Command::new(&server).args(["--port", PORT]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(500));
-    let pid = srv.id();
     let started = Instant::now();
-    let mut results: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-    let out = std::env::temp_dir().join("bench-out");
-    for round in 0..ROUNDS {
-        for (i, config) in CONFIGS.iter().enumerate() {
-            println!("xtask bench: round {}/{ROUNDS}: {}", round + 1, config.name);
-            let profiler = match config.profiler {
-                Some(args) => Some(start_profiler(args, pid, &scope, &out.with_extension(if args[0] == "rs" { "pftrace" } else { "perf" }))?),
-                None => None,
-            };
-            let prof_pid = profiler.as_ref().map(|c| c.id());
-            let cpu0 = task_cpu_ns(pid);
-            let (rps, p99) = load()?;
-            let target_cpu_ns = task_cpu_ns(pid) - cpu0;
-            let profiler_cpu_ns = prof_pid.map_or(0, proc_cpu_ns);
-            if let Some(child) = profiler {
-                stop_profiler(child)?;
-            }
-            let bpf_ns = if config.profiler.is_some_and(|a| a[0] == "rs") { bpf_ns_from_stderr() } else { 0 };
-            results.entry(i).or_default().push(Sample { rps, p99_ms: p99, target_cpu_ns, profiler_cpu_ns, bpf_ns });
-        }
-    }
+    let all: Vec<usize> = (0..overhead::CONFIGS.len()).collect();
+    let target = overhead::Target { label: "mini-redis", pid: srv.id(), port: PORT, tests: "set,get" };
+    let redis = overhead::measure(&target, &all, &scope);
     let _ = srv.kill();
     let _ = srv.wait();
+    let redis = redis?;
+    let synthetic = overhead::synthetic(&demo, &scope, &[10, 100])?;
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
+    let tax = crate::switch_tax::section(&scope, &demo)?;
     let (per_poll, probed_ns) = crate::floor::section(&scope, &demo)?;
     let ingest = crate::capacity::ingest(&scope, &demo, probed_ns)?;
     let memory = crate::capacity::memory(&scope, &demo)?;
     let (sizes, stacks) = output_sizes(&scope, &demo)?;
     let symbolization = crate::symbench::section()?;
+    let overhead = format!(
+        "## Overhead on a Tokio server under load\n\nmini-redis {MINI_REDIS} (crates.io, stock release build) under `redis-benchmark -t set,get -c 50`, \
+         {} interleaved rounds of every configuration; in each, a warm-up load (not measured: `--polls auto` decides in it) then the measured one. \
+         Ratios are medians of per-round ratios to the same round's run alone. Target CPU is the server's schedstat time per request; recorder \
+         CPU its own user+system time over the measured load; BPF the kernel's run time of our programs (`kernel.bpf_stats_enabled`) over the \
+         whole recording, per request recorded and as a share of the target's CPU for those requests.\n\n{}{}\
+         The same with the demo app's PING server burning a known CPU time per request (`demo-app --serve PORT US`, `redis-benchmark -t ping`):\n\n{synthetic}",
+        overhead::ROUNDS,
+        overhead::table(&redis),
+        overhead::per_program(&redis, 1),
+    );
     let soak = crate::soak::section(&scope, &server, SOAK_SECONDS)?;
-    let report = render(&results, &[&per_poll, &ingest, &memory, &soak], &sizes, &[&stacks, &symbolization], started.elapsed());
+    let report = render(&overhead, &[&tax, &per_poll, &ingest, &memory, &soak], &sizes, &[&stacks, &symbolization], started.elapsed());
     println!("{report}");
     std::fs::write(root.join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
     println!("xtask bench: wrote BENCHMARKS.md");
@@ -317,17 +192,10 @@ fn write_throughput(captures: &[(&str, String)]) -> Result<String, String> {
     Ok(s)
 }
 
-fn render(
-    results: &BTreeMap<usize, Vec<Sample>>,
-    measured: &[&str],
-    sizes: &[(String, u64, u64)],
-    sections: &[&str],
-    took: Duration,
-) -> String {
+fn render(overhead: &str, measured: &[&str], sizes: &[(String, u64, u64)], sections: &[&str], took: Duration) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let base = &results[&0];
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
     s.push_str(&format!(
@@ -335,31 +203,7 @@ fn render(
         kernel.trim(),
         took.as_secs_f64()
     ));
-    s.push_str(&format!(
-        "## Overhead on a Tokio server under load\n\nmini-redis {MINI_REDIS} (crates.io, stock release build) under `redis-benchmark -t set,get -n {REQUESTS} -c 50`, \
-         {ROUNDS} interleaved rounds of every configuration; ratios are medians of per-round ratios to the same round's run without a profiler. \
-         Profiler CPU is its own user+system time while recording (not the export afterwards); BPF is the kernel's run time of our programs \
-         (`kernel.bpf_stats_enabled`); both as a share of the target's CPU time (schedstat) in the same run.\n\n"
-    ));
-    s.push_str("| configuration | throughput ratio | p99 latency ratio | profiler CPU / target CPU | BPF time / target CPU |\n|---|---|---|---|---|\n");
-    for (i, config) in CONFIGS.iter().enumerate() {
-        let runs = &results[&i];
-        let ratio = |f: fn(&Sample) -> f64| median(runs.iter().zip(base).map(|(r, b)| f(r) / f(b)).collect());
-        let share = |f: fn(&Sample) -> u64| median(runs.iter().map(|r| f(r) as f64 * 100.0 / r.target_cpu_ns.max(1) as f64).collect());
-        let (prof, bpf) = if i == 0 {
-            ("–".into(), "–".into())
-        } else if config.name.starts_with("perf") {
-            (format!("{:.1}%", share(|r| r.profiler_cpu_ns)), "n/a".into())
-        } else {
-            (format!("{:.1}%", share(|r| r.profiler_cpu_ns)), format!("{:.1}%", share(|r| r.bpf_ns)))
-        };
-        s.push_str(&format!("| {} | {:.3} | {:.2} | {prof} | {bpf} |\n", config.name, ratio(|r| r.rps), ratio(|r| r.p99_ms)));
-    }
-    s.push_str(&format!(
-        "\nBaseline median: {:.0} requests/s, p99 {:.2} ms.\n\n",
-        median(base.iter().map(|r| r.rps).collect()),
-        median(base.iter().map(|r| r.p99_ms).collect())
-    ));
+    s.push_str(overhead);
     for section in measured {
         s.push_str(section);
     }

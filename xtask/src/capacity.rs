@@ -266,7 +266,7 @@ pub fn ingest(scope: &Path, demo: &Path, probed_ns: f64) -> Result<String, Strin
         let mut running = Vec::new();
         for i in 0..load.loops {
             let out = tmp(&format!("bench-ingest-{i}.rscope"));
-            let mut args = vec!["--no-live", "-o", &out];
+            let mut args = vec!["--no-live", "--polls", "on", "-o", &out];
             args.extend(load.args);
             running.push((start(scope, &args, &[&demo, "--yield-loop", &n_text])?, out));
         }

@@ -173,7 +173,7 @@ pub fn section(scope: &Path, demo: &Path) -> Result<(String, f64), String> {
                 0 => Command::new(&demo),
                 4 => {
                     let mut cmd = Command::new(scope);
-                    cmd.args(["record", "--no-live", "--no-stacks", "-o"]).arg(&capture).arg("--").arg(&demo);
+                    cmd.args(["record", "--no-live", "--no-stacks", "--polls", "on", "-o"]).arg(&capture).arg("--").arg(&demo);
                     cmd
                 }
                 _ => {

@@ -1,7 +1,10 @@
 //! Project automation. `cargo xtask <command>`:
 //!   setup  install what building needs (idempotent, seconds when all is there)
 //!   demo   build, run the demo app, profile it 10 s, write trace.json
-//!   test   every test, including the root-only kernel tests
+//!   test   every test, including the root-only kernel tests, then the
+//!          kernel matrix
+//!   test-kernels [5.10|6.1|6.12 …]  the kernel matrix alone: the end-to-end
+//!          tests in qemu guests running Debian's kernels (see kernels/)
 //!   bench  overhead, per-poll cost next to the uprobe floor, ingest capacity,
 //!          memory on a 60 s run, `watch` soaked 10 minutes, output sizes,
 //!          symbolization → BENCHMARKS.md (`bench floor|memory|scale|soak [S]`:
@@ -12,8 +15,11 @@
 mod bench;
 mod capacity;
 mod floor;
+mod overhead;
+mod kernels;
 mod setup;
 mod soak;
+mod switch_tax;
 mod symbench;
 
 use std::path::{Path, PathBuf};
@@ -75,7 +81,9 @@ fn test() -> Result<(), String> {
     run(cargo().args(["build", "--profile", "release-fat-lto", "-p", "demo-app"]))?;
     // One test at a time: kernel tests measure CPU time and check that no
     // probe outlives the profiler, which concurrent runs would blur.
-    run(cargo().args(["test", "--release", "--", "--test-threads=1"]))
+    run(cargo().args(["test", "--release", "--", "--test-threads=1"]))?;
+    // The same end-to-end tests on the kernels users run (5.10 to 6.12).
+    kernels::test_kernels(&[])
 }
 
 fn main() -> ExitCode {
@@ -84,12 +92,16 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(),
         "demo" => setup::ensure().and_then(|()| demo()),
         "test" => setup::ensure().and_then(|()| test()),
+        "test-kernels" => {
+            let only: Vec<String> = std::env::args().skip(2).collect();
+            setup::ensure().and_then(|()| kernels::test_kernels(&only))
+        }
         "bench" => match std::env::args().nth(2) {
             None => setup::ensure().and_then(|()| bench::bench()),
             Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|bench [floor|memory|scale|soak [SECONDS]]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [floor|tax|memory|scale|soak [SECONDS]]>");
             return ExitCode::from(2);
         }
     };

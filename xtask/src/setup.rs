@@ -2,7 +2,8 @@
 //! puts it on PATH for every command xtask runs afterwards.
 //!
 //! - Debian: llvm-22-dev + libpolly-22-dev (bpf-linker links LLVM 22;
-//!   llvm-22-dev pulls in llvm-22, whose llvm-addr2line-22 the bench compares with)
+//!   llvm-22-dev pulls in llvm-22, whose llvm-addr2line-22 the bench compares with);
+//!   tmux, and qemu-system-x86, busybox-static, cpio for the kernel matrix
 //! - the installed nightly's rust-src (the eBPF crate builds core itself)
 //! - bpf-linker, built against LLVM 22
 
@@ -12,7 +13,11 @@ use std::process::Command;
 use std::time::Instant;
 
 // tmux: the `top` dashboard test drives it in a real terminal.
-const PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "tmux"];
+// The kernel matrix (cargo xtask test-kernels): qemu boots Debian's kernels,
+// busybox-static and cpio make the guests' initramfs, the archive keyring
+// verifies the kernels' packages.
+const PACKAGES: [&str; 7] =
+    ["llvm-22-dev", "libpolly-22-dev", "tmux", "qemu-system-x86", "busybox-static", "cpio", "debian-archive-keyring"];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -9,10 +9,13 @@
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
 //! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
-//! `--block-in-place N`, `--local-set N` (see `shapes`). `--stall-once AT
-//! [SECONDS]` is the demo plus one stall: at AT seconds a task blocks its
-//! worker for 200 ms (`stall_once`), once (the flight recorder's test).
+//! `--block-in-place N`, `--local-set N` (see `shapes`); `--serve PORT
+//! WORK_US` answers redis-benchmark's PING at a known CPU cost (`server`).
+//! `--stall-once AT [SECONDS]` is the demo plus one stall: at AT seconds a
+//! task blocks its worker for 200 ms (`stall_once`), once (the flight
+//! recorder's test).
 
+mod server;
 mod shapes;
 
 use std::hint::black_box;
@@ -146,6 +149,10 @@ fn main() {
     }
     if first.as_deref() == Some("--yield-rate") {
         return shapes::yield_rate(args.next().and_then(|s| s.parse().ok()).unwrap_or(10.0));
+    }
+    if first.as_deref() == Some("--serve") {
+        let port = args.next().and_then(|s| s.parse().ok()).unwrap_or(6400);
+        return server::serve(port, args.next().and_then(|s| s.parse().ok()).unwrap_or(10));
     }
     if first.as_deref() == Some("--lock-contention") {
         return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));

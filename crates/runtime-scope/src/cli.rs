@@ -29,9 +29,13 @@ Examples:
   runtime-scope export run.rscope -o run.json
   runtime-scope report run.rscope
 
-Needs root (or CAP_BPF + CAP_PERFMON) to record. Recording stops at the
-duration, on Ctrl-C or SIGTERM, or when the target exits; the output is
-written in every case."
+  # What this kernel offers (Linux 5.10+; what older kernels lose)
+  sudo runtime-scope check
+
+Needs root to record (see README, \"Running without root\"). Recording
+stops at the duration, on Ctrl-C, SIGTERM or SIGHUP, or when the target
+exits; the output is written in every case. Our messages and the summary
+go to stderr."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -110,7 +114,8 @@ pub struct StackArgs {
     pub no_tasks: bool,
 
     /// Exact polls: a probe on every poll of every task (and wake), about
-    /// 1.5 µs each. `auto` measures the poll rate for a moment and keeps
+    /// 1.9 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
+    /// poll). `auto` measures the poll rate for a moment and keeps
     /// them only while they cost less than --overhead-budget of the
     /// target's CPU; otherwise tasks are seen through Tokio's task id at
     /// switches and samples, which costs nothing per poll. `--polls` alone
@@ -119,7 +124,8 @@ pub struct StackArgs {
     pub polls: PollTier,
 
     /// CPU budget for exact polls with --polls auto, in percent of the
-    /// target's own CPU time.
+    /// target's own CPU time (exact polls costing under 2 ms of CPU a
+    /// second are kept anyway; 0: never kept once task ids are found).
     #[arg(long, default_value_t = 2.0, value_name = "PERCENT", value_parser = budget_pct)]
     pub overhead_budget: f64,
 }
@@ -219,6 +225,16 @@ Long polls are grouped by cause and call site: cpu (on a CPU: the hottest
 frames), blocked (off-CPU waiting inside the poll: the stack at the
 switch-out), preempted (runnable, but another thread had the CPU).")]
     Report(ReportArgs),
+    /// Say what this kernel offers runtime-scope: each BPF feature newer than
+    /// Linux 5.10 that it uses, and what a recording loses without it. Needs root.
+    #[command(after_help = "\
+Example:
+  sudo runtime-scope check
+
+Prints one line per feature: yes or no, its key, what it is, the first Linux
+release that has it, and what runtime-scope does without it. Exits 1 when
+this kernel cannot record at all (older than 5.10, no BTF), saying why.")]
+    Check,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -227,6 +243,11 @@ pub struct RecordArgs {
     /// Process ID to attach to.
     #[arg(short, long)]
     pub pid: Option<u32>,
+
+    /// With -p: the binary holding tokio, if not the program itself (a
+    /// library); it must be mapped by the process [default: /proc/PID/exe].
+    #[arg(short, long, value_name = "PATH", requires = "pid")]
+    pub target: Option<PathBuf>,
 
     /// Stop after this many seconds (1 to 86400) [default: until Ctrl-C or the target exits].
     #[arg(short, long, value_name = "SECONDS",
@@ -265,9 +286,12 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 
+    /// Output format, overriding the extension of -o.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 
@@ -282,7 +306,12 @@ pub struct TopArgs {
     #[arg(short, long)]
     pub pid: u32,
 
-    /// Also keep the capture here while watching.
+    /// Stop after this many seconds (1 to 86400) [default: until q or the target exits].
+    #[arg(short, long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_S))]
+    pub duration: Option<u64>,
+
+    /// Also keep the capture (a .rscope file) here while watching.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
 
@@ -300,6 +329,8 @@ pub struct TopArgs {
     #[arg(long, value_name = "PATTERN")]
     pub snapshot: Option<PathBuf>,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 
@@ -312,6 +343,8 @@ pub struct ReportArgs {
     /// Capture file written by `record`.
     pub capture: PathBuf,
 
+    /// Thread-name prefix of runtime workers, in addition to Tokio's defaults
+    /// (tokio-rt-worker, tokio-runtime-w). Repeatable.
     #[arg(long = "workers", value_name = "PREFIX")]
     pub worker_prefixes: Vec<String>,
 

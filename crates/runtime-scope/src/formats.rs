@@ -9,6 +9,9 @@ use std::path::Path;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Chrome JSON over this is slow to open (viewers parse it whole).
+const LARGE_CHROME_TRACE: u64 = 100 << 20;
+
 /// `--format` if given, else the file's extension.
 pub fn choose(path: &Path, format: Option<Format>) -> Result<Format> {
     if let Some(format) = format {
@@ -32,21 +35,27 @@ pub fn choose(path: &Path, format: Option<Format>) -> Result<Format> {
 /// Writes `recording` (already turned into `timeline`) to `path`; returns a
 /// one-line description of what was written.
 pub fn write(path: &Path, format: Format, recording: &Recording, timeline: &Timeline, symbols: &Symbols) -> Result<String> {
-    let what = match format {
+    let (what, size) = match format {
         Format::Chrome => {
-            let n = output::write_atomically(path, |out| scope_export::chrome::write(timeline, symbols, VERSION, out))?;
-            format!("Chrome trace, {n} events")
+            let (n, size) = output::write_atomically(path, |out| scope_export::chrome::write(timeline, symbols, VERSION, out))?;
+            if size >= LARGE_CHROME_TRACE {
+                say!(
+                    "runtime-scope: the Chrome trace is {} MB, more than viewers load comfortably; a Perfetto trace of the same \
+                     recording is about 19 times smaller (-o FILE.pftrace, or `runtime-scope export` the capture)",
+                    size >> 20
+                );
+            }
+            (format!("Chrome trace, {n} events"), size)
         }
         Format::Perfetto => {
-            let n = output::write_atomically(path, |out| scope_export::perfetto::write(timeline, symbols, out))?;
-            format!("Perfetto trace, {n} packets")
+            let (n, size) = output::write_atomically(path, |out| scope_export::perfetto::write(timeline, symbols, out))?;
+            (format!("Perfetto trace, {n} packets"), size)
         }
         Format::Capture => {
-            output::write_atomically(path, |out| capture::write_recording(recording, out))?;
-            format!("capture, {} events", recording.events.len())
+            let ((), size) = output::write_atomically(path, |out| capture::write_recording(recording, out))?;
+            (format!("capture, {} events", recording.events.len()), size)
         }
     };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(format!("{} written to {} ({what}, {:.1} MB)", kind_name(format), path.display(), size as f64 / 1e6))
 }
 

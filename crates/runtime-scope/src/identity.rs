@@ -35,6 +35,8 @@ pub struct Identity {
     pub checked: (u64, u64),
     /// Set once the poll probes are gone: open polls are no longer known.
     unprobed: bool,
+    /// The id last recorded per thread: marks are written on change only.
+    last: HashMap<u32, u64>,
 }
 
 impl Identity {
@@ -71,9 +73,7 @@ impl Identity {
         if self.field.is_some() || self.gave_up {
             return None;
         }
-        if let Some(id) = self.polled(tid) {
-            self.calibration.observe(&bytes, id);
-        }
+        self.calibration.observe(&bytes, self.polled(tid));
         if self.pending.len() < KEEP_COPIES {
             self.pending.push((ts, tid, bytes));
         }
@@ -93,18 +93,38 @@ impl Identity {
     pub fn marks_from_copies(&mut self) -> Vec<Event> {
         let Some(field) = self.field else { return Vec::new() };
         let at = field as usize;
-        std::mem::take(&mut self.pending)
+        let read: Vec<(u64, u32, u64)> = std::mem::take(&mut self.pending)
             .into_iter()
-            .filter_map(|(ts, tid, bytes)| {
-                let id = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
-                (id != 0).then_some(Event::TaskAt { ts, tid, id })
-            })
-            .collect()
+            .filter_map(|(ts, tid, bytes)| Some((ts, tid, u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))))
+            .collect();
+        // Not checked: the probes' open polls are today's, not those of then.
+        read.into_iter().filter_map(|(ts, tid, id)| self.record(ts, tid, id)).collect()
+    }
+
+    /// The id read at a switch-out or sample (0: none): a mark when it
+    /// differs from the thread's last one, and checked against the probes.
+    pub fn mark(&mut self, ts: u64, tid: u32, id: u64) -> Option<Event> {
+        if id != 0 {
+            self.check(tid, id);
+        }
+        self.record(ts, tid, id)
+    }
+
+    fn record(&mut self, ts: u64, tid: u32, id: u64) -> Option<Event> {
+        let last = self.last.insert(tid, id).unwrap_or(0);
+        (last != id).then_some(Event::TaskAt { ts, tid, id })
+    }
+
+    /// Ids are no longer read: every thread's last mark ends here.
+    pub fn end_marks(&mut self, ts: u64) -> Vec<Event> {
+        let mut tids: Vec<u32> = self.last.iter().filter(|&(_, &id)| id != 0).map(|(&t, _)| t).collect();
+        tids.sort_unstable();
+        tids.into_iter().filter_map(|tid| self.record(ts, tid, 0)).collect()
     }
 
     /// A task id read by the kernel: counted against the exact probes when
     /// they say which task was open then.
-    pub fn check(&mut self, tid: u32, id: u64) {
+    fn check(&mut self, tid: u32, id: u64) {
         if let Some(polled) = self.polled(tid) {
             self.checked.1 += 1;
             self.checked.0 += u64::from(polled == id);
@@ -132,12 +152,14 @@ mod tests {
         }
         assert_eq!(decision, Some(Decision::Field(8)));
         let marks = id.marks_from_copies();
-        assert_eq!(marks.len(), 16, "the copies up to the decision");
+        assert_eq!(marks.len(), 16, "the copies up to the decision (each a new id)");
         assert_eq!(marks[0], Event::TaskAt { ts: 0, tid: 7, id: 10 });
         id.poll_started(7, 12);
-        id.check(7, 12);
-        id.check(7, 99);
-        assert_eq!(id.checked, (1, 2));
+        assert_eq!(id.mark(100, 7, 12), Some(Event::TaskAt { ts: 100, tid: 7, id: 12 }));
+        assert_eq!(id.mark(101, 7, 12), None, "unchanged: no mark");
+        assert!(id.mark(102, 7, 99).is_some());
+        assert_eq!(id.checked, (2, 3));
+        assert_eq!(id.end_marks(200), vec![Event::TaskAt { ts: 200, tid: 7, id: 0 }]);
     }
 
     #[test]

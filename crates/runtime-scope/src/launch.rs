@@ -25,7 +25,7 @@ pub fn run_stub_if_requested() {
         return;
     }
     let Some(fd) = std::env::var(GATE_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
-        eprintln!("runtime-scope: {STUB_ARG} is internal");
+        say!("runtime-scope: {STUB_ARG} is internal");
         std::process::exit(2);
     };
     // SAFETY: the parent passed us this descriptor, nobody else owns it.
@@ -40,13 +40,17 @@ pub fn run_stub_if_requested() {
     drop(gate);
     // SAFETY: single-threaded stub, changing our own environment.
     unsafe { std::env::remove_var(GATE_ENV) };
+    // Rust ignores SIGPIPE and exec keeps ignored signals: give the program
+    // the default it would have had without us (`… | head` ends it).
+    // SAFETY: resetting a signal disposition before exec.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let argv: Vec<CString> = args[2..].iter().map(|a| CString::new(a.as_str()).expect("no NUL in argv")).collect();
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: NUL-terminated argv array of valid C strings.
     unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
     let err = std::io::Error::last_os_error();
-    eprintln!("runtime-scope: cannot run {}: {err}", args[2]);
+    say!("runtime-scope: cannot run {}: {err}", args[2]);
     std::process::exit(127);
 }
 
@@ -71,9 +75,37 @@ pub fn resolve(program: &str) -> Result<PathBuf> {
 }
 
 pub struct Held {
-    pub child: Child,
+    pub child: Launched,
     /// Write a byte here to let the program start.
     pub release: OwnedFd,
+}
+
+/// The program we started. It is never left behind: whatever ends the
+/// recording (an error, a panic), dropping this stops it.
+pub struct Launched {
+    child: Option<Child>,
+}
+
+impl Launched {
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Reaps the program when recording ends: see [`finish`].
+    pub fn finish(&mut self, reason: StopReason) -> Option<i32> {
+        self.child.take().map(|child| finish(child, reason))
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            say!("runtime-scope: the recording failed: stopping the program it started (pid {})", child.id());
+            finish(child, StopReason::Incomplete);
+        }
+    }
 }
 
 /// Starts `argv` held before exec. Stdin, stdout and stderr are shared.
@@ -103,7 +135,7 @@ pub fn spawn_held(argv: &[String]) -> Result<Held> {
     }
     let child = cmd.spawn().with_context(|| format!("starting {}", argv[0]))?;
     drop(read_end);
-    Ok(Held { child, release })
+    Ok(Held { child: Launched { child: Some(child) }, release })
 }
 
 /// Exit code, or 128 + signal, as a shell reports it.
@@ -113,15 +145,14 @@ fn status_code(status: std::process::ExitStatus) -> i32 {
 
 /// Reaps the launched program when recording ends. If it is still running
 /// (duration reached or Ctrl-C), it gets SIGTERM, then SIGKILL after 5 s.
-pub fn finish(mut child: Child, reason: StopReason) -> i32 {
+fn finish(mut child: Child, reason: StopReason) -> i32 {
     if let Ok(Some(status)) = child.try_wait() {
         return status_code(status);
     }
     let deadline = Instant::now() + GRACE;
-    eprintln!(
-        "runtime-scope: the launched program is still running ({}): sending SIGTERM",
-        reason.describe()
-    );
+    if reason != StopReason::Incomplete {
+        say!("runtime-scope: the launched program is still running ({}): sending SIGTERM", reason.describe());
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     loop {

@@ -1,12 +1,18 @@
 //! runtime-scope: timeline profiler for async Rust, built on eBPF.
 
 mod btf;
+#[macro_use]
+mod say;
 mod cli;
 mod commands;
+mod exec_follow;
 mod failure;
 mod identity;
 mod formats;
+mod kernel_features;
 mod kernel_layout;
+mod handoff;
+mod images;
 mod launch;
 mod live;
 mod modules;
@@ -17,6 +23,7 @@ mod process;
 mod recorder;
 mod sink;
 mod stacks;
+mod stopping;
 mod top;
 mod thread_names;
 mod tiers;
@@ -38,13 +45,14 @@ fn main() {
         Some(Command::Watch(args)) => watch::run(args),
         Some(Command::Export(args)) => commands::export(args).map(|()| 0),
         Some(Command::Report(args)) => commands::report(args),
+        Some(Command::Check) => kernel_features::check().map(|()| 0),
     };
     // Output is written by now; the probes may still be coming off.
     recorder::finish_detaching();
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("runtime-scope: error: {err:#}");
+            say!("runtime-scope: error: {err:#}");
             std::process::exit(failure::exit_code(&err));
         }
     }

@@ -27,7 +27,7 @@ pub fn check() -> Result<()> {
         return Ok(());
     }
     bail!(
-        "runtime-scope needs root to load eBPF programs: run it with sudo \
-         (or grant CAP_BPF and CAP_PERFMON: sudo setcap cap_bpf,cap_perfmon+ep $(which runtime-scope))"
+        "runtime-scope needs root to load eBPF programs: run it with sudo (without root it needs CAP_BPF and \
+         CAP_PERFMON and read access to tracefs; see README, \"Running without root\")"
     )
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
-use aya::programs::{BtfTracePoint, PerfEvent, TracePoint, UProbe};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
+use crate::kernel_features::{KernelFeatures, explain_rejection};
 use scope_common::{FieldOffsets, StackConfig, TaskIdLayout, counter};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scope-ebpf"));
@@ -19,12 +20,19 @@ pub struct Probes {
     /// Per-probe uprobe links by program, detached together in [`Probes::detach_uprobes`].
     uprobes: Vec<(ProbeSet, &'static str, UProbeLinkId)>,
     /// uprobe_multi links (one per program); closing one detaches it.
-    multi_links: Vec<(ProbeSet, OwnedFd)>,
+    multi_links: Vec<(ProbeSet, &'static str, OwnedFd)>,
     /// False once the kernel refused a uprobe_multi link (before 6.6), or
     /// when RUNTIME_SCOPE_NO_UPROBE_MULTI is set (to test the fallback).
     multi_usable: bool,
     /// Maps taken out of aya (the ring buffer), kept for uprobe_multi copies.
     map_fds: Vec<(String, OwnedFd)>,
+    /// `uname -r`, for the message when the kernel rejects a program.
+    release: String,
+    /// The poll probes carry cookies (5.15+).
+    cookies: bool,
+    /// The uprobe_multi copies of programs (aya does not list them), for
+    /// their run counters.
+    multi_progs: Vec<(String, OwnedFd)>,
 }
 
 /// Which task probes: polls (with spawns and worker loops), or wakes.
@@ -39,17 +47,29 @@ fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
     let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
         "; run as root (or with CAP_BPF and CAP_PERFMON)"
     } else {
-        "; runtime-scope needs Linux ≥ 5.15 with BPF ring buffers and BTF"
+        "; runtime-scope needs Linux ≥ 5.10 with BPF ring buffers and BTF"
     };
     anyhow::anyhow!("loading the eBPF programs failed: {text}{hint}")
 }
 
 impl Probes {
-    pub fn load(tgid: u32, offsets: &FieldOffsets, stacks: &StackConfig, task_ids: &TaskIdLayout) -> Result<Probes> {
+    pub fn load(
+        tgid: u32,
+        offsets: &FieldOffsets,
+        stacks: &StackConfig,
+        task_ids: &TaskIdLayout,
+        features: &KernelFeatures,
+    ) -> Result<Probes> {
         let scratch_slots = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
         let btf = crate::btf::Btf::from_sys_fs()?;
         let kernel = crate::kernel_layout::read(&btf)?;
+        // Frozen .rodata: the verifier prunes the paths this kernel lacks
+        // the helpers for (see kernel_features).
+        let cookies = u32::from(features.uprobe_cookies);
+        let task_pt_regs = u32::from(features.task_pt_regs);
         let ebpf = EbpfLoader::new()
+            .override_global("UPROBE_COOKIES", &cookies, true)
+            .override_global("TASK_PT_REGS", &task_pt_regs, true)
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
             .override_global("LAYOUT", &kernel, true)
@@ -59,7 +79,22 @@ impl Probes {
             .load(OBJECT)
             .map_err(explain_load_error)?;
         let multi_usable = std::env::var_os("RUNTIME_SCOPE_NO_UPROBE_MULTI").is_none();
-        Ok(Probes { ebpf, uprobes: Vec::new(), multi_links: Vec::new(), multi_usable, map_fds: Vec::new() })
+        Ok(Probes {
+            ebpf,
+            uprobes: Vec::new(),
+            multi_links: Vec::new(),
+            multi_usable,
+            map_fds: Vec::new(),
+            release: features.release.clone(),
+            cookies: features.uprobe_cookies,
+            multi_progs: Vec::new(),
+        })
+    }
+
+    /// A program's load, failing in one line that names what the kernel
+    /// lacks (the verifier's log goes to a file, never to the terminal).
+    fn checked(release: &str, program: &str, loaded: Result<(), ProgramError>) -> Result<()> {
+        loaded.map_err(|e| anyhow::anyhow!(explain_rejection(program, release, &e)))
     }
 
     /// A BTF tracepoint program (`sched_switch`, `sched_waking`).
@@ -69,7 +104,7 @@ impl Probes {
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        tp.load(program, btf).with_context(|| format!("the kernel rejected the {program} program"))?;
+        Self::checked(&self.release, program, tp.load(program, btf))?;
         tp.attach().with_context(|| format!("attaching to BTF tracepoint {program} failed"))?;
         Ok(())
     }
@@ -98,7 +133,7 @@ impl Probes {
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        tp.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+        Self::checked(&self.release, program, tp.load())?;
         tp.attach(category, program)
             .with_context(|| format!("attaching to tracepoint {category}:{program} failed"))?;
         Ok(())
@@ -112,7 +147,7 @@ impl Probes {
             .program_mut("sample_stack")
             .context("program sample_stack missing from the eBPF object")?
             .try_into()?;
-        program.load().context("the kernel rejected the sampling program")?;
+        Self::checked(&self.release, "sample_stack", program.load())?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         for cpu in cpus {
             program
@@ -133,7 +168,13 @@ impl Probes {
         let mut fds: HashMap<String, RawFd> = self.map_fds.iter().map(|(n, fd)| (n.clone(), fd.as_raw_fd())).collect();
         for (name, map) in self.ebpf.maps() {
             let data = match map {
-                Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::RingBuf(d) => d,
+                Map::Array(d)
+                | Map::PerCpuArray(d)
+                | Map::HashMap(d)
+                | Map::PerCpuHashMap(d)
+                | Map::LruHashMap(d)
+                | Map::PerCpuLruHashMap(d)
+                | Map::RingBuf(d) => d,
                 _ => continue,
             };
             fds.insert(name.to_string(), data.fd().as_fd().as_raw_fd());
@@ -159,15 +200,18 @@ impl Probes {
             ],
             ProbeSet::Wakes => vec![("task_wake", &points.wakes, false)],
         };
+        let with_cookies = self.cookies;
         let cookies = |program: &str, offsets: &[u64]| -> Vec<u64> {
-            // poll_enter's cookie: where to read the task id (0: don't).
-            offsets.iter().map(|o| if program == "poll_enter" { points.id_offsets.get(o).copied().unwrap_or(0) } else { 0 }).collect()
+            // poll_enter's cookie: where to read the task id (0: don't, and
+            // none at all before 5.15, which has no cookies).
+            let id_offset = |o: &u64| if program == "poll_enter" && with_cookies { points.id_offsets.get(o).copied().unwrap_or(0) } else { 0 };
+            offsets.iter().map(id_offset).collect()
         };
         if self.multi_usable {
             match self.attach_multi(points, pid, &programs, &cookies) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    eprintln!("runtime-scope: uprobe_multi links unavailable ({e:#}); attaching one uprobe per probe (slower to remove)");
+                    say!("runtime-scope: no uprobe_multi links ({e:#}; Linux 6.6+ has them): one uprobe per probe instead, which takes seconds to remove");
                     self.multi_usable = false;
                 }
             }
@@ -181,7 +225,7 @@ impl Probes {
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
             if probe.fd().is_err() {
-                probe.load().with_context(|| format!("the kernel rejected the {program} program"))?;
+                Self::checked(&self.release, program, probe.load())?;
             }
             for (&offset, cookie) in offsets.iter().zip(cookies(program, offsets)) {
                 let cookie = (cookie != 0).then_some(cookie);
@@ -206,11 +250,12 @@ impl Probes {
         let mut links = Vec::new();
         for &(program, offsets, returns) in programs.iter().filter(|(_, o, _)| !o.is_empty()) {
             let link = crate::uprobe_multi::attach(&loaded[program], &points.binary, offsets, &cookies(program, offsets), pid, returns)?;
-            links.push(link);
+            links.push((program, link));
         }
+        self.multi_progs.extend(loaded);
         // Only once every link is made: a half-attached set is undone whole.
         let set = if programs.iter().any(|(n, _, _)| *n == "task_wake") { ProbeSet::Wakes } else { ProbeSet::Polls };
-        self.multi_links.extend(links.into_iter().map(|l| (set, l)));
+        self.multi_links.extend(links.into_iter().map(|(program, l)| (set, program, l)));
         Ok(())
     }
 
@@ -218,11 +263,19 @@ impl Probes {
     /// grace period); per-probe links go on a thread of their own, as each
     /// waits for its own grace period (seconds for dozens).
     pub fn detach_task_probes(&mut self, set: ProbeSet) -> Result<()> {
-        // Entries first (the reverse of attaching): a poll entered after its
-        // return probe went would stay open for good.
-        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _)| *s == set);
+        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _, _)| *s == set);
         self.multi_links = staying;
-        drop(going.into_iter().rev().collect::<Vec<_>>());
+        // Each link on a thread of its own, never on the recorder's: closing
+        // one takes its breakpoints out at once, then waits until no probed
+        // poll is still to return (measured: a launched program's worker
+        // loop, entered under the probes, held that wait for its whole
+        // life). One thread each, so no link's wait keeps another's
+        // breakpoints in; entries before returns, or a poll entered after
+        // its return probe went would stay open.
+        let (returns, entries): (Vec<_>, Vec<_>) = going.into_iter().partition(|(_, program, _)| *program == "poll_exit");
+        for (_, _, link) in entries.into_iter().chain(returns) {
+            std::thread::spawn(move || drop(link));
+        }
         let (mut entries, mut returns) = (Vec::new(), Vec::new());
         for (s, program, id) in std::mem::take(&mut self.uprobes) {
             if s != set {
@@ -251,7 +304,12 @@ impl Probes {
     /// the kernel's grace periods: 30 links took 5 s (measured), during which
     /// the target still paid for probes; from many threads the waits overlap.
     fn detach_uprobes(&mut self) -> Result<()> {
-        self.multi_links.clear();
+        let multi = std::mem::take(&mut self.multi_links);
+        std::thread::scope(|s| {
+            for (_, _, link) in multi {
+                s.spawn(move || drop(link));
+            }
+        });
         let mut links = Vec::new();
         for (_, program, id) in std::mem::take(&mut self.uprobes) {
             let probe: &mut UProbe = self.ebpf.program_mut(program).context("uprobe program missing")?.try_into()?;
@@ -306,6 +364,11 @@ impl Probes {
         self.counter(counter::FILTER_FULL)
     }
 
+    /// Child processes the target started while recorded (not followed).
+    pub fn child_processes(&self) -> Result<u64> {
+        self.counter(counter::FORKS)
+    }
+
     /// (program name, run count, total run ns) of our programs, from the
     /// kernel's own accounting (only counted while the sysctl
     /// kernel.bpf_stats_enabled is 1).
@@ -341,6 +404,14 @@ impl Probes {
                 e.run_time_ns = e.run_time_ns.max(field("run_time_ns:").unwrap_or(0));
                 e.recursion_misses = e.recursion_misses.max(field("recursion_misses:").unwrap_or(0));
             }
+        }
+        for (name, fd) in &self.multi_progs {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())) else { continue };
+            let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+            let e = out.entry(name.clone()).or_default();
+            e.run_cnt += field("run_cnt:").unwrap_or(0);
+            e.run_time_ns += field("run_time_ns:").unwrap_or(0);
+            e.recursion_misses += field("recursion_misses:").unwrap_or(0);
         }
         out
     }

@@ -14,6 +14,18 @@ pub struct Target {
     pub exit_fd: OwnedFd,
 }
 
+/// `PF_KTHREAD` in the flags of /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The state letter and the flags of a /proc/PID/stat line (the command,
+/// in parentheses, may hold anything: fields are counted after its `)`).
+fn state_and_flags(stat: &str) -> (char, u64) {
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().and_then(|s| s.chars().next()).unwrap_or('?');
+    (state, fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0))
+}
+
 fn proc_path(pid: u32, tail: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{tail}"))
 }
@@ -37,6 +49,15 @@ impl Target {
                 tgid.unwrap_or("?")
             ));
         }
+        // Neither runs user code we could record: an empty "success" would mislead.
+        let stat = read_trimmed(proc_path(pid, "stat")).unwrap_or_default();
+        let (state, flags) = state_and_flags(&stat);
+        if flags & PF_KTHREAD != 0 {
+            return usage(format!("{pid} is a kernel thread, not a program: pass the pid of a Tokio program"));
+        }
+        if matches!(state, 'Z' | 'X') {
+            return usage(format!("process {pid} has exited (a zombie waiting for its parent): nothing to record"));
+        }
         // SAFETY: plain syscall with integer arguments.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
         if fd < 0 {
@@ -49,11 +70,23 @@ impl Target {
             Some(path) if !path.exists() => {
                 return usage(format!("--target {}: no such file", path.display()));
             }
+            Some(path) if !crate::modules::maps_file(pid, &path) => {
+                return usage(format!(
+                    "--target {}: process {pid} does not map this file; give the binary it runs (default: /proc/{pid}/exe)",
+                    path.display()
+                ));
+            }
             Some(path) => path,
             None => std::fs::read_link(proc_path(pid, "exe"))
                 .unwrap_or_else(|_| proc_path(pid, "exe")),
         };
         Ok(Target { pid, command, executable, exit_fd })
+    }
+
+    /// The program the target runs, as it runs it: the kernel follows this
+    /// link to the inode even when the file was replaced or deleted since.
+    pub fn image(&self) -> PathBuf {
+        proc_path(self.pid, "exe")
     }
 
     /// Re-reads name and executable (after the target exec'd).
@@ -64,6 +97,14 @@ impl Target {
         if let Ok(exe) = std::fs::read_link(proc_path(self.pid, "exe")) {
             self.executable = exe;
         }
+    }
+
+    /// Has the process exited (its pidfd is readable)?
+    pub fn has_exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd { fd: self.exit_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, no waiting.
+        unsafe { libc::poll(&mut fd, 1, 0) > 0 && fd.revents & libc::POLLIN != 0 }
     }
 
     /// Thread ids alive right now.
@@ -97,4 +138,17 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_state_and_flags_survive_odd_names() {
+        let stat = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0";
+        assert_eq!(state_and_flags(stat), ('S', 2129984));
+        assert_ne!(state_and_flags(stat).1 & PF_KTHREAD, 0);
+        assert_eq!(state_and_flags("77 (a) Z (b) Z 1 77 77 0 -1 4194316 0").0, 'Z');
+    }
 }

@@ -1,6 +1,7 @@
 //! One recording session: attach, pump the ring buffer into a [`Sink`]
 //! until a stop condition, detach.
 
+use crate::kernel_features::KernelFeatures;
 use crate::live::LiveView;
 use crate::modules;
 use crate::cli::PollTier;
@@ -19,15 +20,19 @@ use scope_model::{Event, Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::stopping::StopFlag;
 
 /// The kernel side wakes us only when a lot is waiting; this is how stale
 /// a live view or a drain can get otherwise.
 const POLL_MS: i32 = 100;
 
-const PROBES: [&str; 4] =
-    ["tracepoint:task/task_newtask", "tracepoint:sched/sched_process_exit", "tp_btf:sched_switch", "tp_btf:sched_waking"];
+const PROBES: [&str; 5] = [
+    "tracepoint:task/task_newtask",
+    "tracepoint:sched/sched_process_exit",
+    "tracepoint:sched/sched_process_exec",
+    "tp_btf:sched_switch",
+    "tp_btf:sched_waking",
+];
 
 /// Probes being removed after a recording (see `finish_detaching`).
 static DETACHING: std::sync::Mutex<Option<std::thread::JoinHandle<std::time::Duration>>> = std::sync::Mutex::new(None);
@@ -37,12 +42,12 @@ static DETACHING: std::sync::Mutex<Option<std::thread::JoinHandle<std::time::Dur
 pub fn finish_detaching() {
     let Some(handle) = DETACHING.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
     if !handle.is_finished() {
-        eprintln!("runtime-scope: removing the probes from the target…");
+        say!("runtime-scope: removing the probes from the target…");
     }
     if let Ok(took) = handle.join()
         && std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some()
     {
-        eprintln!("runtime-scope: bench uprobes-detached-ms={}", took.as_millis());
+        say!("runtime-scope: bench uprobes-detached-ms={}", took.as_millis());
     }
 }
 
@@ -76,9 +81,33 @@ impl PollProbes {
     }
 }
 
+/// What the capture says was probed, and what was left off and why: the
+/// report's "missing" lines name the real reason (`off:tasks (--no-tasks)`
+/// vs task probes on and nothing polled).
+fn probes_used(settings: &Settings) -> Vec<String> {
+    let mut used: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
+    used.push(match &settings.polls {
+        Ok(_) if settings.tier == PollTier::Off => "off:tasks (--polls off)".to_string(),
+        Ok(p) => format!("uprobe:tokio::runtime::task::raw::poll ×{}", p.polls.len()),
+        Err(why) => format!("off:tasks ({why})"),
+    });
+    let stacks = settings.stacks.stack_bytes > 0;
+    used.push(match (stacks, settings.frequency) {
+        (false, _) => "off:stacks (--no-stacks)".to_string(),
+        (true, 0) => "off:samples (--frequency 0)".to_string(),
+        (true, hz) => format!("perf_event:cpu-clock {hz} Hz"),
+    });
+    if stacks {
+        used.push("stacks:blocked switch-outs".to_string());
+    }
+    used
+}
+
 pub struct Settings {
-    /// Record task polls. None: threads only.
-    pub polls: Option<PollProbes>,
+    /// Record task polls; else why not (threads only).
+    pub polls: Result<PollProbes, String>,
+    /// The program the task probes were looked for in (followed through exec).
+    pub program: Option<std::path::PathBuf>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
     /// The id's offset in CONTEXT when known before recording (DWARF);
@@ -95,12 +124,16 @@ pub struct Settings {
     pub long_poll_ns: u64,
     /// Print nothing while recording (the dashboard owns the terminal).
     pub quiet: bool,
+    /// Do not wait for the probes to come off, even if the target still
+    /// runs (`top`: the terminal is given back at once after `q`).
+    pub detach_after_exit: bool,
     pub rule: WorkerRule,
     /// Launch mode: the held child; writing to this releases it into exec.
     pub release: Option<OwnedFd>,
     pub launch: Option<Launch>,
-    /// Launch mode: the child, reaped (or stopped) when recording ends.
-    pub child: Option<std::process::Child>,
+    /// Launch mode: the child, reaped (or stopped) when recording ends,
+    /// and stopped if recording fails.
+    pub child: Option<crate::launch::Launched>,
 }
 
 /// Waits until the ring buffer or the target's pidfd is readable, a signal
@@ -118,11 +151,16 @@ fn wait(ring_fd: i32, exit_fd: i32, timeout_ms: i32) -> bool {
 fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, String)>)> {
     let tracefs = tracefs::ensure_mounted()?;
     let offsets = tracefs::field_offsets(&tracefs)?;
-    let task_ids = settings.polls.as_ref().map_or_else(TaskIdLayout::default, PollProbes::task_id_layout);
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids)?;
+    let task_ids = settings.polls.as_ref().ok().map_or_else(TaskIdLayout::default, PollProbes::task_id_layout);
+    let kernel = KernelFeatures::detect()?;
+    for note in kernel.notes() {
+        say!("runtime-scope: {note}");
+    }
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
+    probes.attach("sched_process_exec", "sched")?;
     let tids = target.threads();
     if tids.is_empty() {
         anyhow::bail!("process {} exited before we could attach", target.pid);
@@ -137,7 +175,7 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
     }
-    if let Some(p) = settings.polls.as_ref().filter(|_| settings.tier != PollTier::Off) {
+    if let Some(p) = settings.polls.as_ref().ok().filter(|_| settings.tier != PollTier::Off) {
         probes.attach_task_probes(p, target.pid, ProbeSet::Polls)?;
         probes.attach_task_probes(p, target.pid, ProbeSet::Wakes)?;
     }
@@ -153,23 +191,33 @@ fn target_cpu_ns(target: &Target) -> u64 {
 fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
     match decision {
         Decision::Field(offset) => {
-            eprintln!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{offset}; switch-outs and samples now say which task ran");
+            say!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{offset}; switch-outs and samples now say which task ran");
             probes.set_task_id_field(offset)
         }
         Decision::GiveUp => {
-            eprintln!("runtime-scope: task identity: could not find Tokio's task id in its CONTEXT thread-local; switch-outs and samples carry no task");
+            say!("runtime-scope: task identity: could not find Tokio's task id in its CONTEXT thread-local; switch-outs and samples carry no task");
             probes.disable_task_ids()
         }
     }
 }
 
-/// Lets a held child exec its program and waits (briefly) until it has.
+/// Lets a held child exec its program and waits until it has (or exited).
+/// The sign is its command line: the stub's (`… __launch CMD…`) is replaced
+/// only once the new program's arguments are in place, after the kernel
+/// set its name (the executable's link changes earlier, before the name:
+/// seen on 5.10 under emulation, where the recording was then named after
+/// our stub, `exe`). Usually a few ms; a cold start can take over a second.
 fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
-    let before = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
+    let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    };
+    let before = cmdline();
     std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    for _ in 0..200 {
-        let now = std::fs::read_link(format!("/proc/{}/exe", target.pid)).ok();
-        if now != before || now.is_none() {
+    for _ in 0..2000 {
+        let now = cmdline();
+        if (now.is_some() && now != before) || gone() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -178,11 +226,11 @@ fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
     Ok(())
 }
 
-pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, sink: &mut dyn Sink) -> Result<StopReason> {
+pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink: &mut dyn Sink) -> Result<StopReason> {
     let (mut probes, initial) = attach(target, &settings)?;
     let mut ring = probes.take_ring()?;
     let start_ns = monotonic_ns();
-    if let Some(fd) = settings.release {
+    if let Some(fd) = settings.release.take() {
         release_child(fd, target)?;
     }
     // After a launch the names changed with the exec: read them now.
@@ -197,12 +245,42 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             cpu_ns_at_stop: None,
         })
         .collect();
-    let modules = modules::read(target.pid);
+    // Said as soon as the window has begun, before the slower set-up below
+    // (the unwinder parses every module's .eh_frame): whoever reads the
+    // threads' CPU time at this line reads it at the window's start.
+    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
+    say!(
+        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
+        target.command,
+        target.pid,
+        threads.len(),
+    );
+    let mut module_warnings = Vec::new();
+    let modules = modules::read(target.pid, &mut module_warnings);
     let mut collector = StackCollector::new(target.pid, &modules);
-    let mut identity = Identity::with_field(settings.task_id_field);
-    if let Some(field) = settings.task_id_field {
-        probes.set_task_id_field(field)?;
+    let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field));
+    let mut identity = Identity::with_field(known_field);
+    match (known_field, &settings.polls) {
+        (Some(field), _) => {
+            probes.set_task_id_field(field)?;
+            if !settings.quiet {
+                say!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{field} (from DWARF)");
+            }
+        }
+        (None, Ok(p)) if p.context.is_some() && settings.tier == PollTier::Off && !settings.quiet => say!(
+            "runtime-scope: task identity: --polls off and no DWARF: where Tokio keeps the task id is learned during exact polls, so switch-outs and samples carry no task"
+        ),
+        _ => {}
     }
+    collector.warnings.extend(module_warnings);
+    let tasks_wanted = settings.tier != PollTier::Off && settings.polls.as_ref().err().is_none_or(|why| why != "--no-tasks");
+    let mut follower = crate::exec_follow::ExecFollower::new(target.pid, settings.program.as_deref());
+    // A launched wrapper (`env`) may have exec'd the program already.
+    if follower.program_changed() {
+        crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);
+    }
+    // Set by the drain on an exec: the probes move once it is done.
+    let exec_seen = std::cell::Cell::new(false);
     sink.begin(&Start {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         clock: CLOCK_MONOTONIC.to_string(),
@@ -212,17 +290,10 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         start_ns,
         threads: threads.clone(),
         modules,
-        probes: PROBES.iter().map(|p| p.to_string()).collect(),
+        probes: probes_used(&settings),
         launch: settings.launch.clone(),
     })
     .context("writing the capture")?;
-    let for_how_long = settings.duration_ns.map_or("until Ctrl-C or exit".to_string(), |d| format!("for {} s", d / 1_000_000_000));
-    eprintln!(
-        "runtime-scope: recording {} (pid {}, {} threads) {for_how_long}; Ctrl-C stops early",
-        target.command,
-        target.pid,
-        threads.len(),
-    );
     let mut names = ThreadNames::new(target.pid, &initial);
     let mut view = LiveView::new(settings.live, settings.rule.clone(), names.current(), start_ns, settings.duration_ns)
         .with_long_polls(settings.long_poll_ns);
@@ -234,7 +305,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     let mut task_ids: HashMap<u64, u64> = HashMap::new();
     let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
-    let probed_polls = settings.polls.is_some() && settings.tier != PollTier::Off;
+    let probed_polls = settings.polls.is_ok() && settings.tier != PollTier::Off;
     let mut auto = Auto::new(if probed_polls { settings.tier } else { PollTier::Off }, settings.budget_pct, start_ns, target_cpu_ns(target));
     // Set when the poll probes come off: polls open then never return.
     let polls_detached = std::cell::Cell::new(false);
@@ -253,7 +324,7 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                     // Tokio counts ids up from 1: this is not an id, so the
                     // offset is wrong for this binary. Keep none of them.
                     trust_task_ids = false;
-                    eprintln!("runtime-scope: read task id {:#x}, not a Tokio task id: task ids are left out of this recording", raw.task_id);
+                    say!("runtime-scope: read task id {:#x}, not a Tokio task id: task ids are left out of this recording", raw.task_id);
                 }
                 if trust_task_ids && raw.task_id != 0 && task_ids.insert(raw.task, raw.task_id) != Some(raw.task_id) {
                     batch.push(Event::TaskId { ts: raw.ts, tid: raw.tid, task: raw.task, id: raw.task_id });
@@ -265,13 +336,19 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 batch.push(event);
                 continue;
             }
+            if let Some(ts) = decode::decode_exec(&item) {
+                if follower.program_changed() {
+                    batch.extend(collector.exec(ts));
+                    exec_seen.set(true);
+                }
+                continue;
+            }
             if decode::is_stack(&item) {
                 match decode::decode_stack(&item) {
                     Ok(raw) => {
-                        if raw.task_id != 0 && raw.reason == scope_model::StackReason::Sample {
-                            // A blocked stack's switch record already carried its id.
-                            identity.check(raw.tid, raw.task_id);
-                            batch.push(Event::TaskAt { ts: raw.ts, tid: raw.tid, id: raw.task_id });
+                        // A blocked stack's switch record already carried its id.
+                        if raw.reason == scope_model::StackReason::Sample {
+                            batch.extend(identity.mark(raw.ts, raw.tid, raw.task_id));
                         }
                         batch.extend(collector.process(&raw));
                     }
@@ -283,17 +360,17 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
                 if let Some(d) = identity.context_copy(ts, tid, bytes) {
                     decided = Some(d);
                     batch.extend(identity.marks_from_copies());
+                    if d == Decision::GiveUp {
+                        batch.extend(identity.end_marks(ts));
+                    }
                 }
                 continue;
             }
             if let Some((ts, tid, name)) = decode::exit_name(&item) {
                 batch.extend(names.exited(ts, tid, name));
             }
-            if let Some(task) = decode::switch_task(&item) {
-                if let Event::TaskAt { tid, id, .. } = &task {
-                    identity.check(*tid, *id);
-                }
-                batch.push(task);
+            if let Some((ts, tid, id)) = decode::switch_task(&item) {
+                batch.extend(identity.mark(ts, tid, id));
             }
             match decode::decode(&item) {
                 Ok(event) => {
@@ -329,9 +406,12 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
         }
-        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || settings.task_id_field.is_some()) {
+        if exec_seen.replace(false) {
+            crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);
+        }
+        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || known_field.is_some()) {
             if !settings.quiet {
-                eprintln!("runtime-scope: {}", choice.line);
+                say!("runtime-scope: {}", choice.line);
             }
             if !choice.wakes {
                 probes.detach_task_probes(ProbeSet::Wakes)?;
@@ -347,8 +427,12 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
         if exited {
             break StopReason::TargetExited;
         }
-        if stop.load(Ordering::Relaxed) {
-            break StopReason::Signal;
+        if let Some(reason) = stop.requested() {
+            break reason;
+        }
+        // `| head` closed the pipe our messages go to: stop, keep the trace.
+        if crate::say::broken() {
+            break StopReason::OutputClosed;
         }
         if deadline.is_some_and(|d| now >= d) {
             break StopReason::Duration;
@@ -361,12 +445,12 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     };
     let end_ns = monotonic_ns();
     let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();
-    eprintln!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
+    say!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
     // Records already in the buffer still belong to the window.
     drain(&mut view, sink, &mut names, &mut auto)?;
     if identity.checked.1 > 0 {
         let (agreed, total) = identity.checked;
-        eprintln!(
+        say!(
             "runtime-scope: task identity: {agreed} of {total} task ids read at switch-outs and samples inside probed polls named the polled task ({:.1}%)",
             agreed as f64 * 100.0 / total as f64
         );
@@ -375,12 +459,20 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     // Counters are read only now, after the window closed (see view.tick).
     let lost_events = probes.lost_events()?;
     let untracked_threads = probes.untracked_threads()?;
+    let children = probes.child_processes()?;
+    if children > 0 {
+        say!(
+            "runtime-scope: the target started {children} child process{}, not recorded: a recording follows one process \
+             (through exec); record a child with -p PID",
+            if children == 1 { "" } else { "es" }
+        );
+    }
     let (over_budget, unreadable) = probes.stack_misses()?;
     // Skipped interrupt-depth updates heal at the next switch on that CPU.
     let skipped: Vec<(String, u64)> = probes.skipped_runs().into_iter().filter(|(p, _)| !p.starts_with("irq_")).collect();
     if !skipped.is_empty() {
         let list: Vec<String> = skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
-        eprintln!(
+        say!(
             "runtime-scope: the kernel skipped runs of our programs ({}): another BPF program or a bpf() map syscall \
              was active on that CPU; switches missed this way are inferred from the thread's own probes",
             list.join(", ")
@@ -392,20 +484,32 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
     // waits for it before we exit. (Counters first: records dropped while
     // detaching are after the window and must not be reported as lost;
     // seen: 380 "lost" on a quiet 60 s run.)
-    *DETACHING.lock().unwrap_or_else(|e| e.into_inner()) = Some(probes.release_in_background());
+    // A program we started is stopped first: then nobody pays for the
+    // probes while they come off, and the user need not wait for that.
+    let exit_status = settings.child.as_mut().and_then(|child| child.finish(reason));
+    let gone = target.has_exited();
+    if (gone || settings.detach_after_exit) && crate::handoff::hold_until_we_exit() {
+        if !gone {
+            say!("runtime-scope: the probes come off in the background (a few seconds; the target runs on)");
+        }
+        drop(probes);
+    } else {
+        *DETACHING.lock().unwrap_or_else(|e| e.into_inner()) = Some(probes.release_in_background());
+    }
     if collector.stacks > 0 || over_budget + unreadable > 0 {
         let need = collector.p95_bytes().map_or(String::new(), |b| format!("; 95% needed ≤ {b} stack bytes"));
         let seconds = (end_ns - start_ns).max(1) as f64 / 1e9;
-        eprintln!(
-            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {over_budget} skipped over the budget, {unreadable} unreadable; {:.0} KiB of stack copied ({:.1} KiB/s)",
+        say!(
+            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {} waits at the same place as the last (not copied again), {over_budget} skipped over the budget, {unreadable} unreadable; {:.0} KiB of stack copied ({:.1} KiB/s)",
             collector.stacks,
             collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64,
+            collector.repeats,
             collector.bytes_copied as f64 / 1024.0,
             collector.bytes_copied as f64 / 1024.0 / seconds,
         );
     }
     for warning in &collector.warnings {
-        eprintln!("runtime-scope: warning: {warning}");
+        say!("runtime-scope: warning: {warning}");
     }
     if let Some(stats) = bench_stats {
         // For `cargo xtask bench`: kernel-side cost of each program.
@@ -413,14 +517,13 @@ pub fn record(target: &mut Target, settings: Settings, stop: &Arc<AtomicBool>, s
             let f: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         });
-        eprintln!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
+        say!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
         for (name, runs, ns) in stats {
-            eprintln!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
+            say!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
         }
     }
-    let exit_status = settings.child.map(|child| crate::launch::finish(child, reason));
     if undecodable > 0 {
-        eprintln!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");
+        say!("runtime-scope: warning: {undecodable} records could not be decoded (version mismatch?)");
     }
     sink.end(&Stop {
         end_ns,

@@ -49,21 +49,38 @@ impl MemorySink {
 
 /// Streams frames to a temporary name beside `path`, renamed into place
 /// when recording ends. If we are killed, the temporary file is a valid
-/// (incomplete) capture.
+/// (incomplete) capture. A `path` that is not a regular file (a device, a
+/// pipe, `/dev/stdout`) gets the finished capture copied in by
+/// [`CaptureSink::deliver`]; meanwhile it is read from the temporary file.
 pub struct CaptureSink {
     path: PathBuf,
     tmp: PathBuf,
+    /// `path` is written in place, not renamed over.
+    in_place: bool,
     writer: Option<CaptureWriter<BufWriter<File>>>,
 }
 
 impl CaptureSink {
     pub fn create(path: &Path) -> Result<CaptureSink> {
-        let tmp = output::temp_path(path);
-        Ok(CaptureSink { path: path.to_path_buf(), tmp, writer: None })
+        let in_place = output::destination(path)? != output::Destination::File;
+        let tmp = if in_place { output::capture_temp(path) } else { output::temp_path(path) };
+        Ok(CaptureSink { path: path.to_path_buf(), tmp, in_place, writer: None })
     }
 
+    /// Where the finished capture can be read.
     pub fn path(&self) -> &Path {
-        &self.path
+        if self.in_place { &self.tmp } else { &self.path }
+    }
+
+    /// Puts the finished capture where it was asked for, if that is not a
+    /// regular file (a regular file is in place already).
+    pub fn deliver(&self) -> Result<()> {
+        if self.in_place {
+            let mut capture = File::open(&self.tmp).with_context(|| format!("reading {}", self.tmp.display()))?;
+            output::write_atomically(&self.path, |out| io::copy(&mut capture, out))?;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        Ok(())
     }
 }
 
@@ -82,14 +99,14 @@ impl Sink for CaptureSink {
         let writer = self.writer.take().ok_or_else(|| io::Error::other("capture not started"))?;
         let file = writer.finish(stop)?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&self.tmp, &self.path)
+        if self.in_place { Ok(()) } else { std::fs::rename(&self.tmp, &self.path) }
     }
 }
 
 impl Drop for CaptureSink {
     fn drop(&mut self) {
         if self.writer.is_some() {
-            eprintln!(
+            say!(
                 "runtime-scope: the capture was not completed; what was recorded is in {}",
                 self.tmp.display()
             );
@@ -151,5 +168,27 @@ impl Sink for TeeSink {
             Some(c) => c.end(stop),
             None => Ok(()),
         }
+    }
+}
+
+/// Two sinks fed the same batches, in order (`top`: its dashboard and
+/// capture, then the flight recorder behind `w`).
+pub struct Both<'a>(pub &'a mut dyn Sink, pub &'a mut dyn Sink);
+
+impl Sink for Both<'_> {
+    fn begin(&mut self, start: &Start) -> io::Result<()> {
+        self.0.begin(start)?;
+        self.1.begin(start)
+    }
+
+    fn events(&mut self, batch: &[Event]) -> io::Result<()> {
+        self.0.events(batch)?;
+        self.1.events(batch)
+    }
+
+    fn end(&mut self, stop: &Stop) -> io::Result<()> {
+        // Both end, whatever the first says.
+        let first = self.0.end(stop);
+        self.1.end(stop).and(first)
     }
 }

@@ -3,7 +3,7 @@
 //! every known one: late dlopen, or libraries mapped after a launch's exec),
 //! then drops the stack bytes.
 
-use crate::modules;
+use crate::{images, modules};
 use scope_model::decode::RawStack;
 use scope_model::{Event, Frame, Module};
 use scope_stacks::unwind::StackUnwinder;
@@ -32,10 +32,18 @@ pub struct StackCollector {
     /// recording of hours (`watch`) does not grow with it.
     bytes_used: Vec<u64>,
     pending: Vec<Event>,
+    /// Indexes of the modules mapped now (all of `modules` until an exec
+    /// replaced the image; frames keep their old indexes).
+    live: Vec<u32>,
     /// Per thread, the real return addresses of its open polls (innermost
     /// last): each is hidden on the stack behind the uretprobe trampoline.
     open_polls: HashMap<u32, Vec<u64>>,
     uprobes: Option<Range<u64>>,
+    /// Per thread, its last blocked stack: the kernel says "same as last
+    /// time" instead of copying a wait it has just copied.
+    last_blocked: HashMap<u32, (Vec<scope_model::Frame>, bool)>,
+    /// Blocked switch-outs that repeated the previous stack.
+    pub repeats: u64,
 }
 
 impl StackCollector {
@@ -51,7 +59,10 @@ impl StackCollector {
             bytes_used: vec![0; USED_STEPS],
             bytes_copied: 0,
             pending: Vec::new(),
+            live: Vec::new(),
             open_polls: HashMap::new(),
+            last_blocked: HashMap::new(),
+            repeats: 0,
             uprobes: None,
         };
         for m in modules {
@@ -62,14 +73,26 @@ impl StackCollector {
 
     fn add(&mut self, module: Module) -> u32 {
         let index = self.modules.len() as u32;
-        if let Err(e) = self.unwinder.add_module(index, &module) {
-            self.warnings.push(format!("cannot unwind through {e}"));
+        // Unwind tables from the image that runs, not the file at its path now.
+        let live = match images::live_path(&module) {
+            Some(path) => Module { path: path.display().to_string(), ..module.clone() },
+            None => module.clone(),
+        };
+        if let Err(e) = self.unwinder.add_module(index, &live) {
+            self.warn(format!("cannot unwind through {} ({e})", module.path));
         }
         self.modules.push(module);
+        self.live.push(index);
         index
     }
 
-    /// Adds mappings not seen before; returns them as events.
+    /// Each warning once: the maps are re-read many times.
+    fn warn(&mut self, warning: String) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
     pub fn poll_started(&mut self, tid: u32, ret_addr: u64) {
         self.open_polls.entry(tid).or_default().push(ret_addr);
     }
@@ -109,14 +132,32 @@ impl StackCollector {
     fn rescan(&mut self, ts: u64) -> Vec<Event> {
         self.last_rescan = Instant::now();
         let mut events = Vec::new();
-        for module in modules::read(self.pid) {
-            let known = self.modules.iter().any(|m| m.start_avma == module.start_avma && m.path == module.path);
+        let mut warnings = Vec::new();
+        let found = modules::read(self.pid, &mut warnings);
+        for warning in warnings {
+            self.warn(warning);
+        }
+        for module in found {
+            let known = self.live.iter().any(|&i| {
+                let m = &self.modules[i as usize];
+                m.start_avma == module.start_avma && m.path == module.path
+            });
             if !known {
                 let index = self.add(module.clone());
-                events.push(Event::NewModule { ts, index, module });
+                events.push(Event::NewModule { ts, index, module: Box::new(module) });
             }
         }
         events
+    }
+
+    /// The process executed a new program: its old mappings are gone. The
+    /// new image's modules get new indexes (events for the capture).
+    pub fn exec(&mut self, ts: u64) -> Vec<Event> {
+        self.unwinder = StackUnwinder::default();
+        self.live.clear();
+        self.open_polls.clear();
+        self.uprobes = None;
+        self.rescan(ts)
     }
 
     /// (module, file offset) of a code address; re-reads the maps once if
@@ -156,6 +197,11 @@ impl StackCollector {
     }
 
     pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
+        if raw.same_as_last {
+            let Some((frames, complete)) = self.last_blocked.get(&raw.tid) else { return Vec::new() };
+            self.repeats += 1;
+            return vec![Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete }];
+        }
         let mut out = Vec::new();
         let mut bytes = raw.bytes.to_vec();
         self.restore_return_addresses(raw.tid, &mut bytes);
@@ -172,6 +218,9 @@ impl StackCollector {
         self.complete += u64::from(unwound.complete);
         if unwound.complete {
             self.count_used(unwound.bytes_used as usize);
+        }
+        if raw.reason == scope_model::StackReason::Blocked {
+            self.last_blocked.insert(raw.tid, (unwound.frames.clone(), unwound.complete));
         }
         out.push(Event::Stack {
             ts: raw.ts,

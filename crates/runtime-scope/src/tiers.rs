@@ -2,7 +2,7 @@
 //! cost a probe hit per poll (and per wake); task identity (Tokio's task id
 //! read at switch-outs and samples) costs nothing per poll. `--polls auto`
 //! starts exact, measures the target's poll and wake rates against its own
-//! CPU for a moment, and keeps only what fits `--overhead-budget`.
+//! CPU each second, and keeps only what fits `--overhead-budget`.
 
 use crate::cli::PollTier;
 
@@ -11,6 +11,11 @@ use crate::cli::PollTier;
 /// uprobe and a return probe with our programs, a wake one uprobe.
 pub const POLL_COST_NS: u64 = 1_500;
 pub const WAKE_COST_NS: u64 = 700;
+
+/// Exact polls costing less than this much CPU per second are kept
+/// whatever the target's own use: 2% of a mostly idle program is next to
+/// nothing, and the budget is there to protect busy ones (0.2% of a CPU).
+const FLOOR_NS_PER_S: f64 = 2_000_000.0;
 
 /// How long auto measures before deciding (longer while the task id's
 /// place in CONTEXT is still being learned, which needs exact polls).
@@ -28,16 +33,22 @@ pub struct Choice {
 
 pub struct Auto {
     budget_pct: f64,
-    start_ns: u64,
-    cpu_at_start_ns: u64,
+    /// Still exact: (polls, wakes). Auto only ever takes probes off.
+    kept: (bool, bool),
+    first: bool,
+    /// The window being measured: its start, the target's CPU then, and
+    /// the polls and wakes seen since.
+    since_ns: u64,
+    cpu_since_ns: u64,
     polls: u64,
     wakes: u64,
-    decided: bool,
+    start_ns: u64,
 }
 
 impl Auto {
     pub fn new(tier: PollTier, budget_pct: f64, start_ns: u64, cpu_at_start_ns: u64) -> Auto {
-        Auto { budget_pct, start_ns, cpu_at_start_ns, polls: 0, wakes: 0, decided: tier != PollTier::Auto }
+        let on = tier == PollTier::Auto;
+        Auto { budget_pct, kept: (on, on), first: true, since_ns: start_ns, cpu_since_ns: cpu_at_start_ns, polls: 0, wakes: 0, start_ns }
     }
 
     pub fn count(&mut self, polls: u64, wakes: u64) {
@@ -45,31 +56,63 @@ impl Auto {
         self.wakes += wakes;
     }
 
-    /// Time to decide? Once measured long enough (and calibrated, or out of
-    /// patience), returns what to keep, once.
+    /// Every second while exact probes run: what to keep. Returns a choice
+    /// the first time (once the task id's place is known, or out of
+    /// patience) and whenever the rate grows past the budget; auto never
+    /// puts probes back on (a busy server attached in a quiet moment must
+    /// not keep paying per poll once it is busy again).
     pub fn decide(&mut self, now_ns: u64, cpu_now_ns: u64, calibrated: bool) -> Option<Choice> {
-        let elapsed = now_ns.saturating_sub(self.start_ns);
-        if self.decided || elapsed < MEASURE_NS || (!calibrated && elapsed < MEASURE_MAX_NS) {
+        if !self.kept.0 && !self.kept.1 {
             return None;
         }
-        self.decided = true;
+        let elapsed = now_ns.saturating_sub(self.since_ns);
+        let waited = now_ns.saturating_sub(self.start_ns);
+        if elapsed < MEASURE_NS || (self.first && !calibrated && waited < MEASURE_MAX_NS) {
+            return None;
+        }
         let seconds = elapsed as f64 / 1e9;
-        let cpu_ns = cpu_now_ns.saturating_sub(self.cpu_at_start_ns).max(1) as f64;
-        let poll_share = self.polls as f64 * POLL_COST_NS as f64 * 100.0 / cpu_ns;
-        let wake_share = self.wakes as f64 * WAKE_COST_NS as f64 * 100.0 / cpu_ns;
+        let cpu_ns = cpu_now_ns.saturating_sub(self.cpu_since_ns).max(1) as f64;
+        let (polls, wakes) = (std::mem::take(&mut self.polls), std::mem::take(&mut self.wakes));
+        (self.since_ns, self.cpu_since_ns) = (now_ns, cpu_now_ns);
+        let poll_cost = polls as f64 * POLL_COST_NS as f64 / seconds;
+        let wake_cost = if self.kept.1 { wakes as f64 * WAKE_COST_NS as f64 / seconds } else { 0.0 };
+        let per_s_cpu = cpu_ns / seconds;
+        let (poll_share, wake_share) = (poll_cost * 100.0 / per_s_cpu, wake_cost * 100.0 / per_s_cpu);
         let rate = |n: u64| {
             let per_s = n as f64 / seconds;
             if per_s >= 1000.0 { format!("{:.0}k/s", per_s / 1000.0) } else { format!("{per_s:.0}/s") }
         };
         let budget = self.budget_pct;
-        let (polls, wakes) = (rate(self.polls), rate(self.wakes));
-        Some(if poll_share + wake_share <= budget {
-            Choice { polls: true, wakes: true, line: format!("polls: {polls} and wakes {wakes} cost ~{:.1}% of the target's CPU, within the {budget}% budget: recording every poll", poll_share + wake_share) }
-        } else if poll_share <= budget {
-            Choice { polls: true, wakes: false, line: format!("polls: {polls} cost ~{poll_share:.1}% of the target's CPU; wakes ({wakes}) would add {wake_share:.1}%, over the {budget}% budget: recording every poll, no wakes (--polls on to force)") }
+        // A budget of 0 means no exact polls once the task id is found.
+        let fits = |share: f64, cost: f64| share <= budget || (budget > 0.0 && cost <= FLOOR_NS_PER_S);
+        let now = if fits(poll_share + wake_share, poll_cost + wake_cost) {
+            self.kept
+        } else if fits(poll_share, poll_cost) {
+            (true, false)
         } else {
-            Choice { polls: false, wakes: false, line: format!("polls: {polls} would cost ~{poll_share:.0}% CPU; recording task identity at switches and samples (--polls on to force)") }
-        })
+            (false, false)
+        };
+        let first = std::mem::replace(&mut self.first, false);
+        if !first && now == self.kept {
+            return None;
+        }
+        let wakes_were_on = std::mem::replace(&mut self.kept, now).1;
+        let (polls, wakes) = (rate(polls), rate(wakes));
+        let line = match now {
+            (true, true) => format!(
+                "polls: {polls} and wakes {wakes} cost ~{:.1}% of the target's CPU ({:.1} ms/s), within budget: recording every poll",
+                poll_share + wake_share,
+                (poll_cost + wake_cost) / 1e6
+            ),
+            (true, false) if wakes_were_on => format!(
+                "polls: {polls} cost ~{poll_share:.1}% of the target's CPU; wakes ({wakes}) would add {wake_share:.1}%, over the {budget}% budget: recording every poll, no wakes (--polls on to force)"
+            ),
+            (true, false) => format!("polls: {polls} cost ~{poll_share:.1}% of the target's CPU: recording every poll, no wakes (--polls on to force)"),
+            (false, _) => format!(
+                "polls: {polls} would cost ~{poll_share:.0}% CPU; recording task identity at switches and samples (--polls on to force)"
+            ),
+        };
+        Some(Choice { polls: now.0, wakes: now.1, line })
     }
 }
 
@@ -87,7 +130,15 @@ mod tests {
         assert_eq!(low.decide(S / 2, S / 2, true), None, "still measuring");
         let c = low.decide(S, S, true).unwrap();
         assert!(c.polls && c.wakes, "{c:?}");
-        assert_eq!(low.decide(2 * S, 2 * S, true), None, "decides once");
+        assert_eq!(low.decide(S + S / 2, S + S / 2, true), None, "next look a second later");
+        low.count(1000, 500);
+        assert_eq!(low.decide(2 * S, 2 * S, true), None, "nothing changed: nothing said");
+        // Then the server gets busy: 300k polls in a second of its CPU.
+        low.count(300_000, 0);
+        let c = low.decide(3 * S, 3 * S, true).unwrap();
+        assert!(!c.polls && !c.wakes, "{c:?}");
+        low.count(1, 0);
+        assert_eq!(low.decide(10 * S, 10 * S, true), None, "never back on");
         // 400k polls/s: 60%.
         let mut high = Auto::new(PollTier::Auto, 2.0, 0, 0);
         high.count(400_000, 400_000);
@@ -103,6 +154,16 @@ mod tests {
         assert_eq!(a.decide(S, S, false), None, "not calibrated yet");
         let c = a.decide(3 * S, 3 * S, false).unwrap();
         assert!(c.polls && !c.wakes, "{c:?}");
+    }
+
+    #[test]
+    fn a_quiet_program_keeps_exact_polls() {
+        // 400 polls/s of 1.5 µs on a target using 20 ms of CPU a second: 3%,
+        // but 0.6 ms of CPU a second.
+        let mut a = Auto::new(PollTier::Auto, 2.0, 0, 0);
+        a.count(400, 200);
+        let c = a.decide(S, S / 50, true).unwrap();
+        assert!(c.polls && c.wakes, "{c:?}");
     }
 
     #[test]

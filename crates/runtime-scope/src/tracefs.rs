@@ -10,13 +10,32 @@ use std::path::{Path, PathBuf};
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const MOUNT_HINT: &str = "mount it with: mount -t tracefs nodev /sys/kernel/tracing";
 
-fn mounted() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
+/// The mounted tracefs among `candidates`; an error when one is there but
+/// this user may not read it (root-only by default: a non-root run with
+/// capabilities meets this, and "not mounted" would send it the wrong way).
+fn mounted(candidates: &[&str]) -> Result<Option<PathBuf>> {
+    for root in candidates.iter().map(PathBuf::from) {
+        match std::fs::metadata(root.join("events")) {
+            Ok(m) if m.is_dir() => return Ok(Some(root)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // SAFETY: geteuid has no preconditions.
+                let uid = unsafe { libc::geteuid() };
+                bail!(
+                    "tracefs is mounted at {} but this user (uid {uid}) cannot read it: run as root, or let it read \
+                     tracefs (e.g. mount -o remount,mode=755 {}); see README, \"Running without root\"",
+                    root.display(),
+                    root.display()
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// The tracefs root, mounting it at /sys/kernel/tracing if nothing is mounted.
 pub fn ensure_mounted() -> Result<PathBuf> {
-    if let Some(path) = mounted() {
+    if let Some(path) = mounted(&CANDIDATES)? {
         return Ok(path);
     }
     let target = Path::new(CANDIDATES[0]);
@@ -31,7 +50,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         let err = std::io::Error::last_os_error();
         bail!("tracefs is not mounted and mounting it failed ({err}); {MOUNT_HINT}");
     }
-    mounted().with_context(|| format!("tracefs mounted but has no events/; {MOUNT_HINT}"))
+    mounted(&CANDIDATES[..1])?.with_context(|| format!("tracefs mounted but has no events/; {MOUNT_HINT}"))
 }
 
 /// Field name → (offset, size), from a tracepoint `format` file.

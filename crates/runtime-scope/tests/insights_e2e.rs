@@ -17,9 +17,9 @@ fn record(dir: &Path, args: &[&str]) -> std::path::PathBuf {
         .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("long polls:"), "the end-of-run summary lists long polls: {stdout}");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("long polls:"), "the end-of-run summary (on stderr) lists long polls: {stderr}");
     capture
 }
 
@@ -48,14 +48,15 @@ fn demo_long_polls_are_cpu_and_blocked_with_their_sites() {
     assert!(frames.contains("sleep"), "the sleep call is in the chain: {frames}");
     assert!(blocked["count"].as_u64().unwrap() >= 3, "{blocked}");
     let p50 = blocked["p50_ms"].as_f64().unwrap();
-    assert!((39.0..=60.0).contains(&p50), "40 ms sleeps: {p50}");
+    assert!((39.0..=upper_ms(60.0)).contains(&p50), "40 ms sleeps: {p50}");
     assert_eq!(blocked["woken_by"][0], "a timer or interrupt", "a sleep ends on a timer: {blocked}");
     let cpu = all.iter().find(|g| g["cause"] == "cpu" && g["site"] == "cpu_heavy_poll").expect("the CPU-heavy poll");
     let max = cpu["max_ms"].as_f64().unwrap();
-    assert!((29.0..=45.0).contains(&max), "30 ms of CPU: {max}");
+    assert!((29.0..=upper_ms(45.0)).contains(&max), "30 ms of CPU: {max}");
     assert!(cpu["on_cpu_pct"].as_f64().unwrap() > 50.0, "mostly on a CPU (2 cores, so some preemption): {cpu}");
-    // Healthy short polls (the spawned tasks, the 5 ms ticker) never show.
-    for g in &all {
+    // Healthy short polls (the spawned tasks, the 5 ms ticker) never show
+    // (emulated, some really do take over 10 ms: see `emulated`).
+    for g in all.iter().filter(|_| !emulated()) {
         let kind = g["task_kind"].as_str().unwrap();
         assert!(kind.contains("cpu_heavy_loop") || kind.contains("blocking_loop"), "unexpected long poll: {g}");
     }
@@ -63,11 +64,15 @@ fn demo_long_polls_are_cpu_and_blocked_with_their_sites() {
     assert!(json["task_wake_delay"]["count"].as_u64().unwrap() >= 300);
     assert!(json["worker_wake_delay"]["count"].as_u64().unwrap() >= 100);
 
-    // The CI gate: the 40 ms sleeps fail a 35 ms limit, pass a 100 ms one.
+    // The CI gate: the 40 ms sleeps fail a 35 ms limit, pass a 100 ms one
+    // (emulated, the 30 ms polls can stretch past 35 ms, and past 100).
     assert_eq!(report(&capture, &["--fail-over", "35"]).0, Some(3));
-    assert_eq!(report(&capture, &["--fail-over", "100"]).0, Some(0));
     let (_, summary) = report(&capture, &["--long-poll", "35"]);
-    assert!(summary.contains("block_in_syscall") && !summary.contains("cpu_heavy_poll  ["), "{summary}");
+    assert!(summary.contains("block_in_syscall"), "{summary}");
+    if !emulated() {
+        assert_eq!(report(&capture, &["--fail-over", "100"]).0, Some(0));
+        assert!(!summary.contains("cpu_heavy_poll  ["), "{summary}");
+    }
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn record_alias(binary: &Path) -> (BTreeMap<String, Vec<f64>>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
     let output = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", binary.to_str().unwrap(), "alias", "2"])
+        .args(["record", "--no-live", "--polls", "on", "-o", out.to_str().unwrap(), "--", binary.to_str().unwrap(), "alias", "2"])
         .output()
         .unwrap();
     let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

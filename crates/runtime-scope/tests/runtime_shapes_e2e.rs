@@ -21,7 +21,7 @@ fn record(demo: &Path, args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
     let output = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap()])
+        .args(["record", "--no-live", "--polls", "on", "-o", out.to_str().unwrap(), "--", demo.to_str().unwrap()])
         .args(args)
         .output()
         .unwrap();
@@ -30,7 +30,8 @@ fn record(demo: &Path, args: &[&str]) -> (Value, String) {
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     // Exact counts need every record: a loss is reported, never skipped.
     assert!(stdout.contains("no events lost") || stderr.contains("no events lost"), "{stdout}\n{stderr}");
-    (read_trace(&out), stdout.into_owned())
+    // The summary is on stderr (stdout is the program's).
+    (read_trace(&out), stderr.into_owned())
 }
 
 fn fat_lto_demo_path() -> std::path::PathBuf {

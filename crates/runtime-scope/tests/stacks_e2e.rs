@@ -49,7 +49,11 @@ fn stock_release_binary_gets_full_named_stacks() {
     assert!(samples.len() >= 5, "expected cpu-clock samples of the busy worker, got {}", samples.len());
     let full = samples.iter().filter(|(_, s)| reaches_thread_entry(s)).count();
     eprintln!("{full}/{} samples unwound to the thread's entry", samples.len());
-    assert!(full * 10 >= samples.len() * 9, "{full}/{} samples reach the thread entry", samples.len());
+    // A sample taken while a uprobe's trap is handled (its PC at the probed
+    // entry or in the trap's out-of-line copy) does not unwind; emulated,
+    // those traps take long enough to catch more samples (seen: 2 of 37).
+    let share = if emulated() { 8 } else { 9 };
+    assert!(full * 10 >= samples.len() * share, "{full}/{} samples reach the thread entry", samples.len());
     assert!(samples.iter().any(|(e, _)| e["name"] == "cpu_heavy_poll"), "cpu_heavy_poll never named");
     // Each sample also points into the stackFrames tree.
     let frames = trace["stackFrames"].as_object().unwrap();
@@ -63,7 +67,7 @@ fn stock_release_binary_gets_full_named_stacks() {
     assert!(sleeps.len() >= 3, "the 40 ms sleeps should be blocked in block_in_syscall: {}", sleeps.len());
     for (e, stack) in &sleeps {
         let dur = e["dur"].as_f64().unwrap();
-        assert!((32_000.0..=48_000.0).contains(&dur), "blocked {dur} µs");
+        assert!((32_000.0..=upper_ms(48.0) * 1e3).contains(&dur), "blocked {dur} µs");
         let sleep = stack.iter().position(|f| f.starts_with("std::thread") && f.contains("sleep"));
         let caller = stack.iter().position(|f| *f == "block_in_syscall");
         assert!(sleep.is_some() && sleep < caller, "std::thread::sleep ← block_in_syscall: {stack:?}");

@@ -58,13 +58,18 @@ fn top_shows_workers_tasks_and_long_polls_then_quits_cleanly() {
     assert!(status.success(), "tmux new-session failed");
     let _session = Session;
 
-    // Within a few seconds: both lanes, the heavy task by name, its long polls.
+    // Within a few seconds: both lanes, the heavy task by name, its long
+    // polls, and the blocking poll with its call (waited for too: the
+    // dashboard can be complete but for it within a second).
     let (ok, screen) = wait_for(10, |s| {
-        s.contains("worker 0 (tid") && s.contains("worker 1 (tid") && s.contains("demo_app::cpu_heavy_loop") && s.contains("cpu_heavy_poll")
+        s.contains("worker 0 (tid")
+            && s.contains("worker 1 (tid")
+            && s.contains("demo_app::cpu_heavy_loop")
+            && s.contains("cpu_heavy_poll")
+            && s.contains("block_in_syscall")
     });
-    assert!(ok, "dashboard incomplete:\n{screen}");
+    assert!(ok, "dashboard incomplete (lanes, the heavy task, its polls, the blocking poll's call):\n{screen}");
     assert!(screen.contains('█'), "busy cells on the lanes:\n{screen}");
-    assert!(screen.contains("block_in_syscall"), "the blocking poll is listed with its call:\n{screen}");
     assert!(!screen.contains("recording…"), "our progress lines must not scribble on the dashboard:\n{screen}");
 
     // Help, then the details of the first long poll, then back.

@@ -71,13 +71,15 @@ fn one_stall_one_snapshot(extra: &[&str], exact: bool) {
     assert!(std::fs::metadata(&trace).unwrap().len() > 1000, "a trace was written");
     assert!(stderr.contains("runtime-scope: 1 snapshot taken"), "{stderr}");
 
-    // Printed: the trigger first, in the snapshot's own names, then the report.
-    let block: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("snapshot 1:")).collect();
-    assert!(block.len() > 5, "no snapshot report on stdout: {stdout}");
-    assert!(block[0].contains("demo_app::stall_task"), "{stdout}");
-    assert!(block[1].starts_with("  task demo_app::stall_task") && block[1].contains("worker"), "{stdout}");
-    assert!(block[2].starts_with("  blocked in") && block[2].contains("std::thread") && block[2].ends_with("stall_once"), "{stdout}");
-    assert!(stdout.contains("recorded (flight-recorder snapshot (watch))"), "{stdout}");
+    // Printed (stderr: stdout is a launched program's): the trigger first, in the snapshot's own names, then the report.
+    let block: Vec<&str> = stderr.lines().skip_while(|l| !l.starts_with("snapshot 1:")).collect();
+    assert!(block.len() > 5, "no snapshot report on stderr: {stderr}");
+    assert!(block[0].contains("demo_app::stall_task"), "{stderr}");
+    assert!(block[1].starts_with("  task demo_app::stall_task") && block[1].contains("worker"), "{stderr}");
+    assert!(block[2].starts_with("  blocked in") && block[2].contains("std::thread") && block[2].ends_with("stall_once"), "{stderr}");
+    assert!(stderr.contains("recorded (flight-recorder snapshot (watch))"), "{stderr}");
+
+    assert!(!stdout.contains("snapshot 1:"), "stdout belongs to a launched program: {stdout}");
 
     // The capture alone, read back later: the stall, 5 s before, 1 s after.
     let report = report_json(&capture);
@@ -132,15 +134,15 @@ fn a_stall_with_no_stack_at_all_is_seen_on_a_worker_whose_loop_id_is_known() {
     let capture = wait_for_file(dir.path(), "rscope", &run);
     std::thread::sleep(Duration::from_millis(2500));
     interrupt(&run);
-    let (code, stdout, stderr) = run.finish();
+    let (code, _, stderr) = run.finish();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(files(dir.path()), vec![capture], "exactly one snapshot; stderr: {stderr}");
-    let block: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("snapshot 1:")).collect();
-    assert!(block.len() > 3, "{stdout}");
+    let block: Vec<&str> = stderr.lines().skip_while(|l| !l.starts_with("snapshot 1:")).collect();
+    assert!(block.len() > 3, "{stderr}");
     let into: f64 = block[0].rsplit('(').next().and_then(|r| r.split(" s into").next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
     assert!((4.95..5.4).contains(&into), "--keep 5: {}", block[0]);
     let took: f64 = block[1].split("blocked ").nth(1).and_then(|r| r.split(" ms").next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0);
-    assert!(block[1].starts_with("  task (tokio id") && (200.0..260.0).contains(&took), "the demo sleeps 200 ms: {stdout}");
+    assert!(block[1].starts_with("  task (tokio id") && (200.0..260.0).contains(&took), "the demo sleeps 200 ms: {stderr}");
     drop(demo);
     assert_no_probes_left();
 }
@@ -175,12 +177,13 @@ fn sigusr1_snapshots_and_a_full_disk_is_reported_while_recording_goes_on() {
     }
     assert!(run.child.try_wait().unwrap().is_none(), "still recording after the disk filled up");
     interrupt(&run);
-    let (code, stdout, stderr) = run.finish();
+    let (code, _, stderr) = run.finish();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("runtime-scope: 2 snapshots taken"), "{stderr}");
     assert_eq!(files(&mount), Vec::<PathBuf>::new(), "nothing half-written is left");
     // The report of each window was printed even though no file could be.
-    assert_eq!(stdout.matches("snapshot 1 asked for by hand").count() + stdout.matches("snapshot 2 asked for by hand").count(), 2, "{stdout}");
+    let reports = stderr.lines().filter(|l| l.starts_with("snapshot ") && l.ends_with("asked for by hand")).count();
+    assert_eq!(reports, 2, "{stderr}");
     drop(demo);
     assert_no_probes_left();
 }

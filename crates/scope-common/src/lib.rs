@@ -27,6 +27,19 @@ pub mod kind {
     pub const CURRENT_THREAD: u32 = 12;
     /// [`ContextCopy`]: a thread's CONTEXT bytes, to find the task id in it.
     pub const CONTEXT_COPY: u32 = 13;
+    /// [`Exec`]: the target process executed a new program.
+    pub const EXEC: u32 = 32;
+}
+
+/// The target process executed a new program (`sched_process_exec`): same
+/// pid, a new image, so the task probes must move to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exec {
+    pub header: Header,
+    pub pid: u32,
+    /// The thread that ran exec (the process's only thread after it).
+    pub tid: u32,
 }
 
 /// Entry of a `tokio::runtime::task::raw::poll` instance on a target thread.
@@ -64,6 +77,9 @@ pub mod stack_reason {
     pub const SAMPLE: u32 = 1;
     /// A target thread switching out blocked (S/D): where it waits.
     pub const BLOCKED: u32 = 2;
+    /// Blocked again with the same ip, sp, task id and top of stack as its
+    /// previous blocked stack: no bytes follow, the stack is that one.
+    pub const BLOCKED_SAME: u32 = 3;
 }
 
 /// Bits of [`Switch::ours`]: which side of the switch belongs to the target.
@@ -82,7 +98,10 @@ pub mod counter {
     pub const STACKS_OVER_BUDGET: u32 = 2;
     /// Stacks whose user memory could not be read at all.
     pub const STACKS_UNREADABLE: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Child processes the target started (fork without CLONE_THREAD): not
+    /// followed, said at the end.
+    pub const FORKS: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Largest user-stack copy the kernel side can make (`--stack-size` ≤ this).

@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod exec;
 mod polls;
 mod waker;
 mod sched;

@@ -18,6 +18,11 @@ fn followed(ctx: &impl EbpfContext) -> Option<u32> {
     Some(ctx.pid())
 }
 
+/// 1 when the kernel passes uprobe cookies (5.15+); set by the loader in
+/// frozen `.rodata`, so the verifier sees a constant.
+#[unsafe(no_mangle)]
+static UPROBE_COOKIES: u32 = 0;
+
 #[uprobe]
 pub fn poll_enter(ctx: ProbeContext) -> u32 {
     let Some(tid) = followed(&ctx) else { return 0 };
@@ -28,8 +33,11 @@ pub fn poll_enter(ctx: ProbeContext) -> u32 {
     let sp = unsafe { (*ctx.regs).rsp } as *const u64;
     let ret_addr = unsafe { bpf_probe_read_user(sp) }.unwrap_or(0);
     // The cookie is this instance's `id_offset` (validated from its vtable
-    // in the binary), 0 when unknown: then no read, no guess.
-    let id_offset = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // in the binary), 0 when unknown: then no read, no guess. Kernels before
+    // 5.15 have no cookies (and reject the helper's mere presence): there
+    // the branch is dead code to the verifier and no id is read.
+    let have_cookies = unsafe { core::ptr::read_volatile(&UPROBE_COOKIES) };
+    let id_offset = if have_cookies != 0 { unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } } else { 0 };
     let task_id = if id_offset == 0 {
         0
     } else {

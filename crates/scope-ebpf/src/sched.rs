@@ -5,14 +5,14 @@
 //! tracepoint program is skipped on a CPU where any other BPF program or a
 //! `bpf()` map syscall is active; see docs/design-notes.md).
 
-use crate::{emit, header, layout, offsets, stacks, target_tgid, task_id};
+use crate::{bump, emit, header, layout, offsets, stacks, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_get_current_comm,
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, perf_event, tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
 };
-use scope_common::{COMM_LEN, Exit, NewThread, Switch, Waking, kind, side, stack_reason, waking_flags};
+use scope_common::{COMM_LEN, Exit, NewThread, Switch, Waking, counter, kind, side, stack_reason, waking_flags};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// `TASK_REPORT_MAX`: what the tracepoint reports for a preempted task.
@@ -75,7 +75,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev_tid = task_u32(prev, l.task_pid);
     let head = header(kind::SWITCH);
     // `prev` is the running thread here: its own memory can be read.
-    let task_id = if ours & side::PREV != 0 { task_id::current(head, prev_tid) } else { 0 };
+    // `prev` is a BTF pointer: its thread pointer is a plain load.
+    let task_id = if ours & side::PREV != 0 {
+        let fsbase = unsafe { *(prev.wrapping_add(l.task_fsbase as usize) as *const u64) };
+        task_id::current(fsbase, head, prev_tid)
+    } else {
+        0
+    };
     emit(Switch {
         header: head,
         prev_tid,
@@ -119,7 +125,11 @@ pub fn sample_stack(ctx: PerfEventContext) -> u32 {
     if ctx.tgid() == target_tgid() {
         let head = header(kind::STACK);
         let tid = ctx.pid();
-        let task_id = task_id::current(head, tid);
+        // bpf_get_current_task_btf would make this a plain load, but it is
+        // Linux 5.11+: read through the untyped pointer instead.
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
+        let task_id = unsafe { bpf_probe_read_kernel(fsbase_at) }.map_or(0, |fsbase| task_id::current(fsbase, head, tid));
         stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
     }
     0
@@ -142,6 +152,8 @@ fn on_newtask(ctx: &TracePointContext) -> Result<(), i32> {
     let off = offsets();
     let flags: u64 = unsafe { ctx.read_at(off.newtask_clone_flags as usize)? };
     if flags & CLONE_THREAD == 0 {
+        // A child process: not followed, but counted so the user is told.
+        bump(counter::FORKS);
         return Ok(());
     }
     let tid: u32 = unsafe { ctx.read_at(off.newtask_pid as usize)? };

@@ -2,15 +2,15 @@
 //! unwound later in userspace from .eh_frame (release binaries have no frame
 //! pointers, so bpf_get_stack sees one frame).
 
-use crate::{EVENTS, bump, wakeup_flags};
+use crate::{EVENTS, bump, layout, wakeup_flags};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
         generated::{bpf_probe_read_user, bpf_ringbuf_output},
     },
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use scope_common::{Header, STACK_MAX, StackConfig, StackHeader, counter, kind, stack_reason};
 
@@ -44,14 +44,38 @@ pub(crate) fn config() -> StackConfig {
     unsafe { core::ptr::read_volatile(&STACK_CONFIG) }
 }
 
+/// 1 when the kernel has `bpf_task_pt_regs` (5.15+) and
+/// `bpf_get_current_task_btf` (5.11+); set by the loader from a probe of
+/// the kernel. Frozen `.rodata`: the verifier knows the value and never
+/// walks the branch this kernel cannot run (5.10 rejects a program that
+/// names a helper it lacks, even on a path a runtime test would skip).
+#[unsafe(no_mangle)]
+static TASK_PT_REGS: u32 = 0;
+
+/// x86-64 `__USER_CS`.
+const USER_CS: u64 = 0x33;
+
 /// The user-mode registers saved when the thread entered the kernel (by
 /// syscall or interrupt): valid whether the sample hit user or kernel code.
 #[inline(always)]
-fn user_regs() -> Option<pt_regs> {
+pub(crate) fn user_regs() -> Option<pt_regs> {
     unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const pt_regs;
-        bpf_probe_read_kernel(regs).ok()
+        if core::ptr::read_volatile(&TASK_PT_REGS) != 0 {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+            return bpf_probe_read_kernel(regs).ok();
+        }
+        // What the helper does on x86-64 (`task_pt_regs`, no FRED before
+        // 5.15): the registers sit at the top of the thread's kernel stack.
+        // Kept only if the saved code segment is the user one.
+        let l = layout();
+        if l.thread_size == 0 {
+            return None;
+        }
+        let task = bpf_get_current_task() as *const u8;
+        let stack: u64 = bpf_probe_read_kernel(task.wrapping_add(l.task_stack as usize) as *const u64).ok()?;
+        let top = stack.wrapping_add(u64::from(l.thread_size) - size_of::<pt_regs>() as u64);
+        let regs: pt_regs = bpf_probe_read_kernel(top as *const pt_regs).ok()?;
+        (regs.cs == USER_CS).then_some(regs)
     }
 }
 
@@ -78,16 +102,72 @@ fn within_budget(now: u64, bytes: u64, rate: u64) -> bool {
     true
 }
 
+/// What a thread's last blocked stack looked like: where it waited (ip,
+/// sp), in which task, and the top of its stack (the caller's return
+/// addresses are in it).
+#[repr(C)]
+pub struct LastBlocked {
+    ip: u64,
+    sp: u64,
+    task_id: u64,
+    top: [u64; TOP_WORDS],
+}
+
+const TOP_WORDS: usize = 8;
+
+/// Per thread of the target (an LRU: threads come and go).
+#[map]
+static LAST_BLOCKED: LruHashMap<u32, LastBlocked> = LruHashMap::with_max_entries(4096, 0);
+
 pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
     let cfg = config();
     if cfg.blocked_stack_bytes == 0 {
         return;
     }
+    let Some(regs) = user_regs() else {
+        bump(counter::STACKS_UNREADABLE);
+        return;
+    };
+    // A worker parks at the same place thousands of times a second: the
+    // same ip, sp, task and top of stack as its last wait is the same
+    // stack, so say so in a small record instead of copying it again.
+    let mut now = LastBlocked { ip: regs.rip, sp: regs.rsp, task_id, top: [0; TOP_WORDS] };
+    let top_read = unsafe {
+        bpf_probe_read_user(now.top.as_mut_ptr().cast(), (TOP_WORDS * 8) as u32, regs.rsp as *const core::ffi::c_void)
+    };
+    if top_read == 0 {
+        if let Some(last) = LAST_BLOCKED.get_ptr(tid) {
+            let last = unsafe { &*last };
+            if last.ip == now.ip && last.sp == now.sp && last.task_id == now.task_id && last.top == now.top {
+                emit_same(head, tid, task_id, &regs);
+                return;
+            }
+        }
+        let _ = LAST_BLOCKED.insert(tid, &now, 0);
+    }
     if !within_budget(unsafe { bpf_ktime_get_ns() }, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
         bump(counter::STACKS_OVER_BUDGET);
+        // Not copied: the next wait here must not pass for a repeat.
+        let _ = LAST_BLOCKED.remove(tid);
         return;
     }
-    copy(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes);
+    copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, &regs);
+}
+
+/// A blocked switch-out whose stack is the thread's previous one.
+#[inline(always)]
+fn emit_same(head: Header, tid: u32, task_id: u64, regs: &pt_regs) {
+    crate::emit(StackHeader {
+        header: Header { kind: kind::STACK, ..head },
+        tid,
+        reason: stack_reason::BLOCKED_SAME,
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: regs.rbp,
+        len: 0,
+        _pad: 0,
+        task_id,
+    });
 }
 
 /// Copies up to `want` bytes of the current thread's user stack.
@@ -99,6 +179,11 @@ pub fn copy(head: Header, tid: u32, reason: u32, task_id: u64, want: u32) {
         bump(counter::STACKS_UNREADABLE);
         return;
     };
+    copy_with(head, tid, reason, task_id, want, &regs);
+}
+
+#[inline(always)]
+fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs: &pt_regs) {
     let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return };
     let scratch = unsafe { &mut *scratch };
     let dst: *mut u8 = scratch.data.as_mut_ptr();

@@ -6,9 +6,9 @@
 //! is learned by userspace from [`ContextCopy`] records (sent while
 //! `TASK_ID_FIELD` is still 0) during a short window of exact polls.
 
-use crate::{EVENTS, bump, layout, wakeup_flags};
+use crate::{EVENTS, bump, wakeup_flags};
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    helpers::{bpf_probe_read_user, generated},
     macros::map,
     maps::Array,
 };
@@ -24,8 +24,10 @@ pub(crate) static TASK_ID_FIELD: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The current thread's Tokio task id (0: none, unknown or unreadable).
 /// While the offset is unknown, sends the thread's CONTEXT bytes instead.
+/// `fsbase` is the current thread's thread pointer
+/// (`task_struct.thread.fsbase`).
 #[inline(always)]
-pub(crate) fn current(head: Header, tid: u32) -> u64 {
+pub(crate) fn current(fsbase: u64, head: Header, tid: u32) -> u64 {
     let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
     if cfg.context_len == 0 {
         return 0;
@@ -34,9 +36,6 @@ pub(crate) fn current(head: Header, tid: u32) -> u64 {
     if field == TASK_IDS_OFF {
         return 0;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
-    let Ok(fsbase) = (unsafe { bpf_probe_read_kernel(fsbase_at) }) else { return 0 };
     let context = fsbase.wrapping_add(cfg.context_from_fs as u64);
     if field != 0 {
         let at = context.wrapping_add(u64::from(field - 1)) as *const u64;

@@ -26,8 +26,7 @@
 
 use crate::layout;
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
     maps::PerCpuArray,
 };
@@ -60,7 +59,6 @@ pub(crate) fn no_waker(frame: *const core::ffi::c_void) -> bool {
     if flags as u32 & PF_KTHREAD != 0 {
         return false;
     }
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else { return true };
+    let Some(regs) = crate::stacks::user_regs() else { return true };
     !(regs.orig_rax as i64 >= 0 && regs.rax as i64 == -ENOSYS)
 }

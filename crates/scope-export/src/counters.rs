@@ -101,23 +101,32 @@ fn peaks(tl: &Timeline, changes: &BTreeMap<u64, i64>, bucket: u64) -> Vec<(u64, 
 }
 
 /// Poll starts per bucket, scaled to a per-second rate; one point per
-/// bucket whose rate differs from the previous one.
+/// bucket whose rate differs from the previous one. Only buckets with
+/// polls are counted: memory follows the polls, not the window's length.
 fn poll_rate(tl: &Timeline) -> Vec<(u64, i64)> {
-    let buckets = tl.duration_ns().div_ceil(RATE_BUCKET_NS).max(1) as usize;
-    let mut counts = vec![0i64; buckets];
+    let buckets = tl.duration_ns().div_ceil(RATE_BUCKET_NS).max(1);
+    let mut counts: BTreeMap<u64, i64> = BTreeMap::new();
     for t in &tl.threads {
         for p in &t.polls {
-            let b = (p.start_ns.saturating_sub(tl.start_ns) / RATE_BUCKET_NS) as usize;
-            if let Some(c) = counts.get_mut(b) {
-                *c += 1;
+            let b = p.start_ns.saturating_sub(tl.start_ns) / RATE_BUCKET_NS;
+            if b < buckets {
+                *counts.entry(b).or_default() += 1;
             }
         }
     }
     let per_second = (1_000_000_000 / RATE_BUCKET_NS) as i64;
-    let mut points: Vec<(u64, i64)> = Vec::new();
-    for (b, c) in counts.into_iter().enumerate() {
-        if points.last().map(|p| p.1) != Some(c * per_second) {
-            points.push((tl.start_ns + b as u64 * RATE_BUCKET_NS, c * per_second));
+    let at = |b: u64| tl.start_ns + b * RATE_BUCKET_NS;
+    let mut points: Vec<(u64, i64)> = vec![(tl.start_ns, 0)];
+    let set = |points: &mut Vec<(u64, i64)>, ts: u64, value: i64| match points.last_mut() {
+        Some(last) if last.0 == ts => last.1 = value,
+        Some(last) if last.1 == value => {}
+        _ => points.push((ts, value)),
+    };
+    for (&b, &c) in &counts {
+        set(&mut points, at(b), c * per_second);
+        // The bucket after a busy one is empty unless counted next.
+        if b + 1 < buckets && !counts.contains_key(&(b + 1)) {
+            set(&mut points, at(b + 1), 0);
         }
     }
     points

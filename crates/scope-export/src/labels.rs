@@ -3,6 +3,16 @@
 
 use scope_model::{ResolvedFrame, Span, Symbols, ThreadTimeline, Timeline};
 
+/// `word` or its plural (`poll`/`polls`), as a count of `n` needs.
+pub fn noun(n: u64, word: &str) -> String {
+    if n == 1 { word.to_string() } else { format!("{word}s") }
+}
+
+/// `1 task`, `3 tasks`.
+pub fn count(n: u64, word: &str) -> String {
+    format!("{n} {}", noun(n, word))
+}
+
 /// The frames of a stack, innermost first, with inlined frames expanded.
 pub fn stack(tl: &Timeline, symbols: &Symbols, index: u32) -> Vec<ResolvedFrame> {
     tl.stacks.get(index as usize).map_or_else(Vec::new, |s| symbols.expand(&s.frames))
@@ -77,5 +87,13 @@ pub fn doing(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) 
             Some(if in_poll { Doing::BlockingInPoll } else { Doing::Idle })
         }
         SpanState::OffCpu(OffReason::Unknown) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!((super::count(1, "task"), super::count(2, "task"), super::count(0, "sample")), ("1 task".into(), "2 tasks".into(), "0 samples".into()));
     }
 }

@@ -24,13 +24,13 @@ fn ms(ns: u64) -> String {
 }
 
 fn count(n: usize, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+    labels::count(n as u64, noun)
 }
 
 fn thread_line(t: &ThreadTimeline, out: &mut String) {
     let life = t.lifetime_ns();
     let longest = t.longest_blocked().map_or("-".to_string(), |s| ms(s.duration_ns()));
-    let _ = writeln!(
+    let _ = write!(
         out,
         "  {:<44} on-CPU {:>5.1}%  blocked {:>5.1}%  preempted {:>4.1}%  switches {:>6}  longest block {}",
         t.display_name(),
@@ -40,6 +40,13 @@ fn thread_line(t: &ThreadTimeline, out: &mut String) {
         t.switch_outs(),
         longest,
     );
+    // The shares add up to 100% but for this: time before the thread's
+    // first switch with nothing telling its state.
+    let unseen = pct(t.unseen_ns(), life);
+    if unseen >= 0.05 {
+        let _ = write!(out, "  unseen {unseen:.1}%");
+    }
+    out.push('\n');
 }
 
 /// Most sampled functions (most telling frame of each sample).
@@ -59,7 +66,7 @@ fn hottest(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     }
     let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let _ = writeln!(out, "  hottest code ({total} samples):");
+    let _ = writeln!(out, "  hottest code ({}):", count(total, "sample"));
     for (function, n) in ranked.iter().take(TOP) {
         let _ = writeln!(out, "    {:>5.1}%  {function}", *n as f64 * 100.0 / total as f64);
     }
@@ -87,7 +94,7 @@ fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let _ = writeln!(out, "  workers blocked in:");
     for (function, (ns, n)) in ranked.iter().take(TOP) {
-        let _ = writeln!(out, "    {:>10} in {n:>5} waits  {function}", ms(*ns));
+        let _ = writeln!(out, "    {:>10} in {n:>5} {:<5}  {function}", ms(*ns), labels::noun(*n as u64, "wait"));
     }
 }
 
@@ -125,7 +132,7 @@ pub fn render_with(tl: &Timeline, symbols: &Symbols, insights: &Insights, color:
         thread_line(t, &mut out);
     }
     if others.len() > OTHER_THREADS_SHOWN {
-        let _ = writeln!(out, "  … and {} more threads", others.len() - OTHER_THREADS_SHOWN);
+        let _ = writeln!(out, "  … and {} more", count(others.len() - OTHER_THREADS_SHOWN, "thread"));
     }
     crate::insights::render::render(insights, color, &mut out);
     hottest(tl, symbols, &mut out);

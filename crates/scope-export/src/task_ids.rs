@@ -6,7 +6,7 @@
 //! is the worker loop, never a task.
 
 use crate::tasks::{abbreviate, is_harness};
-use scope_model::kinds::WORKER_LOOP;
+use scope_model::kinds::{KindRole, WORKER_LOOP};
 use scope_model::identity::stacks_with_ids;
 use scope_model::{Frame, ResolvedFrame, Symbols, Timeline};
 use std::collections::HashMap;
@@ -37,6 +37,19 @@ pub fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
     Some(abbreviate(&body.function))
 }
 
+/// The kind of the innermost task harness on a stack, from the binary
+/// (exact, or ambiguous and said so); failing that, from frame names.
+fn kind_of_stack(symbols: &Symbols, frames: &[Frame]) -> Option<String> {
+    let from_binary = frames.iter().find_map(|f| symbols.instance_of.get(f)).and_then(|instance| {
+        let kind = symbols.kinds.get(instance)?;
+        if kind.role == KindRole::WorkerLoop {
+            return Some(WORKER_LOOP.to_string());
+        }
+        kind.label()
+    });
+    from_binary.or_else(|| kind_in_stack(&symbols.expand(frames)))
+}
+
 pub struct TaskIdKinds {
     kind_of: HashMap<u64, String>,
 }
@@ -46,7 +59,9 @@ impl TaskIdKinds {
         let mut kind_of: HashMap<u64, String> = HashMap::new();
         for t in &tl.threads {
             for poll in &t.polls {
-                if let (Some(id), Some(kind)) = (tl.tokio_ids.get(&poll.serial), kinds.get(&poll.poll_fn)) {
+                // Not the placeholder of an instance nothing named.
+                let kind = kinds.get(&poll.poll_fn).filter(|k| !k.starts_with("task kind "));
+                if let (Some(id), Some(kind)) = (tl.tokio_ids.get(&poll.serial), kind) {
                     kind_of.entry(*id).or_insert_with(|| kind.clone());
                 }
             }
@@ -58,7 +73,7 @@ impl TaskIdKinds {
                     continue;
                 }
                 let Some(s) = tl.stacks.get(stack as usize) else { continue };
-                if let Some(name) = kind_in_stack(&symbols.expand(&s.frames)) {
+                if let Some(name) = kind_of_stack(symbols, &s.frames) {
                     *votes.entry(id).or_default().entry(name).or_default() += 1;
                 }
             }

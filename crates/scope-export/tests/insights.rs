@@ -199,6 +199,31 @@ fn without_task_data_the_report_says_what_is_missing() {
     assert!(text.contains("workers:"), "{text}");
 }
 
+/// Each "missing" line states the actual reason, from what the capture
+/// says was probed: not "--no-tasks" when task probes were on.
+#[test]
+fn missing_lines_state_the_actual_reason() {
+    let (mut rec, symbols) = recording();
+    rec.events.retain(|e| !matches!(e, Event::PollStart { .. } | Event::PollEnd { .. } | Event::TaskWake { .. } | Event::Stack { .. }));
+    let missing = |probes: &[&str]| {
+        let mut rec = rec.clone();
+        rec.probes = probes.iter().map(|p| p.to_string()).collect();
+        let i = insights::build(&Timeline::build(&rec, &WorkerRule::default()), &symbols, Options::default());
+        (i.data.task_probes, i.data.missing.join("\n"))
+    };
+    let (probed, text) = missing(&["uprobe:tokio::runtime::task::raw::poll ×3", "perf_event:cpu-clock 99 Hz", "stacks:blocked switch-outs"]);
+    assert_eq!(probed, Some(true));
+    assert!(text.contains("no task was polled in the window") && !text.contains("--no-tasks"), "{text}");
+    assert!(text.contains("no stack was taken in the window") && !text.contains("--no-stacks"), "{text}");
+    let (probed, text) = missing(&["off:tasks (--no-tasks)", "off:stacks (--no-stacks)"]);
+    assert_eq!(probed, Some(false));
+    assert!(text.contains("recorded without task probes (--no-tasks)") && text.contains("no stacks (--no-stacks)"), "{text}");
+    let (_, text) = missing(&["off:tasks (no tokio symbols in /usr/bin/sleep)"]);
+    assert!(text.contains("(no tokio symbols in /usr/bin/sleep)") && !text.contains("--no-tasks"), "{text}");
+    let (probed, _) = missing(&[]);
+    assert_eq!(probed, None, "an older capture does not say");
+}
+
 /// The report's JSON shape is a contract with CI jobs (docs/report-json.md):
 /// any change to it shows up here.
 #[test]

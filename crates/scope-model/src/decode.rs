@@ -58,6 +58,9 @@ pub struct RawStack<'a> {
     pub bytes: &'a [u8],
     /// Tokio's current task id on the thread (0: none or not read).
     pub task_id: u64,
+    /// A blocked switch-out whose stack is the thread's previous blocked
+    /// one (no bytes follow).
+    pub same_as_last: bool,
 }
 
 /// Stack records need the target's modules to become events (unwinding).
@@ -83,6 +86,13 @@ pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
     (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr, task_id: r.task_id })
 }
 
+/// The target executed a new program at this time: the recorder moves its
+/// probes (no event of its own in the capture: the new image's modules are).
+pub fn decode_exec(bytes: &[u8]) -> Option<u64> {
+    let r: scope_common::Exec = read(bytes, Some(kind::EXEC)).ok()?;
+    (r.header.kind == kind::EXEC).then_some(r.header.ts)
+}
+
 pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
     let head: StackHeader = read(bytes, Some(kind::STACK))?;
     let data = &bytes[size_of::<StackHeader>()..];
@@ -91,21 +101,21 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         ts: head.header.ts,
         cpu: head.header.cpu,
         tid: head.tid,
-        reason: if head.reason == stack_reason::BLOCKED { StackReason::Blocked } else { StackReason::Sample },
+        reason: if head.reason == stack_reason::SAMPLE { StackReason::Sample } else { StackReason::Blocked },
         ip: head.ip,
         sp: head.sp,
         bp: head.bp,
         bytes: stack,
         task_id: head.task_id,
+        same_as_last: head.reason == stack_reason::BLOCKED_SAME,
     })
 }
 
-/// The task a switch-out's thread was in, as its own event (see
-/// [`Event::TaskAt`]); `None` for other records and for id 0.
-pub fn switch_task(bytes: &[u8]) -> Option<Event> {
+/// The task id read at a switch-out of the target: `(ts, tid, id)`, id 0
+/// when none was set or read; `None` for other records.
+pub fn switch_task(bytes: &[u8]) -> Option<(u64, u32, u64)> {
     let r: Switch = read(bytes, Some(kind::SWITCH)).ok()?;
-    (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0 && r.task_id != 0)
-        .then_some(Event::TaskAt { ts: r.header.ts, tid: r.prev_tid, id: r.task_id })
+    (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0).then_some((r.header.ts, r.prev_tid, r.task_id))
 }
 
 /// A thread's name as it exited: `(ts, tid, name)`.

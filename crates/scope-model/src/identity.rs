@@ -15,10 +15,13 @@
 use crate::timeline::{OffReason, Span, SpanState, ThreadTimeline};
 use std::collections::HashMap;
 
-/// The task id a thread had at exactly `ts` (a switch-out or a sample).
+/// The task id read at a switch-out or sample of `t` at `ts` (marks are
+/// recorded when the id read changes, so the last one at or before `ts`).
+/// Only meaningful at such instants; None for no task.
 pub fn id_at(t: &ThreadTimeline, ts: u64) -> Option<u64> {
-    let i = t.task_marks.partition_point(|&(m, _)| m < ts);
-    t.task_marks.get(i).filter(|&&(m, _)| m == ts).map(|&(_, id)| id)
+    let i = t.task_marks.partition_point(|&(m, _)| m <= ts);
+    let &(_, id) = t.task_marks.get(i.checked_sub(1)?)?;
+    (id != 0).then_some(id)
 }
 
 /// A thread blocked inside a task's poll: the whole off-CPU span is
@@ -86,14 +89,16 @@ mod tests {
 
     #[test]
     fn blocked_spans_inside_tasks_not_the_worker_loop() {
-        // Id 1 is the worker's own loop.
-        let marks = vec![(10, 1), (40, 7), (90, 8), (150, 8), (160, 8), (170, 9)];
+        // Id 1 is the worker's own loop; marks where the id read changed.
+        let marks = vec![(10, 1), (40, 7), (90, 8), (125, 0), (150, 8), (170, 9)];
         let on = Span { start_ns: 30, end_ns: 40, state: SpanState::OnCpu { cpu: Some(0) } };
         let t = thread(vec![blocked(10, 30), on, blocked(40, 80), blocked(90, 120), blocked(125, 130)], marks);
         let found = blocked_in_tasks(&t, |id| id != 1);
         assert_eq!(found.iter().map(|b| (b.span.start_ns, b.id)).collect::<Vec<_>>(), vec![(40, 7), (90, 8)]);
         assert_eq!(samples_by_id(&t), HashMap::from([(8, 2), (9, 1)]));
         assert_eq!(stacks_with_ids(&t).len(), 4);
-        assert_eq!(id_at(&t, 41), None, "only at the instant it was read");
+        assert_eq!(id_at(&t, 160), Some(8), "unchanged since the last mark");
+        assert_eq!(id_at(&t, 126), None, "no task since 125");
+        assert_eq!(id_at(&t, 5), None, "before any mark");
     }
 }

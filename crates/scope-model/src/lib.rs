@@ -17,5 +17,7 @@ pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopRe
 pub use kinds::{Evidence, KindName, KindRole, TaskKind};
 pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
+pub use timeline::spans;
+pub use timeline::rows_so_far;
 pub use timeline::{OffReason, Poll, Span, SpanState, Spawn, Stack, ThreadTimeline, Timeline, Wake, Waker, WorkerStart};
 pub use workers::{Polled, Role, WorkerRule};

@@ -35,7 +35,8 @@ pub enum Event {
         complete: bool,
     },
     /// An executable mapping seen after the start (dlopen, late libraries).
-    NewModule { ts: u64, index: u32, module: Module },
+    /// Boxed: rare, and the largest variant (every event was 88 bytes for it).
+    NewModule { ts: u64, index: u32, module: Box<Module> },
     /// A thread entered `raw::poll` of a task: `task` is the task's header
     /// address, `poll_fn` the instance (one per future type).
     PollStart { ts: u64, tid: u32, task: u64, poll_fn: Frame },
@@ -61,10 +62,12 @@ pub enum Event {
     /// its first poll seen, and again if the address later holds another
     /// task. Last, for the same reason as above.
     TaskId { ts: u64, tid: u32, task: u64, id: u64 },
-    /// Thread `tid` had Tokio's current task id `id` at `ts`: read from
-    /// Tokio's `CONTEXT` thread-local when the thread switched out or was
-    /// sampled (the switch or stack with the same ts and tid). Only
-    /// non-zero ids are recorded. Last, for the same reason as above.
+    /// From `ts` on, Tokio's current task id read at thread `tid`'s
+    /// switch-outs and samples was `id` (0: no task, or not read), until
+    /// its next `TaskAt`: read from Tokio's `CONTEXT` thread-local at each
+    /// switch-out and sample, recorded only when it changes (a parked
+    /// worker reads its own loop's id thousands of times a second). Last,
+    /// for the same reason as above.
     TaskAt { ts: u64, tid: u32, id: u64 },
     /// From `ts` on, exact poll probes (and wake probes) run or not:
     /// `--polls auto` decided, after measuring, what fits its budget.
@@ -139,23 +142,30 @@ pub enum StopReason {
     /// The capture ends without its stop record (the recorder was killed,
     /// or the disk filled up): the window ends at the last event read.
     Incomplete,
+    /// The user quit the live dashboard (`q`). Last, with the next two, so
+    /// captures written before them still decode.
+    Quit,
+    /// Whoever read our messages went away (a closed pipe or terminal).
+    OutputClosed,
     /// A flight-recorder snapshot (`watch`): the last seconds before a
-    /// trigger and a little after it, cut out of a longer recording. Last,
-    /// so captures written before it existed still decode.
+    /// trigger and a little after it, cut out of a longer recording.
     Snapshot,
 }
 
 impl Recording {
     /// The start's modules plus those found later, indexed as frames refer to them.
+    /// The recorder numbers modules in order, so an index past the end of
+    /// the list is not one it wrote (a damaged or crafted capture): ignored,
+    /// never allocated for.
     pub fn all_modules(&self) -> Vec<Module> {
         let mut modules = self.modules.clone();
         for event in &self.events {
             if let Event::NewModule { index, module, .. } = event {
-                let i = *index as usize;
-                if modules.len() <= i {
-                    modules.resize(i + 1, Module { path: String::new(), start_avma: 0, end_avma: 0, file_offset: 0, build_id: None });
+                match (*index as usize).cmp(&modules.len()) {
+                    std::cmp::Ordering::Less => modules[*index as usize] = (**module).clone(),
+                    std::cmp::Ordering::Equal => modules.push((**module).clone()),
+                    std::cmp::Ordering::Greater => {}
                 }
-                modules[i] = module.clone();
             }
         }
         modules
@@ -184,6 +194,8 @@ impl StopReason {
             StopReason::Signal => "interrupted by signal",
             StopReason::TargetExited => "the target process exited",
             StopReason::Incomplete => "recording incomplete",
+            StopReason::Quit => "quit from the dashboard",
+            StopReason::OutputClosed => "our output (stderr) was closed",
             StopReason::Snapshot => "flight-recorder snapshot (watch)",
         }
     }

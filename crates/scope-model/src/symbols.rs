@@ -67,6 +67,10 @@ pub struct Symbols {
     /// What each `raw::poll` instance met among the frames is called
     /// (keyed like the poll's `poll_fn`).
     pub kinds: HashMap<Frame, crate::TaskKind>,
+    /// For frames in code that only one `raw::poll` instance runs (its
+    /// harness): that instance (keyed like `kinds`). Names the task a stack
+    /// was taken in without a poll probe.
+    pub instance_of: HashMap<Frame, Frame>,
     /// One line each: stripped binaries, build-id mismatches, missing files.
     pub warnings: Vec<String>,
 }

@@ -8,10 +8,11 @@
 use crate::{Event, Frame, Recording, Role, StackReason, StopReason, ThreadState, WorkerRule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use spans::{SpansOf, ThreadSpans};
 use tasks::TaskTracker;
 pub use tasks::{Spawn, Wake, WorkerStart};
 
-
+pub mod spans;
 mod tasks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +132,12 @@ impl ThreadTimeline {
         self.total(|s| matches!(s, SpanState::OffCpu(OffReason::Preempted)))
     }
 
+    /// Time in no known state (before the first switch, with nothing to
+    /// tell what the thread was doing): shares leave it out, and say so.
+    pub fn unseen_ns(&self) -> u64 {
+        self.total(|s| matches!(s, SpanState::OffCpu(OffReason::Unknown)))
+    }
+
     /// Wall time the thread existed inside the window.
     pub fn lifetime_ns(&self) -> u64 {
         self.total(|_| true)
@@ -178,11 +185,7 @@ impl ThreadTimeline {
 
     /// On-CPU time of this thread between two instants.
     pub fn on_cpu_between(&self, start: u64, end: u64) -> u64 {
-        self.spans_between(start, end)
-            .iter()
-            .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
-            .map(|s| s.end_ns.min(end).saturating_sub(s.start_ns.max(start)))
-            .sum()
+        spans::on_cpu_between(&self.spans, start, end)
     }
 
     /// Samples taken inside a span.
@@ -230,6 +233,9 @@ pub struct Timeline {
     /// (ts, exact polls, wakes): what `--polls auto` kept from then on.
     #[serde(default)]
     pub probe_changes: Vec<(u64, bool, bool)>,
+    /// What was probed and what was left off, and why (`Recording::probes`).
+    #[serde(default)]
+    pub probes: Vec<String>,
 }
 
 impl Timeline {
@@ -251,14 +257,17 @@ impl Timeline {
 
     pub fn build(rec: &Recording, rule: &WorkerRule) -> Timeline {
         let window = (rec.start_ns, rec.end_ns.max(rec.start_ns));
-        let mut threads: BTreeMap<u32, Builder> = rec
-            .threads
-            .iter()
-            .map(|t| {
-                let cpu = t.cpu_ns_at_start.zip(t.cpu_ns_at_stop).map(|(a, b)| b.saturating_sub(a));
-                (t.tid, Builder::new(t.name.clone(), window, window.0, cpu))
-            })
-            .collect();
+        let mut threads = Threads {
+            window,
+            map: rec
+                .threads
+                .iter()
+                .map(|t| {
+                    let cpu = t.cpu_ns_at_start.zip(t.cpu_ns_at_stop).map(|(a, b)| b.saturating_sub(a));
+                    (t.tid, Builder::new(t.name.clone(), window, cpu))
+                })
+                .collect(),
+        };
         let mut inconsistencies = 0;
         let mut stacks = Vec::new();
         let mut tasks = TaskTracker::default();
@@ -267,34 +276,24 @@ impl Timeline {
         // Records from different CPUs reach the ring buffer slightly out of order.
         events.sort_by_key(|e| e.ts());
         for event in events {
-            if let Some((tid, cpu)) = fired_by_running_thread(event) {
-                inconsistencies += thread_entry(&mut threads, tid, window).running(event.ts(), cpu);
-            }
+            inconsistencies += spans::apply(&mut threads, event);
             match event {
-                Event::Switch { ts, cpu, prev_tid, next_tid, prev_state, prev_ours, next_ours, .. } => {
-                    if *prev_ours {
-                        inconsistencies += thread_entry(&mut threads, *prev_tid, window).switch_out(*ts, *cpu, *prev_state);
-                        if !ThreadState(*prev_state).is_runnable() {
-                            tasks.blocked(*prev_tid);
-                        }
-                    }
-                    if *next_ours {
-                        inconsistencies += thread_entry(&mut threads, *next_tid, window).switch_in(*ts, *cpu);
+                Event::Switch { prev_tid, prev_state, prev_ours, .. } => {
+                    if *prev_ours && !ThreadState(*prev_state).is_runnable() {
+                        tasks.blocked(*prev_tid);
                     }
                 }
                 Event::NewThread { ts, tid, name, .. } => {
-                    let b = thread_entry(&mut threads, *tid, window);
+                    let b = threads.entry(*tid);
                     b.name = name.clone();
-                    b.begin_ns = (*ts).max(window.0);
                     b.created_ns = Some(*ts);
-                    b.current = Some((SpanState::OffCpu(OffReason::Unknown), *ts));
                 }
-                Event::Exit { ts, tid } => thread_entry(&mut threads, *tid, window).exit(*ts),
-                Event::Rename { tid, name, .. } => thread_entry(&mut threads, *tid, window).name = name.clone(),
+                Event::Exit { ts, tid } => threads.entry(*tid).close_polls(*ts),
+                Event::Rename { tid, name, .. } => threads.entry(*tid).name = name.clone(),
                 Event::Stack { ts, cpu, tid, reason, frames, complete } => {
                     let index = stacks.len() as u32;
                     stacks.push(Stack { cpu: *cpu, frames: frames.clone(), complete: *complete, reason: *reason });
-                    let b = thread_entry(&mut threads, *tid, window);
+                    let b = threads.entry(*tid);
                     match reason {
                         StackReason::Sample => b.samples.push((*ts, index)),
                         StackReason::Blocked => b.blocked_stacks.push((*ts, index)),
@@ -303,7 +302,7 @@ impl Timeline {
                 Event::NewModule { .. } => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
                     let (serial, number) = tasks.poll_start(*tid, *task);
-                    let b = thread_entry(&mut threads, *tid, window);
+                    let b = threads.entry(*tid);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
                         end_ns: *ts,
@@ -321,24 +320,24 @@ impl Timeline {
                     if !*polls {
                         // Their returns will not be seen, so their length is
                         // unknown: left out rather than cut at a guess.
-                        for b in threads.values_mut() {
+                        for b in threads.map.values_mut() {
                             b.open_polls.clear();
                         }
                     }
                 }
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
-                Event::TaskAt { ts, tid, id } => thread_entry(&mut threads, *tid, window).task_marks.push((*ts, *id)),
+                Event::TaskAt { ts, tid, id } => threads.entry(*tid).task_marks.push((*ts, *id)),
                 Event::TaskWake { ts, tid, task } => {
-                    let innermost = threads.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
+                    let innermost = threads.map.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
                 Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
                 Event::CurrentThreadRun { ts, tid, runtime } => tasks.current_thread_run(*ts, *tid, *runtime),
                 Event::Waking { ts, tid, waker_tid, waker_pid } => {
-                    thread_entry(&mut threads, *tid, window).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
+                    threads.entry(*tid).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
                 }
                 Event::PollEnd { ts, tid } => {
-                    let b = thread_entry(&mut threads, *tid, window);
+                    let b = threads.entry(*tid);
                     // A return with nothing open: the poll began before we attached.
                     if let Some(mut poll) = b.open_polls.pop() {
                         tasks.poll_end(*tid, poll.serial);
@@ -350,10 +349,7 @@ impl Timeline {
             }
         }
 
-        let mut built: Vec<ThreadTimeline> = threads
-            .into_iter()
-            .map(|(tid, b)| b.finish(tid))
-            .collect();
+        let mut built: Vec<ThreadTimeline> = threads.map.into_iter().map(|(tid, b)| b.finish(tid)).collect();
         crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
         sort_rows(&mut built);
         Timeline {
@@ -372,21 +368,36 @@ impl Timeline {
             untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
             probe_changes,
+            probes: rec.probes.clone(),
         }
     }
 }
 
-/// The thread (and CPU, when known) an event proves was running at its
-/// time: a uprobe fires only on the running thread, and a cpu-clock sample
-/// only catches a running one (see `Builder::running`).
-fn fired_by_running_thread(event: &Event) -> Option<(u32, Option<u32>)> {
-    match event {
-        Event::Stack { tid, cpu, reason: StackReason::Sample, .. } => Some((*tid, Some(*cpu))),
-        Event::PollStart { tid, .. } | Event::PollEnd { tid, .. } | Event::TaskSpawn { tid, .. } | Event::TaskWake { tid, .. } => {
-            Some((*tid, None))
-        }
-        _ => None,
-    }
+/// The rows the timeline would give the threads known so far, with no
+/// symbols yet: (tid, role, label), workers first. The live view labels
+/// its lines with these, so they name the threads as the report will.
+/// `threads`: tid, name, and whether it was created while recording.
+pub fn rows_so_far(threads: &[(u32, String, bool)], rule: &WorkerRule, starts: &[WorkerStart]) -> Vec<(u32, Role, String)> {
+    let mut rows: Vec<ThreadTimeline> = threads
+        .iter()
+        .map(|(tid, name, created)| ThreadTimeline {
+            tid: *tid,
+            name: name.clone(),
+            role: Role::Other,
+            spans: Vec::new(),
+            created_ns: created.then_some(0),
+            exited_ns: None,
+            kernel_cpu_ns: None,
+            samples: Vec::new(),
+            blocked_stacks: Vec::new(),
+            polls: Vec::new(),
+            wakings: Vec::new(),
+            task_marks: Vec::new(),
+        })
+        .collect();
+    crate::workers::assign_roles(&mut rows, rule, starts);
+    sort_rows(&mut rows);
+    rows.iter().map(|t| (t.tid, t.role, t.display_name())).collect()
 }
 
 /// Workers first (by runtime, then index), then the other threads by tid.
@@ -400,21 +411,31 @@ fn sort_rows(threads: &mut [ThreadTimeline]) {
     });
 }
 
-fn thread_entry(threads: &mut BTreeMap<u32, Builder>, tid: u32, window: (u64, u64)) -> &mut Builder {
-    // A thread we were not told about (created before the filter saw it).
-    threads.entry(tid).or_insert_with(|| Builder::new(format!("tid {tid}"), window, window.0, None))
+/// Every thread's builder, created on first sight.
+struct Threads {
+    window: (u64, u64),
+    map: BTreeMap<u32, Builder>,
+}
+
+impl Threads {
+    fn entry(&mut self, tid: u32) -> &mut Builder {
+        // A thread we were not told about (created before the filter saw it).
+        self.map.entry(tid).or_insert_with(|| Builder::new(format!("tid {tid}"), self.window, None))
+    }
+}
+
+impl SpansOf for Threads {
+    fn spans_of(&mut self, tid: u32) -> &mut ThreadSpans {
+        &mut self.entry(tid).sched
+    }
 }
 
 struct Builder {
     name: String,
     window: (u64, u64),
-    begin_ns: u64,
     created_ns: Option<u64>,
-    exited_ns: Option<u64>,
     kernel_cpu_ns: Option<u64>,
-    /// State since a timestamp; None until the first event tells us.
-    current: Option<(SpanState, u64)>,
-    spans: Vec<Span>,
+    sched: ThreadSpans,
     samples: Vec<(u64, u32)>,
     blocked_stacks: Vec<(u64, u32)>,
     open_polls: Vec<Poll>,
@@ -424,78 +445,19 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(name: String, window: (u64, u64), begin_ns: u64, kernel_cpu_ns: Option<u64>) -> Self {
+    fn new(name: String, window: (u64, u64), kernel_cpu_ns: Option<u64>) -> Self {
         Builder {
             name,
             window,
-            begin_ns,
             created_ns: None,
-            exited_ns: None,
             kernel_cpu_ns,
-            current: None,
-            spans: Vec::new(),
+            sched: ThreadSpans::new(window),
             samples: Vec::new(),
             blocked_stacks: Vec::new(),
             open_polls: Vec::new(),
             polls: Vec::new(),
             wakings: Vec::new(),
             task_marks: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, state: SpanState, start: u64, end: u64) {
-        let start = start.max(self.begin_ns).max(self.window.0);
-        let end = end.min(self.window.1);
-        if end > start {
-            self.spans.push(Span { start_ns: start, end_ns: end, state });
-        }
-    }
-
-    /// Closes the current state at `ts`; `assumed` is what the event implies
-    /// the thread was doing when nothing was observed before.
-    fn close(&mut self, ts: u64, assumed: SpanState) -> SpanState {
-        let (state, since) = self.current.unwrap_or((assumed, self.begin_ns));
-        self.push(state, since, ts);
-        state
-    }
-
-    fn switch_out(&mut self, ts: u64, cpu: u32, prev_state: u64) -> u64 {
-        if self.exited_ns.is_some() {
-            return 0;
-        }
-        let was = self.close(ts, SpanState::OnCpu { cpu: Some(cpu) });
-        let state = ThreadState(prev_state);
-        let reason = if state.is_runnable() {
-            OffReason::Preempted
-        } else {
-            OffReason::Blocked { state }
-        };
-        self.current = Some((SpanState::OffCpu(reason), ts));
-        u64::from(!matches!(was, SpanState::OnCpu { .. }))
-    }
-
-    fn switch_in(&mut self, ts: u64, cpu: u32) -> u64 {
-        if self.exited_ns.is_some() {
-            return 0;
-        }
-        let was = self.close(ts, SpanState::OffCpu(OffReason::Unknown));
-        self.current = Some((SpanState::OnCpu { cpu: Some(cpu) }, ts));
-        u64::from(!matches!(was, SpanState::OffCpu(_)))
-    }
-
-    /// The thread itself did something at `ts` (a uprobe fired on it, a
-    /// sample caught it): it was on a CPU. If we still think it off-CPU, its
-    /// switch-in never reached us (the kernel skips tracepoint programs on a
-    /// CPU where another BPF program or a map syscall is active); it ran
-    /// from `ts` at the latest. Returns 1 for such a repair.
-    fn running(&mut self, ts: u64, cpu: Option<u32>) -> u64 {
-        match self.current {
-            Some((SpanState::OffCpu(_), since)) if self.exited_ns.is_none() && ts > since => {
-                self.close(ts, SpanState::OffCpu(OffReason::Unknown));
-                self.current = Some((SpanState::OnCpu { cpu }, ts));
-                1
-            }
-            _ => 0,
         }
     }
 
@@ -507,48 +469,25 @@ impl Builder {
         }
     }
 
-    fn exit(&mut self, ts: u64) {
-        self.close_polls(ts);
-        // The exiting thread runs its own exit path: it was on a CPU.
-        self.close(ts, SpanState::OnCpu { cpu: None });
-        self.current = None;
-        self.exited_ns = Some(ts);
-    }
-
     fn finish(mut self, tid: u32) -> ThreadTimeline {
         self.close_polls(self.window.1);
-        let (lo, hi) = (self.begin_ns.max(self.window.0), self.window.1);
+        // A thread created after the window's end (a damaged capture) has none.
+        let hi = self.window.1;
+        let lo = self.sched.begin_ns.max(self.window.0).min(hi);
         let mut polls: Vec<Poll> = std::mem::take(&mut self.polls)
             .into_iter()
             .filter(|p| p.end_ns > lo && p.start_ns < hi)
             .map(|p| Poll { start_ns: p.start_ns.max(lo), end_ns: p.end_ns.min(hi), ..p })
             .collect();
         polls.sort_by_key(|p| (p.start_ns, p.depth));
-        if self.exited_ns.is_none() {
-            let end = self.window.1;
-            match self.current {
-                Some((state, since)) => self.push(state, since, end),
-                None => {
-                    // Never switched while we watched: either asleep throughout
-                    // or running throughout; the kernel's own accounting says which.
-                    let lifetime = end.saturating_sub(self.begin_ns.max(self.window.0));
-                    let ran = self.kernel_cpu_ns.is_some_and(|c| c * 2 > lifetime);
-                    let state = if ran {
-                        SpanState::OnCpu { cpu: None }
-                    } else {
-                        SpanState::OffCpu(OffReason::Unknown)
-                    };
-                    self.push(state, self.begin_ns, end);
-                }
-            }
-        }
+        self.sched.finish(self.kernel_cpu_ns);
         ThreadTimeline {
             tid,
             name: self.name,
             role: Role::Other,
-            spans: self.spans,
+            spans: self.sched.spans,
             created_ns: self.created_ns,
-            exited_ns: self.exited_ns,
+            exited_ns: self.sched.exited_ns,
             kernel_cpu_ns: self.kernel_cpu_ns,
             samples: self.samples,
             blocked_stacks: self.blocked_stacks,

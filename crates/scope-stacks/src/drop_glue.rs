@@ -151,13 +151,38 @@ impl GlueIndex {
         Some(GlueVerdict { narrowed, all, scheduler, family, confirmed })
     }
 
+    /// Every future whose glue is, somewhere in the binary, one function
+    /// with the glue of one of `futures` (aliases, followed transitively):
+    /// the futures that drop alike, any of which a glue name may stand for.
+    pub(crate) fn drop_alike(&self, futures: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut all = futures.clone();
+        loop {
+            let before = all.len();
+            for g in self.glue.values() {
+                if g.futures.iter().any(|f| all.contains(&same_kind(f))) {
+                    all.extend(g.futures.iter().map(|f| same_kind(f)));
+                }
+            }
+            if all.len() == before {
+                return all;
+            }
+        }
+    }
+
     /// Which of the candidates does the `raw::poll` instance itself end up
     /// calling? `raw::poll` → `Harness::poll` → `Core::poll` → the future's
-    /// poll function (named like the future), direct calls or jumps; at most
-    /// 4 deep and 64 functions. Exactly one found, or none.
+    /// poll function (named like the future, through pass-through wrappers
+    /// such as `BlockingTask`), direct calls or jumps; at most 4 deep and 64
+    /// functions. Exactly one found, or none.
     pub(crate) fn polled_future(&self, image: &Image, poll: u64, candidates: &BTreeSet<String>) -> Option<String> {
-        let wanted: HashMap<u64, &String> =
-            candidates.iter().flat_map(|f| self.closures.get(f).into_iter().flatten().map(move |&a| (a, f))).collect();
+        // One function may be the code of two candidates (`F` and
+        // `Instrumented<F>`): reaching it then tells neither.
+        let mut wanted: HashMap<u64, Vec<&String>> = HashMap::new();
+        for f in candidates {
+            for &a in self.closures.get(crate::future_code::own_code_of(f)).into_iter().flatten() {
+                wanted.entry(a).or_default().push(f);
+            }
+        }
         let mut found: BTreeSet<&String> = BTreeSet::new();
         let (mut frontier, mut seen) = (vec![poll], HashSet::from([poll]));
         for _ in 0..4 {
@@ -166,8 +191,8 @@ impl GlueIndex {
                 let len = self.sizes.get(&f).copied().filter(|&s| s > 0).unwrap_or(BODY_MAX).min(4 * BODY_MAX);
                 let Some(body) = image.bytes(f, len) else { continue };
                 for target in direct_targets(f, body) {
-                    if let Some(future) = wanted.get(&target) {
-                        found.insert(future);
+                    if let Some(futures) = wanted.get(&target) {
+                        found.extend(futures.iter().copied());
                     } else if seen.len() < 64 && self.sizes.contains_key(&target) && seen.insert(target) {
                         next.push(target);
                     }

@@ -4,10 +4,12 @@
 //! with inlined frames and source lines where debuginfo exists
 //! ([`symbolize`]). Pure: reads binaries, never the target.
 
+pub mod context_dwarf;
 pub mod debug_file;
 mod drop_glue;
 mod dwarf_kinds;
 pub mod elf;
+mod future_code;
 mod image;
 pub mod locations;
 pub mod poll_code;

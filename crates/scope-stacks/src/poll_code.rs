@@ -87,10 +87,11 @@ mod tests {
             file.sections().find(|s| s.address() <= svma && svma < s.address() + s.size()).and_then(|s| Some(svma - s.address() + s.file_range()?.0))
         };
         let owners: HashSet<u64> = harness.iter().filter_map(|&a| instance_at(&code, image_offset(a)?)).collect();
-        // The two worker-loop instances have their harness inlined (their
-        // raw::poll is the whole poll); every other one jumps to its own.
+        // Some instances have their harness inlined (their raw::poll is the
+        // whole poll: the two worker loops, and in this build one more, the
+        // PING server's connection task); every other one jumps to its own.
         let missing: Vec<String> = offsets.iter().filter(|o| !owners.contains(o)).map(|o| format!("{o:#x}")).collect();
-        assert!(missing.len() <= 2, "each instance's harness is its own; not: {missing:?}");
+        assert!(missing.len() <= 3 && missing.len() * 5 <= offsets.len(), "each instance's harness is its own; not: {missing:?}");
         for &o in &offsets {
             assert_eq!(instance_at(&code, o), Some(o), "{o:#x} owns its own entry");
         }

@@ -95,7 +95,7 @@ pub fn name_kinds(path: &Path, file_offsets: &[u64], options: &NamingOptions) ->
             kind.role = role_by_shape(&vtables);
             naming.kinds.insert(offset, kind);
         }
-        for (offset, name) in settle(image, &glue, by_glue) {
+        for (offset, name) in settle(image, &glue, &by_glue) {
             let kind = naming.kinds.entry(offset).or_insert_with(TaskKind::unnamed);
             kind.evidence = Evidence::DropGlue;
             kind.name = name;
@@ -145,25 +145,35 @@ impl GlueGuess {
     }
 }
 
-/// Names from glue, trusted only when they account for every vtable: a
-/// future named for two instances of one scheduler is wrong for at least
-/// one of them (merged glue keeps one name), so all of them become
-/// ambiguous over what their glue names, then each is resolved by the
-/// poll function it calls if that tells them apart, and a name still
-/// given twice stays ambiguous.
-fn settle(image: &Image, glue: &GlueIndex, guesses: Vec<GlueGuess>) -> HashMap<u64, KindName> {
-    let mut tentative: HashMap<(Option<&'static str>, String), Vec<usize>> = HashMap::new();
-    for (i, g) in guesses.iter().enumerate() {
-        if let Some(name) = g.single() {
-            tentative.entry((g.family(), name.clone())).or_default().push(i);
-        }
-    }
-    // Instances whose glue alone cannot name them, and the futures their
-    // group's glue names.
+/// Names from glue, trusted only when they account for every vtable and
+/// stand for a future the binary can create:
+/// - a future named for two instances of one scheduler is wrong for at
+///   least one of them (merged glue keeps one name), so all of them become
+///   ambiguous over what their glue names;
+/// - a name also among the candidates of another instance of the scheduler
+///   (one whose glue says "one of these") may be that one's;
+/// - a name whose glue is known to be merged with another future's (an
+///   alias somewhere) is evidence only if the binary has code of that
+///   future ([`crate::future_code`]): else its task may be gone (the linker
+///   dropped it, the merged glue kept its name) and the instance be any of
+///   the futures that drop alike, or one whose name was lost.
+///
+/// Each instance left open is then resolved by the poll function it calls
+/// if that tells the candidates apart, and a name still given twice stays
+/// ambiguous.
+fn settle(image: &Image, glue: &GlueIndex, guesses: &[GlueGuess]) -> HashMap<u64, KindName> {
+    type Key = (Option<&'static str>, String);
+    let singles: Vec<Option<&String>> = guesses.iter().map(GlueGuess::single).collect();
+    // Instances whose glue alone cannot name them, and the futures they
+    // may be (`true`: or one whose name no glue kept).
     let mut open: HashMap<usize, (BTreeSet<String>, bool)> = HashMap::new();
+    let mut tentative: HashMap<Key, Vec<usize>> = HashMap::new();
     for (i, g) in guesses.iter().enumerate() {
-        if g.single().is_none() {
-            open.insert(i, (g.candidates(), true));
+        match singles[i] {
+            Some(name) => tentative.entry((g.family(), name.clone())).or_default().push(i),
+            None => {
+                open.insert(i, (g.candidates(), true));
+            }
         }
     }
     // Tokio's two worker-loop futures (launch, block_in_place) are one kind
@@ -177,20 +187,44 @@ fn settle(image: &Image, glue: &GlueIndex, guesses: Vec<GlueGuess>) -> HashMap<u
             open.insert(i, (union.clone(), short));
         }
     }
+    // The poll function each open instance calls, if one candidate's.
+    let mut pinned: HashMap<usize, String> =
+        open.iter().filter_map(|(&i, (c, _))| Some((i, glue.polled_future(image, guesses[i].poll, c)?))).collect();
+    // Names an open instance the poll function does not resolve may have.
+    let claimed: BTreeSet<Key> = open
+        .iter()
+        .filter(|(i, _)| !pinned.contains_key(i))
+        .flat_map(|(&i, (c, _))| c.iter().map(move |f| (guesses[i].family(), f.clone())))
+        .collect();
+    // Names given once, and those of them whose glue is merged with
+    // another future's somewhere (only these can have been kept for a
+    // future whose task is gone; the check reads every symbol).
+    let unique: Vec<usize> = (0..guesses.len()).filter(|i| singles[*i].is_some() && !open.contains_key(i)).collect();
+    let merged: BTreeSet<String> =
+        unique.iter().filter_map(|&i| singles[i]).filter(|n| glue.drop_alike(&BTreeSet::from([(*n).clone()])).len() > 1).cloned().collect();
+    let with_code = crate::future_code::with_code(image, &merged);
     let mut names: HashMap<usize, KindName> = HashMap::new();
-    for (i, g) in guesses.iter().enumerate() {
-        if !open.contains_key(&i) && let Some(name) = g.single() {
+    for i in unique {
+        let (g, name) = (&guesses[i], singles[i].expect("unique names are single"));
+        let gone = merged.contains(name) && !with_code.contains(name);
+        if gone || claimed.contains(&(g.family(), name.clone())) {
+            // Any future that drops alike, unless the poll function says.
+            let mut candidates = g.candidates();
+            candidates.insert(name.clone());
+            let candidates = glue.drop_alike(&candidates);
+            if let Some(p) = glue.polled_future(image, g.poll, &candidates) {
+                pinned.insert(i, p);
+            }
+            open.insert(i, (candidates, true));
+        } else {
             names.insert(i, KindName::Exact { future: name.clone(), scheduler: g.scheduler() });
         }
     }
-    // The poll function each open instance calls, if one candidate's.
-    let mut resolved: HashMap<(Option<&'static str>, String), Vec<usize>> = HashMap::new();
-    for (&i, (candidates, _)) in &open {
-        if let Some(name) = glue.polled_future(image, guesses[i].poll, candidates) {
-            resolved.entry((guesses[i].family(), name)).or_default().push(i);
-        }
+    let mut resolved: HashMap<Key, Vec<usize>> = HashMap::new();
+    for (&i, name) in &pinned {
+        resolved.entry((guesses[i].family(), name.clone())).or_default().push(i);
     }
-    let taken: BTreeSet<(Option<&'static str>, String)> = names
+    let taken: BTreeSet<Key> = names
         .iter()
         .filter_map(|(&i, n)| match n {
             KindName::Exact { future, .. } => Some((guesses[i].family(), future.clone())),
@@ -302,7 +336,21 @@ pub(crate) mod tests {
         let (path, offsets) = stock_demo_polls();
         let naming = name_kinds(path, &offsets, &NamingOptions { debug_roots: Vec::new(), ..Default::default() });
         let labels: Vec<String> = naming.kinds.values().filter_map(|k| k.label()).collect();
-        assert!(naming.kinds.values().all(|k| matches!(k.name, KindName::Exact { .. })), "{:#?}", naming.kinds);
+        // Tokio's own `to_socket_addrs` blocking task (the PING server binds
+        // to `("127.0.0.1", port)`): its glue is merged with the `str`
+        // impl's closure's and, in this build, named only after it, though
+        // the `str` impl is not in the binary. Not that name: one of the
+        // futures that drop alike, said so.
+        let (socket, rest): (Vec<&TaskKind>, Vec<&TaskKind>) =
+            naming.kinds.values().partition(|k| k.label().is_some_and(|l| l.contains("ToSocketAddrsPriv for")));
+        assert_eq!(socket.len(), 1, "{labels:?}");
+        match &socket[0].name {
+            KindName::Ambiguous { futures, open: true, .. } => {
+                assert!(futures.iter().any(|f| f.contains("ToSocketAddrsPriv for (&str,u16)>::to_socket_addrs::{{closure}}")), "{futures:?}")
+            }
+            other => panic!("to_socket_addrs task named {other:?}"),
+        }
+        assert!(rest.iter().all(|k| matches!(k.name, KindName::Exact { .. })), "{:#?}", naming.kinds);
         let count = |label: &str| labels.iter().filter(|n| n.as_str() == label).count();
         for label in ["demo_app::cpu_heavy_loop", "demo_app::blocking_loop", "demo_app::short_task_loop::{closure}"] {
             assert!(count(label) >= 1, "{label} in {labels:?}");

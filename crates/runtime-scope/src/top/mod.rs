@@ -9,14 +9,16 @@ mod ui;
 
 use crate::cli::{TopArgs, ViewArgs};
 use crate::failure::usage;
-use crate::sink::{CaptureSink, Feed, TeeSink};
+use crate::sink::{Both, CaptureSink, Feed, TeeSink};
 use crate::{commands, output, privileges, process, recorder};
 use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event as Key, KeyEventKind, KeyModifiers};
 use state::{TopState, View};
+use crate::stopping::StopFlag;
 use crate::watch::flight::{FlightSink, Policy};
 use crate::watch::judge::Never;
 use crate::watch::snapshot;
+use scope_model::StopReason;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
@@ -26,11 +28,19 @@ const REDRAW: Duration = Duration::from_millis(500);
 
 pub fn run(args: TopArgs) -> Result<i32> {
     use std::io::IsTerminal;
+    if let Some(path) = &args.record {
+        // What is kept is a capture: a .json name would promise a trace.
+        let regular = output::destination(path)? == output::Destination::File;
+        if regular && crate::formats::choose(path, None).ok() != Some(crate::cli::Format::Capture) {
+            return usage(format!(
+                "--record {} keeps a capture: give it a .rscope name (then `runtime-scope export` makes a trace)",
+                path.display()
+            ));
+        }
+        output::check_writable(path)?;
+    }
     if !std::io::stdout().is_terminal() {
         return usage("top draws on a terminal; to record without one use `runtime-scope record`");
-    }
-    if let Some(path) = &args.record {
-        output::check_writable(path)?;
     }
     // Checked now only when asked for; the default is tried when `w` is pressed.
     let snapshots = match &args.snapshot {
@@ -40,35 +50,43 @@ pub fn run(args: TopArgs) -> Result<i32> {
     let mut target = process::Target::open(args.pid, None)?;
     privileges::check()?;
     let view_args = ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: Vec::new() };
-    let mut settings = commands::settings(&view_args, &args.stacks, None);
-    settings.polls = commands::poll_points(&args.stacks, &target.executable);
+    let mut settings = commands::settings(&view_args, &args.stacks, args.duration);
+    settings.polls = commands::poll_points(&args.stacks, &view_args.debug_files, &target.image(), &target.executable);
+    settings.program = Some(target.image());
     settings.quiet = true;
+    settings.detach_after_exit = true;
     let rule = settings.rule.clone();
-    let stop = commands::install_signal_handlers()?;
+    let session = crate::stopping::install()?;
     let (tx, rx) = sync_channel(64);
     let skipped = Arc::new(AtomicU64::new(0));
     let capture = args.record.as_deref().map(CaptureSink::create).transpose()?;
-    let tee = TeeSink::new(capture, tx, Arc::clone(&skipped));
+    let mut tee = TeeSink::new(capture, tx, Arc::clone(&skipped));
     // `w` asks the flight recorder for the last --window seconds.
     let (asked, note) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(None)));
-    let mut sink = flight_sink(&args, tee, snapshots.with_status(Arc::clone(&note)), Arc::clone(&asked), Arc::clone(&stop));
+    let mut flight = flight_sink(&args, snapshots.with_status(Arc::clone(&note)), Arc::clone(&asked), Arc::clone(&session));
     // Our own messages would scribble over the screen: keep them for later.
     let log = stderr::Held::start()?;
     let ui = {
-        let (stop, skipped) = (Arc::clone(&stop), Arc::clone(&skipped));
+        let (session, skipped) = (Arc::clone(&session), Arc::clone(&skipped));
         let state = TopState::new(args.window * 1_000_000_000, (args.long_poll * 1e6) as u64, rule);
-        std::thread::spawn(move || ui_loop(rx, state, &stop, &skipped, Snapshots { asked, note }))
+        std::thread::spawn(move || ui_loop(rx, state, &session.stop, &skipped, Snapshots { asked, note }))
     };
-    let recorded = recorder::record(&mut target, settings, &stop, &mut sink.sink);
-    stop.store(true, Ordering::Relaxed);
-    drop(sink.sink);
-    sink.writer.finish();
+    let recorded = recorder::record(&mut target, settings, &session.stop, &mut Both(&mut tee, &mut flight.sink));
+    // Recording ended on its own (the target exited): the UI stops too.
+    session.stop.request(StopReason::TargetExited);
+    let capture = tee.capture.take();
+    drop(tee);
+    drop(flight.sink);
+    flight.writer.finish();
     let shown = ui.join();
     log.release();
     recorded?;
     shown.map_err(|_| anyhow::anyhow!("the display thread panicked"))??;
+    if let Some(capture) = capture {
+        capture.deliver()?;
+    }
     if let Some(path) = &args.record {
-        println!("Capture written to {}. Convert it with `runtime-scope export {} -o trace.pftrace`.", path.display(), path.display());
+        say!("Capture written to {}. Convert it with `runtime-scope export {} -o trace.pftrace`.", path.display(), path.display());
     }
     Ok(0)
 }
@@ -91,7 +109,7 @@ struct Flight {
     writer: snapshot::Writer,
 }
 
-fn flight_sink(args: &TopArgs, tee: TeeSink, out: snapshot::Output, asked: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> Flight {
+fn flight_sink(args: &TopArgs, out: snapshot::Output, asked: Arc<AtomicBool>, session: Arc<crate::stopping::Session>) -> Flight {
     let policy = Policy {
         keep_ns: args.window * 1_000_000_000,
         after_ns: 0,
@@ -102,9 +120,9 @@ fn flight_sink(args: &TopArgs, tee: TeeSink, out: snapshot::Output, asked: Arc<A
     };
     let writer = snapshot::Writer::spawn(move |s| snapshot::write(&out, s));
     let queue = writer.sender();
+    let stop = Box::new(move || session.stop.request(StopReason::Quit));
     // Our messages are held while the dashboard runs: say nothing extra.
-    let mut sink = FlightSink::new(policy, rule_of(args), Never, asked, stop, Box::new(move |s| drop(queue.send(s))), Box::new(|_| {}));
-    sink.inner = Some(Box::new(tee));
+    let sink = FlightSink::new(policy, rule_of(args), Never, asked, stop, Box::new(move |s| drop(queue.send(s))), Box::new(|_| {}));
     Flight { sink, writer }
 }
 
@@ -114,7 +132,7 @@ struct Snapshots {
     note: Arc<Mutex<Option<String>>>,
 }
 
-fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: &AtomicU64, snapshots: Snapshots) -> Result<()> {
+fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &StopFlag, skipped: &AtomicU64, snapshots: Snapshots) -> Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> Result<()> {
         let mut chrome = ui::Chrome::new();
@@ -131,7 +149,7 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_set() {
                 return Ok(());
             }
             let mut redraw = false;
@@ -139,7 +157,7 @@ fn ui_loop(rx: Receiver<Feed>, mut state: TopState, stop: &AtomicBool, skipped: 
                 match event::read().context("reading the keyboard")? {
                     Key::Key(k) if k.kind == KeyEventKind::Press => {
                         if keys::apply(&mut chrome, k.code, k.modifiers.contains(KeyModifiers::CONTROL)) {
-                            stop.store(true, Ordering::Relaxed);
+                            stop.request(StopReason::Quit);
                         }
                         if std::mem::take(&mut chrome.snapshot_asked) {
                             snapshots.asked.store(true, Ordering::Relaxed);

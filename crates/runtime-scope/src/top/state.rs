@@ -143,9 +143,9 @@ impl TopState {
                 Event::NewModule { index, module, .. } => {
                     let i = *index as usize;
                     if self.modules.len() <= i {
-                        self.modules.resize(i + 1, module.clone());
+                        self.modules.resize(i + 1, (**module).clone());
                     }
-                    self.modules[i] = module.clone();
+                    self.modules[i] = (**module).clone();
                 }
                 Event::Switch { cpu, cpu_lost, .. } => {
                     let lost = self.lost_by_cpu.entry(*cpu).or_default();

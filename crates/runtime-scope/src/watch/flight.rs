@@ -112,14 +112,12 @@ pub struct FlightSink<J: Judge> {
     pub tally: Tally,
     manual: Arc<AtomicBool>,
     /// Set once --max-snapshots are taken: recording can stop.
-    stop: Arc<AtomicBool>,
+    stop: Box<dyn Fn()>,
     deliver: Box<dyn FnMut(Snapshot)>,
     /// Messages for the user (stderr, or the dashboard's status line).
     say: Box<dyn FnMut(String)>,
     start: Option<Start>,
     modules: Arc<Vec<Module>>,
-    /// `top` keeps its own consumers fed through this.
-    pub inner: Option<Box<dyn Sink>>,
     said_size: bool,
     /// A launched program's exit status, from the recording's end.
     pub exit_status: Option<i32>,
@@ -132,7 +130,7 @@ impl<J: Judge> FlightSink<J> {
         rule: WorkerRule,
         judge: J,
         manual: Arc<AtomicBool>,
-        stop: Arc<AtomicBool>,
+        stop: Box<dyn Fn()>,
         deliver: Box<dyn FnMut(Snapshot)>,
         say: Box<dyn FnMut(String)>,
     ) -> Self {
@@ -154,7 +152,6 @@ impl<J: Judge> FlightSink<J> {
             say,
             start: None,
             modules: Arc::new(Vec::new()),
-            inner: None,
             said_size: false,
             exit_status: None,
         }
@@ -174,9 +171,9 @@ impl<J: Judge> FlightSink<J> {
                 if let Event::NewModule { index, module, .. } = e {
                     let i = *index as usize;
                     if modules.len() <= i {
-                        modules.resize(i + 1, module.clone());
+                        modules.resize(i + 1, (**module).clone());
                     }
-                    modules[i] = module.clone();
+                    modules[i] = (**module).clone();
                 }
             }
             self.modules = Arc::new(modules);
@@ -409,7 +406,7 @@ impl<J: Judge> FlightSink<J> {
         (self.deliver)(Snapshot { trigger: p.trigger, window, notes });
         if self.tally.snapshots >= self.policy.max_snapshots {
             (self.say)(format!("--max-snapshots {} taken: stopping", self.policy.max_snapshots));
-            self.stop.store(true, Ordering::Relaxed);
+            (self.stop)();
         }
     }
 }
@@ -424,18 +421,11 @@ impl<J: Judge> Sink for FlightSink<J> {
         self.detector.begin(start.threads.iter().map(|t| (t.tid, t.name.as_str())));
         self.modules = Arc::new(start.modules.clone());
         self.start = Some(start.clone());
-        match &mut self.inner {
-            Some(inner) => inner.begin(start),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     fn events(&mut self, batch: &[Event]) -> io::Result<()> {
-        self.batch(batch, crate::process::monotonic_ns())?;
-        match &mut self.inner {
-            Some(inner) => inner.events(batch),
-            None => Ok(()),
-        }
+        self.batch(batch, crate::process::monotonic_ns())
     }
 
     fn end(&mut self, stop: &Stop) -> io::Result<()> {
@@ -445,10 +435,7 @@ impl<J: Judge> Sink for FlightSink<J> {
         if self.pending.is_some() {
             self.cut(stop.end_ns, Some("recording stopped"));
         }
-        match &mut self.inner {
-            Some(inner) => inner.end(stop),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{commands, privileges, recorder};
 use anyhow::Result;
 use args::{On, WatchArgs};
 use flight::{FlightSink, Policy};
-use scope_model::WorkerRule;
+use scope_model::{StopReason, WorkerRule};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use triggers::Thresholds;
@@ -80,14 +80,15 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     keep_large_blocks_out_of_the_heap();
     let view = crate::cli::ViewArgs { no_live: true, worker_prefixes: args.worker_prefixes.clone(), long_poll: args.long_poll, debug_files: args.debug_files.clone() };
     let mut settings = commands::settings(&view, &args.stacks, args.duration);
-    // Our lines would interleave with the snapshots' reports on stdout.
+    // Our lines would interleave with the snapshots' reports on stderr.
     settings.quiet = true;
     settings.live = false;
     let rule: WorkerRule = settings.rule.clone();
     let out = snapshot::Output::checked(&args.output, args.format, &rule, args.debug_files.clone(), args.long_poll)?;
     privileges::check()?;
-    let mut target = commands::open_target(args.pid, &args.command, &args.stacks, &mut settings)?;
-    let stop = commands::install_signal_handlers()?;
+    // Before a program is started: a signal from now on stops cleanly.
+    let session = crate::stopping::install()?;
+    let mut target = commands::open_target(args.pid, &args.command, None, &args.stacks, &args.debug_files, &mut settings)?;
     let (limits, signal) = triggers(&args.on);
     let manual = Arc::new(AtomicBool::new(false));
     if signal {
@@ -101,7 +102,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         limits,
         ring_bytes: args.ring_size as usize * MIB,
     };
-    eprintln!(
+    say!(
         "runtime-scope: watching: the last {} s stay in memory (at most {} MiB); a snapshot is written on {} to {}",
         args.keep,
         args.ring_size,
@@ -115,17 +116,20 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         rule,
         judge::Symbolizing::start(),
         manual,
-        Arc::clone(&stop),
+        {
+            let session = Arc::clone(&session);
+            Box::new(move || session.stop.request(StopReason::Duration))
+        },
         Box::new(move |s| {
             let _ = queue.send(s);
         }),
-        Box::new(|line| eprintln!("runtime-scope: {line}")),
+        Box::new(|line| say!("runtime-scope: {line}")),
     );
-    let recorded = recorder::record(&mut target, settings, &stop, &mut sink);
+    let recorded = recorder::record(&mut target, settings, &session.stop, &mut sink);
     let (tally, ring_bytes, exit_status) = (sink.tally, sink.ring_bytes(), sink.exit_status);
     drop(sink);
     if tally.snapshots > 0 {
-        eprintln!("runtime-scope: finishing the snapshots…");
+        say!("runtime-scope: finishing the snapshots…");
     }
     writer.finish();
     recorded?;
@@ -137,6 +141,6 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         end.push_str(&format!("; {} stretches over a threshold had no stack naming their task, so did not trigger", tally.unattributed));
     }
     end.push_str(&format!("; the ring held {:.1} MiB at the end", ring_bytes as f64 / MIB as f64));
-    eprintln!("{end}");
+    say!("{end}");
     Ok(exit_status.unwrap_or(0))
 }

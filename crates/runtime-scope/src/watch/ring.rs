@@ -76,9 +76,9 @@ impl Base {
             Event::NewModule { index, module, .. } => {
                 let i = *index as usize;
                 if self.modules.len() <= i {
-                    self.modules.resize(i + 1, module.clone());
+                    self.modules.resize(i + 1, (**module).clone());
                 }
-                self.modules[i] = module.clone();
+                self.modules[i] = (**module).clone();
             }
             Event::WorkerRun { tid, .. } | Event::CurrentThreadRun { tid, .. } => {
                 self.worker_entries.insert(*tid, e.clone());
@@ -317,7 +317,7 @@ mod tests {
         ring.push(&[
             Event::NewThread { ts: 10 * MS, tid: 11, parent_tid: 10, name: "tokio-rt-worker".into() },
             Event::WorkerRun { ts: 11 * MS, tid: 11, index: 0, runtime: 7 },
-            Event::NewModule { ts: 12 * MS, index: 1, module: module.clone() },
+            Event::NewModule { ts: 12 * MS, index: 1, module: Box::new(module.clone()) },
             Event::TaskId { ts: 13 * MS, tid: 11, task: 0xa0, id: 5 },
             switch(14 * MS, 11, 2),
         ])
@@ -379,7 +379,7 @@ mod tests {
         let mut ring = Ring::new(&start(), 1000 * MS, 1 << 30);
         ring.push(&[switch(10 * MS, 10, 0)]).unwrap();
         let module = Module { path: "/lib/x.so".into(), start_avma: 1, end_avma: 2, file_offset: 0, build_id: None };
-        ring.push(&[Event::TaskAt { ts: MS, tid: 10, id: 3 }, Event::NewModule { ts: 0, index: 1, module }, switch(50 * MS, 10, 0)]).unwrap();
+        ring.push(&[Event::TaskAt { ts: MS, tid: 10, id: 3 }, Event::NewModule { ts: 0, index: 1, module: Box::new(module) }, switch(50 * MS, 10, 0)]).unwrap();
         ring.push(&[switch(90 * MS, 10, 0)]).unwrap();
         assert_eq!(ring.window(&start(), 80 * MS).unwrap().start.start_ns, 50 * MS);
     }

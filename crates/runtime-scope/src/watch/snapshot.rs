@@ -10,7 +10,6 @@ use crate::cli::Format;
 use crate::{commands, formats, output};
 use anyhow::{Context, Result};
 use scope_model::{WorkerRule, capture};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use std::thread::JoinHandle;
 /// Where what a snapshot says goes.
 #[derive(Clone)]
 pub enum Announce {
-    /// The trigger, the files and the report on stdout; errors on stderr.
+    /// The trigger, the files and the report, with our other messages on stderr.
     Print,
     /// One line for a dashboard that owns the terminal.
     Status(Arc<Mutex<Option<String>>>),
@@ -153,7 +152,7 @@ pub fn write(out: &Output, snapshot: Snapshot) {
         }
     };
     match output::write_atomically(&capture_path, |w| w.write_all(&bytes)) {
-        Ok(()) => lines.push(format!("capture: {} ({} events, {:.1} MB)", capture_path.display(), snapshot.window.events(), bytes.len() as f64 / 1e6)),
+        Ok(((), _)) => lines.push(format!("capture: {} ({} events, {:.1} MB)", capture_path.display(), snapshot.window.events(), bytes.len() as f64 / 1e6)),
         Err(e) => failures.push(format!("{e:#}")),
     }
     let analysed = analyse(out, &bytes, &path, &snapshot, &mut lines, &mut failures);
@@ -173,8 +172,8 @@ pub fn write(out: &Output, snapshot: Snapshot) {
                 text.push_str(&format!("  {line}\n"));
             }
             text.push_str(&report.1);
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+            // With our other messages: stdout belongs to a launched program.
+            crate::say::text(&text);
         }
         (Announce::Print, Err(e)) => fail(out, number, &format!("{e:#}")),
         (Announce::Status(status), analysed) => {
@@ -183,7 +182,7 @@ pub fn write(out: &Output, snapshot: Snapshot) {
                 _ => format!("snapshot {number} not written (see the messages after exit)"),
             };
             if let Err(e) = analysed {
-                eprintln!("runtime-scope: snapshot {number}: {e:#}");
+                say!("runtime-scope: snapshot {number}: {e:#}");
             }
             *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
         }
@@ -192,7 +191,7 @@ pub fn write(out: &Output, snapshot: Snapshot) {
 }
 
 fn fail(out: &Output, number: u32, message: &str) {
-    eprintln!("runtime-scope: snapshot {number}: {message}");
+    say!("runtime-scope: snapshot {number}: {message}");
     if let Announce::Status(status) = &out.announce {
         *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("snapshot {number}: {message}"));
     }
@@ -214,7 +213,7 @@ fn analyse(out: &Output, bytes: &[u8], path: &Path, snapshot: &Snapshot, lines: 
         }
     }
     use std::io::IsTerminal;
-    let color = matches!(out.announce, Announce::Print) && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = matches!(out.announce, Announce::Print) && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     Ok((incident, scope_export::summary::render_with(&timeline, &symbols, &insights, color)))
 }
 

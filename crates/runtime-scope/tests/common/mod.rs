@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 
 pub const PROFILER: &str = env!("CARGO_BIN_EXE_runtime-scope");
 
+/// The binary under test: this build's, or `RUNTIME_SCOPE_UNDER_TEST` (to
+/// show a test fails on an older build).
+pub fn profiler_bin() -> String {
+    std::env::var("RUNTIME_SCOPE_UNDER_TEST").unwrap_or_else(|_| PROFILER.to_string())
+}
+
+/// Runs the profiler to completion: (exit code, stdout, stderr).
+pub fn profiler_output(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(profiler_bin()).args(args).output().expect("start runtime-scope");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Kernel tests must run, never skip: fail loudly with the reason.
 pub fn require_root() {
     // SAFETY: no preconditions.
@@ -19,6 +35,24 @@ pub fn require_root() {
         euid, 0,
         "kernel end-to-end tests need root (eBPF); run them through `cargo xtask test` as root"
     );
+}
+
+/// Whether the tests run in an emulated machine: the kernel matrix's qemu
+/// guests (`cargo xtask test-kernels`) set RUNTIME_SCOPE_TEST_EMULATED.
+/// There wall-clock durations stretch unevenly (code is translated the
+/// first time it runs, both vCPUs share one host thread, a uprobe trap
+/// takes far longer): a poll of a few µs can take 20 ms. Counts, names,
+/// causes, stacks and the on-CPU time against schedstat are checked as on
+/// real hardware; durations only from below (a 30 ms spin cannot take less
+/// than 30 ms) or within wider bounds. Nothing measured there is a timing.
+pub fn emulated() -> bool {
+    std::env::var_os("RUNTIME_SCOPE_TEST_EMULATED").is_some()
+}
+
+/// The upper bound of a duration check: `native` on real hardware, a wide
+/// one under emulation (see [`emulated`]).
+pub fn upper_ms(native: f64) -> f64 {
+    if emulated() { native.max(200.0) } else { native }
 }
 
 pub fn demo_app_path() -> PathBuf {
@@ -120,19 +154,39 @@ pub struct Accounted {
     pub stderr: String,
 }
 
+/// Sets the calling thread's scheduling policy.
+fn set_policy(policy: i32, priority: i32) {
+    let param = libc::sched_param { sched_priority: priority };
+    // SAFETY: valid parameter for our own thread.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    assert_eq!(rc, 0, "sched_setscheduler: {}", std::io::Error::last_os_error());
+}
+
 /// Runs the profiler with `args(pid)` on a fresh demo, reading schedstat
-/// at the moments it announces.
+/// at the moments it announces. Emulated (see [`emulated`]), waking up to
+/// read it took long enough that the workers ran tens of ms meanwhile
+/// (seen: 80 ms more traced than accounted), so there the test's threads
+/// run at real-time priority (set after the profiler started, which keeps
+/// the normal policy): they wake first when the line arrives.
 pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
     let demo = Demo::start(60);
     let workers = demo.wait_for_workers(2);
     let pid = demo.pid();
     let args = args(&pid.to_string());
     let mut run = Run::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    if emulated() {
+        set_policy(libc::SCHED_FIFO, 50);
+    }
     run.wait_for_line("runtime-scope: recording");
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
     run.wait_for_line("runtime-scope: stopped");
     let after: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
+    if emulated() {
+        set_policy(libc::SCHED_OTHER, 0);
+    }
     let (code, stdout, stderr) = run.finish();
+    // Shown by the harness only when the test fails.
+    eprintln!("the profiler's stderr:\n{stderr}");
     let kernel_ns = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     Accounted { demo, workers, kernel_ns, code, stdout, stderr }
 }
@@ -142,15 +196,19 @@ pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
 /// starts and stops a few µs away from them (measured ≈13 µs per span on
 /// this VM). A busy worker (≥ 50 ms) must be within 10%, which this
 /// returns true for; for the other, the per-span bias dominates and is
-/// bounded instead.
+/// bounded instead. Emulated (see [`emulated`]), the bias per span grows
+/// with the instructions between the tracepoint and the accounting (our
+/// own switch program among them: seen ≈90 µs per span on 5.10 in qemu),
+/// so it is bounded for the busy worker too.
 pub fn check_on_cpu(what: &str, traced_us: f64, kernel_us: f64, spans: usize) -> bool {
     eprintln!("{what}: traced {traced_us:.0} µs, schedstat {kernel_us:.0} µs, {spans} on-CPU spans");
     let diff = (traced_us - kernel_us).abs();
+    let emulated_bias = if emulated() { 150.0 * spans as f64 } else { 0.0 };
     if kernel_us >= 50_000.0 {
-        assert!(diff <= kernel_us * 0.10, "{what}: {traced_us} vs kernel {kernel_us} µs");
+        assert!(diff <= kernel_us * 0.10 + emulated_bias, "{what}: {traced_us} vs kernel {kernel_us} µs");
         true
     } else {
-        assert!(diff <= kernel_us * 0.10 + 25.0 * spans as f64, "{what}: {traced_us} vs {kernel_us} µs");
+        assert!(diff <= kernel_us * 0.10 + 25.0 * spans as f64 + emulated_bias, "{what}: {traced_us} vs {kernel_us} µs");
         false
     }
 }
@@ -165,7 +223,7 @@ pub struct Run {
 
 impl Run {
     pub fn start(args: &[&str]) -> Run {
-        let mut child = Command::new(PROFILER)
+        let mut child = Command::new(profiler_bin())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -174,6 +232,10 @@ impl Run {
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
+            if emulated() {
+                // Passes each line on at once (see record_demo_accounted).
+                set_policy(libc::SCHED_FIFO, 50);
+            }
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -249,7 +311,8 @@ pub fn thread_names(trace: &Value) -> Vec<(u32, String)> {
 /// Fails if any program of ours is still loaded in the kernel (programs
 /// are released when the profiler's last fd closes, on every exit path).
 pub fn assert_no_probes_left() {
-    const OURS: [&str; 13] = [
+    // Names are cut to 15 bytes: sched_process_exit and _exec are one here.
+    const OURS: [&str; 11] = [
         "sched_switch",
         "task_newtask",
         "sched_process_e",
@@ -261,8 +324,6 @@ pub fn assert_no_probes_left() {
         "worker_run",
         "current_thread",
         "sched_waking",
-        "irq_enter",
-        "irq_leave",
     ];
     let ours = || -> Vec<String> {
         aya::programs::loaded_programs()
@@ -272,12 +333,16 @@ pub fn assert_no_probes_left() {
             .collect()
     };
     // The kernel frees a program after an RCU grace period once its last
-    // fd is closed, so one closed at our exit can linger for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    // fd is closed, so one closed at our exit can linger for a moment; and
+    // when the target was gone (or with `top`) the profiler exits at once
+    // and leaves the removal (grace periods: ~5 s for the demo's uprobes)
+    // to a holder process that exits right after it (see `handoff`).
+    const GRACE_S: u64 = 15;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(GRACE_S);
     let mut left = ours();
     while !left.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         left = ours();
     }
-    assert!(left.is_empty(), "probes survived the profiler's exit by 3 s: {left:?}");
+    assert!(left.is_empty(), "probes survived the profiler's exit by {GRACE_S} s: {left:?}");
 }

@@ -52,6 +52,10 @@ pub struct Insights {
     pub long_poll_count: u64,
     pub longest_poll_ms: Option<f64>,
     pub workers: Vec<WorkerUse>,
+    /// Seconds per entry of each worker's `busy_per_second`: 1, more only
+    /// on recordings too long for an entry per second (over a day with 64
+    /// workers), so its size stays bounded.
+    pub busy_bucket_s: u64,
     /// Busiest worker's on-CPU share minus the idlest's, in points.
     pub worker_imbalance_pct: Option<f64>,
     /// Wake → first on-CPU instant of the task's next poll.
@@ -76,6 +80,9 @@ pub struct Coverage {
     pub polls: bool,
     /// Tokio's task id was read at switch-outs and samples.
     pub task_ids: bool,
+    /// Were task probes attached? None: the capture does not say (written
+    /// before captures recorded it).
+    pub task_probes: Option<bool>,
     pub wakes: bool,
     pub stacks: bool,
     pub missing: Vec<String>,
@@ -123,11 +130,27 @@ pub(crate) fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e4).round() / 100.0
 }
 
+/// `off:WHAT (reason)` entries of the probe list: what was left off, why.
+fn left_off<'a>(tl: &'a Timeline, what: &str) -> Option<&'a str> {
+    tl.probes.iter().find_map(|p| p.strip_prefix("off:")?.strip_prefix(what)?.strip_prefix(' '))
+}
+
+/// Whether the probe list says something was on (`Some(false)`: it says
+/// it was off; None: a capture from before it said either).
+fn probed(tl: &Timeline, on_prefix: &str, off: &str) -> Option<bool> {
+    if tl.probes.iter().any(|p| p.starts_with(on_prefix)) {
+        Some(true)
+    } else {
+        left_off(tl, off).map(|_| false)
+    }
+}
+
 fn coverage(tl: &Timeline) -> Coverage {
     let polls = tl.threads.iter().any(|t| !t.polls.is_empty());
     let task_ids = tl.threads.iter().any(|t| !t.task_marks.is_empty());
     let wakes = !tl.wakes.is_empty();
     let stacks = !tl.stacks.is_empty();
+    let task_probes = probed(tl, "uprobe:", "tasks");
     let mut missing = Vec::new();
     if let Some(&(at, _, _)) = tl.probe_changes.iter().find(|(_, polls, _)| !polls) {
         missing.push(format!(
@@ -145,16 +168,26 @@ fn coverage(tl: &Timeline) -> Coverage {
             "no poll probes (task identity only): polls are not timed; shown are the stretches a worker was blocked inside a task (≥: a lower bound of that poll) and the tasks samples caught; --polls on times every poll".into(),
         );
     } else if !polls {
-        missing.push(
-            "no task polls (recorded with --no-tasks, or the target has no tokio symbols): long polls, task delays and task rankings are unavailable; worker utilisation and blocked stacks remain".into(),
-        );
+        let why = match (task_probes, left_off(tl, "tasks")) {
+            (Some(true), _) => "no task was polled in the window (task probes were on: the runtime was idle)".to_string(),
+            (_, Some(reason)) => format!("no task polls: recorded without task probes {reason}"),
+            _ => "no task polls (recorded with --no-tasks, or the target has no tokio symbols)".to_string(),
+        };
+        missing.push(format!(
+            "{why}: long polls, task delays and task rankings are unavailable; worker utilisation and blocked stacks remain"
+        ));
     } else if !wakes {
         missing.push("no task wakes: task scheduling delay is unavailable".into());
     }
     if !stacks {
-        missing.push("no stacks (recorded with --no-stacks): long polls carry no call site".into());
+        let why = match (probed(tl, "stacks:", "stacks"), left_off(tl, "stacks")) {
+            (Some(true), _) => "no stack was taken in the window (no thread ran while sampled or blocked)".to_string(),
+            (_, Some(reason)) => format!("no stacks {reason}"),
+            _ => "no stacks (recorded with --no-stacks)".to_string(),
+        };
+        missing.push(format!("{why}: long polls carry no call site"));
     }
-    Coverage { polls, task_ids, wakes, stacks, missing }
+    Coverage { polls, task_ids, task_probes, wakes, stacks, missing }
 }
 
 pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
@@ -181,6 +214,7 @@ pub fn build(tl: &Timeline, symbols: &Symbols, options: Options) -> Insights {
         long_poll_count,
         longest_poll_ms: longest.map(ms),
         workers,
+        busy_bucket_s: workers::busy_bucket_s(tl),
         worker_imbalance_pct: imbalance,
         task_wake_delay: workers::task_wake_delay(tl),
         worker_wake_delay: workers::wake_to_cpu(tl),

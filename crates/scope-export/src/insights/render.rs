@@ -2,6 +2,7 @@
 //! only when asked (a TTY).
 
 use super::{Cause, Insights, LongPollGroup, Percentiles};
+use crate::labels::{count, noun};
 use std::fmt::Write;
 
 const GROUPS_SHOWN: usize = 6;
@@ -111,9 +112,10 @@ fn workers(i: &Insights, p: &Paint, out: &mut String) {
     let imbalance = i.worker_imbalance_pct.map_or(String::new(), |d| format!("; imbalance {d:.1} points"));
     let _ = writeln!(out, "  {} busy / blocked in poll / idle / preempted, busy per second{imbalance}", p.bold("workers:"));
     for w in &i.workers {
+        let unseen = if w.unseen_pct > 0.0 { format!("  (unseen {:.1}%)", w.unseen_pct) } else { String::new() };
         let _ = writeln!(
             out,
-            "    {:<28} {:>5.1}% / {:>5.1}% / {:>5.1}% / {:>4.1}%  {}",
+            "    {:<28} {:>5.1}% / {:>5.1}% / {:>5.1}% / {:>4.1}%  {}{unseen}",
             w.name,
             w.busy_pct,
             w.blocked_in_poll_pct,
@@ -137,12 +139,12 @@ fn delay(label: &str, d: &Option<Percentiles>, p: &Paint, out: &mut String) {
     if let Some(d) = d {
         let _ = writeln!(
             out,
-            "  {} p50 {}, p99 {}, max {} ({} times)",
+            "  {} p50 {}, p99 {}, max {} ({})",
             p.bold(label),
             micros(d.p50_us),
             micros(d.p99_us),
             micros(d.max_us),
-            d.count
+            count(d.count, "time")
         );
     }
 }
@@ -152,13 +154,15 @@ fn tasks(i: &Insights, p: &Paint, out: &mut String) {
         return;
     }
     let polls: u64 = i.tasks.iter().map(|t| t.polls).sum();
-    let _ = writeln!(out, "  {} ({polls} polls; busy = on-CPU inside polls):", p.bold("tasks"));
+    let _ = writeln!(out, "  {} ({}; busy = on-CPU inside polls):", p.bold("tasks"), count(polls, "poll"));
     for t in i.tasks.iter().take(TASKS_SHOWN) {
         let _ = writeln!(
             out,
-            "    {:>7} polls {:>6} tasks  busy {:>9}  longest poll {:>9}  {}",
+            "    {:>7} {:<5} {:>6} {:<5}  busy {:>9}  longest poll {:>9}  {}",
             t.polls,
+            noun(t.polls, "poll"),
             t.tasks,
+            noun(t.tasks, "task"),
             duration(t.busy_ms),
             duration(t.longest_poll_ms),
             t.kind
@@ -178,9 +182,10 @@ fn top_tasks(i: &Insights, p: &Paint, out: &mut String) {
         let id = t.tokio_task_id.map_or(format!("task #{}", t.task), |id| format!("tokio id {id}"));
         let _ = writeln!(
             out,
-            "    {id:>14}  busy {:>9}  {:>7} polls  longest {:>9}  idle {:>9}  {}",
+            "    {id:>14}  busy {:>9}  {:>7} {:<5}  longest {:>9}  idle {:>9}  {}",
             duration(t.busy_ms),
             t.polls,
+            noun(t.polls, "poll"),
             duration(t.longest_poll_ms),
             duration(t.idle_ms),
             t.kind

@@ -19,17 +19,19 @@ pub struct WorkerUse {
     pub idle_pct: f64,
     /// Runnable but descheduled.
     pub preempted_pct: f64,
+    /// In no known state (before its first switch, nothing told which):
+    /// the four shares above add up to 100 minus this.
+    pub unseen_pct: f64,
     pub polls: u64,
     /// Parked while some task had been woken over 1 ms earlier and was
     /// still waiting for its poll: work was queued and this worker slept.
     pub idle_while_work_queued_ms: f64,
-    /// On-CPU share per second of the recording, in order.
+    /// On-CPU share per second of the recording, in order (per
+    /// `Insights::busy_bucket_s` seconds on very long recordings).
     pub busy_per_second: Vec<f64>,
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { (part as f64 * 1000.0 / whole as f64).round() / 10.0 }
-}
+use scope_model::spans::percent as pct;
 
 /// Blocked time inside leaf polls (executor polls would count parking).
 fn blocked_in_polls(t: &ThreadTimeline) -> u64 {
@@ -45,11 +47,27 @@ fn blocked_in_polls(t: &ThreadTimeline) -> u64 {
         .sum()
 }
 
-fn busy_per_second(tl: &Timeline, t: &ThreadTimeline) -> Vec<f64> {
+/// Entries of every worker's busy series together, at most: the series
+/// of a year-long window (or a crafted one) must not take gigabytes. A
+/// day of one-second entries for 64 workers fits.
+const BUSY_CELLS: u64 = 64 * 86_400;
+
+/// Seconds per entry of the busy series: 1, unless the recording is so
+/// long that whole seconds for every worker would pass `BUSY_CELLS`.
+pub fn busy_bucket_s(tl: &Timeline) -> u64 {
+    let workers = tl.workers().count().max(1) as u64;
+    let seconds = tl.duration_ns().div_ceil(1_000_000_000).max(1);
+    seconds.div_ceil((BUSY_CELLS / workers).max(1)).max(1)
+}
+
+/// The same computation as the live per-second line (`spans`): seconds
+/// from the recording's start, the last one cut at its end.
+fn busy_per_second(tl: &Timeline, t: &ThreadTimeline, bucket_s: u64) -> Vec<f64> {
+    let bucket = bucket_s * 1_000_000_000;
     let mut out = Vec::new();
     let mut at = tl.start_ns;
     while at < tl.end_ns {
-        let end = (at + 1_000_000_000).min(tl.end_ns);
+        let end = at.saturating_add(bucket).min(tl.end_ns);
         out.push(pct(t.on_cpu_between(at, end), end - at));
         at = end;
     }
@@ -99,6 +117,7 @@ fn idle_overlap(t: &ThreadTimeline, queued: &[(u64, u64)]) -> u64 {
 
 pub fn utilisation(tl: &Timeline) -> Vec<WorkerUse> {
     let queued = queued_intervals(tl);
+    let bucket_s = busy_bucket_s(tl);
     tl.workers()
         .map(|t| {
             let life = t.lifetime_ns();
@@ -110,9 +129,10 @@ pub fn utilisation(tl: &Timeline) -> Vec<WorkerUse> {
                 blocked_in_poll_pct: pct(in_polls, life),
                 idle_pct: pct(t.blocked_ns().saturating_sub(in_polls), life),
                 preempted_pct: pct(t.preempted_ns(), life),
+                unseen_pct: pct(t.unseen_ns(), life),
                 polls: t.polls.iter().filter(|p| super::long_polls::is_leaf(t, p)).count() as u64,
                 idle_while_work_queued_ms: ms(idle_overlap(t, &queued)),
-                busy_per_second: busy_per_second(tl, t),
+                busy_per_second: busy_per_second(tl, t, bucket_s),
             }
         })
         .collect()

@@ -11,7 +11,7 @@
 mod read;
 mod write;
 
-pub use read::{CaptureError, Loaded, assemble, read};
+pub use read::{CaptureError, Loaded, MAX_WINDOW_NS, assemble, read, read_from};
 pub use write::{CaptureWriter, encode_events};
 
 use crate::{Event, Launch, Module, StopReason, ThreadInfo};

@@ -1,6 +1,7 @@
 use super::{FORMAT_VERSION, Frame, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, Start, Stop};
 use crate::{Event, Recording, StopReason};
 use std::fmt;
+use std::io::Read;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureError {
@@ -34,75 +35,106 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-enum Next<'a> {
-    Frame(&'a [u8]),
+enum Next {
+    Frame,
     End,
     Broken(String),
 }
 
-fn next_frame(bytes: &[u8], at: usize) -> Next<'_> {
-    let rest = &bytes[at..];
-    if rest.is_empty() {
+/// Reads the next frame's payload into `payload`; `at` is its offset.
+fn next_frame(input: &mut impl Read, at: u64, payload: &mut Vec<u8>) -> Next {
+    let mut head = [0u8; 8];
+    let got = read_up_to(input, &mut head);
+    if got == 0 {
         return Next::End;
     }
-    if rest.len() < 8 {
+    if got < 8 {
         return Next::Broken(format!("cut short inside a frame header at byte {at}"));
     }
-    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
     if len > MAX_FRAME_LEN {
         return Next::Broken(format!("corrupt frame length {len} at byte {at}"));
     }
-    let Some(payload) = rest.get(8..8 + len as usize) else {
+    payload.clear();
+    // Grows with what is there: a crafted length allocates nothing by itself.
+    let read = input.take(u64::from(len)).read_to_end(payload).unwrap_or(0);
+    if read < len as usize {
         return Next::Broken(format!(
             "cut short at byte {}: the last frame needs {} more bytes",
-            bytes.len(),
-            8 + len as usize - rest.len()
+            at + 8 + read as u64,
+            len as usize - read
         ));
-    };
+    }
     if crc32fast::hash(payload) != crc {
         return Next::Broken(format!("checksum mismatch in the frame at byte {at}"));
     }
-    Next::Frame(payload)
+    Next::Frame
+}
+
+/// Fills `buf` as far as the input goes; how many bytes it got.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
 }
 
 /// Reads what is valid; never panics on any input.
 pub fn read(bytes: &[u8]) -> Result<Loaded, CaptureError> {
-    let magic_len = bytes.len().min(MAGIC.len());
-    if bytes[..magic_len] != MAGIC[..magic_len] {
+    read_from(bytes)
+}
+
+/// As [`read`], from a stream (a file is not loaded whole first: the
+/// frames are decoded as they are read, and a crafted frame length
+/// allocates only what the input holds).
+pub fn read_from(mut input: impl Read) -> Result<Loaded, CaptureError> {
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    let got = read_up_to(&mut input, &mut preamble);
+    let magic_len = got.min(MAGIC.len());
+    if preamble[..magic_len] != MAGIC[..magic_len] {
         return Err(CaptureError::NotACapture);
     }
-    if bytes.len() < PREAMBLE_LEN {
+    if got < PREAMBLE_LEN {
         return Err(CaptureError::NoStart);
     }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let version = u16::from_le_bytes([preamble[8], preamble[9]]);
     if version > FORMAT_VERSION {
         return Err(CaptureError::NewerVersion { found: version, supported: FORMAT_VERSION });
     }
-    let mut at = PREAMBLE_LEN;
+    let mut at = PREAMBLE_LEN as u64;
     let mut warnings = Vec::new();
     let mut start: Option<Start> = None;
     let mut stop: Option<Stop> = None;
     let mut events: Vec<Event> = Vec::new();
+    let mut payload = Vec::new();
     loop {
-        let payload = match next_frame(bytes, at) {
-            Next::Frame(p) => p,
+        match next_frame(&mut input, at, &mut payload) {
+            Next::Frame => {}
             Next::End => break,
             Next::Broken(why) => {
-                warnings.push(format!("capture {why}; {} bytes after it ignored", bytes.len() - at));
+                let rest = std::io::copy(&mut input, &mut std::io::sink()).unwrap_or(0);
+                warnings.push(format!("capture {why}; the bytes after it ignored ({rest} more)"));
                 break;
             }
-        };
-        at += 8 + payload.len();
-        match postcard::from_bytes::<Frame>(payload) {
+        }
+        let frame_at = at;
+        at += 8 + payload.len() as u64;
+        match postcard::from_bytes::<Frame>(&payload) {
             Ok(Frame::Start(s)) if start.is_none() => start = Some(s),
             Ok(Frame::Events(batch)) if start.is_some() && stop.is_none() => events.extend(batch),
             Ok(Frame::Stop(s)) if start.is_some() && stop.is_none() => stop = Some(s),
             Ok(_) => {
-                warnings.push(format!("capture has a frame out of order at byte {}; ignored", at - 8 - payload.len()));
+                warnings.push(format!("capture has a frame out of order at byte {frame_at}; ignored"));
             }
             Err(e) => {
-                warnings.push(format!("capture frame at byte {} does not decode ({e}); reading stopped", at - 8 - payload.len()));
+                warnings.push(format!("capture frame at byte {frame_at} does not decode ({e}); reading stopped"));
                 break;
             }
         }
@@ -112,9 +144,43 @@ pub fn read(bytes: &[u8]) -> Result<Loaded, CaptureError> {
     Ok(Loaded { recording, warnings })
 }
 
+/// No recording is this long (the CLI records up to a day with -d, and
+/// until Ctrl-C otherwise): a stop time past it is damage, and every
+/// allocation sized by the window must stay bounded.
+pub const MAX_WINDOW_NS: u64 = 366 * 24 * 3600 * 1_000_000_000;
+
 /// The recording that a start record, a stop record (None if it never came)
 /// and the events between describe.
 pub fn assemble(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
+    let mut recording = assemble_as_written(start, stop, events, warnings);
+    bound_window(&mut recording, warnings);
+    recording
+}
+
+/// Keeps the window within [start, start + MAX_WINDOW_NS] and the events
+/// within it (give or take a minute: records straddle the
+/// window's ends, attaching takes time): a stop time of 2^62 ns, or one event far in the future,
+/// must not size a per-second series of billions of entries.
+fn bound_window(rec: &mut Recording, warnings: &mut Vec<String>) {
+    const SLACK_NS: u64 = 60 * 1_000_000_000;
+    let limit = rec.start_ns.saturating_add(MAX_WINDOW_NS);
+    if rec.end_ns < rec.start_ns || rec.end_ns > limit {
+        let last = rec.events.iter().map(Event::ts).filter(|&ts| ts >= rec.start_ns && ts <= limit).max().unwrap_or(rec.start_ns);
+        warnings.push(format!(
+            "capture's stop time ({} ns) is not after its start ({} ns) or over a year later: the window ends at its last plausible event",
+            rec.end_ns, rec.start_ns
+        ));
+        rec.end_ns = last;
+    }
+    let (from, to) = (rec.start_ns.saturating_sub(SLACK_NS), rec.end_ns.saturating_add(SLACK_NS));
+    let before = rec.events.len();
+    rec.events.retain(|e| (from..=to).contains(&e.ts()));
+    if rec.events.len() < before {
+        warnings.push(format!("{} events lie outside the recording's window and were left out", before - rec.events.len()));
+    }
+}
+
+fn assemble_as_written(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
     let mut threads = start.threads;
     let mut launch = start.launch;
     let (end_ns, stop_reason, lost_events, untracked_threads) = match stop {
@@ -134,7 +200,9 @@ pub fn assemble(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: 
                 "capture has no stop record (recording killed or disk full): {} events kept, the window ends at the last one",
                 events.len()
             ));
-            let last = events.iter().map(Event::ts).max().unwrap_or(start.start_ns);
+            // The last event within a year: one bogus far-future time must not stretch the window.
+            let limit = start.start_ns.saturating_add(MAX_WINDOW_NS);
+            let last = events.iter().map(Event::ts).filter(|&ts| ts <= limit).max().unwrap_or(start.start_ns);
             (last.max(start.start_ns), StopReason::Incomplete, 0, 0)
         }
     };

@@ -121,3 +121,39 @@ proptest! {
         let _ = read(&bytes);
     }
 }
+
+/// The crafted captures of issue 16 item 9, each with valid checksums:
+/// nothing they hold may size an allocation or a loop by itself.
+#[test]
+fn crafted_values_do_not_size_anything() {
+    let rec = fixture();
+    let start = Start::of(&rec);
+    let switch = |ts| crate::Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: 7, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
+    let module = crate::Module { path: "/x".into(), start_avma: 0, end_avma: 1, file_offset: 0, build_id: None };
+    let capture = |events: Vec<crate::Event>, stop: Option<Stop>| {
+        let mut bytes = Vec::new();
+        let mut w = CaptureWriter::new(&mut bytes, &start).unwrap();
+        w.events(&events).unwrap();
+        if let Some(stop) = stop {
+            w.finish(&stop).unwrap();
+        }
+        read(&bytes).unwrap()
+    };
+    // A module index of 0xFFFFFFF0: ignored, not a 4-billion-entry table.
+    let loaded = capture(vec![crate::Event::NewModule { ts: rec.start_ns, index: 0xFFFF_FFF0, module: Box::new(module) }], Some(Stop::of(&rec)));
+    assert_eq!(loaded.recording.all_modules().len(), rec.modules.len());
+    // A stop time of 2^62 ns: the window ends at the last plausible event.
+    let far = Stop { end_ns: 1 << 62, ..Stop::of(&rec) };
+    let loaded = capture(vec![switch(rec.start_ns + 5)], Some(far));
+    assert_eq!(loaded.recording.end_ns, rec.start_ns + 5);
+    assert!(loaded.warnings.iter().any(|w| w.contains("stop time")), "{:?}", loaded.warnings);
+    // A switch far in the future and no stop record: neither stretches the window.
+    let loaded = capture(vec![switch(rec.start_ns + 5), switch(1 << 62)], None);
+    assert_eq!(loaded.recording.end_ns, rec.start_ns + 5);
+    assert_eq!(loaded.recording.events.len(), 1, "the far one is left out");
+    // A stop before the start.
+    let early = Stop { end_ns: 0, ..Stop::of(&rec) };
+    let loaded = capture(vec![], Some(early));
+    assert_eq!(loaded.recording.end_ns, loaded.recording.start_ns);
+}
+

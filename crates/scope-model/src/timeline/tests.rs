@@ -121,18 +121,35 @@ fn follows_new_threads_renames_and_exits() {
     assert_eq!(tl.threads[1].role, Role::Other);
 }
 
+/// A thread that never switched in the window ran throughout or slept
+/// throughout; schedstat at start and stop says which, so its shares add
+/// up to 100% (they were 0% in every state). Without schedstat: unknown.
 #[test]
 fn silent_threads_use_kernel_accounting() {
     let rec = recording(
-        vec![thread(20, "spinner", Some((0, 990))), thread(21, "sleeper", Some((5, 5)))],
+        vec![thread(20, "spinner", Some((0, 990))), thread(21, "sleeper", Some((5, 5))), thread(22, "unread", None)],
         vec![],
     );
     let tl = Timeline::build(&rec, &WorkerRule::default());
     assert_eq!(states(find(&tl, 20)), vec![(1_000, 2_000, SpanState::OnCpu { cpu: None })]);
-    assert_eq!(
-        states(find(&tl, 21)),
-        vec![(1_000, 2_000, SpanState::OffCpu(OffReason::Unknown))]
+    let sleeper = find(&tl, 21);
+    assert_eq!(states(sleeper), vec![(1_000, 2_000, SpanState::OffCpu(OffReason::Blocked { state: ThreadState(S) }))]);
+    assert_eq!(sleeper.on_cpu_ns() + sleeper.blocked_ns() + sleeper.preempted_ns(), sleeper.lifetime_ns());
+    assert_eq!(find(&tl, 22).unseen_ns(), 1_000);
+}
+
+/// Before a thread's first switch-in: asleep if it was woken, else unknown.
+#[test]
+fn before_the_first_switch_in_a_woken_thread_slept() {
+    let waking = |ts, tid| Event::Waking { ts, tid, waker_tid: 0, waker_pid: 0 };
+    let rec = recording(
+        vec![thread(30, "woken", Some((0, 10))), thread(31, "silent", Some((0, 10)))],
+        vec![waking(1_400, 30), into(1_500, 30, 0), into(1_600, 31, 1)],
     );
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    assert_eq!(states(find(&tl, 30))[0], (1_000, 1_500, SpanState::OffCpu(OffReason::Blocked { state: ThreadState(S) })));
+    assert_eq!(states(find(&tl, 31))[0], (1_000, 1_600, SpanState::OffCpu(OffReason::Unknown)));
+    assert_eq!(find(&tl, 31).unseen_ns(), 600);
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn rig() -> Rig {
         WorkerRule::default(),
         judge,
         Arc::clone(&manual),
-        Arc::clone(&stop),
+        { let stop = Arc::clone(&stop); Box::new(move || stop.store(true, Ordering::Relaxed)) },
         Box::new(move |s| to.borrow_mut().push(s)),
         Box::new(move |l| says.borrow_mut().push(l)),
     );
