@@ -356,9 +356,11 @@ impl Detector {
         self.threads.entry(tid).or_default()
     }
 
-    /// The id read at this instant on this thread, if any.
+    /// The task id on this thread at this instant, if any: marks are
+    /// written only when the id read changes, so the last one at or before
+    /// it holds (0: no task).
     fn id_at(&self, tid: u32, ts: u64) -> Option<u64> {
-        self.threads.get(&tid)?.mark.filter(|&(at, _)| at == ts).map(|(_, id)| id)
+        self.threads.get(&tid)?.mark.filter(|&(at, id)| at <= ts && id != 0).map(|(_, id)| id)
     }
 
     fn switch_out(&mut self, ts: u64, tid: u32, state: ThreadState, out: &mut Noticed) {

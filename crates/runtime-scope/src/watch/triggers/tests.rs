@@ -91,7 +91,9 @@ fn without_poll_probes_a_task_id_at_a_blocked_switch_out_is_a_lower_bound() {
         out_(WORKER, 10 * MS, true),
         Event::Stack { ts: 10 * MS, cpu: 0, tid: WORKER, reason: StackReason::Blocked, frames: stack.clone(), complete: true },
         in_(WORKER, 160 * MS),
-        // No id at the switch-out: outside any task.
+        // No id at the switch-out (marks come only when it changes):
+        // outside any task.
+        Event::TaskAt { ts: 200 * MS, tid: WORKER, id: 0 },
         out_(WORKER, 200 * MS, true),
         in_(WORKER, 900 * MS),
         // Preempted inside a task: not blocked.
