@@ -20,29 +20,53 @@ pub fn handle_request(work: Duration) -> u64 {
     acc
 }
 
-/// Requests in `buf`: each `PING` (any case) is one.
-fn pings(buf: &[u8]) -> usize {
-    buf.windows(4).filter(|w| w.eq_ignore_ascii_case(b"PING")).count()
+/// One complete command at the start of `buf`: whether it is a PING, and
+/// its length in bytes. RESP arrays (`*1\r\n$4\r\nPING\r\n`) and inline
+/// commands (`PING\r\n`), as redis-benchmark sends them. None: incomplete.
+fn command(buf: &[u8]) -> Option<(bool, usize)> {
+    let line_end = |from: usize| buf[from..].windows(2).position(|w| w == b"\r\n").map(|p| from + p);
+    if buf.first() != Some(&b'*') {
+        let end = line_end(0)?;
+        return Some((buf[..end].trim_ascii().eq_ignore_ascii_case(b"PING"), end + 2));
+    }
+    let end = line_end(0)?;
+    let count: usize = std::str::from_utf8(&buf[1..end]).ok()?.trim().parse().ok()?;
+    let (mut at, mut first) = (end + 2, None);
+    for _ in 0..count {
+        let end = line_end(at)?;
+        let len: usize = std::str::from_utf8(buf.get(at + 1..end)?).ok()?.trim().parse().ok()?;
+        let arg = buf.get(end + 2..end + 2 + len)?;
+        first.get_or_insert(arg);
+        at = end + 2 + len + 2;
+        if buf.len() < at {
+            return None;
+        }
+    }
+    Some((first.is_some_and(|a| a.eq_ignore_ascii_case(b"PING")), at))
 }
 
 async fn connection(mut socket: tokio::net::TcpStream, work: Duration) {
     let mut buf = vec![0u8; 16 * 1024];
-    // A PING can be split across reads: carry the last 3 bytes over.
-    let mut carry = Vec::new();
+    // Commands can be split across reads: what is left waits for the rest.
+    let mut pending = Vec::new();
     loop {
         let n = match socket.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        carry.extend_from_slice(&buf[..n]);
-        let count = pings(&carry);
-        // Three bytes cannot hold a whole PING, so none is counted twice.
-        carry.drain(..carry.len().saturating_sub(3));
-        let mut reply = Vec::with_capacity(count * 7);
-        for _ in 0..count {
-            black_box(handle_request(work));
-            reply.extend_from_slice(b"+PONG\r\n");
+        pending.extend_from_slice(&buf[..n]);
+        let (mut reply, mut used) = (Vec::new(), 0);
+        while let Some((ping, len)) = command(&pending[used..]) {
+            used += len;
+            if ping {
+                black_box(handle_request(work));
+                reply.extend_from_slice(b"+PONG\r\n");
+            } else {
+                // redis-benchmark asks for CONFIG first and waits for an answer.
+                reply.extend_from_slice(b"-ERR only PING here\r\n");
+            }
         }
+        pending.drain(..used);
         if socket.write_all(&reply).await.is_err() {
             return;
         }
@@ -64,9 +88,16 @@ pub fn serve(port: u16, work_us: u64) {
 
 #[cfg(test)]
 mod tests {
+    use super::command;
+
     #[test]
-    fn counts_inline_and_array_pings() {
-        assert_eq!(super::pings(b"PING\r\n*1\r\n$4\r\nping\r\n"), 2);
-        assert_eq!(super::pings(b"PIN"), 0);
+    fn reads_inline_and_array_commands_whole_or_not_at_all() {
+        assert_eq!(command(b"PING\r\n*1\r\n$4\r\nping\r\n"), Some((true, 6)));
+        assert_eq!(command(b"*1\r\n$4\r\nping\r\n"), Some((true, 14)));
+        let config = b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n";
+        assert_eq!(command(config), Some((false, config.len())));
+        assert_eq!(command(&config[..config.len() - 1]), None);
+        assert_eq!(command(b"*1\r\n$4\r\nPI"), None);
+        assert_eq!(command(b"PIN"), None);
     }
 }
