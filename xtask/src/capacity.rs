@@ -380,7 +380,7 @@ pub fn memory(scope: &Path, demo: &Path) -> Result<String, String> {
     s.push_str(&format!("| trace written → process exit (waiting for the uprobes to come off, begun at stop) | {} |\n", phase(written_at, run.exited)));
     s.push_str(
         "\nStopped is when stderr says `runtime-scope: stopped after`; summary and trace written are when those lines reach our pipe \
-         (both on stdout). CPU is the recorder's user + system time over the same span (from the 100 ms samples): where it is far below \
+         (both on stderr). CPU is the recorder's user + system time over the same span (from the 100 ms samples): where it is far below \
          the wall time, the recorder is waiting, not working.\n\n",
     );
     Ok(s)
