@@ -162,14 +162,20 @@ impl LiveView {
 
     pub fn feed(&mut self, event: &Event) {
         self.events_total += 1;
+        if let Event::Switch { cpu, cpu_lost, .. } = event {
+            let lost = self.lost_by_cpu.entry(*cpu).or_default();
+            *lost = (*lost).max(*cpu_lost);
+        }
+        // The progress line needs only the counts above. Spans are applied
+        // only when a live line asks for its second: kept without one, they
+        // grew with every switch (watch on a busy server: 3 MB/s).
+        if !self.live {
+            return;
+        }
         let second = event.ts().saturating_sub(self.start_ns) / SECOND_NS;
         let count = self.counts.entry(second).or_default();
         count.0 += 1;
         match event {
-            Event::Switch { cpu, cpu_lost, .. } => {
-                let lost = self.lost_by_cpu.entry(*cpu).or_default();
-                *lost = (*lost).max(*cpu_lost);
-            }
             Event::NewThread { tid, name, .. } => {
                 self.names.insert(*tid, (name.clone(), true));
             }

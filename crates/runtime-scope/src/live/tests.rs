@@ -136,3 +136,13 @@ fn progress_lines_without_live() {
     assert!(view.tick(SECOND_NS).is_empty(), "every 2 s");
     assert_eq!(view.tick(2 * SECOND_NS), vec!["recording…    2/10 s  1 events  0 lost".to_string()]);
 }
+
+#[test]
+fn without_live_lines_nothing_is_kept_per_event() {
+    let mut view = LiveView::new(false, WorkerRule::default(), HashMap::new(), 0, None);
+    for i in 0..10_000u64 {
+        view.feed(&switch(i * 1000, 0, 0, 7, 0));
+    }
+    assert!(view.pending.is_empty() && view.counts.is_empty(), "{} pending, {} seconds counted", view.pending.len(), view.counts.len());
+    assert_eq!(view.tick(2 * SECOND_NS), vec!["recording…    2 s  10000 events  0 lost".to_string()]);
+}
