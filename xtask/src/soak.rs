@@ -103,7 +103,7 @@ fn render(seconds: u64, samples: &[Sample], written: usize, snapshot_bytes: u64,
     let at = |t: u64| samples.iter().find(|x| x.0 == t);
     let mut rows: Vec<u64> = vec![5, 30];
     rows.extend((ROW_EVERY..=seconds).step_by(ROW_EVERY as usize));
-    if seconds % ROW_EVERY != 0 {
+    if !seconds.is_multiple_of(ROW_EVERY) {
         rows.push(seconds);
     }
     for t in rows {

@@ -217,7 +217,7 @@ impl StackCollector {
         self.bytes_copied += raw.bytes.len() as u64;
         self.complete += u64::from(unwound.complete);
         if unwound.complete {
-            self.count_used(unwound.bytes_used as usize);
+            self.count_used(unwound.bytes_used);
         }
         if raw.reason == scope_model::StackReason::Blocked {
             self.last_blocked.insert(raw.tid, (unwound.frames.clone(), unwound.complete));

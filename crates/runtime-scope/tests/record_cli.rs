@@ -43,10 +43,7 @@ fn launch_mode_sees_the_program_from_its_first_instruction() {
     let born: Vec<&str> = rec
         .events
         .iter()
-        .filter_map(|e| match e {
-            Event::NewThread { .. } => Some(e),
-            _ => None,
-        })
+        .filter(|e| matches!(e, Event::NewThread { .. }))
         .filter_map(|e| match e {
             Event::NewThread { tid, .. } => rec.events.iter().rev().find_map(|r| match r {
                 Event::Rename { tid: t, name, .. } if t == tid => Some(name.as_str()),

@@ -132,7 +132,7 @@ fn a_yield_loop_is_n_polls_with_n_self_wakes() {
     let task = events.iter().find(|e| is_poll(e) && e["args"]["poll"] == most).unwrap()["args"]["task"].clone();
     let other_ids = events
         .iter()
-        .filter(|e| is_poll(e) && e["args"]["task"] == task && e["args"]["tokio_task_id"] != Value::from(printed))
+        .filter(|e| is_poll(e) && e["args"]["task"] == task && e["args"]["tokio_task_id"] != printed)
         .count();
     assert_eq!(other_ids, 0, "every poll of that task has the same id");
     let arrows = |cat: &str| events.iter().filter(|e| e["ph"] == "s" && e["cat"] == cat).count() as u64;

@@ -230,6 +230,18 @@ pub fn totals(tl: &Timeline, names: &HashMap<Frame, String>) -> Vec<(String, Kin
     out
 }
 
+/// Polls the exports mark as long (category `long_poll`): the report's
+/// default threshold, since a trace is read without the report's options.
+pub fn is_long(poll: &Poll) -> bool {
+    poll.duration_ns() as f64 >= crate::insights::DEFAULT_LONG_POLL_MS * 1e6
+}
+
+/// A long poll of user code, as the report counts them: executors (the
+/// worker loop, a LocalSet) poll for as long as they run and are not marked.
+pub fn is_long_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
+    is_long(poll) && crate::insights::long_polls::is_leaf(t, poll)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,16 +292,4 @@ mod tests {
             Some("spawn_blocking(tokio::runtime::scheduler::multi_thread::worker::Launch::launch)".into())
         );
     }
-}
-
-/// Polls the exports mark as long (category `long_poll`): the report's
-/// default threshold, since a trace is read without the report's options.
-pub fn is_long(poll: &Poll) -> bool {
-    poll.duration_ns() as f64 >= crate::insights::DEFAULT_LONG_POLL_MS * 1e6
-}
-
-/// A long poll of user code, as the report counts them: executors (the
-/// worker loop, a LocalSet) poll for as long as they run and are not marked.
-pub fn is_long_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
-    is_long(poll) && crate::insights::long_polls::is_leaf(t, poll)
 }

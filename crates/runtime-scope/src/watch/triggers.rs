@@ -534,7 +534,7 @@ fn wait_stretch(tid: u32, worker: bool, since: u64, preempted: bool, reported: b
         return true;
     }
     let took = until.saturating_sub(since);
-    if !worker || !limits.sched_delay_ns.is_some_and(|l| took >= l) {
+    if !worker || limits.sched_delay_ns.is_none_or(|l| took < l) {
         return false;
     }
     out.candidates.push(Candidate {

@@ -39,10 +39,7 @@ fn blocked_in_polls(t: &ThreadTimeline) -> u64 {
         .iter()
         .filter(|p| super::long_polls::is_leaf(t, p))
         .flat_map(|p| {
-            t.spans_between(p.start_ns, p.end_ns).iter().filter_map(move |s| {
-                matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))
-                    .then(|| s.end_ns.min(p.end_ns).saturating_sub(s.start_ns.max(p.start_ns)))
-            })
+            t.spans_between(p.start_ns, p.end_ns).iter().filter(|&s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))).map(|s| s.end_ns.min(p.end_ns).saturating_sub(s.start_ns.max(p.start_ns)))
         })
         .sum()
 }

@@ -91,7 +91,7 @@ impl Rig {
         while self.now < until {
             self.now += 100 * MS;
             let mut batch = vec![Event::Switch { ts: self.now - MS, cpu: 1, prev_tid: 9, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 }];
-            batch.extend(extra.drain(..));
+            batch.append(&mut extra);
             self.sink.batch(&batch, self.now).unwrap();
         }
     }
