@@ -152,7 +152,10 @@ fn stacks_sentence(stderr: &str) -> String {
     }
 }
 
-fn output_sizes(scope: &Path, demo: &Path) -> Result<(Vec<(String, u64, u64)>, String), String> {
+/// (format, bytes, events) of each output, and the stacks sentence.
+type Sizes = (Vec<(String, u64, u64)>, String);
+
+fn output_sizes(scope: &Path, demo: &Path) -> Result<Sizes, String> {
     let capture = std::env::temp_dir().join("bench-demo.rscope");
     let out = Command::new(scope)
         .args(["record", "--no-live", "-o"])
