@@ -141,18 +141,19 @@ mod tests {
         assert!(!c.polls && !c.wakes, "{c:?}");
         low.count(1, 0);
         assert_eq!(low.decide(10 * S, 10 * S, true), None, "never back on");
-        // 400k polls/s: 60%.
+        // 400k polls/s in a second of CPU: 400k × the per-poll cost.
         let mut high = Auto::new(PollTier::Auto, 2.0, 0, 0);
         high.count(400_000, 400_000);
         let c = high.decide(S, S, true).unwrap();
         assert!(!c.polls && !c.wakes);
-        assert!(c.line.starts_with("polls: 400k/s would cost ~60% CPU"), "{}", c.line);
+        let pct = 400_000 * POLL_COST_NS / 10_000_000;
+        assert!(c.line.starts_with(&format!("polls: 400k/s would cost ~{pct}% CPU")), "{}", c.line);
     }
 
     #[test]
     fn drops_wakes_first_and_waits_for_calibration() {
         let mut a = Auto::new(PollTier::Auto, 2.0, 0, 0);
-        a.count(30_000, 60_000); // over 3 s of CPU: 1.5% + 1.4%
+        a.count(30_000, 60_000); // over 3 s of CPU: 1.7% + 2.0%
         assert_eq!(a.decide(S, S, false), None, "not calibrated yet");
         let c = a.decide(3 * S, 3 * S, false).unwrap();
         assert!(c.polls && !c.wakes, "{c:?}");
