@@ -55,7 +55,9 @@ fn place(root: &Path, from: &Path, at: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The guest's /init: mounts what the tools need, reports the kernel and
+/// The guest's /init: mounts what the tools need (not a tmpfs on /tmp: the
+/// initramfs is already writable, and a workspace under /tmp, copied in at
+/// its own path, would be hidden), reports the kernel and
 /// `runtime-scope check`, runs each test (killed after a time limit), and
 /// powers off. Every line for the host starts with `rscope-guest:`.
 fn init_script(profiler: &Path, tests: &[(String, PathBuf)]) -> String {
@@ -66,7 +68,6 @@ fn init_script(profiler: &Path, tests: &[(String, PathBuf)]) -> String {
          mount -t proc proc /proc\n\
          mount -t sysfs sys /sys\n\
          mount -t devtmpfs dev /dev\n\
-         mount -t tmpfs tmp /tmp\n\
          cd /tmp\n\
          echo \"rscope-guest: kernel $(uname -r)\"\n",
     );
