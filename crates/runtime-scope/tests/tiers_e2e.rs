@@ -93,7 +93,10 @@ fn the_task_id_offset_learned_is_the_one_dwarf_states() {
     let demo = Demo::start(30);
     demo.wait_for_workers(2);
     let pid = demo.pid().to_string();
-    let (capture, stderr, _dir) = record(&["--polls", "on", "-d", "8", "-p", &pid], &[]);
+    // Two task ids hold the demo's long polls, so calibration wants 48
+    // copies: about 8 a second here (samples in the 30 ms CPU polls, the
+    // 40 ms blocking ones). 8 s was too close: once under CI's load, none.
+    let (capture, stderr, _dir) = record(&["--polls", "on", "-d", "15", "-p", &pid], &[]);
     let learned = stderr
         .lines()
         .find_map(|l| l.split("task id is at CONTEXT+").nth(1))
