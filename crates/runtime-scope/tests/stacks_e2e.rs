@@ -65,9 +65,12 @@ fn stock_release_binary_gets_full_named_stacks() {
         .filter(|(e, _)| e["args"]["blocked_in"] == "block_in_syscall")
         .collect();
     assert!(sleeps.len() >= 3, "the 40 ms sleeps should be blocked in block_in_syscall: {}", sleeps.len());
+    // Under qemu's emulation no timing is trusted (seen once on 5.10: a
+    // 40 ms sleep blocked 30.1 ms); there the bound only says "tens of ms".
+    let lower_us = if emulated() { 20_000.0 } else { 32_000.0 };
     for (e, stack) in &sleeps {
         let dur = e["dur"].as_f64().unwrap();
-        assert!((32_000.0..=upper_ms(48.0) * 1e3).contains(&dur), "blocked {dur} µs");
+        assert!((lower_us..=upper_ms(48.0) * 1e3).contains(&dur), "blocked {dur} µs");
         let sleep = stack.iter().position(|f| f.starts_with("std::thread") && f.contains("sleep"));
         let caller = stack.iter().position(|f| *f == "block_in_syscall");
         assert!(sleep.is_some() && sleep < caller, "std::thread::sleep ← block_in_syscall: {stack:?}");
