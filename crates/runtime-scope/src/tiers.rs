@@ -20,7 +20,12 @@ pub const WAKE_COST_NS: u64 = 1_000;
 const FLOOR_NS_PER_S: f64 = 2_000_000.0;
 
 /// How long auto measures before deciding (longer while the task id's
-/// place in CONTEXT is still being learned, which needs exact polls).
+/// place in CONTEXT is still being learned, which needs exact polls). The
+/// first look is short: on a busy server a quarter second holds tens of
+/// thousands of polls, and every second of probes it would cost is paid
+/// by the target; later looks, which only ever take probes off, are a
+/// second apart.
+const FIRST_MEASURE_NS: u64 = 250_000_000;
 const MEASURE_NS: u64 = 1_000_000_000;
 const MEASURE_MAX_NS: u64 = 3_000_000_000;
 
@@ -69,7 +74,8 @@ impl Auto {
         }
         let elapsed = now_ns.saturating_sub(self.since_ns);
         let waited = now_ns.saturating_sub(self.start_ns);
-        if elapsed < MEASURE_NS || (self.first && !calibrated && waited < MEASURE_MAX_NS) {
+        let window = if self.first { FIRST_MEASURE_NS } else { MEASURE_NS };
+        if elapsed < window || (self.first && !calibrated && waited < MEASURE_MAX_NS) {
             return None;
         }
         let seconds = elapsed as f64 / 1e9;
@@ -129,10 +135,10 @@ mod tests {
         // 1000 polls/s on a target using a whole CPU: 0.15%.
         let mut low = Auto::new(PollTier::Auto, 2.0, 0, 0);
         low.count(1000, 500);
-        assert_eq!(low.decide(S / 2, S / 2, true), None, "still measuring");
-        let c = low.decide(S, S, true).unwrap();
+        assert_eq!(low.decide(S / 8, S / 8, true), None, "still measuring");
+        let c = low.decide(S / 4, S / 4, true).unwrap();
         assert!(c.polls && c.wakes, "{c:?}");
-        assert_eq!(low.decide(S + S / 2, S + S / 2, true), None, "next look a second later");
+        assert_eq!(low.decide(S, S, true), None, "next look a second later");
         low.count(1000, 500);
         assert_eq!(low.decide(2 * S, 2 * S, true), None, "nothing changed: nothing said");
         // Then the server gets busy: 300k polls in a second of its CPU.
@@ -143,8 +149,8 @@ mod tests {
         assert_eq!(low.decide(10 * S, 10 * S, true), None, "never back on");
         // 400k polls/s in a second of CPU: 400k × the per-poll cost.
         let mut high = Auto::new(PollTier::Auto, 2.0, 0, 0);
-        high.count(400_000, 400_000);
-        let c = high.decide(S, S, true).unwrap();
+        high.count(100_000, 100_000);
+        let c = high.decide(S / 4, S / 4, true).unwrap();
         assert!(!c.polls && !c.wakes);
         let pct = 400_000 * POLL_COST_NS / 10_000_000;
         assert!(c.line.starts_with(&format!("polls: 400k/s would cost ~{pct}% CPU")), "{}", c.line);

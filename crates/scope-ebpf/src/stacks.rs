@@ -6,7 +6,7 @@ use crate::{EVENTS, bump, layout, wakeup_flags};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_task_pt_regs,
         generated::{bpf_probe_read_user, bpf_ringbuf_output},
     },
     macros::map,
@@ -143,15 +143,27 @@ pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
                 return;
             }
         }
-        let _ = LAST_BLOCKED.insert(tid, &now, 0);
     }
-    if !within_budget(unsafe { bpf_ktime_get_ns() }, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
+    // Over budget, nothing is sent and the entry is left alone: it still
+    // describes the last stack the reader got, which is what a later
+    // "same as last" refers to. (Updating it and taking it back cost two
+    // hash-map writes per wait, on every wait once a busy server is over
+    // budget: most of this program's time on mini-redis.)
+    if !within_budget(head.ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
         bump(counter::STACKS_OVER_BUDGET);
-        // Not copied: the next wait here must not pass for a repeat.
-        let _ = LAST_BLOCKED.remove(tid);
         return;
     }
-    copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, &regs);
+    if top_read == 0 {
+        let _ = LAST_BLOCKED.insert(tid, &now, 0);
+    } else {
+        // Not comparable: the next wait here must not pass for a repeat.
+        let _ = LAST_BLOCKED.remove(tid);
+    }
+    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, &regs) && top_read == 0 {
+        // The reader did not get it (ring buffer full): a later repeat
+        // would point at the stack before it.
+        let _ = LAST_BLOCKED.remove(tid);
+    }
 }
 
 /// A blocked switch-out whose stack is the thread's previous one.
@@ -182,9 +194,10 @@ pub fn copy(head: Header, tid: u32, reason: u32, task_id: u64, want: u32) {
     copy_with(head, tid, reason, task_id, want, &regs);
 }
 
+/// False when nothing reached the ring buffer.
 #[inline(always)]
-fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs: &pt_regs) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return };
+fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs: &pt_regs) -> bool {
+    let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return false };
     let scratch = unsafe { &mut *scratch };
     let dst: *mut u8 = scratch.data.as_mut_ptr();
     let src = regs.rsp as *const u8;
@@ -218,7 +231,7 @@ fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs:
     attempt!(16);
     if len == 0 {
         bump(counter::STACKS_UNREADABLE);
-        return;
+        return false;
     }
     scratch.head = StackHeader {
         header: head,
@@ -244,4 +257,5 @@ fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs:
     if rc != 0 {
         bump(counter::RINGBUF_DROPS);
     }
+    rc == 0
 }
