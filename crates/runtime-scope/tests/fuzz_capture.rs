@@ -242,3 +242,54 @@ fn hostile_captures_never_abort_hang_or_panic_report_and_export() {
         panic!("{e}\nthe failing capture is kept in {}", kept.display());
     }
 }
+
+/// Poll returns lost by the hundred thousand (a full ring buffer, or a
+/// return probe that never fired): one task polled again and again, and
+/// distinct tasks each nesting in the one before. Both once hung `report`
+/// for minutes (work quadratic in the nesting depth).
+#[test]
+fn polls_without_returns_stay_linear() {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let poll_fn = Frame { module: Frame::NO_MODULE, offset: 0x1000 };
+    let starts = |task: &dyn Fn(u64) -> u64| -> Vec<Event> {
+        (0..N).map(|i| Event::PollStart { ts: START + 1_000 + i * 1_000, tid: 7, task: task(i), poll_fn }).collect()
+    };
+    for (name, events) in [("same-task", starts(&|_| 0xa0)), ("nested-tasks", starts(&|i| 0x1000 + i * 0x40))] {
+        let case = Case {
+            start: Start {
+                tool_version: "test".into(),
+                clock: "CLOCK_MONOTONIC".into(),
+                pid: 4242,
+                command: name.into(),
+                executable: "/nonexistent".into(),
+                start_ns: START,
+                threads: vec![ThreadInfo { tid: 7, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
+                modules: Vec::new(),
+                probes: vec!["uprobe:tokio::runtime::task::raw::poll ×1".into()],
+                launch: None,
+            },
+            batches: events.chunks(10_000).map(<[Event]>::to_vec).collect(),
+            stop: Some(Stop {
+                end_ns: START + (N + 2) * 1_000,
+                stop_reason: StopReason::Duration,
+                lost_events: 0,
+                untracked_threads: 0,
+                cpu_ns_at_stop: Vec::new(),
+                exit_status: None,
+            }),
+        };
+        let capture = dir.path().join(format!("{name}.rscope"));
+        write(&case, &capture);
+        let cap = capture.to_str().unwrap();
+        let (pf, js) = (dir.path().join("out.pftrace"), dir.path().join("out.json"));
+        for args in [vec!["report", cap], vec!["export", cap, "-o", pf.to_str().unwrap()], vec!["export", cap, "-o", js.to_str().unwrap()]] {
+            run_limited(&args).unwrap_or_else(|why| panic!("{name}: {why}"));
+        }
+        if name == "same-task" {
+            let out = Command::new(profiler_bin()).args(["report", cap]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(&format!("{} polls whose return was never seen", N - 1)), "{text}");
+        }
+    }
+}

@@ -125,11 +125,15 @@ pub fn sample_stack(ctx: PerfEventContext) -> u32 {
     if ctx.tgid() == target_tgid() {
         let head = header(kind::STACK);
         let tid = ctx.pid();
-        // bpf_get_current_task_btf would make this a plain load, but it is
-        // Linux 5.11+: read through the untyped pointer instead.
-        let task = unsafe { bpf_get_current_task() } as *const u8;
-        let fsbase_at = task.wrapping_add(layout().task_fsbase as usize) as *const u64;
-        let task_id = unsafe { bpf_probe_read_kernel(fsbase_at) }.map_or(0, |fsbase| task_id::current(fsbase, head, tid));
+        let fsbase = if stacks::task_btf() {
+            let task = unsafe { aya_ebpf::helpers::bpf_get_current_task_btf() } as *const u8;
+            Some(unsafe { *(task.wrapping_add(layout().task_fsbase as usize) as *const u64) })
+        } else {
+            // Before 5.11 there is no typed pointer: through the untyped one.
+            let task = unsafe { bpf_get_current_task() } as *const u8;
+            unsafe { bpf_probe_read_kernel(task.wrapping_add(layout().task_fsbase as usize) as *const u64) }.ok()
+        };
+        let task_id = fsbase.map_or(0, |fsbase| task_id::current(fsbase, head, tid));
         stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
     }
     0

@@ -26,7 +26,7 @@
 
 use crate::layout;
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel},
     macros::map,
     maps::PerCpuArray,
 };
@@ -49,16 +49,23 @@ pub(crate) fn no_waker(frame: *const core::ffi::c_void) -> bool {
         core::ptr::write_volatile(slot, frame as u64);
         core::ptr::read_volatile(slot)
     };
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let read = |offset: u32| unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) };
-    let Ok(stack) = read(l.task_stack) else { return true };
+    let (stack, flags) = if crate::stacks::task_btf() {
+        // A BTF pointer: plain loads, no helper calls.
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        unsafe { (*(task.wrapping_add(l.task_stack as usize) as *const u64), *(task.wrapping_add(l.task_flags as usize) as *const u32)) }
+    } else {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let read = |offset: u32| unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) };
+        let Ok(stack) = read(l.task_stack) else { return true };
+        let Ok(flags) = read(l.task_flags) else { return true };
+        (stack, flags as u32)
+    };
     if l.thread_size == 0 || here.wrapping_sub(stack) >= u64::from(l.thread_size) {
         return true;
     }
-    let Ok(flags) = read(l.task_flags) else { return true };
-    if flags as u32 & PF_KTHREAD != 0 {
+    if flags & PF_KTHREAD != 0 {
         return false;
     }
     let Some(regs) = crate::stacks::user_regs() else { return true };
-    !(regs.orig_rax as i64 >= 0 && regs.rax as i64 == -ENOSYS)
+    !(regs.orig_ax as i64 >= 0 && regs.ax as i64 == -ENOSYS)
 }

@@ -156,6 +156,13 @@ pub fn render_with(tl: &Timeline, symbols: &Symbols, insights: &Insights, color:
             tl.untracked_threads
         );
     }
+    if tl.polls_without_return > 0 {
+        let _ = writeln!(
+            out,
+            "  note: {} polls whose return was never seen (probe events lost) are left out: their length is unknown",
+            tl.polls_without_return
+        );
+    }
     if tl.inconsistencies > 0 {
         let _ = writeln!(
             out,

@@ -207,14 +207,36 @@ pub fn self_busy_ns(t: &ThreadTimeline, poll: &Poll) -> u64 {
     t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)
 }
 
+/// [`self_busy_ns`] of every poll of `t`, in one pass: each poll's time is
+/// taken off its parent's (the nearest open poll one level up). Asking
+/// poll by poll walks every descendant of every poll, which is quadratic
+/// in the nesting depth (a capture whose poll returns were lost nests each
+/// poll in the one before).
+pub fn self_busy_all(t: &ThreadTimeline) -> Vec<u64> {
+    let mut busy: Vec<u64> = t.polls.iter().map(|p| t.on_cpu_between(p.start_ns, p.end_ns)).collect();
+    let mut open: Vec<usize> = Vec::new();
+    for (i, p) in t.polls.iter().enumerate() {
+        while open.last().is_some_and(|&j| t.polls[j].depth >= p.depth || t.polls[j].end_ns <= p.start_ns) {
+            open.pop();
+        }
+        if let Some(&parent) = open.last().filter(|&&j| t.polls[j].depth + 1 == p.depth && t.polls[j].end_ns > p.start_ns) {
+            // Still its whole on-CPU time: its own children come after it.
+            busy[parent] = busy[parent].saturating_sub(busy[i]);
+        }
+        open.push(i);
+    }
+    busy
+}
+
 pub fn totals(tl: &Timeline, names: &HashMap<Frame, String>) -> Vec<(String, KindTotals)> {
     let mut by: HashMap<&str, (KindTotals, std::collections::HashSet<u32>)> = HashMap::new();
     for t in &tl.threads {
-        for poll in &t.polls {
+        let busy = self_busy_all(t);
+        for (poll, busy) in t.polls.iter().zip(busy) {
             let Some(name) = names.get(&poll.poll_fn) else { continue };
             let e = by.entry(name).or_default();
             e.0.polls += 1;
-            e.0.busy_ns += self_busy_ns(t, poll);
+            e.0.busy_ns += busy;
             e.0.longest_ns = e.0.longest_ns.max(poll.duration_ns());
             e.1.insert(poll.serial);
         }
@@ -248,6 +270,50 @@ mod tests {
 
     fn f(name: &str) -> ResolvedFrame {
         ResolvedFrame::unknown(name.into())
+    }
+
+    fn nested_thread(polls: Vec<(u64, u64, u32)>) -> ThreadTimeline {
+        use scope_model::{OffReason, Span, SpanState, ThreadState};
+        let on = |a, b| Span { start_ns: a, end_ns: b, state: SpanState::OnCpu { cpu: Some(0) } };
+        let blocked = Span { start_ns: 100, end_ns: 150, state: SpanState::OffCpu(OffReason::Blocked { state: ThreadState(1) }) };
+        ThreadTimeline {
+            tid: 1,
+            name: "w".into(),
+            role: scope_model::Role::Other,
+            spans: vec![on(0, 100), blocked, on(150, 1_000_000)],
+            created_ns: None,
+            exited_ns: None,
+            kernel_cpu_ns: None,
+            samples: Vec::new(),
+            blocked_stacks: Vec::new(),
+            polls: polls
+                .into_iter()
+                .map(|(start_ns, end_ns, depth)| Poll {
+                    start_ns,
+                    end_ns,
+                    task: 1,
+                    serial: 1,
+                    poll_fn: Frame { module: 0, offset: 0 },
+                    depth,
+                    number: 1,
+                    finished: true,
+                })
+                .collect(),
+            wakings: Vec::new(),
+            task_marks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn self_busy_in_one_pass_is_what_each_poll_asked_alone_gives() {
+        let t = nested_thread(vec![(10, 290, 0), (20, 120, 1), (30, 60, 2), (70, 80, 2), (160, 200, 1), (295, 299, 0)]);
+        let alone: Vec<u64> = t.polls.iter().map(|p| self_busy_ns(&t, p)).collect();
+        assert_eq!(alone, vec![230 - 80 - 40, 80 - 30 - 10, 30, 10, 40, 4]);
+        assert_eq!(self_busy_all(&t), alone);
+        // Lost returns nest every poll in the one before: 3000 deep.
+        let deep = nested_thread((0..3000u64).map(|i| (1000 + i, 10_000 - i, i as u32)).collect());
+        let alone: Vec<u64> = deep.polls.iter().map(|p| self_busy_ns(&deep, p)).collect();
+        assert_eq!(self_busy_all(&deep), alone);
     }
 
     #[test]

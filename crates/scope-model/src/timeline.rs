@@ -9,9 +9,11 @@ use crate::{Event, Frame, Recording, Role, StackReason, StopReason, ThreadState,
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use spans::{SpansOf, ThreadSpans};
+use open_polls::OpenPolls;
 use tasks::TaskTracker;
 pub use tasks::{Spawn, Wake, WorkerStart};
 
+mod open_polls;
 pub mod spans;
 mod tasks;
 
@@ -226,6 +228,10 @@ pub struct Timeline {
     pub tokio_ids: BTreeMap<u32, u64>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
+    /// Polls left out because their return was never seen (the task was
+    /// polled again while they were open: probe events were lost).
+    #[serde(default)]
+    pub polls_without_return: u64,
     pub lost_events: u64,
     /// Threads the kernel filter had no room for (not on the timeline).
     pub untracked_threads: u64,
@@ -269,6 +275,7 @@ impl Timeline {
                 .collect(),
         };
         let mut inconsistencies = 0;
+        let mut polls_without_return = 0;
         let mut stacks = Vec::new();
         let mut tasks = TaskTracker::default();
         let mut probe_changes = Vec::new();
@@ -303,6 +310,12 @@ impl Timeline {
                 Event::PollStart { ts, tid, task, poll_fn } => {
                     let (serial, number) = tasks.poll_start(*tid, *task);
                     let b = threads.entry(*tid);
+                    // A task is never polled inside its own poll: the
+                    // return of its last one was lost (and of any opened
+                    // since). Their lengths are unknown: left out, not
+                    // stretched to here, where they would pass for long
+                    // polls (and nest every later poll ever deeper).
+                    polls_without_return += b.open_polls.drop_from(serial);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
                         end_ns: *ts,
@@ -364,6 +377,7 @@ impl Timeline {
             tokio_ids: tasks.tokio_ids,
             module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
+            polls_without_return,
             lost_events: rec.lost_events,
             untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
@@ -438,7 +452,7 @@ struct Builder {
     sched: ThreadSpans,
     samples: Vec<(u64, u32)>,
     blocked_stacks: Vec<(u64, u32)>,
-    open_polls: Vec<Poll>,
+    open_polls: OpenPolls,
     polls: Vec<Poll>,
     wakings: Vec<Waker>,
     task_marks: Vec<(u64, u64)>,
@@ -454,7 +468,7 @@ impl Builder {
             sched: ThreadSpans::new(window),
             samples: Vec::new(),
             blocked_stacks: Vec::new(),
-            open_polls: Vec::new(),
+            open_polls: OpenPolls::default(),
             polls: Vec::new(),
             wakings: Vec::new(),
             task_marks: Vec::new(),

@@ -240,6 +240,26 @@ fn polls_nest_number_and_close() {
 }
 
 #[test]
+fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
+    let f = |o| Frame { module: 0, offset: o };
+    let start = |ts, task| Event::PollStart { ts, tid: 50, task, poll_fn: f(0x10) };
+    let end = |ts| Event::PollEnd { ts, tid: 50 };
+    // Task 7's returns are lost twice (a full ring buffer); 8 is polled
+    // inside the second open one and its return lost too.
+    let mut events = vec![start(1_100, 7), start(1_200, 7), start(1_250, 8), start(1_300, 7), end(1_350), start(1_400, 7), end(1_450)];
+    // A long run of lost returns must not nest polls ever deeper.
+    events.extend((0..200u64).map(|i| start(1_500 + 2 * i, 9)));
+    let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let t = find(&tl, 50);
+    let polls: Vec<(u64, u64, u64, u32)> = t.polls.iter().take(2).map(|p| (p.start_ns, p.end_ns, p.task, p.depth)).collect();
+    assert_eq!(polls, vec![(1_300, 1_350, 7, 0), (1_400, 1_450, 7, 0)], "the polls without a return are left out");
+    assert_eq!(t.polls.len(), 3, "and the last of task 9's, open at stop");
+    assert_eq!(t.polls[2].depth, 0);
+    assert_eq!(tl.polls_without_return, 3 + 199, "7 twice, 8 once, 9 each time but the last");
+}
+
+#[test]
 fn wakes_name_their_task_and_self_wakes_are_marked() {
     let f = Frame { module: 0, offset: 0x10 };
     let start = |ts, tid, task| Event::PollStart { ts, tid, task, poll_fn: f };
