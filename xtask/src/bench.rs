@@ -46,7 +46,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 /// The flight recorder's soak: ten minutes of `watch` on a busy server.
 const SOAK_SECONDS: u64 = 600;
 
-/// `cargo xtask bench floor|tax|memory|scale|soak [SECONDS]`: the newer sections alone, printed;
+/// `cargo xtask bench overhead|floor|tax|memory|scale|soak [SECONDS]`: the newer sections alone, printed;
 /// BENCHMARKS.md is left as it is. scale: floor, ingest capacity and memory
 /// (ingest is sized from the floor run's per-poll cost).
 pub fn part(name: &str) -> Result<(), String> {
@@ -56,6 +56,7 @@ pub fn part(name: &str) -> Result<(), String> {
     let sections = match name {
         "floor" => vec![crate::floor::section(&scope, &demo)?.0],
         "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
+        "overhead" => vec![mini_redis(&ensure_tools(&root.join("target/bench-tools"))?, &scope)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
         "soak" => {
             let server = ensure_tools(&root.join("target/bench-tools"))?;
@@ -66,10 +67,35 @@ pub fn part(name: &str) -> Result<(), String> {
             let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
-        _ => return Err(format!("no bench part {name:?}: floor, tax, memory, scale or soak [SECONDS]")),
+        _ => return Err(format!("no bench part {name:?}: overhead, floor, tax, memory, scale or soak [SECONDS]")),
     };
     println!("{}", sections.concat());
     Ok(())
+}
+
+/// mini-redis under load, every configuration: the section's text.
+fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
+    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
+    let mut srv = Command::new(server).args(["--port", PORT]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let all: Vec<usize> = (0..overhead::CONFIGS.len()).collect();
+    let target = overhead::Target { label: "mini-redis", pid: srv.id(), port: PORT, tests: "set,get" };
+    let redis = overhead::measure(&target, &all, scope);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    redis.map(|redis| {
+        format!(
+            "## Overhead on a Tokio server under load\n\nmini-redis {MINI_REDIS} (crates.io, stock release build) under `redis-benchmark -t set,get -c 50`, \
+             {} interleaved rounds of every configuration; in each, a warm-up load (not measured: `--polls auto` decides in it) then the measured one. \
+             Ratios are medians of per-round ratios to the same round's run alone. Target CPU is the server's schedstat time per request; recorder \
+             CPU its own user+system time over the measured load; BPF the kernel's run time of our programs (`kernel.bpf_stats_enabled`, read from \
+             the recorder's /proc/PID/fdinfo) over the measured load (the steady state), per request and as a share of the target's CPU, and over the \
+             whole recording (the warm-up too, while `--polls auto` takes its first look) per recorded request.\n\n{}{}",
+            overhead::ROUNDS,
+            overhead::table(&redis),
+            overhead::per_program(&redis, 1),
+        )
+    })
 }
 
 pub fn bench() -> Result<(), String> {
@@ -80,14 +106,8 @@ pub fn bench() -> Result<(), String> {
     let scope = root.join("target/release/runtime-scope");
     let demo = root.join("target/release/demo-app");
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
-    let mut srv = Command::new(&server).args(["--port", PORT]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let all: Vec<usize> = (0..overhead::CONFIGS.len()).collect();
-    let target = overhead::Target { label: "mini-redis", pid: srv.id(), port: PORT, tests: "set,get" };
-    let redis = overhead::measure(&target, &all, &scope);
-    let _ = srv.kill();
-    let _ = srv.wait();
+    let redis = mini_redis(&server, &scope);
     // A section that fails says so in its place; the others are kept (a
     // full run is the better part of an hour).
     let mut failed = Vec::new();
@@ -100,21 +120,7 @@ pub fn bench() -> Result<(), String> {
         }
     };
     let synthetic = overhead::synthetic(&demo, &scope, &[10, 100]);
-    let overhead = section(
-        "Overhead on a Tokio server under load",
-        redis.map(|redis| {
-            format!(
-                "## Overhead on a Tokio server under load\n\nmini-redis {MINI_REDIS} (crates.io, stock release build) under `redis-benchmark -t set,get -c 50`, \
-                 {} interleaved rounds of every configuration; in each, a warm-up load (not measured: `--polls auto` decides in it) then the measured one. \
-                 Ratios are medians of per-round ratios to the same round's run alone. Target CPU is the server's schedstat time per request; recorder \
-                 CPU its own user+system time over the measured load; BPF the kernel's run time of our programs (`kernel.bpf_stats_enabled`) over the \
-                 whole recording, per request recorded and as a share of the target's CPU for those requests.\n\n{}{}",
-                overhead::ROUNDS,
-                overhead::table(&redis),
-                overhead::per_program(&redis, 1),
-            )
-        }),
-    );
+    let overhead = section("Overhead on a Tokio server under load", redis);
     let synthetic = section(
         "Overhead with a known CPU cost per request",
         synthetic.map(|t| format!("The same with the demo app's PING server burning a known CPU time per request (`demo-app --serve PORT US`, `redis-benchmark -t ping`):\n\n{t}")),

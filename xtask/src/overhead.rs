@@ -50,12 +50,36 @@ pub struct Sample {
     recorded_requests: u64,
     /// `--polls auto`'s decision line, if any.
     decision: Option<String>,
+    /// Kernel run time of our programs during the measured load only
+    /// (after auto has decided): the steady state.
+    bpf_steady_ns: u64,
 }
 
 impl Sample {
     fn bpf_ns(&self) -> u64 {
         self.bpf.iter().map(|(_, ns)| ns).sum()
     }
+}
+
+/// (prog id, run_time_ns) of every BPF program `pid` holds open, from
+/// /proc (`kernel.bpf_stats_enabled` must be on).
+fn bpf_run_ns(pid: u32) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return out };
+    for entry in dir.flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+        if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:")) {
+            out.insert(id, ns);
+        }
+    }
+    out
+}
+
+/// Run time added between two [`bpf_run_ns`] readings, over the programs
+/// open at both.
+fn bpf_between(before: &BTreeMap<u64, u64>, after: &BTreeMap<u64, u64>) -> u64 {
+    after.iter().filter_map(|(id, ns)| Some(ns.saturating_sub(*before.get(id)?))).sum()
 }
 
 fn task_cpu_ns(pid: u32) -> u64 {
@@ -184,9 +208,11 @@ pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTr
             let prof_pid = profiler.as_ref().map(|p| p.child.id());
             let (_, _, warmup) = load(target.port, target.tests, WARMUP)?;
             let (cpu0, prof0) = (task_cpu_ns(target.pid), prof_pid.map_or(0, proc_cpu_ns));
+            let bpf0 = prof_pid.map(bpf_run_ns).unwrap_or_default();
             let (rps, p99_ms, requests) = load(target.port, target.tests, REQUESTS)?;
             let target_cpu_ns = task_cpu_ns(target.pid) - cpu0;
             let profiler_cpu_ns = prof_pid.map_or(0, proc_cpu_ns).saturating_sub(prof0);
+            let bpf_steady_ns = prof_pid.map_or(0, |p| bpf_between(&bpf0, &bpf_run_ns(p)));
             let stderr = match profiler {
                 Some(p) => stop_profiler(p)?,
                 None => String::new(),
@@ -201,6 +227,7 @@ pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTr
                 bpf: bpf_programs(&stderr),
                 recorded_requests: warmup + requests,
                 decision,
+                bpf_steady_ns,
             });
         }
     }
@@ -211,7 +238,7 @@ pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTr
 pub fn table(results: &BTreeMap<usize, Vec<Sample>>) -> String {
     let base = &results[&0];
     let mut s = String::from(
-        "| configuration | throughput | p99 | target CPU per request | recorder CPU / target CPU | BPF / target CPU | BPF per request |\n|---|---|---|---|---|---|---|\n",
+        "| configuration | throughput | p99 | target CPU per request | recorder CPU / target CPU | BPF / target CPU | BPF per request | BPF / target CPU, whole recording |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (&i, runs) in results {
         let ratio = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().zip(base).map(|(r, b)| f(r) / f(b)).collect());
@@ -222,18 +249,20 @@ pub fn table(results: &BTreeMap<usize, Vec<Sample>>) -> String {
             median(runs.iter().map(|r| per_request(r) / 1e3).collect()),
             ratio(&per_request)
         );
-        let (prof, bpf, bpf_req) = match CONFIGS[i].profiler {
-            None => ("–".into(), "–".into(), "–".into()),
-            Some(a) if a[0] == "perf" => (format!("{:.1}%", share(&|r| r.profiler_cpu_ns)), "n/a".into(), "n/a".into()),
-            // BPF over the whole recording (warm-up too), so per recorded request.
+        let (prof, bpf, bpf_req, bpf_whole) = match CONFIGS[i].profiler {
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+            Some(a) if a[0] == "perf" => (format!("{:.1}%", share(&|r| r.profiler_cpu_ns)), "n/a".into(), "n/a".into(), "n/a".into()),
+            // Steady: the measured load only. Whole: the recording with its
+            // warm-up (the first look of --polls auto), per recorded request.
             Some(_) => (
                 format!("{:.1}%", share(&|r| r.profiler_cpu_ns)),
+                format!("{:.1}%", share(&|r| r.bpf_steady_ns)),
+                format!("{:.0} ns", median(runs.iter().map(|r| r.bpf_steady_ns as f64 / r.requests.max(1) as f64).collect())),
                 format!("{:.1}%", median(runs.iter().map(|r| r.bpf_ns() as f64 * 100.0 / (per_request(r) * r.recorded_requests as f64).max(1.0)).collect())),
-                format!("{:.0} ns", median(runs.iter().map(|r| r.bpf_ns() as f64 / r.recorded_requests.max(1) as f64).collect())),
             ),
         };
         s.push_str(&format!(
-            "| {} | {:.3} | ×{:.2} | {cpu} | {prof} | {bpf} | {bpf_req} |\n",
+            "| {} | {:.3} | ×{:.2} | {cpu} | {prof} | {bpf} | {bpf_req} | {bpf_whole} |\n",
             CONFIGS[i].name,
             ratio(&|r| r.rps),
             ratio(&|r| r.p99_ms)
@@ -257,7 +286,7 @@ pub fn per_program(results: &BTreeMap<usize, Vec<Sample>>, config: usize) -> Str
             by.entry(name.clone()).or_default().push(*ns as f64 / r.recorded_requests.max(1) as f64);
         }
     }
-    let mut s = format!("Kernel time of each program, `{}`, ns per request (median over rounds):\n\n| program | ns per request |\n|---|---|\n", CONFIGS[config].name);
+    let mut s = format!("Kernel time of each program, `{}`, over the whole recording, ns per recorded request (median over rounds):\n\n| program | ns per request |\n|---|---|\n", CONFIGS[config].name);
     for (name, v) in by {
         s.push_str(&format!("| {name} | {:.0} |\n", median(v)));
     }

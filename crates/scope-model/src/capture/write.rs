@@ -13,21 +13,28 @@ enum FrameRef<'a> {
     Stop(&'a Stop),
 }
 
-/// A frame as a capture lays it out: length, CRC-32, payload.
-fn encode(frame: &FrameRef<'_>) -> io::Result<Vec<u8>> {
-    let payload = postcard::to_stdvec(frame).map_err(io::Error::other)?;
-    let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+/// A frame as a capture lays it out: length, CRC-32, payload. Encoded in
+/// place after room for the two (the recorder encodes every batch: no
+/// second copy of the payload, and `out`'s allocation is reused).
+fn encode_into(frame: &FrameRef<'_>, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = std::mem::take(out);
+    buf.clear();
+    buf.extend_from_slice(&[0; 8]);
+    let mut buf = postcard::to_extend(frame, buf).map_err(io::Error::other)?;
+    let len = u32::try_from(buf.len() - 8).map_err(io::Error::other)?;
+    let crc = crc32fast::hash(&buf[8..]);
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    *out = buf;
+    Ok(())
 }
 
 /// An `Events` frame, encoded once and kept (the flight recorder's ring),
 /// to be appended to captures later with [`CaptureWriter::encoded_events`].
 pub fn encode_events(events: &[Event]) -> io::Result<Vec<u8>> {
-    encode(&FrameRef::Events(events))
+    let mut out = Vec::new();
+    encode_into(&FrameRef::Events(events), &mut out)?;
+    Ok(out)
 }
 
 /// Appends frames to a capture; each frame is flushed as a unit so what is on
@@ -36,6 +43,8 @@ pub struct CaptureWriter<W: Write> {
     out: W,
     bytes: u64,
     events: u64,
+    /// The last frame encoded (its allocation is reused).
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> CaptureWriter<W> {
@@ -43,14 +52,17 @@ impl<W: Write> CaptureWriter<W> {
         out.write_all(&MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_le_bytes())?;
         out.write_all(&0u16.to_le_bytes())?;
-        let mut writer = CaptureWriter { out, bytes: super::PREAMBLE_LEN as u64, events: 0 };
+        let mut writer = CaptureWriter { out, bytes: super::PREAMBLE_LEN as u64, events: 0, scratch: Vec::new() };
         writer.frame(&FrameRef::Start(start))?;
         Ok(writer)
     }
 
     fn frame(&mut self, frame: &FrameRef<'_>) -> io::Result<()> {
-        let framed = encode(frame)?;
-        self.raw(&framed)
+        let mut framed = std::mem::take(&mut self.scratch);
+        encode_into(frame, &mut framed)?;
+        let written = self.raw(&framed);
+        self.scratch = framed;
+        written
     }
 
     fn raw(&mut self, framed: &[u8]) -> io::Result<()> {
