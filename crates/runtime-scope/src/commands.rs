@@ -279,6 +279,9 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let mut loaded = read_capture(sink.path())?;
     report_launch(&loaded.recording);
     let (timeline, symbols) = analyse(&loaded.recording, &rule, &args.view.debug_files);
+    let events = loaded.recording.events.len();
+    // Analysed: the timeline holds what the summary and the trace need.
+    release_events(&mut loaded.recording);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)), To::Stderr)?;
     if format == Format::Capture {
         let size = std::fs::metadata(sink.path()).map(|m| m.len()).unwrap_or(0);
@@ -286,13 +289,12 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         say!(
             "Capture written to {} ({} events, {:.1} MB). {}",
             args.output.display(),
-            loaded.recording.events.len(),
+            events,
             size as f64 / 1e6,
             formats::how_to_open(format, &args.output)
         );
         return Ok(launch_exit_code(&loaded.recording));
     }
-    release_events(&mut loaded.recording);
     let written = match formats::write(&args.output, format, &loaded.recording, &timeline, &symbols) {
         Ok(written) => written,
         Err(e) => {
@@ -364,8 +366,9 @@ pub fn export(args: ExportArgs) -> Result<()> {
 /// `report`: the end-of-run summary of a capture, or its JSON. Exit status 3
 /// when `--fail-over` finds a longer poll.
 pub fn report(args: ReportArgs) -> Result<i32> {
-    let loaded = read_capture(&args.capture)?;
+    let mut loaded = read_capture(&args.capture)?;
     let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files);
+    release_events(&mut loaded.recording);
     let insights = scope_export::insights::build(&timeline, &symbols, insight_options(args.long_poll));
     // What `report` was asked for goes to stdout (a closed pipe ends it quietly).
     if args.json {

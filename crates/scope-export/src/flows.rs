@@ -63,12 +63,15 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
             out.push(Flow { id: u64::from(s.serial), kind: FlowKind::Spawn, from: (s.tid, s.ts), to: (tid, at) });
         }
     }
-    let mut taken: std::collections::HashSet<(u32, u64)> = std::collections::HashSet::new();
+    // Per task, the poll the last arrow went to: wakes come in time order,
+    // so a poll already reached is the one before (one entry per task, not
+    // per wake: a set of every (task, poll) pair was 36 MB on 1.5 M wakes).
+    let mut taken: HashMap<u32, usize> = HashMap::new();
     for (i, w) in tl.wakes.iter().enumerate() {
         let Some(task_polls) = polls.get(&w.serial) else { continue };
         let next = task_polls.partition_point(|p| p.0 < w.ts);
-        let Some(&(start, tid, at)) = task_polls.get(next) else { continue };
-        if !taken.insert((w.serial, start)) {
+        let Some(&(_, tid, at)) = task_polls.get(next) else { continue };
+        if taken.insert(w.serial, next) == Some(next) {
             continue;
         }
         let kind = if w.self_wake { FlowKind::SelfWake } else { FlowKind::Wake };

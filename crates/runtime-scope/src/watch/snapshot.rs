@@ -202,11 +202,14 @@ fn fail(out: &Output, number: u32, message: &str) {
 fn analyse(out: &Output, bytes: &[u8], path: &Path, snapshot: &Snapshot, lines: &mut Vec<String>, failures: &mut Vec<String>) -> Result<(Vec<String>, String)> {
     let mut recording = capture::read(bytes).context("reading the snapshot back")?.recording;
     let (timeline, symbols) = commands::analyse(&recording, &out.rule, &out.debug_files);
+    if out.format != Format::Capture {
+        // Analysed: the timeline holds what the report and the trace need.
+        recording.events = Vec::new();
+    }
     let kinds = scope_export::tasks::kind_names(&timeline, &symbols);
     let incident = incident::describe(&snapshot.trigger, &timeline, &symbols, &kinds);
     let insights = scope_export::insights::build(&timeline, &symbols, commands::insight_options(out.long_poll_ms));
     if out.format != Format::Capture {
-        recording.events = Vec::new();
         match formats::write(path, out.format, &recording, &timeline, &symbols) {
             Ok(written) => lines.push(written),
             Err(e) => failures.push(format!("{e:#}")),
