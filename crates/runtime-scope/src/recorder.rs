@@ -409,7 +409,10 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         if exec_seen.replace(false) {
             crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);
         }
-        if let Some(choice) = auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || known_field.is_some()) {
+        // The target's CPU is read (every thread's schedstat) only while
+        // auto still has probes to judge.
+        let judged = auto.judging().then(|| auto.decide(monotonic_ns(), target_cpu_ns(target), calibrated || known_field.is_some()));
+        if let Some(choice) = judged.flatten() {
             if !settings.quiet {
                 say!("runtime-scope: {}", choice.line);
             }

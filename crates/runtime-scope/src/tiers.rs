@@ -63,13 +63,18 @@ impl Auto {
         self.wakes += wakes;
     }
 
+    /// Whether auto still has probes it may take off.
+    pub fn judging(&self) -> bool {
+        self.kept.0 || self.kept.1
+    }
+
     /// Every second while exact probes run: what to keep. Returns a choice
     /// the first time (once the task id's place is known, or out of
     /// patience) and whenever the rate grows past the budget; auto never
     /// puts probes back on (a busy server attached in a quiet moment must
     /// not keep paying per poll once it is busy again).
     pub fn decide(&mut self, now_ns: u64, cpu_now_ns: u64, calibrated: bool) -> Option<Choice> {
-        if !self.kept.0 && !self.kept.1 {
+        if !self.judging() {
             return None;
         }
         let elapsed = now_ns.saturating_sub(self.since_ns);
