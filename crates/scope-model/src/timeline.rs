@@ -273,7 +273,6 @@ impl Timeline {
                     (t.tid, Builder::new(t.name.clone(), window, cpu))
                 })
                 .collect(),
-            open: OpenPolls::default(),
         };
         let mut inconsistencies = 0;
         let mut polls_without_return = 0;
@@ -296,10 +295,7 @@ impl Timeline {
                     b.name = name.clone();
                     b.created_ns = Some(*ts);
                 }
-                Event::Exit { ts, tid } => {
-                    let open = threads.open.take_all(*tid);
-                    threads.entry(*tid).close_polls(open, *ts);
-                }
+                Event::Exit { ts, tid } => threads.entry(*tid).close_polls(*ts),
                 Event::Rename { tid, name, .. } => threads.entry(*tid).name = name.clone(),
                 Event::Stack { ts, cpu, tid, reason, frames, complete } => {
                     let index = stacks.len() as u32;
@@ -313,14 +309,23 @@ impl Timeline {
                 Event::NewModule { .. } => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
                     let (serial, number) = tasks.poll_start(*tid, *task);
-                    threads.entry(*tid);
-                    // A poll of this task still open lost its return: left
-                    // out, not stretched to here, where it would pass for a
-                    // long poll (and nest every later poll ever deeper).
-                    polls_without_return += threads.open.open(
-                        *tid,
-                        Poll { start_ns: *ts, end_ns: *ts, task: *task, serial, poll_fn: *poll_fn, depth: 0, number, finished: false },
-                    );
+                    let b = threads.entry(*tid);
+                    // A task is never polled inside its own poll: the
+                    // return of its last one was lost (and of any opened
+                    // since). Their lengths are unknown: left out, not
+                    // stretched to here, where they would pass for long
+                    // polls (and nest every later poll ever deeper).
+                    polls_without_return += b.open_polls.drop_from(serial);
+                    b.open_polls.push(Poll {
+                        start_ns: *ts,
+                        end_ns: *ts,
+                        task: *task,
+                        serial,
+                        poll_fn: *poll_fn,
+                        depth: b.open_polls.len() as u32,
+                        number,
+                        finished: false,
+                    });
                 }
                 Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
                 Event::Probes { ts, polls, wakes } => {
@@ -328,13 +333,15 @@ impl Timeline {
                     if !*polls {
                         // Their returns will not be seen, so their length is
                         // unknown: left out rather than cut at a guess.
-                        threads.open.clear();
+                        for b in threads.map.values_mut() {
+                            b.open_polls.clear();
+                        }
                     }
                 }
                 Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
                 Event::TaskAt { ts, tid, id } => threads.entry(*tid).task_marks.push((*ts, *id)),
                 Event::TaskWake { ts, tid, task } => {
-                    let innermost = threads.open.innermost(*tid).map(|p| p.serial);
+                    let innermost = threads.map.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(*ts, *tid, *task, innermost);
                 }
                 Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
@@ -343,19 +350,19 @@ impl Timeline {
                     threads.entry(*tid).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
                 }
                 Event::PollEnd { ts, tid } => {
+                    let b = threads.entry(*tid);
                     // A return with nothing open: the poll began before we attached.
-                    if let Some(mut poll) = threads.open.close_innermost(*tid) {
+                    if let Some(mut poll) = b.open_polls.pop() {
                         tasks.poll_end(*tid, poll.serial);
                         poll.end_ns = *ts;
                         poll.finished = true;
-                        threads.entry(*tid).polls.push(poll);
+                        b.polls.push(poll);
                     }
                 }
             }
         }
 
-        let Threads { map, mut open, .. } = threads;
-        let mut built: Vec<ThreadTimeline> = map.into_iter().map(|(tid, b)| b.finish(tid, open.take_all(tid))).collect();
+        let mut built: Vec<ThreadTimeline> = threads.map.into_iter().map(|(tid, b)| b.finish(tid)).collect();
         crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
         sort_rows(&mut built);
         Timeline {
@@ -422,7 +429,6 @@ fn sort_rows(threads: &mut [ThreadTimeline]) {
 struct Threads {
     window: (u64, u64),
     map: BTreeMap<u32, Builder>,
-    open: OpenPolls,
 }
 
 impl Threads {
@@ -446,6 +452,7 @@ struct Builder {
     sched: ThreadSpans,
     samples: Vec<(u64, u32)>,
     blocked_stacks: Vec<(u64, u32)>,
+    open_polls: OpenPolls,
     polls: Vec<Poll>,
     wakings: Vec<Waker>,
     task_marks: Vec<(u64, u64)>,
@@ -461,6 +468,7 @@ impl Builder {
             sched: ThreadSpans::new(window),
             samples: Vec::new(),
             blocked_stacks: Vec::new(),
+            open_polls: OpenPolls::default(),
             polls: Vec::new(),
             wakings: Vec::new(),
             task_marks: Vec::new(),
@@ -468,12 +476,15 @@ impl Builder {
     }
 
     /// Polls still open when the thread exits or recording stops end there.
-    fn close_polls(&mut self, open: Vec<Poll>, end: u64) {
-        self.polls.extend(open.into_iter().map(|p| Poll { end_ns: end, ..p }));
+    fn close_polls(&mut self, end: u64) {
+        while let Some(mut poll) = self.open_polls.pop() {
+            poll.end_ns = end;
+            self.polls.push(poll);
+        }
     }
 
-    fn finish(mut self, tid: u32, open: Vec<Poll>) -> ThreadTimeline {
-        self.close_polls(open, self.window.1);
+    fn finish(mut self, tid: u32) -> ThreadTimeline {
+        self.close_polls(self.window.1);
         // A thread created after the window's end (a damaged capture) has none.
         let hi = self.window.1;
         let lo = self.sched.begin_ns.max(self.window.0).min(hi);

@@ -257,22 +257,6 @@ fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
     assert_eq!(t.polls.len(), 3, "and the last of task 9's, open at stop");
     assert_eq!(t.polls[2].depth, 0);
     assert_eq!(tl.polls_without_return, 3 + 199, "7 twice, 8 once, 9 each time but the last");
-    // Lost on one thread, polled again on another: still a lost return.
-    let rec = recording(
-        vec![thread(50, "tokio-rt-worker", None), thread(51, "tokio-rt-worker", None)],
-        vec![
-            Event::PollStart { ts: 1_100, tid: 50, task: 7, poll_fn: f(0x10) },
-            Event::PollStart { ts: 1_200, tid: 51, task: 7, poll_fn: f(0x10) },
-            Event::PollEnd { ts: 1_300, tid: 51 },
-            Event::PollStart { ts: 1_400, tid: 50, task: 8, poll_fn: f(0x20) },
-            Event::PollEnd { ts: 1_500, tid: 50 },
-        ],
-    );
-    let tl = Timeline::build(&rec, &WorkerRule::default());
-    let on = |tid| find(&tl, tid).polls.iter().map(|p| (p.start_ns, p.end_ns, p.task, p.depth)).collect::<Vec<_>>();
-    assert_eq!(on(50), vec![(1_400, 1_500, 8, 0)], "8 is not nested in 7's lost poll, and 7's is not stretched to the end");
-    assert_eq!(on(51), vec![(1_200, 1_300, 7, 0)]);
-    assert_eq!(tl.polls_without_return, 1);
 }
 
 #[test]
