@@ -75,7 +75,6 @@ pub fn part(name: &str) -> Result<(), String> {
 
 /// mini-redis under load, every configuration: the section's text.
 fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
-    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
     let mut srv = Command::new(server).args(["--port", PORT]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(500));
     let all: Vec<usize> = (0..overhead::CONFIGS.len()).collect();
@@ -105,7 +104,6 @@ pub fn bench() -> Result<(), String> {
     run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
     let scope = root.join("target/release/runtime-scope");
     let demo = root.join("target/release/demo-app");
-    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
     let started = Instant::now();
     let redis = mini_redis(&server, &scope);
     // A section that fails says so in its place; the others are kept (a

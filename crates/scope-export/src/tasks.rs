@@ -194,24 +194,11 @@ pub struct KindTotals {
     pub longest_ns: u64,
 }
 
-/// On-CPU time of a poll itself: inside it, outside the polls nested in it.
-pub fn self_busy_ns(t: &ThreadTimeline, poll: &Poll) -> u64 {
-    // Polls are sorted by start: the nested ones follow it directly.
-    let from = t.polls.partition_point(|p| p.start_ns < poll.start_ns);
-    let to = t.polls.partition_point(|p| p.start_ns < poll.end_ns);
-    let nested: u64 = t.polls[from..to.max(from)]
-        .iter()
-        .filter(|p| p.depth == poll.depth + 1)
-        .map(|p| t.on_cpu_between(p.start_ns, p.end_ns))
-        .sum();
-    t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)
-}
-
-/// [`self_busy_ns`] of every poll of `t`, in one pass: each poll's time is
-/// taken off its parent's (the nearest open poll one level up). Asking
-/// poll by poll walks every descendant of every poll, which is quadratic
-/// in the nesting depth (a capture whose poll returns were lost nests each
-/// poll in the one before).
+/// On-CPU time of each poll of `t` itself (inside it, outside the polls
+/// nested in it), in one pass: each poll's time is taken off its parent's
+/// (the nearest open poll one level up). Asking poll by poll walks every
+/// descendant of every poll, which is quadratic in the nesting depth (a
+/// capture whose poll returns were lost nests each poll in the one before).
 pub fn self_busy_all(t: &ThreadTimeline) -> Vec<u64> {
     let mut busy: Vec<u64> = t.polls.iter().map(|p| t.on_cpu_between(p.start_ns, p.end_ns)).collect();
     let mut open: Vec<usize> = Vec::new();
@@ -219,7 +206,7 @@ pub fn self_busy_all(t: &ThreadTimeline) -> Vec<u64> {
         while open.last().is_some_and(|&j| t.polls[j].depth >= p.depth || t.polls[j].end_ns <= p.start_ns) {
             open.pop();
         }
-        if let Some(&parent) = open.last().filter(|&&j| t.polls[j].depth + 1 == p.depth && t.polls[j].end_ns > p.start_ns) {
+        if let Some(&parent) = open.last().filter(|&&j| t.polls[j].depth + 1 == p.depth) {
             // Still its whole on-CPU time: its own children come after it.
             busy[parent] = busy[parent].saturating_sub(busy[i]);
         }
@@ -270,6 +257,18 @@ mod tests {
 
     fn f(name: &str) -> ResolvedFrame {
         ResolvedFrame::unknown(name.into())
+    }
+
+    /// The definition, poll by poll (quadratic): what [`self_busy_all`] must give.
+    fn self_busy_ns(t: &ThreadTimeline, poll: &Poll) -> u64 {
+        let from = t.polls.partition_point(|p| p.start_ns < poll.start_ns);
+        let to = t.polls.partition_point(|p| p.start_ns < poll.end_ns);
+        let nested: u64 = t.polls[from..to.max(from)]
+            .iter()
+            .filter(|p| p.depth == poll.depth + 1)
+            .map(|p| t.on_cpu_between(p.start_ns, p.end_ns))
+            .sum();
+        t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)
     }
 
     fn nested_thread(polls: Vec<(u64, u64, u32)>) -> ThreadTimeline {

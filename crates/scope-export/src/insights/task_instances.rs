@@ -27,11 +27,12 @@ struct Acc {
 pub fn busiest(tl: &Timeline, kinds: &HashMap<Frame, String>) -> Vec<TaskInstance> {
     let mut by: HashMap<u32, Acc> = HashMap::new();
     for t in &tl.threads {
-        for p in t.polls.iter().filter(|p| super::long_polls::is_leaf(t, p)) {
+        let busy = tasks::self_busy_all(t);
+        for (p, busy) in t.polls.iter().zip(busy).filter(|(p, _)| super::long_polls::is_leaf(t, p)) {
             let a = by.entry(p.serial).or_insert_with(|| Acc { first_ns: p.start_ns, ..Acc::default() });
             a.poll_fn = Some(p.poll_fn);
             a.polls += 1;
-            a.busy_ns += tasks::self_busy_ns(t, p);
+            a.busy_ns += busy;
             a.polled_ns += p.duration_ns();
             a.longest_ns = a.longest_ns.max(p.duration_ns());
             a.first_ns = a.first_ns.min(p.start_ns);

@@ -14,10 +14,10 @@ enum FrameRef<'a> {
 }
 
 /// A frame as a capture lays it out: length, CRC-32, payload. Encoded in
-/// place after room for the two (the recorder encodes every batch: no
-/// second copy of the payload, and `out`'s allocation is reused).
-fn encode_into(frame: &FrameRef<'_>, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut buf = std::mem::take(out);
+/// place into `buf` (cleared) after room for the two: the recorder encodes
+/// every batch, so no second copy of the payload, and `buf`'s allocation
+/// is reused.
+fn encode_into(frame: &FrameRef<'_>, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
     buf.clear();
     buf.extend_from_slice(&[0; 8]);
     let mut buf = postcard::to_extend(frame, buf).map_err(io::Error::other)?;
@@ -25,16 +25,13 @@ fn encode_into(frame: &FrameRef<'_>, out: &mut Vec<u8>) -> io::Result<()> {
     let crc = crc32fast::hash(&buf[8..]);
     buf[..4].copy_from_slice(&len.to_le_bytes());
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
-    *out = buf;
-    Ok(())
+    Ok(buf)
 }
 
 /// An `Events` frame, encoded once and kept (the flight recorder's ring),
 /// to be appended to captures later with [`CaptureWriter::encoded_events`].
 pub fn encode_events(events: &[Event]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode_into(&FrameRef::Events(events), &mut out)?;
-    Ok(out)
+    encode_into(&FrameRef::Events(events), Vec::new())
 }
 
 /// Appends frames to a capture; each frame is flushed as a unit so what is on
@@ -58,8 +55,7 @@ impl<W: Write> CaptureWriter<W> {
     }
 
     fn frame(&mut self, frame: &FrameRef<'_>) -> io::Result<()> {
-        let mut framed = std::mem::take(&mut self.scratch);
-        encode_into(frame, &mut framed)?;
+        let framed = encode_into(frame, std::mem::take(&mut self.scratch))?;
         let written = self.raw(&framed);
         self.scratch = framed;
         written

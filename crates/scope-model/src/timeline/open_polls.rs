@@ -3,13 +3,14 @@
 //! however deep lost returns have nested them.
 
 use super::Poll;
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 #[derive(Default)]
 pub(super) struct OpenPolls {
     stack: Vec<Poll>,
-    /// Task serial → how many of its polls are in `stack` (normally 0 or 1).
-    serials: HashMap<u32, u32>,
+    /// The tasks of `stack`: one poll each, since a task's poll still open
+    /// here is dropped ([`drop_from`](Self::drop_from)) before it is pushed again.
+    serials: HashSet<u32>,
 }
 
 impl OpenPolls {
@@ -22,18 +23,13 @@ impl OpenPolls {
     }
 
     pub fn push(&mut self, poll: Poll) {
-        *self.serials.entry(poll.serial).or_default() += 1;
+        self.serials.insert(poll.serial);
         self.stack.push(poll);
     }
 
     pub fn pop(&mut self) -> Option<Poll> {
         let poll = self.stack.pop()?;
-        if let Some(n) = self.serials.get_mut(&poll.serial) {
-            *n -= 1;
-            if *n == 0 {
-                self.serials.remove(&poll.serial);
-            }
-        }
+        self.serials.remove(&poll.serial);
         Some(poll)
     }
 
@@ -46,7 +42,7 @@ impl OpenPolls {
     /// it; returns how many were dropped (0: the task had none open).
     /// Costs what it drops.
     pub fn drop_from(&mut self, serial: u32) -> u64 {
-        if !self.serials.contains_key(&serial) {
+        if !self.serials.contains(&serial) {
             return 0;
         }
         let mut dropped = 0;
