@@ -35,15 +35,22 @@ pub struct Flow {
     pub to: (u32, u64),
 }
 
-/// Each task's polls as (poll start, tid, first on-CPU instant), by start.
-fn polls_by_task(tl: &Timeline) -> HashMap<u32, Vec<(u64, u32, u64)>> {
-    let mut by: HashMap<u32, Vec<(u64, u32, u64)>> = HashMap::new();
+/// A task's polls as (poll start, (tid, first on-CPU instant)), by start.
+/// Polls left out for a lost return are there without a place: they still
+/// end a wait (the wake before one is not drawn to a later poll).
+type TaskPolls = Vec<(u64, Option<(u32, u64)>)>;
+
+fn polls_by_task(tl: &Timeline) -> HashMap<u32, TaskPolls> {
+    let mut by: HashMap<u32, TaskPolls> = HashMap::new();
     for t in &tl.threads {
         for poll in &t.polls {
             if let Some(&(first, _)) = on_cpu_pieces(t, poll).first() {
-                by.entry(poll.serial).or_default().push((poll.start_ns, t.tid, first));
+                by.entry(poll.serial).or_default().push((poll.start_ns, Some((t.tid, first))));
             }
         }
+    }
+    for &(serial, start) in &tl.polls_without_return {
+        by.entry(serial).or_default().push((start, None));
     }
     for polls in by.values_mut() {
         polls.sort_unstable();
@@ -58,8 +65,8 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
     let polls = polls_by_task(tl);
     let mut out = Vec::new();
     for s in &tl.spawns {
-        let first = polls.get(&s.serial).and_then(|p| p.first());
-        if let Some(&(_, tid, at)) = first.filter(|p| p.2 >= s.ts) {
+        let first = polls.get(&s.serial).and_then(|p| p.first()).and_then(|p| p.1);
+        if let Some((tid, at)) = first.filter(|p| p.1 >= s.ts) {
             out.push(Flow { id: u64::from(s.serial), kind: FlowKind::Spawn, from: (s.tid, s.ts), to: (tid, at) });
         }
     }
@@ -70,10 +77,11 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
     for (i, w) in tl.wakes.iter().enumerate() {
         let Some(task_polls) = polls.get(&w.serial) else { continue };
         let next = task_polls.partition_point(|p| p.0 < w.ts);
-        let Some(&(_, tid, at)) = task_polls.get(next) else { continue };
+        let Some(&(_, place)) = task_polls.get(next) else { continue };
         if taken.insert(w.serial, next) == Some(next) {
             continue;
         }
+        let Some((tid, at)) = place else { continue };
         let kind = if w.self_wake { FlowKind::SelfWake } else { FlowKind::Wake };
         out.push(Flow { id: 1 << 32 | i as u64, kind, from: (w.tid, w.ts), to: (tid, at) });
     }
@@ -82,4 +90,45 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
         f.id = i as u64 + 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scope_model::{Event, Frame, Recording, StopReason, ThreadInfo, WorkerRule};
+
+    /// A wake before a poll whose return was lost ends at that poll: it is
+    /// not drawn to the task's next poll that was kept (a wait that long
+    /// never happened), and the wake after it is.
+    #[test]
+    fn a_poll_left_out_still_ends_the_wait_before_it() {
+        let poll_fn = Frame { module: 0, offset: 0x10 };
+        let rec = Recording {
+            tool_version: "test".into(),
+            pid: 1,
+            command: "app".into(),
+            executable: "/bin/app".into(),
+            start_ns: 1_000,
+            end_ns: 2_000,
+            stop_reason: StopReason::Duration,
+            modules: vec![],
+            probes: vec![],
+            launch: None,
+            lost_events: 0,
+            untracked_threads: 0,
+            threads: vec![ThreadInfo { tid: 50, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
+            events: vec![
+                Event::Switch { ts: 1_010, cpu: 0, prev_tid: 0, next_tid: 50, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 },
+                Event::TaskWake { ts: 1_050, tid: 51, task: 7 },
+                Event::PollStart { ts: 1_100, tid: 50, task: 7, poll_fn },
+                Event::TaskWake { ts: 1_150, tid: 51, task: 7 },
+                Event::PollStart { ts: 1_200, tid: 50, task: 7, poll_fn },
+                Event::PollEnd { ts: 1_300, tid: 50 },
+            ],
+        };
+        let tl = Timeline::build(&rec, &WorkerRule::default());
+        assert_eq!(tl.polls_without_return, vec![(1, 1_100)]);
+        let arrows: Vec<((u32, u64), (u32, u64))> = flows(&tl).iter().map(|f| (f.from, f.to)).collect();
+        assert_eq!(arrows, vec![((51, 1_150), (50, 1_200))]);
+    }
 }

@@ -156,11 +156,11 @@ pub fn render_with(tl: &Timeline, symbols: &Symbols, insights: &Insights, color:
             tl.untracked_threads
         );
     }
-    if tl.polls_without_return > 0 {
+    if !tl.polls_without_return.is_empty() {
         let _ = writeln!(
             out,
             "  note: {} polls whose return was never seen (probe events lost) are left out: their length is unknown",
-            tl.polls_without_return
+            tl.polls_without_return.len()
         );
     }
     if tl.inconsistencies > 0 {

@@ -228,10 +228,11 @@ pub struct Timeline {
     pub tokio_ids: BTreeMap<u32, u64>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
-    /// Polls left out because their return was never seen (the task was
-    /// polled again while they were open: probe events were lost).
+    /// (task serial, start) of the polls left out because their return was
+    /// never seen (the task was polled again while they were open: probe
+    /// events were lost). Their starts still end a wait for a poll.
     #[serde(default)]
-    pub polls_without_return: u64,
+    pub polls_without_return: Vec<(u32, u64)>,
     pub lost_events: u64,
     /// Threads the kernel filter had no room for (not on the timeline).
     pub untracked_threads: u64,
@@ -275,7 +276,7 @@ impl Timeline {
                 .collect(),
         };
         let mut inconsistencies = 0;
-        let mut polls_without_return = 0;
+        let mut polls_without_return = Vec::new();
         let mut stacks = Vec::new();
         let mut tasks = TaskTracker::default();
         let mut probe_changes = Vec::new();
@@ -315,7 +316,7 @@ impl Timeline {
                     // since). Their lengths are unknown: left out, not
                     // stretched to here, where they would pass for long
                     // polls (and nest every later poll ever deeper).
-                    polls_without_return += b.open_polls.drop_from(serial);
+                    b.open_polls.drop_from(serial, &mut polls_without_return);
                     b.open_polls.push(Poll {
                         start_ns: *ts,
                         end_ns: *ts,

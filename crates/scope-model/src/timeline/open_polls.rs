@@ -39,19 +39,17 @@ impl OpenPolls {
     }
 
     /// Drops the open poll of task `serial` and every poll opened inside
-    /// it; returns how many were dropped (0: the task had none open).
-    /// Costs what it drops.
-    pub fn drop_from(&mut self, serial: u32) -> u64 {
+    /// it, adding each one's (task serial, start) to `dropped`. Costs what
+    /// it drops.
+    pub fn drop_from(&mut self, serial: u32, dropped: &mut Vec<(u32, u64)>) {
         if !self.serials.contains(&serial) {
-            return 0;
+            return;
         }
-        let mut dropped = 0;
         while let Some(poll) = self.pop() {
-            dropped += 1;
+            dropped.push((poll.serial, poll.start_ns));
             if poll.serial == serial {
                 break;
             }
         }
-        dropped
     }
 }

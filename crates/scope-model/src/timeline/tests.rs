@@ -256,7 +256,8 @@ fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
     assert_eq!(polls, vec![(1_300, 1_350, 7, 0), (1_400, 1_450, 7, 0)], "the polls without a return are left out");
     assert_eq!(t.polls.len(), 3, "and the last of task 9's, open at stop");
     assert_eq!(t.polls[2].depth, 0);
-    assert_eq!(tl.polls_without_return, 3 + 199, "7 twice, 8 once, 9 each time but the last");
+    assert_eq!(tl.polls_without_return.len(), 3 + 199, "7 twice, 8 once, 9 each time but the last");
+    assert_eq!(tl.polls_without_return[..3], [(1, 1_100), (2, 1_250), (1, 1_200)], "(task serial, start), innermost first");
 }
 
 #[test]
