@@ -137,22 +137,7 @@ mod tests {
     use super::*;
 
     fn timeline(start: u64, end: u64) -> Timeline {
-        let rec = scope_model::Recording {
-            tool_version: "test".into(),
-            pid: 1,
-            command: "app".into(),
-            executable: "/bin/app".into(),
-            start_ns: start,
-            end_ns: end,
-            stop_reason: scope_model::StopReason::Duration,
-            modules: vec![],
-            probes: vec![],
-            launch: None,
-            lost_events: 0,
-            untracked_threads: 0,
-            threads: vec![],
-            events: vec![],
-        };
+        let rec = crate::test_recording::recording(start, end, &[], vec![]);
         Timeline::build(&rec, &scope_model::WorkerRule::default())
     }
 

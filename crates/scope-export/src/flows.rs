@@ -95,7 +95,8 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scope_model::{Event, Frame, Recording, StopReason, ThreadInfo, WorkerRule};
+    use crate::test_recording::recording;
+    use scope_model::{Event, Frame, WorkerRule};
 
     /// A wake before a poll whose return was lost ends at that poll: it is
     /// not drawn to the task's next poll that was kept (a wait that long
@@ -103,21 +104,11 @@ mod tests {
     #[test]
     fn a_poll_left_out_still_ends_the_wait_before_it() {
         let poll_fn = Frame { module: 0, offset: 0x10 };
-        let rec = Recording {
-            tool_version: "test".into(),
-            pid: 1,
-            command: "app".into(),
-            executable: "/bin/app".into(),
-            start_ns: 1_000,
-            end_ns: 2_000,
-            stop_reason: StopReason::Duration,
-            modules: vec![],
-            probes: vec![],
-            launch: None,
-            lost_events: 0,
-            untracked_threads: 0,
-            threads: vec![ThreadInfo { tid: 50, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
-            events: vec![
+        let rec = recording(
+            1_000,
+            2_000,
+            &[50],
+            vec![
                 Event::Switch { ts: 1_010, cpu: 0, prev_tid: 0, next_tid: 50, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 },
                 Event::TaskWake { ts: 1_050, tid: 51, task: 7 },
                 Event::PollStart { ts: 1_100, tid: 50, task: 7, poll_fn },
@@ -125,7 +116,7 @@ mod tests {
                 Event::PollStart { ts: 1_200, tid: 50, task: 7, poll_fn },
                 Event::PollEnd { ts: 1_300, tid: 50 },
             ],
-        };
+        );
         let tl = Timeline::build(&rec, &WorkerRule::default());
         assert_eq!(tl.polls_without_return, vec![(1, 1_100)]);
         let arrows: Vec<((u32, u64), (u32, u64))> = flows(&tl).iter().map(|f| (f.from, f.to)).collect();

@@ -10,6 +10,8 @@ pub mod perfetto;
 pub mod summary;
 pub mod task_ids;
 pub mod tasks;
+#[cfg(test)]
+mod test_recording;
 
 /// Microseconds since the start of the recording, as trace viewers want them.
 pub(crate) fn micros(ns_since_start: u64) -> f64 {
