@@ -109,9 +109,9 @@ fn cpu_count() -> u64 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
-/// Names for every recorded frame (reads the binaries, checks build-ids).
-fn symbols_of(recording: &Recording, debug_files: &[std::path::PathBuf]) -> Symbols {
-    let frames = recording.frames();
+/// Names for every frame the timeline shows (reads the binaries, checks build-ids).
+fn symbols_of(recording: &Recording, timeline: &Timeline, debug_files: &[std::path::PathBuf]) -> Symbols {
+    let frames = timeline.frames();
     if frames.is_empty() {
         return Symbols::default();
     }
@@ -138,9 +138,40 @@ fn symbols_of(recording: &Recording, debug_files: &[std::path::PathBuf]) -> Symb
 /// The timeline and its symbols; threads the worker-loop probes did not
 /// see are told by what they polled, which needs the symbols.
 pub(crate) fn analyse(recording: &Recording, rule: &WorkerRule, debug_files: &[std::path::PathBuf]) -> (Timeline, Symbols) {
-    let mut timeline = Timeline::build(recording, rule);
+    let timeline = Timeline::build(recording, rule);
+    name_and_classify(recording, timeline, debug_files)
+}
+
+/// A capture read for the end phase: the recording without its events (the
+/// timeline was built from them as they streamed in) and how many it kept.
+pub(crate) struct Analysed {
+    pub recording: Recording,
+    pub timeline: Timeline,
+    pub symbols: Symbols,
+    pub events: u64,
+}
+
+/// As [`analyse`], from a capture file read twice (`capture::replay`): its
+/// events, ~4× the file's size once decoded, are never all in memory.
+fn analyse_capture(path: &Path, rule: &WorkerRule, debug_files: &[std::path::PathBuf]) -> Result<Analysed> {
+    let indexed = capture::index(std::io::BufReader::new(open_capture(path)?)).with_context(|| path.display().to_string())?;
+    for warning in &indexed.loaded.warnings {
+        say!("runtime-scope: warning: {}: {warning}", path.display());
+    }
+    let mut events = capture::replay(std::io::BufReader::new(open_capture(path)?), &indexed).with_context(|| path.display().to_string())?;
+    let timeline = Timeline::build_from(&indexed.loaded.recording, &mut events, rule);
+    for warning in events.warnings() {
+        say!("runtime-scope: warning: {}: {warning}", path.display());
+    }
+    let kept = events.kept();
+    let recording = indexed.loaded.recording;
+    let (timeline, symbols) = name_and_classify(&recording, timeline, debug_files);
+    Ok(Analysed { recording, timeline, symbols, events: kept })
+}
+
+fn name_and_classify(recording: &Recording, mut timeline: Timeline, debug_files: &[std::path::PathBuf]) -> (Timeline, Symbols) {
     check_debug_files(recording, debug_files);
-    let symbols = symbols_of(recording, debug_files);
+    let symbols = symbols_of(recording, &timeline, debug_files);
     scope_export::tasks::classify_threads(&mut timeline, &symbols);
     if timeline.workers().next().is_none() {
         say!(
@@ -276,12 +307,8 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         converting.then(|| (args.output.clone(), output::temp_path(&args.output))),
         Some((sink.path().to_path_buf(), args.capture.is_none() && converting)),
     );
-    let mut loaded = read_capture(sink.path())?;
-    report_launch(&loaded.recording);
-    let (timeline, symbols) = analyse(&loaded.recording, &rule, &args.view.debug_files);
-    let events = loaded.recording.events.len();
-    // Analysed: the timeline holds what the summary and the trace need.
-    release_events(&mut loaded.recording);
+    let Analysed { recording, timeline, symbols, events } = analyse_capture(sink.path(), &rule, &args.view.debug_files)?;
+    report_launch(&recording);
     print_summary(&timeline, &symbols, &scope_export::insights::build(&timeline, &symbols, insight_options(args.view.long_poll)), To::Stderr)?;
     if format == Format::Capture {
         let size = std::fs::metadata(sink.path()).map(|m| m.len()).unwrap_or(0);
@@ -293,9 +320,9 @@ pub fn record(args: RecordArgs) -> Result<i32> {
             size as f64 / 1e6,
             formats::how_to_open(format, &args.output)
         );
-        return Ok(launch_exit_code(&loaded.recording));
+        return Ok(launch_exit_code(&recording));
     }
-    let written = match formats::write(&args.output, format, &loaded.recording, &timeline, &symbols) {
+    let written = match formats::write(&args.output, format, &recording, &timeline, &symbols) {
         Ok(written) => written,
         Err(e) => {
             // Disk full, say: the recording itself is safe; say where.
@@ -314,7 +341,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         say!("Capture kept in {}.", capture_path.display());
     }
     say!("{written}. {}", formats::how_to_open(format, &args.output));
-    Ok(launch_exit_code(&loaded.recording))
+    Ok(launch_exit_code(&recording))
 }
 
 /// The traces are written from the timeline alone: the raw events (~60
@@ -328,16 +355,18 @@ fn launch_exit_code(recording: &Recording) -> i32 {
     recording.launch.as_ref().and_then(|l| l.exit_status).unwrap_or(0)
 }
 
+fn open_capture(path: &Path) -> Result<std::fs::File> {
+    match std::fs::File::open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => usage(format!("{}: no such capture file", path.display())),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The whole capture, events and all (a copy of it is being written).
 fn read_capture(path: &Path) -> Result<capture::Loaded> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return usage(format!("{}: no such capture file", path.display()));
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
     // Decoded as read: the file's bytes are never held whole beside its events.
-    let loaded = capture::read_from(std::io::BufReader::new(file)).with_context(|| path.display().to_string())?;
+    let loaded = capture::read_from(std::io::BufReader::new(open_capture(path)?)).with_context(|| path.display().to_string())?;
     for warning in &loaded.warnings {
         say!("runtime-scope: warning: {}: {warning}", path.display());
     }
@@ -349,16 +378,20 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let format = formats::choose(&args.output, args.format)?;
     output::check_writable(&args.output)?;
     output::check_distinct(&args.output, &args.capture, "the capture being read")?;
-    let mut loaded = read_capture(&args.capture)?;
-    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files);
+    let rule = WorkerRule::with_extra(&args.worker_prefixes);
+    let (recording, timeline, symbols) = if format == Format::Capture {
+        let loaded = read_capture(&args.capture)?;
+        let (timeline, symbols) = analyse(&loaded.recording, &rule, &args.debug_files);
+        (loaded.recording, timeline, symbols)
+    } else {
+        let Analysed { recording, timeline, symbols, .. } = analyse_capture(&args.capture, &rule, &args.debug_files)?;
+        (recording, timeline, symbols)
+    };
     // No summary here to carry them: frames left unnamed are said now.
     for warning in &symbols.warnings {
         say!("runtime-scope: warning: {warning}");
     }
-    if format != Format::Capture {
-        release_events(&mut loaded.recording);
-    }
-    let written = formats::write(&args.output, format, &loaded.recording, &timeline, &symbols)?;
+    let written = formats::write(&args.output, format, &recording, &timeline, &symbols)?;
     say!("{written}. {}", formats::how_to_open(format, &args.output));
     Ok(())
 }
@@ -366,9 +399,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
 /// `report`: the end-of-run summary of a capture, or its JSON. Exit status 3
 /// when `--fail-over` finds a longer poll.
 pub fn report(args: ReportArgs) -> Result<i32> {
-    let mut loaded = read_capture(&args.capture)?;
-    let (timeline, symbols) = analyse(&loaded.recording, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files);
-    release_events(&mut loaded.recording);
+    let Analysed { recording, timeline, symbols, .. } = analyse_capture(&args.capture, &WorkerRule::with_extra(&args.worker_prefixes), &args.debug_files)?;
     let insights = scope_export::insights::build(&timeline, &symbols, insight_options(args.long_poll));
     // What `report` was asked for goes to stdout (a closed pipe ends it quietly).
     if args.json {
@@ -376,7 +407,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         text.push('\n');
         crate::say::out(&text)?;
     } else {
-        report_launch(&loaded.recording);
+        report_launch(&recording);
         print_summary(&timeline, &symbols, &insights, To::Stdout)?;
     }
     let Some(limit) = args.fail_over else { return Ok(0) };

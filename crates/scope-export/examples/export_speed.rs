@@ -16,7 +16,7 @@ fn main() {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let recording = scope_model::capture::read(&bytes).unwrap_or_else(|e| panic!("{path}: {e}")).recording;
     let mut timeline = Timeline::build(&recording, &WorkerRule::default());
-    let symbols = scope_stacks::symbolize::symbolize(&recording.all_modules(), recording.frames());
+    let symbols = scope_stacks::symbolize::symbolize(&recording.all_modules(), timeline.frames());
     scope_export::tasks::classify_threads(&mut timeline, &symbols);
     let events = recording.events.len();
     drop(recording);

@@ -2,8 +2,7 @@
 //! poll of the woken task. Each ends on the first on-CPU piece of that poll
 //! (where the poll slice starts in the exports).
 
-use crate::tasks::on_cpu_pieces;
-use scope_model::Timeline;
+use scope_model::{Poll, SpanState, ThreadTimeline, Timeline};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,56 +34,94 @@ pub struct Flow {
     pub to: (u32, u64),
 }
 
-/// A task's polls as (poll start, (tid, first on-CPU instant)), by start.
-/// Polls left out for a lost return are there without a place: they still
-/// end a wait (the wake before one is not drawn to a later poll).
-type TaskPolls = Vec<(u64, Option<(u32, u64)>)>;
-
-fn polls_by_task(tl: &Timeline) -> HashMap<u32, TaskPolls> {
-    let mut by: HashMap<u32, TaskPolls> = HashMap::new();
-    for t in &tl.threads {
-        for poll in &t.polls {
-            if let Some(&(first, _)) = on_cpu_pieces(t, poll).first() {
-                by.entry(poll.serial).or_default().push((poll.start_ns, Some((t.tid, first))));
-            }
-        }
-    }
-    for &(serial, start) in &tl.polls_without_return {
-        by.entry(serial).or_default().push((start, None));
-    }
-    for polls in by.values_mut() {
-        polls.sort_unstable();
-    }
-    by
+/// One poll of a task: its start, and where its first on-CPU piece is
+/// (tid, instant). Polls left out for a lost return are there without a
+/// place: they still end a wait (the wake before one is not drawn to a
+/// later poll).
+#[derive(Clone, Copy)]
+struct PollPlace {
+    serial: u32,
+    start: u64,
+    place: Option<(u32, u64)>,
 }
 
-/// Every spawn and wake arrow, in time order of their source. Of several
-/// wakes before one poll only the first gets an arrow: the later ones found
-/// the task already scheduled.
-pub fn flows(tl: &Timeline) -> Vec<Flow> {
-    let polls = polls_by_task(tl);
-    let mut out = Vec::new();
-    for s in &tl.spawns {
-        let first = polls.get(&s.serial).and_then(|p| p.first()).and_then(|p| p.1);
-        if let Some((tid, at)) = first.filter(|p| p.1 >= s.ts) {
-            out.push(Flow { id: u64::from(s.serial), kind: FlowKind::Spawn, from: (s.tid, s.ts), to: (tid, at) });
+/// Every task's polls in one list by (task, start): one allocation of 24
+/// bytes a poll (a map of a list per task took 67 MB on 1.5 M polls).
+struct TaskPolls(Vec<PollPlace>);
+
+impl TaskPolls {
+    fn of(tl: &Timeline) -> Self {
+        let polls: usize = tl.threads.iter().map(|t| t.polls.len()).sum();
+        let mut all = Vec::with_capacity(polls + tl.polls_without_return.len());
+        for t in &tl.threads {
+            for poll in &t.polls {
+                if let Some(first) = first_on_cpu(t, poll) {
+                    all.push(PollPlace { serial: poll.serial, start: poll.start_ns, place: Some((t.tid, first)) });
+                }
+            }
         }
+        all.extend(tl.polls_without_return.iter().map(|&(serial, start)| PollPlace { serial, start, place: None }));
+        all.sort_unstable_by_key(|p| (p.serial, p.start, p.place));
+        TaskPolls(all)
     }
+
+    /// The polls of task `serial`, by start.
+    fn of_task(&self, serial: u32) -> &[PollPlace] {
+        let from = self.0.partition_point(|p| p.serial < serial);
+        let to = from + self.0[from..].partition_point(|p| p.serial == serial);
+        &self.0[from..to]
+    }
+}
+
+/// Where a poll's first on-CPU piece starts (as `on_cpu_pieces(..).first()`, without a list).
+fn first_on_cpu(t: &ThreadTimeline, poll: &Poll) -> Option<u64> {
+    t.spans_between(poll.start_ns, poll.end_ns).iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })).find_map(|s| {
+        let (a, b) = (s.start_ns.max(poll.start_ns), s.end_ns.min(poll.end_ns));
+        (b > a).then_some(a)
+    })
+}
+
+/// Every wake that gets an arrow, in wake order: its index in `tl.wakes`
+/// and where the arrow ends (tid, instant). Of several wakes before one
+/// poll only the first gets one: the later ones found the task already
+/// scheduled.
+pub fn wake_arrows(tl: &Timeline, mut each: impl FnMut(usize, (u32, u64))) {
+    wake_arrows_from(tl, &TaskPolls::of(tl), &mut each);
+}
+
+fn wake_arrows_from(tl: &Timeline, polls: &TaskPolls, each: &mut impl FnMut(usize, (u32, u64))) {
     // Per task, the poll the last arrow went to: wakes come in time order,
     // so a poll already reached is the one before (one entry per task, not
     // per wake: a set of every (task, poll) pair was 36 MB on 1.5 M wakes).
     let mut taken: HashMap<u32, usize> = HashMap::new();
     for (i, w) in tl.wakes.iter().enumerate() {
-        let Some(task_polls) = polls.get(&w.serial) else { continue };
-        let next = task_polls.partition_point(|p| p.0 < w.ts);
-        let Some(&(_, place)) = task_polls.get(next) else { continue };
+        let task_polls = polls.of_task(w.serial);
+        let next = task_polls.partition_point(|p| p.start < w.ts);
+        let Some(poll) = task_polls.get(next) else { continue };
         if taken.insert(w.serial, next) == Some(next) {
             continue;
         }
-        let Some((tid, at)) = place else { continue };
-        let kind = if w.self_wake { FlowKind::SelfWake } else { FlowKind::Wake };
-        out.push(Flow { id: 1 << 32 | i as u64, kind, from: (w.tid, w.ts), to: (tid, at) });
+        if let Some(place) = poll.place {
+            each(i, place);
+        }
     }
+}
+
+/// Every spawn and wake arrow, in time order of their source.
+pub fn flows(tl: &Timeline) -> Vec<Flow> {
+    let polls = TaskPolls::of(tl);
+    let mut out = Vec::new();
+    for s in &tl.spawns {
+        let first = polls.of_task(s.serial).first().and_then(|p| p.place);
+        if let Some((tid, at)) = first.filter(|p| p.1 >= s.ts) {
+            out.push(Flow { id: u64::from(s.serial), kind: FlowKind::Spawn, from: (s.tid, s.ts), to: (tid, at) });
+        }
+    }
+    wake_arrows_from(tl, &polls, &mut |i, to| {
+        let w = &tl.wakes[i];
+        let kind = if w.self_wake { FlowKind::SelfWake } else { FlowKind::Wake };
+        out.push(Flow { id: 1 << 32 | i as u64, kind, from: (w.tid, w.ts), to });
+    });
     out.sort_by_key(|f| (f.from.1, f.id));
     for (i, f) in out.iter_mut().enumerate() {
         f.id = i as u64 + 1;

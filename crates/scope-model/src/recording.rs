@@ -170,21 +170,6 @@ impl Recording {
         }
         modules
     }
-
-    /// Every distinct frame in the recorded stacks and polls.
-    pub fn frames(&self) -> std::collections::BTreeSet<Frame> {
-        let mut all = std::collections::BTreeSet::new();
-        for e in &self.events {
-            match e {
-                Event::Stack { frames, .. } => all.extend(frames.iter().copied()),
-                Event::PollStart { poll_fn, .. } => {
-                    all.insert(*poll_fn);
-                }
-                _ => {}
-            }
-        }
-        all
-    }
 }
 
 impl StopReason {

@@ -258,11 +258,28 @@ impl Timeline {
         sort_rows(&mut self.threads);
     }
 
+    /// Every distinct frame shown: in the stacks, and the polls' instances.
+    pub fn frames(&self) -> std::collections::BTreeSet<Frame> {
+        let mut all: std::collections::BTreeSet<Frame> = self.stacks.iter().flat_map(|s| s.frames.iter().copied()).collect();
+        all.extend(self.threads.iter().flat_map(|t| t.polls.iter().map(|p| p.poll_fn)));
+        all
+    }
+
     pub fn workers(&self) -> impl Iterator<Item = &ThreadTimeline> {
         self.threads.iter().filter(|t| t.is_worker())
     }
 
     pub fn build(rec: &Recording, rule: &WorkerRule) -> Timeline {
+        let mut events: Vec<&Event> = rec.events.iter().collect();
+        // Records from different CPUs reach the ring buffer slightly out of order.
+        events.sort_by_key(|e| e.ts());
+        Self::build_from(rec, events.into_iter().cloned(), rule)
+    }
+
+    /// As [`Timeline::build`], from `events` in time order (ties in the
+    /// order recorded) instead of `rec.events`: a capture's events can be
+    /// streamed in (`capture::replay`) rather than held whole.
+    pub fn build_from(rec: &Recording, events: impl IntoIterator<Item = Event>, rule: &WorkerRule) -> Timeline {
         let window = (rec.start_ns, rec.end_ns.max(rec.start_ns));
         let mut threads = Threads {
             window,
@@ -280,37 +297,34 @@ impl Timeline {
         let mut stacks = Vec::new();
         let mut tasks = TaskTracker::default();
         let mut probe_changes = Vec::new();
-        let mut events: Vec<&Event> = rec.events.iter().collect();
-        // Records from different CPUs reach the ring buffer slightly out of order.
-        events.sort_by_key(|e| e.ts());
         for event in events {
-            inconsistencies += spans::apply(&mut threads, event);
+            inconsistencies += spans::apply(&mut threads, &event);
             match event {
                 Event::Switch { prev_tid, prev_state, prev_ours, .. } => {
-                    if *prev_ours && !ThreadState(*prev_state).is_runnable() {
-                        tasks.blocked(*prev_tid);
+                    if prev_ours && !ThreadState(prev_state).is_runnable() {
+                        tasks.blocked(prev_tid);
                     }
                 }
                 Event::NewThread { ts, tid, name, .. } => {
-                    let b = threads.entry(*tid);
-                    b.name = name.clone();
-                    b.created_ns = Some(*ts);
+                    let b = threads.entry(tid);
+                    b.name = name;
+                    b.created_ns = Some(ts);
                 }
-                Event::Exit { ts, tid } => threads.entry(*tid).close_polls(*ts),
-                Event::Rename { tid, name, .. } => threads.entry(*tid).name = name.clone(),
+                Event::Exit { ts, tid } => threads.entry(tid).close_polls(ts),
+                Event::Rename { tid, name, .. } => threads.entry(tid).name = name,
                 Event::Stack { ts, cpu, tid, reason, frames, complete } => {
                     let index = stacks.len() as u32;
-                    stacks.push(Stack { cpu: *cpu, frames: frames.clone(), complete: *complete, reason: *reason });
-                    let b = threads.entry(*tid);
+                    stacks.push(Stack { cpu, frames, complete, reason });
+                    let b = threads.entry(tid);
                     match reason {
-                        StackReason::Sample => b.samples.push((*ts, index)),
-                        StackReason::Blocked => b.blocked_stacks.push((*ts, index)),
+                        StackReason::Sample => b.samples.push((ts, index)),
+                        StackReason::Blocked => b.blocked_stacks.push((ts, index)),
                     }
                 }
                 Event::NewModule { .. } => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
-                    let (serial, number) = tasks.poll_start(*tid, *task);
-                    let b = threads.entry(*tid);
+                    let (serial, number) = tasks.poll_start(tid, task);
+                    let b = threads.entry(tid);
                     // A task is never polled inside its own poll: the
                     // return of its last one was lost (and of any opened
                     // since). Their lengths are unknown: left out, not
@@ -318,20 +332,20 @@ impl Timeline {
                     // polls (and nest every later poll ever deeper).
                     b.open_polls.drop_from(serial, &mut polls_without_return);
                     b.open_polls.push(Poll {
-                        start_ns: *ts,
-                        end_ns: *ts,
-                        task: *task,
+                        start_ns: ts,
+                        end_ns: ts,
+                        task,
                         serial,
-                        poll_fn: *poll_fn,
+                        poll_fn,
                         depth: b.open_polls.len() as u32,
                         number,
                         finished: false,
                     });
                 }
-                Event::TaskSpawn { ts, tid, task } => tasks.spawn(*ts, *tid, *task),
+                Event::TaskSpawn { ts, tid, task } => tasks.spawn(ts, tid, task),
                 Event::Probes { ts, polls, wakes } => {
-                    probe_changes.push((*ts, *polls, *wakes));
-                    if !*polls {
+                    probe_changes.push((ts, polls, wakes));
+                    if !polls {
                         // Their returns will not be seen, so their length is
                         // unknown: left out rather than cut at a guess.
                         for b in threads.map.values_mut() {
@@ -339,23 +353,23 @@ impl Timeline {
                         }
                     }
                 }
-                Event::TaskId { task, id, .. } => tasks.tokio_id(*task, *id),
-                Event::TaskAt { ts, tid, id } => threads.entry(*tid).task_marks.push((*ts, *id)),
+                Event::TaskId { task, id, .. } => tasks.tokio_id(task, id),
+                Event::TaskAt { ts, tid, id } => threads.entry(tid).task_marks.push((ts, id)),
                 Event::TaskWake { ts, tid, task } => {
-                    let innermost = threads.map.get(tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
-                    tasks.wake(*ts, *tid, *task, innermost);
+                    let innermost = threads.map.get(&tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
+                    tasks.wake(ts, tid, task, innermost);
                 }
-                Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(*ts, *tid, *index, *runtime),
-                Event::CurrentThreadRun { ts, tid, runtime } => tasks.current_thread_run(*ts, *tid, *runtime),
+                Event::WorkerRun { ts, tid, index, runtime } => tasks.worker_run(ts, tid, index, runtime),
+                Event::CurrentThreadRun { ts, tid, runtime } => tasks.current_thread_run(ts, tid, runtime),
                 Event::Waking { ts, tid, waker_tid, waker_pid } => {
-                    threads.entry(*tid).wakings.push(Waker { ts: *ts, tid: *waker_tid, pid: *waker_pid });
+                    threads.entry(tid).wakings.push(Waker { ts, tid: waker_tid, pid: waker_pid });
                 }
                 Event::PollEnd { ts, tid } => {
-                    let b = threads.entry(*tid);
+                    let b = threads.entry(tid);
                     // A return with nothing open: the poll began before we attached.
                     if let Some(mut poll) = b.open_polls.pop() {
-                        tasks.poll_end(*tid, poll.serial);
-                        poll.end_ns = *ts;
+                        tasks.poll_end(tid, poll.serial);
+                        poll.end_ns = ts;
                         poll.finished = true;
                         b.polls.push(poll);
                     }
@@ -494,7 +508,11 @@ impl Builder {
             .filter(|p| p.end_ns > lo && p.start_ns < hi)
             .map(|p| Poll { start_ns: p.start_ns.max(lo), end_ns: p.end_ns.min(hi), ..p })
             .collect();
-        polls.sort_by_key(|p| (p.start_ns, p.depth));
+        if !polls.is_sorted_by_key(|p| (p.start_ns, p.depth)) {
+            // In place (a stable sort's buffer is half of a busy thread's
+            // polls). Ties of start and depth (polls of zero length) go by end, then task.
+            polls.sort_unstable_by_key(|p| (p.start_ns, p.depth, p.end_ns, p.serial, p.number));
+        }
         self.sched.finish(self.kernel_cpu_ns);
         ThreadTimeline {
             tid,

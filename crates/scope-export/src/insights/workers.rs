@@ -1,7 +1,7 @@
 //! Worker utilisation over time, scheduling delays, task rankings and lints.
 
 use super::{Lint, TaskUse, ms, stats::Percentiles};
-use crate::flows::{FlowKind, flows};
+use crate::flows::wake_arrows;
 use crate::tasks;
 use scope_model::{Frame, OffReason, SpanState, ThreadTimeline, Timeline};
 use serde::Serialize;
@@ -76,11 +76,13 @@ const QUEUED_MIN_NS: u64 = 1_000_000;
 
 /// Union of [wake + 1 ms, poll start) over slow wakes, sorted and disjoint.
 fn queued_intervals(tl: &Timeline) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = flows(tl)
-        .iter()
-        .filter(|f| f.kind != FlowKind::Spawn && f.to.1 > f.from.1 + QUEUED_MIN_NS)
-        .map(|f| (f.from.1 + QUEUED_MIN_NS, f.to.1))
-        .collect();
+    let mut v: Vec<(u64, u64)> = Vec::new();
+    wake_arrows(tl, |i, (_, to)| {
+        let from = tl.wakes[i].ts;
+        if to > from + QUEUED_MIN_NS {
+            v.push((from + QUEUED_MIN_NS, to));
+        }
+    });
     v.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (a, b) in v {
@@ -136,13 +138,9 @@ pub fn utilisation(tl: &Timeline) -> Vec<WorkerUse> {
 }
 
 pub fn task_wake_delay(tl: &Timeline) -> Option<Percentiles> {
-    Percentiles::of(
-        flows(tl)
-            .iter()
-            .filter(|f| f.kind != FlowKind::Spawn)
-            .map(|f| f.to.1.saturating_sub(f.from.1))
-            .collect(),
-    )
+    let mut delays = Vec::new();
+    wake_arrows(tl, |i, (_, to)| delays.push(to.saturating_sub(tl.wakes[i].ts)));
+    Percentiles::of(delays)
 }
 
 /// Woken (sched_waking) → back on a CPU, over every worker wait that had one.

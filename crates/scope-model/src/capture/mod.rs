@@ -9,9 +9,11 @@
 //! is readable up to its last complete frame.
 
 mod read;
+mod replay;
 mod write;
 
 pub use read::{CaptureError, Loaded, MAX_WINDOW_NS, assemble, read, read_from};
+pub use replay::{Indexed, Replay, index, replay};
 pub use write::{CaptureWriter, encode_events};
 
 use crate::{Event, Launch, Module, StopReason, ThreadInfo};

@@ -94,54 +94,87 @@ pub fn read(bytes: &[u8]) -> Result<Loaded, CaptureError> {
 /// As [`read`], from a stream (a file is not loaded whole first: the
 /// frames are decoded as they are read, and a crafted frame length
 /// allocates only what the input holds).
-pub fn read_from(mut input: impl Read) -> Result<Loaded, CaptureError> {
-    let mut preamble = [0u8; PREAMBLE_LEN];
-    let got = read_up_to(&mut input, &mut preamble);
-    let magic_len = got.min(MAGIC.len());
-    if preamble[..magic_len] != MAGIC[..magic_len] {
-        return Err(CaptureError::NotACapture);
-    }
-    if got < PREAMBLE_LEN {
-        return Err(CaptureError::NoStart);
-    }
-    let version = u16::from_le_bytes([preamble[8], preamble[9]]);
-    if version > FORMAT_VERSION {
-        return Err(CaptureError::NewerVersion { found: version, supported: FORMAT_VERSION });
-    }
-    let mut at = PREAMBLE_LEN as u64;
+pub fn read_from(input: impl Read) -> Result<Loaded, CaptureError> {
     let mut warnings = Vec::new();
+    let mut frames = Frames::open(input)?;
     let mut start: Option<Start> = None;
     let mut stop: Option<Stop> = None;
     let mut events: Vec<Event> = Vec::new();
-    let mut payload = Vec::new();
-    loop {
-        match next_frame(&mut input, at, &mut payload) {
-            Next::Frame => {}
-            Next::End => break,
-            Next::Broken(why) => {
-                let rest = std::io::copy(&mut input, &mut std::io::sink()).unwrap_or(0);
-                warnings.push(format!("capture {why}; the bytes after it ignored ({rest} more)"));
-                break;
-            }
-        }
-        let frame_at = at;
-        at += 8 + payload.len() as u64;
-        match postcard::from_bytes::<Frame>(&payload) {
-            Ok(Frame::Start(s)) if start.is_none() => start = Some(s),
-            Ok(Frame::Events(batch)) if start.is_some() && stop.is_none() => events.extend(batch),
-            Ok(Frame::Stop(s)) if start.is_some() && stop.is_none() => stop = Some(s),
-            Ok(_) => {
-                warnings.push(format!("capture has a frame out of order at byte {frame_at}; ignored"));
-            }
-            Err(e) => {
-                warnings.push(format!("capture frame at byte {frame_at} does not decode ({e}); reading stopped"));
-                break;
-            }
+    while let Some(frame) = frames.next(&mut warnings) {
+        match frame {
+            Frame::Start(s) => start = Some(s),
+            Frame::Events(batch) => events.extend(batch),
+            Frame::Stop(s) => stop = Some(s),
         }
     }
     let start = start.ok_or(CaptureError::NoStart)?;
     let recording = assemble(start, stop, events, &mut warnings);
     Ok(Loaded { recording, warnings })
+}
+
+/// A capture's valid frames in file order: one start, then events, then at
+/// most one stop; what is out of order or damaged is skipped with a warning.
+pub(super) struct Frames<R> {
+    input: R,
+    at: u64,
+    payload: Vec<u8>,
+    started: bool,
+    stopped: bool,
+    done: bool,
+}
+
+impl<R: Read> Frames<R> {
+    /// Checks the preamble.
+    pub(super) fn open(mut input: R) -> Result<Self, CaptureError> {
+        let mut preamble = [0u8; PREAMBLE_LEN];
+        let got = read_up_to(&mut input, &mut preamble);
+        let magic_len = got.min(MAGIC.len());
+        if preamble[..magic_len] != MAGIC[..magic_len] {
+            return Err(CaptureError::NotACapture);
+        }
+        if got < PREAMBLE_LEN {
+            return Err(CaptureError::NoStart);
+        }
+        let version = u16::from_le_bytes([preamble[8], preamble[9]]);
+        if version > FORMAT_VERSION {
+            return Err(CaptureError::NewerVersion { found: version, supported: FORMAT_VERSION });
+        }
+        Ok(Frames { input, at: PREAMBLE_LEN as u64, payload: Vec::new(), started: false, stopped: false, done: false })
+    }
+
+    pub(super) fn next(&mut self, warnings: &mut Vec<String>) -> Option<Frame> {
+        while !self.done {
+            match next_frame(&mut self.input, self.at, &mut self.payload) {
+                Next::Frame => {}
+                Next::End => break,
+                Next::Broken(why) => {
+                    let rest = std::io::copy(&mut self.input, &mut std::io::sink()).unwrap_or(0);
+                    warnings.push(format!("capture {why}; the bytes after it ignored ({rest} more)"));
+                    break;
+                }
+            }
+            let frame_at = self.at;
+            self.at += 8 + self.payload.len() as u64;
+            match postcard::from_bytes::<Frame>(&self.payload) {
+                Ok(frame @ Frame::Start(_)) if !self.started => {
+                    self.started = true;
+                    return Some(frame);
+                }
+                Ok(frame @ Frame::Events(_)) if self.started && !self.stopped => return Some(frame),
+                Ok(frame @ Frame::Stop(_)) if self.started && !self.stopped => {
+                    self.stopped = true;
+                    return Some(frame);
+                }
+                Ok(_) => warnings.push(format!("capture has a frame out of order at byte {frame_at}; ignored")),
+                Err(e) => {
+                    warnings.push(format!("capture frame at byte {frame_at} does not decode ({e}); reading stopped"));
+                    break;
+                }
+            }
+        }
+        self.done = true;
+        None
+    }
 }
 
 /// No recording is this long (the CLI records up to a day with -d, and
@@ -151,36 +184,81 @@ pub const MAX_WINDOW_NS: u64 = 366 * 24 * 3600 * 1_000_000_000;
 
 /// The recording that a start record, a stop record (None if it never came)
 /// and the events between describe.
-pub fn assemble(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
-    let mut recording = assemble_as_written(start, stop, events, warnings);
-    bound_window(&mut recording, warnings);
+pub fn assemble(start: Start, stop: Option<Stop>, mut events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
+    let mut extent = Extent::new(start.start_ns);
+    for e in &events {
+        extent.see(e.ts());
+    }
+    let mut recording = assemble_header(start, stop, &extent, warnings);
+    let (from, to) = keep_range(&recording);
+    let before = events.len();
+    events.retain(|e| (from..=to).contains(&e.ts()));
+    warn_left_out((before - events.len()) as u64, warnings);
+    recording.events = events;
     recording
 }
 
-/// Keeps the window within [start, start + MAX_WINDOW_NS] and the events
-/// within it (give or take a minute: records straddle the
-/// window's ends, attaching takes time): a stop time of 2^62 ns, or one event far in the future,
-/// must not size a per-second series of billions of entries.
-fn bound_window(rec: &mut Recording, warnings: &mut Vec<String>) {
-    const SLACK_NS: u64 = 60 * 1_000_000_000;
+/// What the window's bounds need to know of the events' times, gathered as
+/// they pass (so a capture need not be held whole to place its window).
+#[derive(Clone, Debug)]
+pub(super) struct Extent {
+    start_ns: u64,
+    pub(super) count: u64,
+    /// The last event time no later than a year after the start.
+    last_within_year: Option<u64>,
+    /// The same, but not before the start.
+    last_in_window: Option<u64>,
+}
+
+impl Extent {
+    pub(super) fn new(start_ns: u64) -> Self {
+        Extent { start_ns, count: 0, last_within_year: None, last_in_window: None }
+    }
+
+    pub(super) fn see(&mut self, ts: u64) {
+        self.count += 1;
+        if ts <= self.start_ns.saturating_add(MAX_WINDOW_NS) {
+            self.last_within_year = self.last_within_year.max(Some(ts));
+            if ts >= self.start_ns {
+                self.last_in_window = self.last_in_window.max(Some(ts));
+            }
+        }
+    }
+}
+
+/// Events this far outside the window are damage; closer ones straddle its
+/// ends (records in flight at start and stop, attaching takes time) and are kept.
+pub(super) const SLACK_NS: u64 = 60 * 1_000_000_000;
+
+/// The times of the events a recording keeps.
+pub(super) fn keep_range(rec: &Recording) -> (u64, u64) {
+    (rec.start_ns.saturating_sub(SLACK_NS), rec.end_ns.saturating_add(SLACK_NS))
+}
+
+/// Said once the events outside [`keep_range`] were counted.
+pub(super) fn warn_left_out(count: u64, warnings: &mut Vec<String>) {
+    if count > 0 {
+        warnings.push(format!("{count} events lie outside the recording's window and were left out"));
+    }
+}
+
+/// Everything but the events: the window is kept within [start, start +
+/// MAX_WINDOW_NS] (a stop time of 2^62 ns, or one event far in the future,
+/// must not size a per-second series of billions of entries).
+pub(super) fn assemble_header(start: Start, stop: Option<Stop>, extent: &Extent, warnings: &mut Vec<String>) -> Recording {
+    let mut rec = assemble_as_written(start, stop, extent, warnings);
     let limit = rec.start_ns.saturating_add(MAX_WINDOW_NS);
     if rec.end_ns < rec.start_ns || rec.end_ns > limit {
-        let last = rec.events.iter().map(Event::ts).filter(|&ts| ts >= rec.start_ns && ts <= limit).max().unwrap_or(rec.start_ns);
         warnings.push(format!(
             "capture's stop time ({} ns) is not after its start ({} ns) or over a year later: the window ends at its last plausible event",
             rec.end_ns, rec.start_ns
         ));
-        rec.end_ns = last;
+        rec.end_ns = extent.last_in_window.unwrap_or(rec.start_ns);
     }
-    let (from, to) = (rec.start_ns.saturating_sub(SLACK_NS), rec.end_ns.saturating_add(SLACK_NS));
-    let before = rec.events.len();
-    rec.events.retain(|e| (from..=to).contains(&e.ts()));
-    if rec.events.len() < before {
-        warnings.push(format!("{} events lie outside the recording's window and were left out", before - rec.events.len()));
-    }
+    rec
 }
 
-fn assemble_as_written(start: Start, stop: Option<Stop>, events: Vec<Event>, warnings: &mut Vec<String>) -> Recording {
+fn assemble_as_written(start: Start, stop: Option<Stop>, extent: &Extent, warnings: &mut Vec<String>) -> Recording {
     let mut threads = start.threads;
     let mut launch = start.launch;
     let (end_ns, stop_reason, lost_events, untracked_threads) = match stop {
@@ -198,11 +276,10 @@ fn assemble_as_written(start: Start, stop: Option<Stop>, events: Vec<Event>, war
         None => {
             warnings.push(format!(
                 "capture has no stop record (recording killed or disk full): {} events kept, the window ends at the last one",
-                events.len()
+                extent.count
             ));
             // The last event within a year: one bogus far-future time must not stretch the window.
-            let limit = start.start_ns.saturating_add(MAX_WINDOW_NS);
-            let last = events.iter().map(Event::ts).filter(|&ts| ts <= limit).max().unwrap_or(start.start_ns);
+            let last = extent.last_within_year.unwrap_or(start.start_ns);
             (last.max(start.start_ns), StopReason::Incomplete, 0, 0)
         }
     };
@@ -217,7 +294,7 @@ fn assemble_as_written(start: Start, stop: Option<Stop>, events: Vec<Event>, war
         lost_events,
         untracked_threads,
         threads,
-        events,
+        events: Vec::new(),
         modules: start.modules,
         probes: start.probes,
         launch,

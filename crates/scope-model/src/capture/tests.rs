@@ -157,3 +157,89 @@ fn crafted_values_do_not_size_anything() {
     assert_eq!(loaded.recording.end_ns, loaded.recording.start_ns);
 }
 
+
+/// A capture of `rec`'s events cut into batches of the given sizes, each
+/// event's time moved by a pseudo-random jitter of up to `jitter` ns (and
+/// every `far`-th one far outside the window), so that frames overlap in time.
+fn jittered(rec: &Recording, batches: &[usize], jitter: u64, far: usize, seed: u64, stop: bool) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut events = rec.events.clone();
+    for (i, e) in events.iter_mut().enumerate() {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let shift = if jitter == 0 { 0 } else { (state >> 33) % (2 * jitter) };
+        let ts = if far > 0 && i % far == far - 1 { if i % 2 == 0 { 1 << 62 } else { 0 } } else { (e.ts() + shift).saturating_sub(jitter) };
+        set_ts(e, ts);
+    }
+    let mut bytes = Vec::new();
+    let mut w = CaptureWriter::new(&mut bytes, &Start::of(rec)).unwrap();
+    let mut rest = &events[..];
+    for &n in batches.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, after) = rest.split_at(n.clamp(1, rest.len()));
+        w.events(batch).unwrap();
+        rest = after;
+    }
+    if stop {
+        w.finish(&Stop::of(rec)).unwrap();
+    }
+    bytes
+}
+
+fn set_ts(e: &mut crate::Event, to: u64) {
+    use crate::Event::*;
+    match e {
+        Switch { ts, .. } | NewThread { ts, .. } | Exit { ts, .. } | Rename { ts, .. } | Stack { ts, .. } | NewModule { ts, .. }
+        | PollStart { ts, .. } | PollEnd { ts, .. } | TaskSpawn { ts, .. } | TaskWake { ts, .. } | WorkerRun { ts, .. }
+        | Waking { ts, .. } | CurrentThreadRun { ts, .. } | TaskId { ts, .. } | TaskAt { ts, .. } | Probes { ts, .. } => *ts = to,
+    }
+}
+
+/// Both passes over `bytes`: the recording (events: `NewModule` only), the
+/// events replayed, and the warnings of both passes in order.
+fn replayed(bytes: &[u8], second: &[u8]) -> (Recording, Vec<crate::Event>, Vec<String>) {
+    let indexed = index(bytes).unwrap();
+    let mut replay = replay(second, &indexed).unwrap();
+    let events: Vec<crate::Event> = replay.by_ref().collect();
+    assert_eq!(replay.kept(), events.len() as u64);
+    let mut warnings = indexed.loaded.warnings.clone();
+    warnings.extend(replay.warnings());
+    (indexed.loaded.recording, events, warnings)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The two-pass read gives what reading the capture whole and sorting
+    /// its events stably by time gave: the same events in the same order,
+    /// the same warnings, the same timeline.
+    #[test]
+    fn replay_is_the_whole_read_sorted(batches in proptest::collection::vec(1usize..80, 1..6),
+                                       jitter in prop_oneof![Just(0u64), Just(1_000), Just(1_000_000), Just(2_000_000_000)],
+                                       far in prop_oneof![Just(0usize), Just(7), Just(97)],
+                                       seed in any::<u64>(), stop in any::<bool>()) {
+        let rec = fixture();
+        let bytes = jittered(&rec, &batches, jitter, far, seed, stop);
+        let whole = read(&bytes).unwrap();
+        let (header, events, warnings) = replayed(&bytes, &bytes);
+        let mut sorted = whole.recording.events.clone();
+        sorted.sort_by_key(|e| e.ts());
+        prop_assert_eq!(&events, &sorted);
+        prop_assert_eq!(&warnings, &whole.warnings);
+        let modules: Vec<_> = whole.recording.events.iter().filter(|e| matches!(e, crate::Event::NewModule { .. })).cloned().collect();
+        prop_assert_eq!(&header, &Recording { events: modules, ..whole.recording.clone() });
+        let rule = crate::WorkerRule::default();
+        prop_assert_eq!(crate::Timeline::build_from(&header, events, &rule), crate::Timeline::build(&whole.recording, &rule));
+    }
+}
+
+#[test]
+fn replay_of_a_changed_file_says_so() {
+    let rec = fixture();
+    let bytes = jittered(&rec, &[40], 0, 0, 1, true);
+    let shorter = jittered(&Recording { events: rec.events[..100].to_vec(), ..rec.clone() }, &[40], 0, 0, 1, true);
+    let (_, events, warnings) = replayed(&bytes, &shorter);
+    assert_eq!(events.len(), 100);
+    assert!(warnings.iter().any(|w| w.contains("changed while it was read")), "{warnings:?}");
+}
