@@ -70,12 +70,19 @@ fn group_instants(slices: &[Slice], instants: Vec<(u64, &'static str, u64)>) -> 
 
 /// The innermost slice of thread `ti` around each of `instants` (ts, flow
 /// index).
-fn locate(slices: &[Slice], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<(usize, usize)>]) {
+fn locate(slices: &[Slice], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<Place>]) {
     instants.sort_unstable();
     let times: Vec<u64> = instants.iter().map(|f| f.0).collect();
     for ((_, i), at) in instants.iter().zip(innermost(slices, &times)) {
-        out[*i] = at.map(|s| (ti, s));
+        out[*i] = at.map(|s| Place { thread: ti as u32, slice: s as u32 });
     }
+}
+
+/// A slice: thread index, slice index (u32s: one of these per arrow end).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Place {
+    thread: u32,
+    slice: u32,
 }
 
 /// `(ts, flow index)` of one end of every flow, by the thread (index) it
@@ -97,8 +104,8 @@ fn ends_by_thread(threads: usize, thread: &HashMap<u32, usize>, flows: &[Flow], 
 /// not a slice draws nothing, so it gets no id.
 pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> Vec<ThreadArrows> {
     let thread: HashMap<u32, usize> = tl.threads.iter().enumerate().map(|(i, t)| (t.tid, i)).collect();
-    let mut source: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
-    let mut destination: Vec<Option<(usize, usize)>> = vec![None; flows.len()];
+    let mut source: Vec<Option<Place>> = vec![None; flows.len()];
+    let mut destination: Vec<Option<Place>> = vec![None; flows.len()];
     let froms = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.from);
     let tos = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.to);
     for (ti, (froms, tos)) in froms.into_iter().zip(tos).enumerate() {
@@ -109,7 +116,7 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
     // a slice before any arrow leaves it.
     let mut out: Vec<ThreadArrows> = (0..tl.threads.len()).map(|_| ThreadArrows::default()).collect();
     let mut instants: Vec<Vec<(u64, &'static str, u64)>> = vec![Vec::new(); tl.threads.len()];
-    let mut chain_end: HashMap<(usize, usize), u64> = HashMap::new();
+    let mut chain_end: HashMap<Place, u64> = HashMap::new();
     let mut next = 1;
     for (i, flow) in flows.iter().enumerate() {
         let Some(to) = destination[i] else { continue };
@@ -118,7 +125,7 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
                 Some(id) => id,
                 None => {
                     next += 1;
-                    out[from.0].on_slices.push((from.1, next - 1));
+                    out[from.thread as usize].on_slices.push((from.slice as usize, next - 1));
                     next - 1
                 }
             },
@@ -129,7 +136,7 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
                 next - 1
             }
         };
-        out[to.0].on_slices.push((to.1, id));
+        out[to.thread as usize].on_slices.push((to.slice as usize, id));
         chain_end.insert(to, id);
     }
     for ((arrows, instants), slices) in out.iter_mut().zip(instants).zip(slices) {
