@@ -324,8 +324,7 @@ pub(super) fn thread_packets(
     // Packets are written as they are made: a million of them in memory
     // took gigabytes.
     emit(&sequence_start(seq.id, Some(thread_uuid(tl.pid, t.tid)), interned(&tables)))?;
-    let mut edges = Edges::new(&slices, instants.iter().map(|i| i.0).collect());
-    while let Some((ts, edge)) = edges.next() {
+    for (ts, edge) in Edges::new(&slices, instants.iter().map(|i| i.0).collect()) {
         let event = match edge {
             Edge::Begin { slice, .. } => {
                 let at = flows.partition_point(|f| f.0 < slice);
