@@ -46,7 +46,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 /// The flight recorder's soak: ten minutes of `watch` on a busy server.
 const SOAK_SECONDS: u64 = 600;
 
-/// `cargo xtask bench overhead|floor|tax|memory|scale|soak [SECONDS]`: the newer sections alone, printed;
+/// `cargo xtask bench overhead|floor|tax|memory|endphase|scale|soak [SECONDS]`: the newer sections alone, printed;
 /// BENCHMARKS.md is left as it is. scale: floor, ingest capacity and memory
 /// (ingest is sized from the floor run's per-poll cost).
 pub fn part(name: &str) -> Result<(), String> {
@@ -58,6 +58,7 @@ pub fn part(name: &str) -> Result<(), String> {
         "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
         "overhead" => vec![mini_redis(&ensure_tools(&root.join("target/bench-tools"))?, &scope)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
+        "endphase" => vec![crate::endphase::section(&scope, &demo)?],
         "soak" => {
             let server = ensure_tools(&root.join("target/bench-tools"))?;
             let seconds = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(SOAK_SECONDS);
@@ -67,7 +68,7 @@ pub fn part(name: &str) -> Result<(), String> {
             let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
-        _ => return Err(format!("no bench part {name:?}: overhead, floor, tax, memory, scale or soak [SECONDS]")),
+        _ => return Err(format!("no bench part {name:?}: overhead, floor, tax, memory, endphase, scale or soak [SECONDS]")),
     };
     println!("{}", sections.concat());
     Ok(())
@@ -130,6 +131,7 @@ pub fn bench() -> Result<(), String> {
     let per_poll = section("Cost per poll", floor.map(|f| f.0));
     let ingest = section("Ingest capacity", crate::capacity::ingest(&scope, &demo, probed_ns));
     let memory = section("Memory on a 60 s run", crate::capacity::memory(&scope, &demo));
+    let end_phase = section("End-phase memory", crate::endphase::section(&scope, &demo));
     let (sizes, stacks) = match output_sizes(&scope, &demo) {
         Ok((sizes, stacks)) => (sizes, stacks),
         Err(e) => (Vec::new(), section("Output size", Err(e))),
@@ -137,7 +139,7 @@ pub fn bench() -> Result<(), String> {
     let symbolization = section("Symbolization", crate::symbench::section());
     let soak = section("Flight recorder soak", crate::soak::section(&scope, &server, SOAK_SECONDS));
     let overhead = overhead + &synthetic;
-    let report = render(&overhead, &[&tax, &per_poll, &ingest, &memory, &soak], &sizes, &[&stacks, &symbolization], started.elapsed());
+    let report = render(&overhead, &[&tax, &per_poll, &ingest, &memory, &end_phase, &soak], &sizes, &[&stacks, &symbolization], started.elapsed());
     let previous = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
     let report = report + &by_hand(&previous);
     println!("{report}");

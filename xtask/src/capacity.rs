@@ -107,12 +107,15 @@ pub fn start(scope: &Path, args: &[&str], target: &[&str]) -> Result<Running, St
 
 /// `runtime-scope SUBCOMMAND ARGS -- TARGET`.
 pub fn start_command(scope: &Path, subcommand: &str, args: &[&str], target: &[&str]) -> Result<Running, String> {
+    let all: Vec<&str> = [subcommand].iter().chain(args).chain(&["--"]).chain(target).copied().collect();
+    start_args(scope, &all)
+}
+
+/// `runtime-scope ARGS`, watched as [`finish`] does.
+pub fn start_args(scope: &Path, args: &[&str]) -> Result<Running, String> {
     let started = Instant::now();
     let mut child = Command::new(scope)
-        .arg(subcommand)
         .args(args)
-        .arg("--")
-        .args(target)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -229,7 +232,7 @@ pub fn finish(runs: Vec<Running>, limit: Duration) -> Result<Vec<Run>, String> {
     Ok(out)
 }
 
-fn mb(kib: u64) -> f64 {
+pub(crate) fn mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
 }
 
@@ -315,7 +318,7 @@ pub fn ingest(scope: &Path, demo: &Path, probed_ns: f64) -> Result<String, Strin
         "\nThe uprobes are synchronous, so the target can produce events no faster than the probes run (see Cost per poll): \
          the loop slows to the rate the kernel side sustains, and the question is only whether the recorder drains the ring buffer in time. \
          While recording the recorder's memory stays small (events stream to the capture file); its peak and the time after \
-         stopping are the end of the run (the capture read back whole for the summary), which grow with the events recorded.\n\n",
+         stopping are the end of the run (the capture read back into a timeline for the summary), which grow with the events recorded.\n\n",
     );
     Ok(s)
 }

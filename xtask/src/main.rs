@@ -6,14 +6,15 @@
 //!   test-kernels [5.10|6.1|6.12 …]  the kernel matrix alone: the end-to-end
 //!          tests in qemu guests running Debian's kernels (see kernels/)
 //!   bench  overhead, per-poll cost next to the uprobe floor, ingest capacity,
-//!          memory on a 60 s run, `watch` soaked 10 minutes, output sizes,
-//!          symbolization → BENCHMARKS.md (`bench floor|memory|scale|soak [S]`:
+//!          memory on a 60 s run and in the end phase, `watch` soaked 10 minutes, output sizes,
+//!          symbolization → BENCHMARKS.md (`bench overhead|floor|tax|memory|endphase|scale|soak [S]`:
 //!          those parts alone, printed)
 //!
 //! No dependencies on purpose: this must compile before anything is installed.
 
 mod bench;
 mod capacity;
+mod endphase;
 mod floor;
 mod overhead;
 mod kernels;
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
             Some(part) => setup::ensure().and_then(|()| bench::part(&part)),
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [floor|tax|memory|scale|soak [SECONDS]]>");
+            eprintln!("usage: cargo xtask <setup|demo|test|test-kernels [5.10|6.1|6.12 …]|bench [overhead|floor|tax|memory|endphase|scale|soak [SECONDS]]>");
             return ExitCode::from(2);
         }
     };
