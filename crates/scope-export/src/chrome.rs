@@ -224,7 +224,7 @@ fn all_events(tl: &Timeline, symbols: &Symbols, events: &mut dyn Events) -> Fram
     for flow in flows {
         // Flow events bind to the slice enclosing them on their thread.
         let at = |(tid, ts): (u32, u64)| (tid, micros(ts.saturating_sub(tl.start_ns)));
-        let ((from_tid, from_ts), (to_tid, to_ts)) = (at(flow.from), at(flow.to));
+        let ((from_tid, from_ts), (to_tid, to_ts)) = (at(flow.from()), at(flow.to()));
         let name = flow.kind.name();
         events.push(json!({ "name": name, "cat": name, "ph": "s", "id": flow.id, "ts": from_ts, "pid": tl.pid, "tid": from_tid }));
         events.push(json!({ "name": name, "cat": name, "ph": "f", "bp": "e", "id": flow.id, "ts": to_ts, "pid": tl.pid, "tid": to_tid }));

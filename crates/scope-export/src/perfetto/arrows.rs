@@ -106,8 +106,8 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
     let thread: HashMap<u32, usize> = tl.threads.iter().enumerate().map(|(i, t)| (t.tid, i)).collect();
     let mut source: Vec<Option<Place>> = vec![None; flows.len()];
     let mut destination: Vec<Option<Place>> = vec![None; flows.len()];
-    let froms = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.from);
-    let tos = ends_by_thread(tl.threads.len(), &thread, flows, |f| f.to);
+    let froms = ends_by_thread(tl.threads.len(), &thread, flows, Flow::from);
+    let tos = ends_by_thread(tl.threads.len(), &thread, flows, Flow::to);
     for (ti, (froms, tos)) in froms.into_iter().zip(tos).enumerate() {
         locate(&slices[ti], ti, froms, &mut source);
         locate(&slices[ti], ti, tos, &mut destination);
@@ -130,9 +130,9 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
                 }
             },
             None => {
-                let Some(&ti) = thread.get(&flow.from.0) else { continue };
+                let Some(&ti) = thread.get(&flow.from().0) else { continue };
                 next += 1;
-                instants[ti].push((flow.from.1, flow.kind.name(), next - 1));
+                instants[ti].push((flow.from().1, flow.kind.name(), next - 1));
                 next - 1
             }
         };

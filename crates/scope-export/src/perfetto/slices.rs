@@ -199,46 +199,55 @@ fn interned(tables: &Tables) -> InternedData {
 /// A slice's label as interning ids: what a BEGIN needs, ~50 bytes a
 /// slice held until it is written (the strings of a `Label` were ~180).
 struct Interned {
-    name: u64,
-    category: u64,
-    blocked_in: Option<u64>,
-    stack: Option<u64>,
-    task: Option<(TaskRef, u32)>,
+    name: u32,
+    category: u32,
+    /// Interned ids start at 1: 0 is none.
+    blocked_in: u32,
+    stack: u32,
+    poll: u32,
+    task: Option<TaskRef>,
+}
+
+/// Ids a table gives fit in 32 bits: the labels of a busy thread's million
+/// slices are 32 bytes each, not 80.
+fn id32(id: u64) -> u32 {
+    u32::try_from(id).expect("fewer than 2^32 distinct strings")
 }
 
 fn intern(l: Label, tables: &mut Tables) -> Interned {
     Interned {
-        name: tables.names.id(&l.name),
-        category: tables.categories.id(&l.category),
-        blocked_in: l.blocked_in.map(|s| tables.strings.id(&s)),
-        stack: l.stack.map(|s| tables.strings.id(&s)),
-        task: l.task,
+        name: id32(tables.names.id(&l.name)),
+        category: id32(tables.categories.id(&l.category)),
+        blocked_in: l.blocked_in.map_or(0, |s| id32(tables.strings.id(&s))),
+        stack: l.stack.map_or(0, |s| id32(tables.strings.id(&s))),
+        poll: l.task.map_or(0, |t| t.1),
+        task: l.task.map(|t| t.0),
     }
 }
 
 fn begin_event(l: &Interned, flows: &[u64]) -> TrackEvent {
     let mut begin = TrackEvent::new();
     begin.set_type(Type::TYPE_SLICE_BEGIN);
-    begin.set_name_iid(l.name);
-    begin.category_iids.push(l.category);
+    begin.set_name_iid(u64::from(l.name));
+    begin.category_iids.push(u64::from(l.category));
     let uint = |iid, value: u64| {
         let mut a = annotation(iid);
         a.set_uint_value(value);
         a
     };
     for (iid, value) in [(ANNOTATION_BLOCKED_IN, l.blocked_in), (ANNOTATION_STACK, l.stack)] {
-        if let Some(v) = value {
+        if value != 0 {
             let mut a = annotation(iid);
-            a.set_string_value_iid(v);
+            a.set_string_value_iid(u64::from(value));
             begin.debug_annotations.push(a);
         }
     }
-    if let Some((task, poll)) = l.task {
+    if let Some(task) = l.task {
         begin.debug_annotations.push(match task {
             TaskRef::Tokio(id) => uint(ANNOTATION_TOKIO_ID, id),
             TaskRef::Serial(serial) => uint(ANNOTATION_TASK, u64::from(serial)),
         });
-        begin.debug_annotations.push(uint(ANNOTATION_POLL, u64::from(poll)));
+        begin.debug_annotations.push(uint(ANNOTATION_POLL, u64::from(l.poll)));
     }
     // Varints: the `fixed64` field costs 10 bytes an id whatever its size.
     #[allow(deprecated)]
