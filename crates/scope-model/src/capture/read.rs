@@ -72,6 +72,31 @@ fn next_frame(input: &mut impl Read, at: u64, payload: &mut Vec<u8>) -> Next {
     Next::Frame
 }
 
+/// Gives each stack written as [`super::REPEAT`] the frames of its thread's
+/// previous stack in the batch (none if there is none: a damaged frame).
+fn restore_repeats(batch: &mut [Event]) {
+    let mut last: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for i in 0..batch.len() {
+        let Event::Stack { tid, frames, .. } = &batch[i] else { continue };
+        let tid = *tid;
+        if frames.as_slice() == [super::REPEAT] {
+            let base = last.get(&tid).and_then(|&p| match &batch[p] {
+                Event::Stack { frames, complete, .. } => Some((frames.clone(), *complete)),
+                _ => None,
+            });
+            if let Event::Stack { frames, complete, .. } = &mut batch[i] {
+                (*frames, *complete) = base.unwrap_or((Vec::new(), false));
+            }
+        }
+        last.insert(tid, i);
+    }
+}
+
+#[cfg(test)]
+pub(super) fn restore_repeats_for_test(batch: &mut [Event]) {
+    restore_repeats(batch);
+}
+
 /// Fills `buf` as far as the input goes; how many bytes it got.
 fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> usize {
     let mut got = 0;
@@ -160,7 +185,10 @@ impl<R: Read> Frames<R> {
                     self.started = true;
                     return Some(frame);
                 }
-                Ok(frame @ Frame::Events(_)) if self.started && !self.stopped => return Some(frame),
+                Ok(Frame::Events(mut batch)) if self.started && !self.stopped => {
+                    restore_repeats(&mut batch);
+                    return Some(Frame::Events(batch));
+                }
                 Ok(frame @ Frame::Stop(_)) if self.started && !self.stopped => {
                     self.stopped = true;
                     return Some(frame);

@@ -243,3 +243,46 @@ fn replay_of_a_changed_file_says_so() {
     assert_eq!(events.len(), 100);
     assert!(warnings.iter().any(|w| w.contains("changed while it was read")), "{warnings:?}");
 }
+
+/// A stack equal to its thread's previous one in the same frame is written
+/// as the one-frame marker and read back whole; other threads' stacks in
+/// between, a changed completeness and a new frame do not count as repeats.
+#[test]
+fn repeated_stacks_are_written_once_a_frame_and_read_back_whole() {
+    use crate::{Event, Frame, StackReason};
+    let rec = fixture();
+    let frames = |n: u64| (0..20).map(|i| Frame { module: 0, offset: 0x1000 * n + i }).collect::<Vec<_>>();
+    let stack = |ts, tid, n, complete| Event::Stack { ts, cpu: 1, tid, reason: StackReason::Blocked, frames: frames(n), complete };
+    let events = vec![
+        stack(rec.start_ns + 1, 7, 1, true),
+        stack(rec.start_ns + 2, 8, 1, true),
+        stack(rec.start_ns + 3, 7, 1, true),  // repeat of 7's
+        stack(rec.start_ns + 4, 8, 2, true),  // 8's changed
+        stack(rec.start_ns + 5, 7, 1, false), // completeness changed
+        stack(rec.start_ns + 6, 7, 1, false), // repeat
+        stack(rec.start_ns + 7, 8, 2, true),  // repeat
+    ];
+    let written = |batches: &[&[Event]]| {
+        let mut bytes = Vec::new();
+        let mut w = CaptureWriter::new(&mut bytes, &Start::of(&rec)).unwrap();
+        for batch in batches {
+            w.events(batch).unwrap();
+        }
+        w.finish(&Stop::of(&rec)).unwrap();
+        bytes
+    };
+    let one = written(&[&events]);
+    let loaded = read(&one).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.recording.events, events);
+    // Each repeat is a handful of bytes instead of 20 frames.
+    let split = written(&[&events[..3], &events[3..]]);
+    let all_full = written(&events.iter().map(std::slice::from_ref).collect::<Vec<_>>());
+    assert!(one.len() + 3 * 40 < all_full.len(), "{} vs {} bytes", one.len(), all_full.len());
+    // A frame never refers to another: the next frame starts afresh.
+    assert_eq!(read(&split).unwrap().recording.events, events);
+    // A marker with nothing before it (a damaged frame): no frames, incomplete.
+    let mut lone = vec![Event::Stack { ts: rec.start_ns, cpu: 0, tid: 9, reason: StackReason::Sample, frames: vec![REPEAT], complete: true }];
+    read::restore_repeats_for_test(&mut lone);
+    assert!(matches!(&lone[0], Event::Stack { frames, complete: false, .. } if frames.is_empty()));
+}

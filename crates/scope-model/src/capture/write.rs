@@ -9,9 +9,54 @@ use std::io::{self, Write};
 #[derive(Serialize)]
 enum FrameRef<'a> {
     Start(&'a Start),
-    Events(&'a [Event]),
+    Events(Batch<'a>),
     Stop(&'a Stop),
 }
+
+/// A batch of events, encoded as the `Vec<Event>` it is, except that a
+/// stack equal to its thread's previous one in the batch is the one-frame
+/// [`super::REPEAT`] stack (the reader puts the frames back).
+struct Batch<'a>(&'a [Event]);
+
+impl Serialize for Batch<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStructVariant};
+        // Thread → its last stack in the batch (an index into it).
+        let mut last: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (i, event) in self.0.iter().enumerate() {
+            let Event::Stack { ts, cpu, tid, reason, frames, complete } = event else {
+                seq.serialize_element(event)?;
+                continue;
+            };
+            let previous = last.insert(*tid, i).map(|p| &self.0[p]);
+            let repeats = matches!(previous, Some(Event::Stack { frames: f, complete: c, .. }) if f == frames && c == complete);
+            if !repeats {
+                seq.serialize_element(event)?;
+                continue;
+            }
+            // As the derive encodes `Event::Stack` (postcard: variant index, then the fields in order).
+            struct Repeat<'a>(&'a u64, &'a u32, &'a u32, &'a crate::StackReason, &'a bool);
+            impl Serialize for Repeat<'_> {
+                fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    let mut v = serializer.serialize_struct_variant("Event", STACK_VARIANT, "stack", 6)?;
+                    v.serialize_field("ts", self.0)?;
+                    v.serialize_field("cpu", self.1)?;
+                    v.serialize_field("tid", self.2)?;
+                    v.serialize_field("reason", self.3)?;
+                    v.serialize_field("frames", &[super::REPEAT][..])?;
+                    v.serialize_field("complete", self.4)?;
+                    v.end()
+                }
+            }
+            seq.serialize_element(&Repeat(ts, cpu, tid, reason, complete))?;
+        }
+        seq.end()
+    }
+}
+
+/// `Event::Stack`'s variant index (checked by a test against the derive).
+const STACK_VARIANT: u32 = 4;
 
 /// A frame as a capture lays it out: length, CRC-32, payload. Encoded in
 /// place into `buf` (cleared) after room for the two: the recorder encodes
@@ -31,7 +76,7 @@ fn encode_into(frame: &FrameRef<'_>, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
 /// An `Events` frame, encoded once and kept (the flight recorder's ring),
 /// to be appended to captures later with [`CaptureWriter::encoded_events`].
 pub fn encode_events(events: &[Event]) -> io::Result<Vec<u8>> {
-    encode_into(&FrameRef::Events(events), Vec::new())
+    encode_into(&FrameRef::Events(Batch(events)), Vec::new())
 }
 
 /// Appends frames to a capture; each frame is flushed as a unit so what is on
@@ -73,7 +118,7 @@ impl<W: Write> CaptureWriter<W> {
             return Ok(());
         }
         self.events += events.len() as u64;
-        self.frame(&FrameRef::Events(events))
+        self.frame(&FrameRef::Events(Batch(events)))
     }
 
     /// Appends a frame made by [`encode_events`] holding `count` events.
