@@ -384,6 +384,10 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                     names.saw(&event);
                     view.feed(&event);
                     batch.push(event);
+                    // After its switch, as the stack record it replaces came.
+                    if let Some(raw) = decode::switch_same_stack(&item) {
+                        batch.extend(collector.process(&raw));
+                    }
                 }
                 Err(_) => undecodable += 1,
             }

@@ -141,3 +141,43 @@ fn split_debuginfo_through_a_debug_link_gives_source_lines() {
         .any(|f| f.starts_with("cpu_heavy_poll (") && f.contains("demo-app/src/main.rs:"));
     assert!(with_line, "file:line from the .debug file: {samples:?}");
 }
+
+/// A wait at the same place as the thread's last one is not copied again:
+/// its switch record says so, and the capture still holds its stack, the
+/// same frames as that last wait's. The recorder's count of stacks unwound
+/// plus repeats is the number of stacks in the capture.
+#[test]
+fn repeated_waits_keep_their_stacks_in_the_capture() {
+    require_root();
+    let demo = Demo::start(60);
+    demo.wait_for_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.rscope");
+    let pid = demo.pid().to_string();
+    let (code, stdout, stderr) = profiler_output(&["record", "--no-live", "-d", "3", "-p", &pid, "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // "runtime-scope: 403 stacks (…), 448 waits at the same place as the last (not copied again), …"
+    let line = stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"));
+    let number_before = |needle: &str| -> usize {
+        let before = &line[..line.find(needle).unwrap()];
+        before.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
+    };
+    let (unwound, repeats) = (number_before(" stacks ("), number_before(" waits at the same place"));
+    assert!(repeats > 0, "the demo's workers park at one place again and again: {line}");
+    let rec = scope_model::capture::read(&std::fs::read(&out).unwrap()).unwrap().recording;
+    let mut events: Vec<&scope_model::Event> = rec.events.iter().collect();
+    events.sort_by_key(|e| e.ts());
+    let mut last_blocked: std::collections::HashMap<u32, &Vec<scope_model::Frame>> = std::collections::HashMap::new();
+    let (mut stacks, mut same) = (0, 0);
+    for e in events {
+        if let scope_model::Event::Stack { tid, reason, frames, .. } = e {
+            stacks += 1;
+            assert!(!frames.is_empty(), "a stack without frames: {e:?}");
+            if *reason == scope_model::StackReason::Blocked {
+                same += usize::from(last_blocked.insert(*tid, frames) == Some(frames));
+            }
+        }
+    }
+    assert_eq!(stacks, unwound + repeats, "{line}");
+    assert!(same >= repeats, "{same} blocked stacks repeat their thread's last, the recorder said {repeats}: {line}");
+}

@@ -86,6 +86,10 @@ pub mod stack_reason {
 pub mod side {
     pub const PREV: u32 = 1;
     pub const NEXT: u32 = 2;
+    /// The previous thread blocked where it blocked last time (same ip, sp,
+    /// task and top of stack): its stack is the last blocked one the reader
+    /// got, and no stack record follows. Was a record of its own.
+    pub const SAME_STACK: u32 = 4;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.

@@ -5,7 +5,7 @@
 //! tracepoint program is skipped on a CPU where any other BPF program or a
 //! `bpf()` map syscall is active; see docs/design-notes.md).
 
-use crate::{bump, emit, header, layout, offsets, stacks, target_tgid, task_id};
+use crate::{bump, emit, header, layout, offsets, stacks, stacks::Blocked, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
@@ -82,6 +82,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
+    // Sleeping (S) or in uninterruptible wait (D): where it waits is the
+    // question a blocked worker raises, so its stack is copied (within
+    // budget), or marked in this record as the same as its last wait's.
+    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked(prev_tid, task_id) } else { Blocked::Nothing };
+    if let Blocked::Same = blocked {
+        ours |= side::SAME_STACK;
+    }
     emit(Switch {
         header: head,
         prev_tid,
@@ -91,10 +98,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         cpu_lost: crate::COUNTERS.get(scope_common::counter::RINGBUF_DROPS).map_or(0, |n| *n as u32),
         task_id,
     });
-    // Sleeping (S) or in uninterruptible wait (D): where it waits is the
-    // question a blocked worker raises, so copy its stack (within budget).
-    if ours & side::PREV != 0 && prev_state & 0x3 != 0 {
-        stacks::copy_blocked(head, prev_tid, task_id);
+    if let Blocked::Copy { regs, now, comparable } = &blocked {
+        stacks::copy_blocked(head, prev_tid, task_id, regs, now, *comparable);
     }
     0
 }

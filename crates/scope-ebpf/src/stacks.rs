@@ -137,18 +137,29 @@ const TOP_WORDS: usize = 8;
 #[map]
 static LAST_BLOCKED: LruHashMap<u32, LastBlocked> = LruHashMap::with_max_entries(4096, 0);
 
-pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
-    let cfg = config();
-    if cfg.blocked_stack_bytes == 0 {
-        return;
+/// What to do with a blocked switch-out's stack, decided before its switch
+/// record is written: a repeat of the thread's last blocked stack rides in
+/// that record as a bit ([`scope_common::side::SAME_STACK`]) instead of a
+/// record of its own.
+pub enum Blocked {
+    Nothing,
+    Same,
+    /// Copy it; `comparable`: its top was read, so `now` can be remembered.
+    Copy { regs: UserRegs, now: LastBlocked, comparable: bool },
+}
+
+#[inline(always)]
+pub fn plan_blocked(tid: u32, task_id: u64) -> Blocked {
+    if config().blocked_stack_bytes == 0 {
+        return Blocked::Nothing;
     }
     let Some(regs) = user_regs() else {
         bump(counter::STACKS_UNREADABLE);
-        return;
+        return Blocked::Nothing;
     };
     // A worker parks at the same place thousands of times a second: the
     // same ip, sp, task and top of stack as its last wait is the same
-    // stack, so say so in a small record instead of copying it again.
+    // stack, so say so instead of copying it again.
     let mut now = LastBlocked { ip: regs.ip, sp: regs.sp, task_id, top: [0; TOP_WORDS] };
     let top_read = unsafe {
         bpf_probe_read_user(now.top.as_mut_ptr().cast(), (TOP_WORDS * 8) as u32, regs.sp as *const core::ffi::c_void)
@@ -157,11 +168,17 @@ pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
         if let Some(last) = LAST_BLOCKED.get_ptr(tid) {
             let last = unsafe { &*last };
             if last.ip == now.ip && last.sp == now.sp && last.task_id == now.task_id && last.top == now.top {
-                emit_same(head, tid, task_id, &regs);
-                return;
+                return Blocked::Same;
             }
         }
     }
+    Blocked::Copy { regs, now, comparable: top_read == 0 }
+}
+
+/// The copy [`plan_blocked`] asked for, after the switch record.
+#[inline(always)]
+pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, now: &LastBlocked, comparable: bool) {
+    let cfg = config();
     // Over budget, nothing is sent and the entry is left alone: it still
     // describes the last stack the reader got, which is what a later
     // "same as last" refers to. (Updating it and taking it back were two
@@ -171,33 +188,17 @@ pub fn copy_blocked(head: Header, tid: u32, task_id: u64) {
         bump(counter::STACKS_OVER_BUDGET);
         return;
     }
-    if top_read == 0 {
-        let _ = LAST_BLOCKED.insert(tid, &now, 0);
+    if comparable {
+        let _ = LAST_BLOCKED.insert(tid, now, 0);
     } else {
         // Not comparable: the next wait here must not pass for a repeat.
         let _ = LAST_BLOCKED.remove(tid);
     }
-    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, &regs) && top_read == 0 {
+    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, regs) && comparable {
         // The reader did not get it (ring buffer full): a later repeat
         // would point at the stack before it.
         let _ = LAST_BLOCKED.remove(tid);
     }
-}
-
-/// A blocked switch-out whose stack is the thread's previous one.
-#[inline(always)]
-fn emit_same(head: Header, tid: u32, task_id: u64, regs: &UserRegs) {
-    crate::emit(StackHeader {
-        header: Header { kind: kind::STACK, ..head },
-        tid,
-        reason: stack_reason::BLOCKED_SAME,
-        ip: regs.ip,
-        sp: regs.sp,
-        bp: regs.bp,
-        len: 0,
-        _pad: 0,
-        task_id,
-    });
 }
 
 /// Copies up to `want` bytes of the current thread's user stack.

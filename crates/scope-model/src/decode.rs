@@ -118,6 +118,26 @@ pub fn switch_task(bytes: &[u8]) -> Option<(u64, u32, u64)> {
     (r.header.kind == kind::SWITCH && r.ours & side::PREV != 0).then_some((r.header.ts, r.prev_tid, r.task_id))
 }
 
+/// The stack a blocked switch-out stands for when it carries
+/// `side::SAME_STACK`: its thread's last blocked stack again (no stack
+/// record follows it).
+pub fn switch_same_stack(bytes: &[u8]) -> Option<RawStack<'static>> {
+    let r: Switch = read(bytes, Some(kind::SWITCH)).ok()?;
+    let same = r.header.kind == kind::SWITCH && r.ours & side::PREV != 0 && r.ours & side::SAME_STACK != 0;
+    same.then_some(RawStack {
+        ts: r.header.ts,
+        cpu: r.header.cpu,
+        tid: r.prev_tid,
+        reason: StackReason::Blocked,
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        bytes: &[],
+        task_id: r.task_id,
+        same_as_last: true,
+    })
+}
+
 /// A thread's name as it exited: `(ts, tid, name)`.
 pub fn exit_name(bytes: &[u8]) -> Option<(u64, u32, String)> {
     let r: Exit = read(bytes, Some(kind::EXIT)).ok()?;
@@ -231,6 +251,26 @@ mod tests {
                 cpu_lost: 3
             }
         );
+    }
+
+    /// A blocked switch-out marked as waiting where it waited last stands
+    /// for that stack again; the marker does not change the switch itself.
+    #[test]
+    fn a_switch_marked_same_stack_stands_for_the_last_blocked_stack() {
+        let mut raw = Switch {
+            header: Header { kind: kind::SWITCH, cpu: 1, ts: 42 },
+            prev_tid: 10,
+            next_tid: 11,
+            prev_state: 1,
+            ours: side::PREV | side::SAME_STACK,
+            cpu_lost: 0,
+            task_id: 7,
+        };
+        let stack = switch_same_stack(&bytes_of(&raw)).unwrap();
+        assert_eq!((stack.ts, stack.cpu, stack.tid, stack.reason, stack.task_id, stack.same_as_last), (42, 1, 10, StackReason::Blocked, 7, true));
+        assert!(matches!(decode(&bytes_of(&raw)).unwrap(), Event::Switch { prev_ours: true, next_ours: false, .. }));
+        raw.ours = side::PREV;
+        assert_eq!(switch_same_stack(&bytes_of(&raw)), None);
     }
 
     #[test]
