@@ -12,26 +12,40 @@ use crate::flows::Flow;
 use scope_model::Timeline;
 use std::collections::HashMap;
 
-/// Index of the innermost slice holding each instant, for instants sorted
-/// by time. One sweep with the stack of open slices: searching back from
-/// each instant was quadratic when one on-CPU span held 500k polls.
-fn innermost(slices: &[Slice], instants: &[u64]) -> Vec<Option<usize>> {
-    let (mut open, mut next): (Vec<usize>, usize) = (Vec::new(), 0);
-    let mut out = Vec::with_capacity(instants.len());
-    for &ts in instants {
-        while next < slices.len() && slices[next].start <= ts {
-            while open.last().is_some_and(|&o| slices[o].end <= slices[next].start) {
-                open.pop();
-            }
-            open.push(next);
-            next += 1;
-        }
-        while open.last().is_some_and(|&o| slices[o].end <= ts) {
-            open.pop();
-        }
-        out.push(open.last().copied());
+/// The innermost slice holding each instant, for instants fed in time
+/// order: one sweep with the stack of open slices (searching back from
+/// each instant was quadratic when one on-CPU span held 500k polls). An
+/// instant earlier than the last starts the sweep over.
+struct Sweep<'a> {
+    slices: &'a [Slice],
+    open: Vec<usize>,
+    next: usize,
+    last: u64,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(slices: &'a [Slice]) -> Self {
+        Sweep { slices, open: Vec::new(), next: 0, last: 0 }
     }
-    out
+
+    fn at(&mut self, ts: u64) -> Option<usize> {
+        if ts < self.last {
+            (self.open, self.next) = (Vec::new(), 0);
+        }
+        self.last = ts;
+        let slices = self.slices;
+        while self.next < slices.len() && slices[self.next].start <= ts {
+            while self.open.last().is_some_and(|&o| slices[o].end <= slices[self.next].start) {
+                self.open.pop();
+            }
+            self.open.push(self.next);
+            self.next += 1;
+        }
+        while self.open.last().is_some_and(|&o| slices[o].end <= ts) {
+            self.open.pop();
+        }
+        self.open.last().copied()
+    }
 }
 
 /// Per thread (same order as `tl.threads`): what the thread's sequence
@@ -72,9 +86,9 @@ fn group_instants(slices: &[Slice], instants: Vec<(u64, &'static str, u64)>) -> 
 /// index).
 fn locate(slices: &[Slice], ti: usize, mut instants: Vec<(u64, usize)>, out: &mut [Option<Place>]) {
     instants.sort_unstable();
-    let times: Vec<u64> = instants.iter().map(|f| f.0).collect();
-    for ((_, i), at) in instants.iter().zip(innermost(slices, &times)) {
-        out[*i] = at.map(|s| Place { thread: ti as u32, slice: s as u32 });
+    let mut sweep = Sweep::new(slices);
+    for (ts, i) in instants {
+        out[i] = sweep.at(ts).map(|s| Place { thread: ti as u32, slice: s as u32 });
     }
 }
 
@@ -106,10 +120,18 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
     let thread: HashMap<u32, usize> = tl.threads.iter().enumerate().map(|(i, t)| (t.tid, i)).collect();
     let mut source: Vec<Option<Place>> = vec![None; flows.len()];
     let mut destination: Vec<Option<Place>> = vec![None; flows.len()];
-    let froms = ends_by_thread(tl.threads.len(), &thread, flows, Flow::from);
+    // Sources come in time order (`flows()` sorts by them): one sweep per
+    // thread as they pass, without a list of them per thread.
+    let mut sweeps: Vec<Sweep> = slices.iter().map(|s| Sweep::new(s)).collect();
+    for (i, flow) in flows.iter().enumerate() {
+        let (tid, ts) = flow.from();
+        if let Some(&ti) = thread.get(&tid) {
+            source[i] = sweeps[ti].at(ts).map(|s| Place { thread: ti as u32, slice: s as u32 });
+        }
+    }
+    drop(sweeps);
     let tos = ends_by_thread(tl.threads.len(), &thread, flows, Flow::to);
-    for (ti, (froms, tos)) in froms.into_iter().zip(tos).enumerate() {
-        locate(&slices[ti], ti, froms, &mut source);
+    for (ti, tos) in tos.into_iter().enumerate() {
         locate(&slices[ti], ti, tos, &mut destination);
     }
     // `flows()` returns them sorted by source time, so a chain has reached
@@ -117,8 +139,18 @@ pub(super) fn flow_ids(tl: &Timeline, slices: &[Vec<Slice>], flows: &[Flow]) -> 
     let mut out: Vec<ThreadArrows> = (0..tl.threads.len()).map(|_| ThreadArrows::default()).collect();
     let mut instants: Vec<Vec<(u64, &'static str, u64)>> = vec![Vec::new(); tl.threads.len()];
     let mut chain_end: HashMap<Place, u64> = HashMap::new();
+    // Arrivals no arrow leaves from again (their slice ended before the
+    // sources reached now: they come in time order) are let go when the
+    // map has doubled: every deferred wake (`yield_now`) arrives at a poll
+    // that no arrow leaves, and kept they were 40 MB on 1.5 M polls.
+    let mut pruned_at = 1024;
     let mut next = 1;
     for (i, flow) in flows.iter().enumerate() {
+        if chain_end.len() >= 2 * pruned_at {
+            let now = flow.from().1;
+            chain_end.retain(|p, _| slices[p.thread as usize][p.slice as usize].end > now);
+            pruned_at = chain_end.len().max(1024);
+        }
         let Some(to) = destination[i] else { continue };
         let id = match source[i] {
             Some(from) => match chain_end.remove(&from) {
