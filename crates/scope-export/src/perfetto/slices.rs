@@ -259,7 +259,7 @@ fn begin_event(l: &Interned, flows: &[u64]) -> TrackEvent {
 pub(super) struct ThreadInput {
     pub slices: Vec<Slice>,
     /// `(slice index, flow id)`, sorted.
-    pub flows: Vec<(usize, u64)>,
+    pub flows: Vec<(u32, u32)>,
     /// Arrows leaving the thread outside every slice (wakes from the
     /// worker's driver between polls): `(ts, name, flow ids)`, an instant
     /// each.
@@ -336,8 +336,8 @@ pub(super) fn thread_packets(
     for (ts, edge) in Edges::new(&slices, instants.iter().map(|i| i.0).collect()) {
         let event = match edge {
             Edge::Begin { slice, .. } => {
-                let at = flows.partition_point(|f| f.0 < slice);
-                let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 == slice).map(|f| f.1).collect();
+                let at = flows.partition_point(|f| (f.0 as usize) < slice);
+                let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 as usize == slice).map(|f| u64::from(f.1)).collect();
                 begin_event(&labels[slice], &ids)
             }
             Edge::End { .. } => {
