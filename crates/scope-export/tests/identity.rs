@@ -4,7 +4,7 @@
 //! id) is not; samples are counted by task kind.
 
 use scope_export::insights::{self, Cause, Options};
-use scope_model::{Event, Frame, Recording, ResolvedFrame, StackReason, StopReason, Symbols, ThreadInfo, Timeline, WorkerRule};
+use scope_model::{Event, Frame, Recording, ResolvedFrame, StackReason, Symbols, ThreadInfo, Timeline, WorkerRule};
 
 const MS: u64 = 1_000_000;
 const W0: u32 = 50;
@@ -48,22 +48,7 @@ fn recording() -> (Recording, Symbols) {
     // A short block (2 ms) inside the task: under the threshold.
     events.extend([switch(400 * MS, W0, 0), Event::TaskAt { ts: 400 * MS, tid: W0, id: TASK_ID }, switch(402 * MS, 0, W0)]);
     events.sort_by_key(Event::ts);
-    let rec = Recording {
-        tool_version: "test".into(),
-        pid: 1,
-        command: "app".into(),
-        executable: "/bin/app".into(),
-        start_ns: 0,
-        end_ns: 500 * MS,
-        stop_reason: StopReason::Duration,
-        modules: vec![],
-        probes: vec![],
-        launch: None,
-        lost_events: 0,
-        untracked_threads: 0,
-        threads: vec![ThreadInfo { tid: W0, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
-        events,
-    };
+    let rec = Recording::made_up(0, 500 * MS, vec![ThreadInfo::named(W0, "tokio-rt-worker")], events);
     let mut symbols = Symbols::default();
     let name = |n: &str| vec![ResolvedFrame { function: n.into(), file: None, line: None, inlined: false }];
     for (offset, n) in [

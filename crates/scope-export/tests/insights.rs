@@ -3,7 +3,7 @@
 //! preempted in, and short healthy polls; a second worker self-wakes.
 
 use scope_export::insights::{self, Cause, Options};
-use scope_model::{Event, Frame, Recording, ResolvedFrame, StackReason, StopReason, Symbols, ThreadInfo, Timeline, WorkerRule};
+use scope_model::{Event, Frame, Recording, ResolvedFrame, StackReason, Symbols, ThreadInfo, Timeline, WorkerRule};
 
 const MS: u64 = 1_000_000;
 const W0: u32 = 50;
@@ -82,25 +82,8 @@ fn recording() -> (Recording, Symbols) {
     // Woken at 50 ms, first polled at 100 ms by W1, parked until then.
     b.events.push(Event::TaskWake { ts: 50 * MS, tid: W0, task: 0xe0 });
     b.events.sort_by_key(Event::ts);
-    let rec = Recording {
-        tool_version: "test".into(),
-        pid: 1,
-        command: "app".into(),
-        executable: "/bin/app".into(),
-        start_ns: 0,
-        end_ns: 1_000 * MS,
-        stop_reason: StopReason::Duration,
-        modules: vec![],
-        probes: vec![],
-        launch: None,
-        lost_events: 0,
-        untracked_threads: 0,
-        threads: vec![
-            ThreadInfo { tid: W0, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None },
-            ThreadInfo { tid: W1, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None },
-        ],
-        events: b.events,
-    };
+    let workers = vec![ThreadInfo::named(W0, "tokio-rt-worker"), ThreadInfo::named(W1, "tokio-rt-worker")];
+    let rec = Recording::made_up(0, 1_000 * MS, workers, b.events);
     let mut symbols = Symbols::default();
     let name = |n: &str| vec![ResolvedFrame { function: n.into(), file: None, line: None, inlined: false }];
     for (offset, n) in [

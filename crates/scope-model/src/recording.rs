@@ -133,6 +133,13 @@ pub struct ThreadInfo {
     pub cpu_ns_at_stop: Option<u64>,
 }
 
+impl ThreadInfo {
+    /// A thread whose CPU time was not read.
+    pub fn named(tid: u32, name: &str) -> ThreadInfo {
+        ThreadInfo { tid, name: name.into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -153,6 +160,28 @@ pub enum StopReason {
 }
 
 impl Recording {
+    /// A recording the recorder did not make (the pure stages' tests, made-up
+    /// captures): process 1 running `app`, the window [start, end) ended by
+    /// its duration, nothing lost, no modules, probes or launch.
+    pub fn made_up(start_ns: u64, end_ns: u64, threads: Vec<ThreadInfo>, events: Vec<Event>) -> Recording {
+        Recording {
+            tool_version: "test".into(),
+            pid: 1,
+            command: "app".into(),
+            executable: "/bin/app".into(),
+            start_ns,
+            end_ns,
+            stop_reason: StopReason::Duration,
+            lost_events: 0,
+            untracked_threads: 0,
+            threads,
+            events,
+            modules: vec![],
+            probes: vec![],
+            launch: None,
+        }
+    }
+
     /// The start's modules plus those found later, indexed as frames refer to them.
     /// The recorder numbers modules in order, so an index past the end of
     /// the list is not one it wrote (a damaged or crafted capture): ignored,

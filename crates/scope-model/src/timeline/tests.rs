@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Frame, StopReason, ThreadInfo};
+use crate::{Frame, ThreadInfo};
 
 const S: u64 = 0x1; // TASK_INTERRUPTIBLE
 const PREEMPT: u64 = 0x100;
@@ -40,22 +40,7 @@ fn into(ts: u64, tid: u32, cpu: u32) -> Event {
 }
 
 fn recording(threads: Vec<ThreadInfo>, events: Vec<Event>) -> Recording {
-    Recording {
-        tool_version: "test".into(),
-        pid: 1,
-        command: "app".into(),
-        executable: "/bin/app".into(),
-        start_ns: 1_000,
-        end_ns: 2_000,
-        stop_reason: StopReason::Duration,
-        modules: vec![],
-        probes: vec![],
-        launch: None,
-        lost_events: 0,
-        untracked_threads: 0,
-        threads,
-        events,
-    }
+    Recording::made_up(1_000, 2_000, threads, events)
 }
 
 fn states(t: &ThreadTimeline) -> Vec<(u64, u64, SpanState)> {
