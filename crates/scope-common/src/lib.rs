@@ -77,9 +77,8 @@ pub mod stack_reason {
     pub const SAMPLE: u32 = 1;
     /// A target thread switching out blocked (S/D): where it waits.
     pub const BLOCKED: u32 = 2;
-    /// Blocked again with the same ip, sp, task id and top of stack as its
-    /// previous blocked stack: no bytes follow, the stack is that one.
-    pub const BLOCKED_SAME: u32 = 3;
+    // 3 was a blocked stack equal to the thread's last one; that is now
+    // `side::SAME_STACK` in the switch record.
 }
 
 /// Bits of [`Switch::ours`]: which side of the switch belongs to the target.

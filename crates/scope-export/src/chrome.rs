@@ -126,7 +126,7 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
 /// spans of the thread's row (a poll that blocks spans several).
 fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::Frame, String>, events: &mut dyn Events) {
     for poll in &t.polls {
-        let pieces = tasks::on_cpu_pieces(t, poll);
+        let pieces: Vec<(u64, u64)> = tasks::on_cpu_pieces(t, poll).collect();
         let on = pieces.iter().map(|(a, b)| b - a).sum::<u64>();
         let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_default();
         let long = tasks::is_long_leaf(t, poll);

@@ -2,7 +2,8 @@
 //! poll of the woken task. Each ends on the first on-CPU piece of that poll
 //! (where the poll slice starts in the exports).
 
-use scope_model::{Poll, SpanState, ThreadTimeline, Timeline};
+use crate::tasks::on_cpu_pieces;
+use scope_model::Timeline;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,7 @@ impl TaskPolls {
         let mut all = Vec::with_capacity(polls + tl.polls_without_return.len());
         for t in &tl.threads {
             for poll in &t.polls {
-                if let Some(first) = first_on_cpu(t, poll) {
+                if let Some((first, _)) = on_cpu_pieces(t, poll).next() {
                     all.push(PollPlace { serial: poll.serial, start: poll.start_ns, place: Some((t.tid, first)) });
                 }
             }
@@ -90,14 +91,6 @@ impl TaskPolls {
         let to = from + self.0[from..].partition_point(|p| p.serial == serial);
         &self.0[from..to]
     }
-}
-
-/// Where a poll's first on-CPU piece starts (as `on_cpu_pieces(..).first()`, without a list).
-fn first_on_cpu(t: &ThreadTimeline, poll: &Poll) -> Option<u64> {
-    t.spans_between(poll.start_ns, poll.end_ns).iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })).find_map(|s| {
-        let (a, b) = (s.start_ns.max(poll.start_ns), s.end_ns.min(poll.end_ns));
-        (b > a).then_some(a)
-    })
 }
 
 /// Every wake that gets an arrow, in wake order: its index in `tl.wakes`

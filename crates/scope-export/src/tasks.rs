@@ -173,16 +173,12 @@ pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
     tl.classify_by_polls(|frame| polled.get(frame).copied().unwrap_or(Polled::Unknown));
 }
 
-/// The parts of a poll that ran on a CPU: (start, end) inside on-CPU spans.
-pub fn on_cpu_pieces(t: &ThreadTimeline, poll: &Poll) -> Vec<(u64, u64)> {
-    t.spans_between(poll.start_ns, poll.end_ns)
-        .iter()
-        .filter(|s| matches!(s.state, SpanState::OnCpu { .. }))
-        .filter_map(|s| {
-            let (a, b) = (s.start_ns.max(poll.start_ns), s.end_ns.min(poll.end_ns));
-            (b > a).then_some((a, b))
-        })
-        .collect()
+/// The parts of a poll that ran on a CPU: (start, end) inside on-CPU spans, by time.
+pub fn on_cpu_pieces<'a>(t: &'a ThreadTimeline, poll: &'a Poll) -> impl Iterator<Item = (u64, u64)> + 'a {
+    t.spans_between(poll.start_ns, poll.end_ns).iter().filter(|s| matches!(s.state, SpanState::OnCpu { .. })).filter_map(|s| {
+        let (a, b) = (s.start_ns.max(poll.start_ns), s.end_ns.min(poll.end_ns));
+        (b > a).then_some((a, b))
+    })
 }
 
 /// Totals per task kind, for the report.

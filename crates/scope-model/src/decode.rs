@@ -59,7 +59,7 @@ pub struct RawStack<'a> {
     /// Tokio's current task id on the thread (0: none or not read).
     pub task_id: u64,
     /// A blocked switch-out whose stack is the thread's previous blocked
-    /// one (no bytes follow).
+    /// one (no bytes: from a switch record, [`switch_same_stack`]).
     pub same_as_last: bool,
 }
 
@@ -107,7 +107,7 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         bp: head.bp,
         bytes: stack,
         task_id: head.task_id,
-        same_as_last: head.reason == stack_reason::BLOCKED_SAME,
+        same_as_last: false,
     })
 }
 

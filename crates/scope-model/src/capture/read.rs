@@ -74,7 +74,7 @@ fn next_frame(input: &mut impl Read, at: u64, payload: &mut Vec<u8>) -> Next {
 
 /// Gives each stack written as [`super::REPEAT`] the frames of its thread's
 /// previous stack in the batch (none if there is none: a damaged frame).
-fn restore_repeats(batch: &mut [Event]) {
+pub(super) fn restore_repeats(batch: &mut [Event]) {
     let mut last: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
     for i in 0..batch.len() {
         let Event::Stack { tid, frames, .. } = &batch[i] else { continue };
@@ -90,11 +90,6 @@ fn restore_repeats(batch: &mut [Event]) {
         }
         last.insert(tid, i);
     }
-}
-
-#[cfg(test)]
-pub(super) fn restore_repeats_for_test(batch: &mut [Event]) {
-    restore_repeats(batch);
 }
 
 /// Fills `buf` as far as the input goes; how many bytes it got.
@@ -256,11 +251,16 @@ impl Extent {
 
 /// Events this far outside the window are damage; closer ones straddle its
 /// ends (records in flight at start and stop, attaching takes time) and are kept.
-pub(super) const SLACK_NS: u64 = 60 * 1_000_000_000;
+const SLACK_NS: u64 = 60 * 1_000_000_000;
+
+/// The earliest time of an event kept, whatever the window's end.
+pub(super) fn earliest_kept(start_ns: u64) -> u64 {
+    start_ns.saturating_sub(SLACK_NS)
+}
 
 /// The times of the events a recording keeps.
 pub(super) fn keep_range(rec: &Recording) -> (u64, u64) {
-    (rec.start_ns.saturating_sub(SLACK_NS), rec.end_ns.saturating_add(SLACK_NS))
+    (earliest_kept(rec.start_ns), rec.end_ns.saturating_add(SLACK_NS))
 }
 
 /// Said once the events outside [`keep_range`] were counted.

@@ -4,7 +4,7 @@
 //! event lies; the second yields the events in time order, holding only
 //! those that a later frame could still precede.
 
-use super::read::{Extent, Frames, assemble_header, keep_range, warn_left_out};
+use super::read::{Extent, Frames, assemble_header, earliest_kept, keep_range, warn_left_out};
 use super::{CaptureError, Frame, Loaded};
 use crate::Event;
 use std::cmp::{Ordering, Reverse};
@@ -24,13 +24,6 @@ pub struct Indexed {
     keep: (u64, u64),
 }
 
-impl Indexed {
-    /// Events in the capture, kept or not.
-    pub fn events(&self) -> u64 {
-        self.events
-    }
-}
-
 /// Reads a capture once without keeping its events (see the module doc).
 pub fn index(input: impl Read) -> Result<Indexed, CaptureError> {
     let mut warnings = Vec::new();
@@ -47,8 +40,7 @@ pub fn index(input: impl Read) -> Result<Indexed, CaptureError> {
             Frame::Events(batch) => {
                 // Frames only come after the start.
                 let Some((extent, start)) = extent.as_mut().zip(start.as_ref()) else { continue };
-                // Earlier events are left out whatever the window's end is.
-                let lowest_kept = start.start_ns.saturating_sub(super::read::SLACK_NS);
+                let lowest_kept = earliest_kept(start.start_ns);
                 let mut floor = u64::MAX;
                 for e in batch {
                     let ts = e.ts();

@@ -283,6 +283,6 @@ fn repeated_stacks_are_written_once_a_frame_and_read_back_whole() {
     assert_eq!(read(&split).unwrap().recording.events, events);
     // A marker with nothing before it (a damaged frame): no frames, incomplete.
     let mut lone = vec![Event::Stack { ts: rec.start_ns, cpu: 0, tid: 9, reason: StackReason::Sample, frames: vec![REPEAT], complete: true }];
-    read::restore_repeats_for_test(&mut lone);
+    read::restore_repeats(&mut lone);
     assert!(matches!(&lone[0], Event::Stack { frames, complete: false, .. } if frames.is_empty()));
 }
