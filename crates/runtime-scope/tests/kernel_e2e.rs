@@ -13,7 +13,7 @@ fn trace_of_demo_matches_kernel_accounting() {
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("trace.json");
     let run = record_demo_accounted(|pid| {
-        ["--pid", pid, "--trace", "--duration", "3", "--no-live", "--trace-output", trace_path.to_str().unwrap()].map(String::from).to_vec()
+        ["--pid", pid, "--trace", "--no-live", "--trace-output", trace_path.to_str().unwrap()].map(String::from).to_vec()
     });
     let (workers, pid) = (&run.workers, run.demo.pid());
     let (code, stdout, stderr) = (run.code, &run.stdout, &run.stderr);

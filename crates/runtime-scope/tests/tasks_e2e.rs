@@ -65,7 +65,7 @@ fn demo_polls_are_counted_timed_and_named() {
     // Never sampled (a few µs each), still named: from its vtable's drop glue.
     let short = tasks_per_kind.get("demo_app::short_task_loop::{closure}").copied().unwrap_or_default();
     assert!(short.0 >= 300 && short.1 == 1, "spawned block named by its future type: {tasks_per_kind:?}");
-    assert!(!tasks_per_kind.keys().any(|k| k.starts_with("task kind ")), "every kind named: {tasks_per_kind:?}");
+    assert!(!tasks_per_kind.keys().any(|k| k.starts_with("task kind ")), "every kind named: {tasks_per_kind:?}\n{stderr}");
     // The ticking loop: one task polled hundreds of times.
     assert!(tasks_per_kind.values().any(|(_, max_n)| *max_n >= 300), "{tasks_per_kind:?}");
     // Tokio's workers run as spawn_blocking tasks; named as such.

@@ -143,7 +143,7 @@ pub fn schedstat_ns(pid: u32, tid: u32) -> u64 {
 }
 
 /// A profiler run over the demo (2 workers) and what the kernel accounted
-/// for each worker between the profiler's "recording" and "stopped" lines.
+/// for each worker in its window (see [`record_demo_accounted`]).
 pub struct Accounted {
     pub demo: Demo,
     pub workers: Vec<u32>,
@@ -154,36 +154,59 @@ pub struct Accounted {
     pub stderr: String,
 }
 
-/// Sets the calling thread's scheduling policy.
-fn set_policy(policy: i32, priority: i32) {
-    let param = libc::sched_param { sched_priority: priority };
-    // SAFETY: valid parameter for our own thread.
-    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
-    assert_eq!(rc, 0, "sched_setscheduler: {}", std::io::Error::last_os_error());
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2) on a process this test started.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
 }
 
-/// Runs the profiler with `args(pid)` on a fresh demo, reading schedstat
-/// at the moments it announces. Emulated (see [`emulated`]), waking up to
-/// read it took long enough that the workers ran tens of ms meanwhile
-/// (seen: 80 ms more traced than accounted), so there the test's threads
-/// run at real-time priority (set after the profiler started, which keeps
-/// the normal policy): they wake first when the line arrives.
+/// Stops `pid` (SIGSTOP) and waits until every thread of it is stopped, so
+/// its CPU time no longer moves.
+pub fn freeze(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = |tid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next())
+    };
+    loop {
+        let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        if !tids.is_empty() && tids.iter().all(|t| state(t) == Some('T')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the profiler with `args(pid)` (without a duration: the window is
+/// ended with Ctrl-C) on a fresh demo and returns the CPU time each worker
+/// ran in the window, by schedstat. The demo is frozen (SIGSTOP) at both
+/// ends of the window: its schedstat is read while nothing of it can run,
+/// it runs for 3 s only once the profiler says it is recording, and it is
+/// frozen again before the profiler is told to stop. How late the test
+/// wakes to read schedstat no longer counts (in qemu it was tens of ms,
+/// seen as 10–80 ms more traced than accounted).
 pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
     let demo = Demo::start(60);
     let workers = demo.wait_for_workers(2);
     let pid = demo.pid();
-    let args = args(&pid.to_string());
-    let mut run = Run::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    if emulated() {
-        set_policy(libc::SCHED_FIFO, 50);
-    }
-    run.wait_for_line("runtime-scope: recording");
+    let mut args = args(&pid.to_string());
+    args.extend(["--duration", "120"].map(String::from));
+    freeze(pid);
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
-    run.wait_for_line("runtime-scope: stopped");
+    let mut run = Run::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run.wait_for_line("runtime-scope: recording");
+    signal(pid, libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(3));
+    freeze(pid);
     let after: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
-    if emulated() {
-        set_policy(libc::SCHED_OTHER, 0);
-    }
+    signal(run.child.id(), libc::SIGINT);
+    run.wait_for_line("runtime-scope: stopped");
+    signal(pid, libc::SIGCONT);
     let (code, stdout, stderr) = run.finish();
     // Shown by the harness only when the test fails.
     eprintln!("the profiler's stderr:\n{stderr}");
@@ -232,10 +255,6 @@ impl Run {
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            if emulated() {
-                // Passes each line on at once (see record_demo_accounted).
-                set_policy(libc::SCHED_FIFO, 50);
-            }
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
