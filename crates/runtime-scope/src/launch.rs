@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const STUB_ARG: &str = "__launch";
+pub(crate) const STUB_ARG: &str = "__launch";
 const GATE_ENV: &str = "RUNTIME_SCOPE_LAUNCH_FD";
 const GRACE: Duration = Duration::from_secs(5);
 

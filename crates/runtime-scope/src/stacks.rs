@@ -7,11 +7,17 @@ use crate::{images, modules};
 use scope_model::decode::RawStack;
 use scope_model::{Event, Frame, Module};
 use scope_stacks::unwind::StackUnwinder;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+/// Maps are re-read at most this often for addresses already found in no
+/// module after a fresh read (JIT code, garbage from a broken walk)...
 const RESCAN_EVERY: Duration = Duration::from_millis(200);
+/// ...and at once for one not seen yet (a library the loader mapped after
+/// our last read: a launch's first milliseconds), up to this many pages
+/// between changes of the maps.
+const UNRESOLVED_PAGES: usize = 256;
 /// Stack depth is counted in steps of this many bytes, up to --stack-size's
 /// largest (32 KiB).
 const USED_STEP: u32 = 64;
@@ -22,6 +28,9 @@ pub struct StackCollector {
     unwinder: StackUnwinder,
     modules: Vec<Module>,
     last_rescan: Instant,
+    /// Pages (avma >> 12) of addresses in no module after the last read
+    /// of the maps.
+    unresolved: HashSet<u64>,
     pub warnings: Vec<String>,
     pub stacks: u64,
     pub complete: u64,
@@ -53,6 +62,7 @@ impl StackCollector {
             unwinder: StackUnwinder::default(),
             modules: Vec::new(),
             last_rescan: Instant::now(),
+            unresolved: HashSet::new(),
             warnings: Vec::new(),
             stacks: 0,
             complete: 0,
@@ -129,6 +139,9 @@ impl StackCollector {
         }
     }
 
+    /// Re-reads the maps: new modules are added (events for the capture),
+    /// modules no longer mapped are dropped, so an address where a
+    /// library was unmapped and another mapped is never named from the old.
     fn rescan(&mut self, ts: u64) -> Vec<Event> {
         self.last_rescan = Instant::now();
         let mut events = Vec::new();
@@ -137,17 +150,32 @@ impl StackCollector {
         for warning in warnings {
             self.warn(warning);
         }
+        let same = |a: &Module, b: &Module| a.start_avma == b.start_avma && a.path == b.path;
+        // An empty read is a process that has exited: its stacks still in
+        // the ring need the modules it had.
+        if !found.is_empty() {
+            let gone: Vec<u32> =
+                self.live.iter().copied().filter(|&i| !found.iter().any(|m| same(m, &self.modules[i as usize]))).collect();
+            for index in gone {
+                self.unwinder.remove_module(index);
+                self.live.retain(|&i| i != index);
+                self.unresolved.clear();
+            }
+        }
         for module in found {
-            let known = self.live.iter().any(|&i| {
-                let m = &self.modules[i as usize];
-                m.start_avma == module.start_avma && m.path == module.path
-            });
-            if !known {
+            if !self.live.iter().any(|&i| same(&self.modules[i as usize], &module)) {
                 let index = self.add(module.clone());
                 events.push(Event::NewModule { ts, index, module: Box::new(module) });
+                self.unresolved.clear();
             }
         }
         events
+    }
+
+    /// Whether an address in no known module is worth a new read of the
+    /// maps now (see [`RESCAN_EVERY`]).
+    fn worth_rescan(&self, avma: u64) -> bool {
+        self.last_rescan.elapsed() >= RESCAN_EVERY || (self.unresolved.len() < UNRESOLVED_PAGES && !self.unresolved.contains(&(avma >> 12)))
     }
 
     /// The process executed a new program: its old mappings are gone. The
@@ -155,6 +183,7 @@ impl StackCollector {
     pub fn exec(&mut self, ts: u64) -> Vec<Event> {
         self.unwinder = StackUnwinder::default();
         self.live.clear();
+        self.unresolved.clear();
         self.open_polls.clear();
         self.uprobes = None;
         self.rescan(ts)
@@ -166,11 +195,14 @@ impl StackCollector {
         if let Some(f) = self.unwinder.normalise(avma) {
             return f;
         }
-        if self.last_rescan.elapsed() >= RESCAN_EVERY {
+        if self.worth_rescan(avma) {
             let found = self.rescan(0);
             self.pending.extend(found);
         }
-        self.unwinder.normalise(avma).unwrap_or(Frame { module: Frame::NO_MODULE, offset: avma })
+        self.unwinder.normalise(avma).unwrap_or_else(|| {
+            self.unresolved.insert(avma >> 12);
+            Frame { module: Frame::NO_MODULE, offset: avma }
+        })
     }
 
     /// Module events found outside `process` (to be written with the next batch).
@@ -206,11 +238,15 @@ impl StackCollector {
         let mut bytes = raw.bytes.to_vec();
         self.restore_return_addresses(raw.tid, &mut bytes);
         let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
-        if unwound.unknown_addresses > 0 && self.last_rescan.elapsed() >= RESCAN_EVERY {
+        let first_unknown = |u: &scope_stacks::unwind::Unwound| u.frames.iter().find(|f| f.module == Frame::NO_MODULE).map(|f| f.offset);
+        if first_unknown(&unwound).is_some_and(|avma| self.worth_rescan(avma)) {
             out = self.rescan(raw.ts);
             self.uprobes = modules::uprobes_area(self.pid);
             if !out.is_empty() {
                 unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
+            }
+            if let Some(still) = first_unknown(&unwound) {
+                self.unresolved.insert(still >> 12);
             }
         }
         self.stacks += 1;
@@ -237,6 +273,32 @@ impl StackCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A library mapped after the collector read the maps (what the loader
+    /// does in a launch's first milliseconds) is found by the first address
+    /// in it, without waiting for [`RESCAN_EVERY`]; one unmapped since is
+    /// forgotten at the next read, never used to name what is there now.
+    #[test]
+    fn modules_are_found_when_mapped_and_forgotten_when_unmapped() {
+        let mut c = StackCollector::new(std::process::id(), &[]);
+        let own_code = modules_are_found_when_mapped_and_forgotten_when_unmapped as *const () as u64;
+        assert_ne!(c.frame_of(own_code).module, Frame::NO_MODULE, "found at once");
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let len = 1 << 16;
+        // SAFETY: a fresh private read-only mapping of our own binary.
+        let at = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE, std::os::fd::AsRawFd::as_raw_fd(&file), 0)
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let inside = at as u64 + 0x100;
+        let mapped = c.frame_of(inside);
+        assert_eq!(mapped.offset, 0x100, "a second mapping of the binary, from file offset 0: {mapped:?}");
+        // SAFETY: unmapping what we mapped above.
+        assert_eq!(unsafe { libc::munmap(at, len) }, 0);
+        assert_eq!(c.frame_of(0x1000).module, Frame::NO_MODULE, "nothing is mapped at the first page");
+        assert_eq!(c.frame_of(inside).module, Frame::NO_MODULE, "the unmapped module is forgotten");
+        assert_ne!(c.frame_of(own_code).module, Frame::NO_MODULE);
+    }
 
     #[test]
     fn the_depth_users_need_is_counted_in_fixed_memory() {

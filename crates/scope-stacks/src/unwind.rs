@@ -76,6 +76,16 @@ impl StackUnwinder {
         Ok(())
     }
 
+    /// Forgets the module loaded as `index` (its mapping is gone).
+    pub fn remove_module(&mut self, index: u32) {
+        self.mapped.retain(|m| {
+            if m.index == index {
+                self.unwinder.remove_module(m.avma.start);
+            }
+            m.index != index
+        });
+    }
+
     /// (module, file offset) of an address, if it is in a loaded module.
     pub fn normalise(&self, avma: u64) -> Option<Frame> {
         self.mapped
