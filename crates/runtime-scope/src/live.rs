@@ -46,6 +46,26 @@ pub struct Second {
     pub polls: u64,
 }
 
+/// Events the kernel lost, as each CPU's switch records count them (a
+/// running count per CPU: the highest seen is that CPU's total). Indexed
+/// by CPU, not hashed: it is updated on every switch.
+#[derive(Default)]
+pub struct LostByCpu(Vec<u32>);
+
+impl LostByCpu {
+    pub fn saw(&mut self, cpu: u32, lost: u32) {
+        let cpu = cpu as usize;
+        if self.0.len() <= cpu {
+            self.0.resize(cpu + 1, 0);
+        }
+        self.0[cpu] = self.0[cpu].max(lost);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|&n| u64::from(n)).sum()
+    }
+}
+
 pub struct LiveView {
     live: bool,
     rule: WorkerRule,
@@ -65,7 +85,7 @@ pub struct LiveView {
     counts: BTreeMap<u64, (u64, u64)>,
     events_total: u64,
     /// Highest lost-record count each CPU has reported in-band.
-    lost_by_cpu: HashMap<u32, u32>,
+    lost: LostByCpu,
     /// Open polls per thread: (start, had a poll nested in it).
     open_polls: HashMap<u32, Vec<(u64, bool)>>,
     long_poll_ns: u64,
@@ -90,7 +110,7 @@ impl LiveView {
             next_second: 0,
             counts: BTreeMap::new(),
             events_total: 0,
-            lost_by_cpu: HashMap::new(),
+            lost: LostByCpu::default(),
             open_polls: HashMap::new(),
             long_poll_ns: u64::MAX,
             long_lines: 0,
@@ -163,8 +183,7 @@ impl LiveView {
     pub fn feed(&mut self, event: &Event) {
         self.events_total += 1;
         if let Event::Switch { cpu, cpu_lost, .. } = event {
-            let lost = self.lost_by_cpu.entry(*cpu).or_default();
-            *lost = (*lost).max(*cpu_lost);
+            self.lost.saw(*cpu, *cpu_lost);
         }
         // The progress line needs only the counts above. Spans are applied
         // only when a live line asks for its second: kept without one, they
@@ -243,7 +262,7 @@ impl LiveView {
 
     /// Prints what is due; returns it for tests.
     pub fn tick(&mut self, now_ns: u64) -> Vec<String> {
-        let lost: u64 = self.lost_by_cpu.values().map(|&n| u64::from(n)).sum();
+        let lost = self.lost.total();
         let mut lines = Vec::new();
         if self.live {
             for second in self.finished_seconds(now_ns) {

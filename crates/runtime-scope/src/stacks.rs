@@ -235,15 +235,24 @@ impl StackCollector {
             return vec![Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete }];
         }
         let mut out = Vec::new();
-        let mut bytes = raw.bytes.to_vec();
-        self.restore_return_addresses(raw.tid, &mut bytes);
-        let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
+        // Copied only to put back return addresses (a thread inside probed
+        // polls): most stacks are unwound where the ring buffer holds them.
+        let restored;
+        let bytes: &[u8] = if self.open_polls.get(&raw.tid).is_some_and(|o| !o.is_empty()) {
+            let mut copy = raw.bytes.to_vec();
+            self.restore_return_addresses(raw.tid, &mut copy);
+            restored = copy;
+            &restored
+        } else {
+            raw.bytes
+        };
+        let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
         let first_unknown = |u: &scope_stacks::unwind::Unwound| u.frames.iter().find(|f| f.module == Frame::NO_MODULE).map(|f| f.offset);
         if first_unknown(&unwound).is_some_and(|avma| self.worth_rescan(avma)) {
             out = self.rescan(raw.ts);
             self.uprobes = modules::uprobes_area(self.pid);
             if !out.is_empty() {
-                unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, &bytes);
+                unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
             }
             if let Some(still) = first_unknown(&unwound) {
                 self.unresolved.insert(still >> 12);

@@ -102,7 +102,7 @@ pub struct TopState {
     modules: Vec<Module>,
     seen_long: HashSet<(u32, u64)>,
     long_polls: VecDeque<LongPoll>,
-    lost_by_cpu: HashMap<u32, u32>,
+    lost: crate::live::LostByCpu,
     received: VecDeque<(u64, usize)>,
 }
 
@@ -120,7 +120,7 @@ impl TopState {
             modules: Vec::new(),
             seen_long: HashSet::new(),
             long_polls: VecDeque::new(),
-            lost_by_cpu: HashMap::new(),
+            lost: crate::live::LostByCpu::default(),
             received: VecDeque::new(),
         }
     }
@@ -147,10 +147,7 @@ impl TopState {
                     }
                     self.modules[i] = (**module).clone();
                 }
-                Event::Switch { cpu, cpu_lost, .. } => {
-                    let lost = self.lost_by_cpu.entry(*cpu).or_default();
-                    *lost = (*lost).max(*cpu_lost);
-                }
+                Event::Switch { cpu, cpu_lost, .. } => self.lost.saw(*cpu, *cpu_lost),
                 _ => {}
             }
             self.events.push_back(e);
@@ -242,7 +239,7 @@ impl TopState {
             tasks: task_rows(&tl, &kinds, sort),
             long_polls: self.long_polls.iter().cloned().collect(),
             events_per_s: received as f64 / window_s,
-            lost_events: self.lost_by_cpu.values().map(|&v| u64::from(v)).sum(),
+            lost_events: self.lost.total(),
             now_ns: tl.end_ns,
         })
     }
