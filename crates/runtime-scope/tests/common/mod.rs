@@ -196,6 +196,8 @@ pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
     let pid = demo.pid();
     let mut args = args(&pid.to_string());
     args.extend(["--duration", "120"].map(String::from));
+    // Attached to a program already under way, not one still starting.
+    std::thread::sleep(Duration::from_millis(500));
     freeze(pid);
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
     let mut run = Run::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
