@@ -133,7 +133,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
         for (i, (a, b)) in pieces.iter().enumerate() {
             let mut args = json!({
                 "task": poll.serial,
-                "task_addr": format!("{:#x}", poll.task),
+                "task_addr": format!("{:#x}", tl.task_addr(poll.serial).unwrap_or(0)),
                 "poll": poll.number,
                 "poll_us": micros(poll.duration_ns()),
                 "on_cpu_us": micros(on),

@@ -286,7 +286,6 @@ mod tests {
                 .map(|(start_ns, end_ns, depth)| Poll {
                     start_ns,
                     end_ns,
-                    task: 1,
                     serial: 1,
                     poll_fn: Frame { module: 0, offset: 0 },
                     depth,

@@ -236,7 +236,7 @@ fn spans_are_categorised_by_what_the_code_did() {
 fn busiest_single_tasks_with_their_tokio_ids() {
     let (rec, symbols) = recording();
     let mut tl = Timeline::build(&rec, &WorkerRule::default());
-    let spinner = tl.threads.iter().flat_map(|t| &t.polls).find(|p| p.task == 0xe0).unwrap().serial;
+    let spinner = tl.threads.iter().flat_map(|t| &t.polls).find(|p| tl.task_addr(p.serial) == Some(0xe0)).unwrap().serial;
     tl.tokio_ids.insert(spinner, 77);
     let i = insights::build(&tl, &symbols, Options { long_poll_ns: 10 * MS });
     assert_eq!(i.top_tasks[0].kind, "app::crunch");

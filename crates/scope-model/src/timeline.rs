@@ -89,9 +89,9 @@ pub struct Waker {
 pub struct Poll {
     pub start_ns: u64,
     pub end_ns: u64,
-    /// The task's header address (reused by the allocator after the task ends).
-    pub task: u64,
-    /// Distinct per task in this recording (a freed address gets a new one).
+    /// Distinct per task in this recording (a freed address gets a new
+    /// one); its header address is [`Timeline::task_addr`] (kept per task,
+    /// not per poll: 8 bytes of every poll, the timeline's largest part).
     pub serial: u32,
     /// The `raw::poll` instance: one per future type, so it names the kind.
     pub poll_fn: Frame,
@@ -226,6 +226,10 @@ pub struct Timeline {
     /// Task serial → Tokio's task id (`tokio::task::Id`), where known.
     #[serde(default)]
     pub tokio_ids: BTreeMap<u32, u64>,
+    /// Task serial − 1 → the task's header address (reused by the
+    /// allocator after the task ends: serials tell tasks apart).
+    #[serde(default)]
+    pub task_addrs: Vec<u64>,
     /// Event sequences that contradict each other (a sign of lost events).
     pub inconsistencies: u64,
     /// (task serial, start) of the polls left out because their return was
@@ -248,6 +252,11 @@ pub struct Timeline {
 impl Timeline {
     pub fn duration_ns(&self) -> u64 {
         self.end_ns - self.start_ns
+    }
+
+    /// The header address of task `serial`.
+    pub fn task_addr(&self, serial: u32) -> Option<u64> {
+        self.task_addrs.get(serial.checked_sub(1)? as usize).copied()
     }
 
     /// Tells threads without a worker-loop entry by the kinds of tasks they
@@ -334,7 +343,6 @@ impl Timeline {
                     b.open_polls.push(Poll {
                         start_ns: ts,
                         end_ns: ts,
-                        task,
                         serial,
                         poll_fn,
                         depth: b.open_polls.len() as u32,
@@ -390,6 +398,7 @@ impl Timeline {
             spawns: tasks.spawns,
             wakes: tasks.wakes,
             tokio_ids: tasks.tokio_ids,
+            task_addrs: tasks.addrs,
             module_paths: rec.all_modules().into_iter().map(|m| m.path).collect(),
             inconsistencies,
             polls_without_return,

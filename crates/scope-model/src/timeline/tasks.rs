@@ -52,6 +52,8 @@ pub(super) struct TaskTracker {
     /// Live header address → task serial; serials stay unique after frees.
     serials: HashMap<u64, u32>,
     counter: u32,
+    /// Serial (from 1) → the header address it was given for.
+    pub addrs: Vec<u64>,
     poll_numbers: HashMap<u32, u32>,
     latest: HashMap<u32, Latest>,
     pub spawns: Vec<Spawn>,
@@ -64,9 +66,10 @@ pub(super) struct TaskTracker {
 impl TaskTracker {
     /// A header address names one task until a spawn reuses it.
     fn serial_of(&mut self, task: u64) -> u32 {
-        let counter = &mut self.counter;
+        let (counter, addrs) = (&mut self.counter, &mut self.addrs);
         *self.serials.entry(task).or_insert_with(|| {
             *counter += 1;
+            addrs.push(task);
             *counter
         })
     }
@@ -93,6 +96,7 @@ impl TaskTracker {
 
     pub fn spawn(&mut self, ts: u64, tid: u32, task: u64) {
         self.counter += 1;
+        self.addrs.push(task);
         self.serials.insert(task, self.counter);
         self.spawns.push(Spawn { ts, tid, serial: self.counter });
     }
@@ -112,6 +116,7 @@ impl TaskTracker {
         let mut serial = self.serial_of(task);
         if self.tokio_ids.get(&serial).is_some_and(|&known| known != id) {
             self.counter += 1;
+            self.addrs.push(task);
             serial = self.counter;
             self.serials.insert(task, serial);
         }

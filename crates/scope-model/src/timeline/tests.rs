@@ -210,7 +210,7 @@ fn polls_nest_number_and_close() {
     let polls: Vec<(u64, u64, u64, u32, u32, u32, bool)> = find(&tl, 50)
         .polls
         .iter()
-        .map(|p| (p.start_ns, p.end_ns, p.task, p.serial, p.depth, p.number, p.finished))
+        .map(|p| (p.start_ns, p.end_ns, tl.task_addr(p.serial).unwrap(), p.serial, p.depth, p.number, p.finished))
         .collect();
     assert_eq!(
         polls,
@@ -237,7 +237,7 @@ fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
     let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
     let tl = Timeline::build(&rec, &WorkerRule::default());
     let t = find(&tl, 50);
-    let polls: Vec<(u64, u64, u64, u32)> = t.polls.iter().take(2).map(|p| (p.start_ns, p.end_ns, p.task, p.depth)).collect();
+    let polls: Vec<(u64, u64, u64, u32)> = t.polls.iter().take(2).map(|p| (p.start_ns, p.end_ns, tl.task_addr(p.serial).unwrap(), p.depth)).collect();
     assert_eq!(polls, vec![(1_300, 1_350, 7, 0), (1_400, 1_450, 7, 0)], "the polls without a return are left out");
     assert_eq!(t.polls.len(), 3, "and the last of task 9's, open at stop");
     assert_eq!(t.polls[2].depth, 0);
