@@ -198,9 +198,7 @@ impl TopState {
 
     /// Names every frame not named yet (poll instances and stack frames).
     fn symbolize_new(&mut self, tl: &Timeline) {
-        let mut fresh: Vec<Frame> = tl.stacks.iter().flat_map(|s| s.frames.iter().copied()).collect();
-        fresh.extend(tl.threads.iter().flat_map(|t| t.polls.iter().map(|p| p.poll_fn)));
-        fresh.retain(|f| self.symbolized.insert(*f));
+        let fresh: Vec<Frame> = tl.frames().into_iter().filter(|f| self.symbolized.insert(*f)).collect();
         if fresh.is_empty() {
             return;
         }
