@@ -58,7 +58,7 @@ pub fn part(name: &str) -> Result<(), String> {
         "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
         "overhead" => vec![mini_redis(&ensure_tools(&root.join("target/bench-tools"))?, &scope)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
-        "endphase" => vec![crate::endphase::section(&scope, &demo)?],
+        "endphase" => vec![crate::endphase::section(&scope, &demo, &ensure_tools(&root.join("target/bench-tools"))?)?],
         "soak" => {
             let server = ensure_tools(&root.join("target/bench-tools"))?;
             let seconds = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(SOAK_SECONDS);
@@ -131,7 +131,7 @@ pub fn bench() -> Result<(), String> {
     let per_poll = section("Cost per poll", floor.map(|f| f.0));
     let ingest = section("Ingest capacity", crate::capacity::ingest(&scope, &demo, probed_ns));
     let memory = section("Memory on a 60 s run", crate::capacity::memory(&scope, &demo));
-    let end_phase = section("End-phase memory", crate::endphase::section(&scope, &demo));
+    let end_phase = section("End-phase memory", crate::endphase::section(&scope, &demo, &server));
     let (sizes, stacks) = match output_sizes(&scope, &demo) {
         Ok((sizes, stacks)) => (sizes, stacks),
         Err(e) => (Vec::new(), section("Output size", Err(e))),

@@ -232,6 +232,17 @@ pub fn finish(runs: Vec<Running>, limit: Duration) -> Result<Vec<Run>, String> {
     Ok(out)
 }
 
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Ctrl-C (SIGINT) to a process we started.
+pub(crate) fn interrupt(pid: u32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(pid as i32, 2) };
+}
+
 pub(crate) fn mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
 }

@@ -106,7 +106,7 @@ fn proc_cpu_ns(pid: u32) -> u64 {
 
 /// redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max".
 /// Returns (requests/s over both tests, worst p99 ms, requests).
-fn load(port: &str, tests: &str, requests: u64) -> Result<(f64, f64, u64), String> {
+pub(crate) fn load(port: &str, tests: &str, requests: u64) -> Result<(f64, f64, u64), String> {
     let n = requests.to_string();
     let out = Command::new("redis-benchmark")
         .args(["-p", port, "-t", tests, "-n", &n, "-c", "50", "--csv"])
@@ -126,10 +126,6 @@ fn load(port: &str, tests: &str, requests: u64) -> Result<(f64, f64, u64), Strin
     Ok((rps, rows.iter().map(|r| r[5]).fold(0.0, f64::max), requests * rows.len() as u64))
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
 
 struct Profiler {
     child: Child,
@@ -167,8 +163,7 @@ fn start_profiler(args: &[&str], pid: u32, scope: &Path, out: &Path) -> Result<P
 
 /// Stops it (SIGINT); returns its stderr.
 fn stop_profiler(mut p: Profiler) -> Result<String, String> {
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(p.child.id() as i32, 2) };
+    crate::capacity::interrupt(p.child.id());
     p.child.wait().map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(200));
     Ok(p.stderr.join().unwrap_or_default())

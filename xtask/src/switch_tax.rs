@@ -44,8 +44,7 @@ pub fn section(scope: &Path, demo: &Path) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(1500));
         recorded.push(pipe_us()?);
-        // SAFETY: signalling our own child.
-        unsafe { libc_kill(rec.id() as i32, 2) };
+        crate::capacity::interrupt(rec.id());
         let out = rec.wait_with_output().map_err(|e| e.to_string())?;
         // Kernel time per run of the two programs every switch pays.
         let (mut runs, mut ns) = (0u64, 0u64);
@@ -78,7 +77,3 @@ pub fn section(scope: &Path, demo: &Path) -> Result<String, String> {
     ))
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
