@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn wakes_of_one_pass_share_an_instant() {
-        let poll = Slice { start: 20_050, end: 20_080, depth: 0, source: Source::Poll(0) };
+        let poll = Slice::new(20_050, 20_080, 0, Source::Poll(0));
         let instants = vec![(0, "wake", 1), (500, "wake", 2), (600, "spawn", 3), (700, "spawn", 4), (20_000, "wake", 5), (20_100, "wake", 6), (40_000, "wake", 7)];
         let grouped = group_instants(&[poll], instants);
         // 20 000 is past the window of the first group; the poll starts

@@ -28,21 +28,39 @@ const ANNOTATION_TOKIO_ID: u64 = 7;
 
 /// Where a slice comes from: a poll of its thread, or a span in which it
 /// blocked inside a poll (by index).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Source {
-    // u32: a slice is 32 bytes, not 40 (millions of them on a busy thread).
     Poll(u32),
     Blocked(u32),
 }
 
 /// A slice's place on its track: a poll at its nesting depth, a blocked
-/// span one below the poll it blocked.
+/// span one below the poll it blocked. 24 bytes (the source's kind is the
+/// top bit of its index; as an enum it made 32, and a busy thread has
+/// millions of slices, all held while arrows are placed).
 #[derive(Clone, Copy)]
 pub(super) struct Slice {
     pub start: u64,
     pub end: u64,
     pub depth: u32,
-    pub source: Source,
+    source: u32,
+}
+
+const BLOCKED_BIT: u32 = 1 << 31;
+
+impl Slice {
+    pub fn new(start: u64, end: u64, depth: u32, source: Source) -> Self {
+        let source = match source {
+            // Indexes into a thread's polls and spans: far below 2^31.
+            Source::Poll(i) => i & !BLOCKED_BIT,
+            Source::Blocked(i) => i | BLOCKED_BIT,
+        };
+        Slice { start, end, depth, source }
+    }
+
+    pub fn source(&self) -> Source {
+        if self.source & BLOCKED_BIT != 0 { Source::Blocked(self.source & !BLOCKED_BIT) } else { Source::Poll(self.source) }
+    }
 }
 
 /// Every slice of a thread, sorted by (start, depth): the order flow ids
@@ -56,7 +74,7 @@ pub(super) fn geometry(t: &ThreadTimeline) -> Vec<Slice> {
         .iter()
         .enumerate()
         .filter(|(_, p)| p.end_ns > p.start_ns)
-        .map(|(i, p)| Slice { start: p.start_ns, end: p.end_ns, depth: p.depth, source: Source::Poll(i as u32) })
+        .map(|(i, p)| Slice::new(p.start_ns, p.end_ns, p.depth, Source::Poll(i as u32)))
         .collect();
     for (i, span) in t.spans.iter().enumerate() {
         if !matches!(span.state, SpanState::OffCpu(OffReason::Blocked { .. })) {
@@ -65,7 +83,7 @@ pub(super) fn geometry(t: &ThreadTimeline) -> Vec<Slice> {
         let Some(poll) = leaf_poll_at(t, span.start_ns) else { continue };
         let (start, end) = (span.start_ns.max(poll.start_ns), span.end_ns.min(poll.end_ns));
         if end > start {
-            out.push(Slice { start, end, depth: poll.depth + 1, source: Source::Blocked(i as u32) });
+            out.push(Slice::new(start, end, poll.depth + 1, Source::Blocked(i as u32)));
         }
     }
     out.sort_by_key(|s| (s.start, s.depth));
@@ -118,7 +136,7 @@ fn blocked_label(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbo
 }
 
 fn label(tl: &Timeline, t: &ThreadTimeline, slice: &Slice, symbols: &Symbols, kinds: &HashMap<Frame, String>) -> Label {
-    match slice.source {
+    match slice.source() {
         Source::Blocked(i) => blocked_label(tl, t, &t.spans[i as usize], symbols),
         Source::Poll(i) => {
             let poll = &t.polls[i as usize];
@@ -377,7 +395,7 @@ mod tests {
             let mut slices: Vec<Slice> = (0..random(12))
                 .map(|i| {
                     let start = random(40);
-                    Slice { start, end: start + 1 + random(15), depth: random(3) as u32, source: Source::Poll(i as u32) }
+                    Slice::new(start, start + 1 + random(15), random(3) as u32, Source::Poll(i as u32))
                 })
                 .collect();
             slices.sort_by_key(|s| (s.start, s.depth));
@@ -392,5 +410,12 @@ mod tests {
             sorted.sort_unstable();
             assert_eq!(Edges::new(&slices, instants).collect::<Vec<_>>(), sorted);
         }
+    }
+
+    #[test]
+    fn a_slice_is_24_bytes_and_keeps_its_source() {
+        assert_eq!(std::mem::size_of::<Slice>(), 24);
+        assert_eq!(Slice::new(1, 2, 0, Source::Poll(7)).source(), Source::Poll(7));
+        assert_eq!(Slice::new(1, 2, 1, Source::Blocked(7)).source(), Source::Blocked(7));
     }
 }
