@@ -90,8 +90,11 @@ fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
              Ratios are medians of per-round ratios to the same round's run alone. Target CPU is the server's schedstat time per request; recorder \
              CPU its own user+system time over the measured load; BPF the kernel's run time of our programs (`kernel.bpf_stats_enabled`, read from \
              the recorder's /proc/PID/fdinfo) over the measured load (the steady state), per request and as a share of the target's CPU, and over the \
-             whole recording (the warm-up too, while `--polls auto` takes its first look) per recorded request.\n\n{}{}",
+             whole recording (the warm-up too, while `--polls auto` takes its first look) per recorded request. The BPF columns come from {} more \
+             rounds of our configurations with that accounting on, the others from rounds without it (it adds two clock reads to every program run: \
+             measured with it, the tax on other processes nearly doubled).\n\n{}{}",
             overhead::ROUNDS,
+            overhead::ACCOUNTED_ROUNDS,
             overhead::table(&redis),
             overhead::per_program(&redis, 1),
         )

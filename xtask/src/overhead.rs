@@ -5,7 +5,8 @@
 //! throughput and p99 (which loopback blurs: a slower server makes the
 //! load generator cheaper per request), the target's own CPU per request,
 //! the recorder's CPU and the kernel's run time of each of our programs
-//! (`kernel.bpf_stats_enabled`).
+//! (`kernel.bpf_stats_enabled`, in rounds of their own: it slows every
+//! program run down).
 
 use crate::bench::median;
 use std::collections::BTreeMap;
@@ -15,6 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub const ROUNDS: usize = 5;
+/// Rounds of our own configurations with `kernel.bpf_stats_enabled` on,
+/// after the measured ones: the BPF columns come from these only. The
+/// accounting adds two clock reads to every run of every program, so the
+/// throughput, p99 and CPU columns are measured with it off.
+pub const ACCOUNTED_ROUNDS: usize = 2;
 /// Requests per test (SET and GET, or the two PINGs) before measuring: long
 /// enough for `--polls auto` to have decided.
 const WARMUP: u64 = 60_000;
@@ -53,6 +59,8 @@ pub struct Sample {
     /// Kernel run time of our programs during the measured load only
     /// (after auto has decided): the steady state.
     bpf_steady_ns: u64,
+    /// Recorded with the kernel's BPF accounting on (the BPF columns' run).
+    accounted: bool,
 }
 
 impl Sample {
@@ -190,14 +198,20 @@ pub struct Target<'a> {
 
 /// Every config in `which`, `ROUNDS` interleaved rounds.
 pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTreeMap<usize, Vec<Sample>>, String> {
-    // The kernel's run time of each program is what the BPF columns read.
-    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
     let mut results: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
     let out = std::env::temp_dir().join("bench-out");
-    for round in 0..ROUNDS {
+    let stats = |on: bool| Command::new("sysctl").args(["-qw", &format!("kernel.bpf_stats_enabled={}", u8::from(on))]).status();
+    for round in 0..ROUNDS + ACCOUNTED_ROUNDS {
+        // The kernel's run time of each program is what the BPF columns read.
+        let accounted = round >= ROUNDS;
+        let _ = stats(accounted);
         for &i in which {
             let config = &CONFIGS[i];
-            println!("xtask bench: {}: round {}/{ROUNDS}: {}", target.label, round + 1, config.name);
+            if accounted && config.profiler.is_none_or(|a| a[0] != "rs") {
+                continue;
+            }
+            let what = if accounted { "with BPF accounting" } else { "measured" };
+            println!("xtask bench: {}: round {}/{}: {} ({what})", target.label, round + 1, ROUNDS + ACCOUNTED_ROUNDS, config.name);
             let profiler = match config.profiler {
                 Some(args) => Some(start_profiler(args, target.pid, scope, &out.with_extension(if args[0] == "rs" { "rscope" } else { "perf" }))?),
                 None => None,
@@ -225,22 +239,27 @@ pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTr
                 recorded_requests: warmup + requests,
                 decision,
                 bpf_steady_ns,
+                accounted,
             });
         }
     }
+    let _ = stats(false);
     Ok(results)
 }
 
 /// The table of one target: ratios to the same round's run alone.
 pub fn table(results: &BTreeMap<usize, Vec<Sample>>) -> String {
-    let base = &results[&0];
+    let base: Vec<&Sample> = results[&0].iter().filter(|r| !r.accounted).collect();
     let mut s = String::from(
         "| configuration | throughput | p99 | target CPU per request | recorder CPU / target CPU | BPF / target CPU | BPF per request | BPF / target CPU, whole recording |\n|---|---|---|---|---|---|---|---|\n",
     );
-    for (&i, runs) in results {
-        let ratio = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().zip(base).map(|(r, b)| f(r) / f(b)).collect());
+    for (&i, all) in results {
+        let runs: Vec<&Sample> = all.iter().filter(|r| !r.accounted).collect();
+        let accounted: Vec<&Sample> = all.iter().filter(|r| r.accounted).collect();
+        let ratio = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().zip(&base).map(|(r, b)| f(r) / f(b)).collect());
         let per_request = |r: &Sample| r.target_cpu_ns as f64 / r.requests.max(1) as f64;
-        let share = |f: &dyn Fn(&Sample) -> u64| median(runs.iter().map(|r| f(r) as f64 * 100.0 / r.target_cpu_ns.max(1) as f64).collect());
+        let share_of = |runs: &[&Sample], f: &dyn Fn(&Sample) -> u64| median(runs.iter().map(|r| f(r) as f64 * 100.0 / r.target_cpu_ns.max(1) as f64).collect());
+        let share = |f: &dyn Fn(&Sample) -> u64| share_of(&runs, f);
         let cpu = format!(
             "{:.2} µs (×{:.3})",
             median(runs.iter().map(|r| per_request(r) / 1e3).collect()),
@@ -253,9 +272,9 @@ pub fn table(results: &BTreeMap<usize, Vec<Sample>>) -> String {
             // warm-up (the first look of --polls auto), per recorded request.
             Some(_) => (
                 format!("{:.1}%", share(&|r| r.profiler_cpu_ns)),
-                format!("{:.1}%", share(&|r| r.bpf_steady_ns)),
-                format!("{:.0} ns", median(runs.iter().map(|r| r.bpf_steady_ns as f64 / r.requests.max(1) as f64).collect())),
-                format!("{:.1}%", median(runs.iter().map(|r| r.bpf_ns() as f64 * 100.0 / (per_request(r) * r.recorded_requests as f64).max(1.0)).collect())),
+                format!("{:.1}%", share_of(&accounted, &|r| r.bpf_steady_ns)),
+                format!("{:.0} ns", median(accounted.iter().map(|r| r.bpf_steady_ns as f64 / r.requests.max(1) as f64).collect())),
+                format!("{:.1}%", median(accounted.iter().map(|r| r.bpf_ns() as f64 * 100.0 / (per_request(r) * r.recorded_requests as f64).max(1.0)).collect())),
             ),
         };
         s.push_str(&format!(
@@ -278,7 +297,7 @@ pub fn table(results: &BTreeMap<usize, Vec<Sample>>) -> String {
 pub fn per_program(results: &BTreeMap<usize, Vec<Sample>>, config: usize) -> String {
     let Some(runs) = results.get(&config) else { return String::new() };
     let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for r in runs {
+    for r in runs.iter().filter(|r| r.accounted) {
         for (name, ns) in &r.bpf {
             by.entry(name.clone()).or_default().push(*ns as f64 / r.recorded_requests.max(1) as f64);
         }
