@@ -51,8 +51,8 @@ enum Latest {
 pub(super) struct TaskTracker {
     /// Live header address → task serial; serials stay unique after frees.
     serials: HashMap<u64, u32>,
-    counter: u32,
-    /// Serial (from 1) → the header address it was given for.
+    /// Serial − 1 → the header address it was given for: serials are
+    /// handed out from 1, one per entry.
     pub addrs: Vec<u64>,
     poll_numbers: HashMap<u32, u32>,
     latest: HashMap<u32, Latest>,
@@ -66,12 +66,18 @@ pub(super) struct TaskTracker {
 impl TaskTracker {
     /// A header address names one task until a spawn reuses it.
     fn serial_of(&mut self, task: u64) -> u32 {
-        let (counter, addrs) = (&mut self.counter, &mut self.addrs);
-        *self.serials.entry(task).or_insert_with(|| {
-            *counter += 1;
-            addrs.push(task);
-            *counter
-        })
+        match self.serials.get(&task) {
+            Some(&serial) => serial,
+            None => self.new_serial(task),
+        }
+    }
+
+    /// A new task at header address `task`, from now on its serial.
+    fn new_serial(&mut self, task: u64) -> u32 {
+        self.addrs.push(task);
+        let serial = self.addrs.len() as u32;
+        self.serials.insert(task, serial);
+        serial
     }
 
     /// (serial, poll number) of a poll starting now on `tid`.
@@ -95,10 +101,8 @@ impl TaskTracker {
     }
 
     pub fn spawn(&mut self, ts: u64, tid: u32, task: u64) {
-        self.counter += 1;
-        self.addrs.push(task);
-        self.serials.insert(task, self.counter);
-        self.spawns.push(Spawn { ts, tid, serial: self.counter });
+        let serial = self.new_serial(task);
+        self.spawns.push(Spawn { ts, tid, serial });
     }
 
     /// `innermost` is the serial of the poll open on `tid`, if any.
@@ -115,10 +119,7 @@ impl TaskTracker {
     pub fn tokio_id(&mut self, task: u64, id: u64) {
         let mut serial = self.serial_of(task);
         if self.tokio_ids.get(&serial).is_some_and(|&known| known != id) {
-            self.counter += 1;
-            self.addrs.push(task);
-            serial = self.counter;
-            self.serials.insert(task, serial);
+            serial = self.new_serial(task);
         }
         self.tokio_ids.insert(serial, id);
     }
