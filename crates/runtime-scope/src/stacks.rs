@@ -118,15 +118,18 @@ impl StackCollector {
         }
     }
 
-    /// Puts back the return addresses uretprobes replaced: the slots holding
-    /// a trampoline address, lowest (innermost) first, get the thread's open
-    /// polls' return addresses, innermost first.
-    fn restore_return_addresses(&mut self, tid: u32, stack: &mut [u8]) {
-        let Some(open) = self.open_polls.get(&tid).filter(|o| !o.is_empty()) else { return };
+    /// `stack` with the return addresses uretprobes replaced put back: the
+    /// slots holding a trampoline address, lowest (innermost) first, get the
+    /// thread's open polls' return addresses, innermost first. None when
+    /// there is nothing to put back (no open poll): most stacks are then
+    /// unwound where the ring buffer holds them, not copied.
+    fn restore_return_addresses(&mut self, tid: u32, stack: &[u8]) -> Option<Vec<u8>> {
+        let open = self.open_polls.get(&tid).filter(|o| !o.is_empty())?;
         if self.uprobes.is_none() {
             self.uprobes = modules::uprobes_area(self.pid);
         }
-        let Some(area) = self.uprobes.clone() else { return };
+        let area = self.uprobes.clone()?;
+        let mut stack = stack.to_vec();
         let mut next = open.iter().rev();
         for slot in stack.chunks_exact_mut(8) {
             let value = u64::from_le_bytes(slot.try_into().expect("8 bytes"));
@@ -137,6 +140,7 @@ impl StackCollector {
                 }
             }
         }
+        Some(stack)
     }
 
     /// Re-reads the maps: new modules are added (events for the capture),
@@ -154,11 +158,13 @@ impl StackCollector {
         // An empty read is a process that has exited: its stacks still in
         // the ring need the modules it had.
         if !found.is_empty() {
-            let gone: Vec<u32> =
-                self.live.iter().copied().filter(|&i| !found.iter().any(|m| same(m, &self.modules[i as usize]))).collect();
-            for index in gone {
-                self.unwinder.remove_module(index);
-                self.live.retain(|&i| i != index);
+            let (kept, gone): (Vec<u32>, Vec<u32>) =
+                self.live.iter().partition(|&&i| found.iter().any(|m| same(m, &self.modules[i as usize])));
+            if !gone.is_empty() {
+                for index in gone {
+                    self.unwinder.remove_module(index);
+                }
+                self.live = kept;
                 self.unresolved.clear();
             }
         }
@@ -235,26 +241,16 @@ impl StackCollector {
             return vec![Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete }];
         }
         let mut out = Vec::new();
-        // Copied only to put back return addresses (a thread inside probed
-        // polls): most stacks are unwound where the ring buffer holds them.
-        let restored;
-        let bytes: &[u8] = if self.open_polls.get(&raw.tid).is_some_and(|o| !o.is_empty()) {
-            let mut copy = raw.bytes.to_vec();
-            self.restore_return_addresses(raw.tid, &mut copy);
-            restored = copy;
-            &restored
-        } else {
-            raw.bytes
-        };
+        let restored = self.restore_return_addresses(raw.tid, raw.bytes);
+        let bytes = restored.as_deref().unwrap_or(raw.bytes);
         let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
-        let first_unknown = |u: &scope_stacks::unwind::Unwound| u.frames.iter().find(|f| f.module == Frame::NO_MODULE).map(|f| f.offset);
-        if first_unknown(&unwound).is_some_and(|avma| self.worth_rescan(avma)) {
+        if unwound.first_unknown().is_some_and(|avma| self.worth_rescan(avma)) {
             out = self.rescan(raw.ts);
             self.uprobes = modules::uprobes_area(self.pid);
             if !out.is_empty() {
                 unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
             }
-            if let Some(still) = first_unknown(&unwound) {
+            if let Some(still) = unwound.first_unknown() {
                 self.unresolved.insert(still >> 12);
             }
         }

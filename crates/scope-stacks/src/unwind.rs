@@ -35,6 +35,13 @@ pub struct Unwound {
     pub bytes_used: usize,
 }
 
+impl Unwound {
+    /// The first address that fell in no known module, if any.
+    pub fn first_unknown(&self) -> Option<u64> {
+        self.frames.iter().find(|f| f.module == Frame::NO_MODULE).map(|f| f.offset)
+    }
+}
+
 fn section(file: &object::File<'_>, name: &str) -> (Option<Range<u64>>, Option<Vec<u8>>) {
     match file.section_by_name(name) {
         Some(s) => (Some(s.address()..s.address() + s.size()), s.data().ok().map(<[u8]>::to_vec)),
