@@ -208,11 +208,11 @@ fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
 /// name (the executable's link changes earlier, before the name: seen on
 /// 5.10 under emulation, where the recording was then named after our
 /// stub, `exe`), together with `/proc/PID/exe` no longer being ours (the
-/// program, or its interpreter for a script). The
-/// stub's own exec may still be under way when we get here (its command
-/// line is empty until then): it is waited for first, or the stub's line
-/// appearing would pass for the program's. Usually a few ms; a cold start
-/// can take over a second.
+/// program, or its interpreter for a script). The stub's own exec may
+/// still be under way when we get here (its command line is empty until
+/// then): it is waited for first, or the stub's line appearing would pass
+/// for the program's. Usually a few ms; a cold start can take over a
+/// second; each wait gives up after 10 s.
 fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
@@ -224,22 +224,18 @@ fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
     let stub = file_id(std::path::Path::new("/proc/self/exe"));
     let runs_program = || file_id(std::path::Path::new(&format!("/proc/{}/exe", target.pid))).is_some_and(|exe| Some(exe) != stub);
     let is_stub = |line: &[u8]| line.split(|&b| b == 0).any(|arg| arg == crate::launch::STUB_ARG.as_bytes());
-    let pause = || std::thread::sleep(std::time::Duration::from_millis(5));
-    for _ in 0..2000 {
-        if cmdline().is_some_and(|c| is_stub(&c)) || gone() {
-            break;
+    let wait_until = |done: &dyn Fn() -> bool| {
+        for _ in 0..2000 {
+            if done() || gone() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        pause();
-    }
+    };
+    wait_until(&|| cmdline().is_some_and(|c| is_stub(&c)));
     let before = cmdline();
     std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    for _ in 0..2000 {
-        let now = cmdline();
-        if (now.is_some() && now != before && runs_program()) || gone() {
-            break;
-        }
-        pause();
-    }
+    wait_until(&|| cmdline().is_some_and(|now| Some(&now) != before.as_ref()) && runs_program());
     target.refresh_identity();
     Ok(())
 }
