@@ -76,8 +76,7 @@ pub fn part(name: &str) -> Result<(), String> {
 
 /// mini-redis under load, every configuration: the section's text.
 fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
-    let mut srv = Command::new(server).args(["--port", PORT]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
-    std::thread::sleep(Duration::from_millis(500));
+    let mut srv = overhead::start_server(server, &["--port", PORT])?;
     let all: Vec<usize> = (0..overhead::CONFIGS.len()).collect();
     let target = overhead::Target { label: "mini-redis", pid: srv.id(), port: PORT, tests: "set,get" };
     let redis = overhead::measure(&target, &all, scope);

@@ -7,7 +7,6 @@
 
 use crate::capacity::{finish, interrupt, mb, start, start_args};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// (row label, record options, target arguments after the demo binary).
@@ -28,13 +27,7 @@ const MINI_REDIS_PORT: &str = "6397";
 /// Records mini-redis (`server`) into `capture` while it serves a load;
 /// the recording is stopped with Ctrl-C once the load is done.
 fn record_mini_redis(scope: &Path, server: &Path, capture: &str) -> Result<(), String> {
-    let mut srv = Command::new(server)
-        .args(["--port", MINI_REDIS_PORT])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", server.display()))?;
-    std::thread::sleep(Duration::from_millis(500));
+    let mut srv = crate::overhead::start_server(server, &["--port", MINI_REDIS_PORT])?;
     let pid = srv.id().to_string();
     let recorded = start_args(scope, &["record", "--no-live", "-p", &pid, "-o", capture, "-d", "300"]).and_then(|rec| {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -112,6 +112,19 @@ fn proc_cpu_ns(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts a server to load (`server ARGS`, its output dropped) and gives
+/// it half a second to listen.
+pub(crate) fn start_server(server: &Path, args: &[&str]) -> Result<Child, String> {
+    let srv = Command::new(server)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", server.display()))?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(srv)
+}
+
 /// redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max".
 /// Returns (requests/s over both tests, worst p99 ms, requests).
 pub(crate) fn load(port: &str, tests: &str, requests: u64) -> Result<(f64, f64, u64), String> {
@@ -318,13 +331,7 @@ pub fn synthetic(server: &Path, scope: &Path, work_us: &[u64]) -> Result<String,
     let mut s = String::new();
     for (k, &us) in work_us.iter().enumerate() {
         let port = (6410 + k as u16).to_string();
-        let mut srv = Command::new(server)
-            .args(["--serve", &port, &us.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(500));
+        let mut srv = start_server(server, &["--serve", &port, &us.to_string()])?;
         let label = format!("demo PING server, {us} µs per request");
         let target = Target { label: &label, pid: srv.id(), port: &port, tests: "ping" };
         let results = measure(&target, &SYNTHETIC, scope);
