@@ -98,6 +98,7 @@ pub(crate) fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u
         long_poll_ns: (view.long_poll * 1e6) as u64,
         quiet: false,
         detach_after_exit: false,
+        held_due_ns: crate::held::DUE_NS,
         rule: WorkerRule::with_extra(&view.worker_prefixes),
         release: None,
         launch: None,

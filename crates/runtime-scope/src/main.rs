@@ -12,6 +12,7 @@ mod formats;
 mod kernel_features;
 mod kernel_layout;
 mod handoff;
+mod held;
 mod images;
 mod launch;
 mod live;

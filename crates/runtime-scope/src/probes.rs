@@ -59,6 +59,7 @@ impl Probes {
         stacks: &StackConfig,
         task_ids: &TaskIdLayout,
         features: &KernelFeatures,
+        hold: bool,
     ) -> Result<Probes> {
         let scratch_slots = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u32;
         let btf = crate::btf::Btf::from_sys_fs()?;
@@ -67,6 +68,7 @@ impl Probes {
         // the helpers for (see kernel_features).
         let cookies = u32::from(features.uprobe_cookies);
         let task_pt_regs = u32::from(features.task_pt_regs);
+        let hold = u32::from(hold);
         let ebpf = EbpfLoader::new()
             .override_global("UPROBE_COOKIES", &cookies, true)
             .override_global("TASK_PT_REGS", &task_pt_regs, true)
@@ -75,6 +77,7 @@ impl Probes {
             .override_global("LAYOUT", &kernel, true)
             .override_global("TASK_IDS", task_ids, true)
             .override_global("STACK_CONFIG", stacks, true)
+            .override_global("HOLD", &hold, true)
             .map_max_entries("SCRATCH", scratch_slots)
             .load(OBJECT)
             .map_err(explain_load_error)?;
@@ -345,6 +348,17 @@ impl Probes {
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring.as_raw_fd()) }.try_clone_to_owned()?;
         self.map_fds.push(("EVENTS".into(), fd));
         Ok(ring)
+    }
+
+    /// The slots where switch-outs and wakings wait for their switch-in.
+    pub fn held_slots(&self, tids: impl IntoIterator<Item = u32>) -> Result<crate::held::HeldSlots> {
+        let Some(Map::Array(data)) = self.ebpf.map("PENDING") else { anyhow::bail!("PENDING map missing") };
+        crate::held::HeldSlots::map(data.fd().as_fd(), tids)
+    }
+
+    /// Switch-outs and wakings the kernel held for a switch-in.
+    pub fn held_count(&self) -> Result<u64> {
+        self.counter(counter::HELD)
     }
 
     /// Sum over CPUs of one kernel-side counter. An unreadable counter is an

@@ -2,6 +2,7 @@
 //! until a stop condition, detach.
 
 use crate::kernel_features::KernelFeatures;
+use crate::held::HeldSlots;
 use crate::live::LiveView;
 use crate::modules;
 use crate::cli::PollTier;
@@ -127,6 +128,9 @@ pub struct Settings {
     /// Do not wait for the probes to come off, even if the target still
     /// runs (`top`: the terminal is given back at once after `q`).
     pub detach_after_exit: bool,
+    /// Switch-outs and wakings the kernel holds for a switch-in are
+    /// delivered from their slots once this old (see `held`).
+    pub held_due_ns: u64,
     pub rule: WorkerRule,
     /// Launch mode: the held child; writing to this releases it into exec.
     pub release: Option<OwnedFd>,
@@ -156,7 +160,10 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     for note in kernel.notes() {
         say!("runtime-scope: {note}");
     }
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel)?;
+    // RUNTIME_SCOPE_NO_HOLD: every switch and waking sent at once, to
+    // measure what holding saves (`cargo xtask bench`).
+    let hold = std::env::var_os("RUNTIME_SCOPE_NO_HOLD").is_none();
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel, hold)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -319,18 +326,24 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut task_ids: HashMap<u64, u64> = HashMap::new();
     let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
+    let mut held = probes.held_slots(initial.iter().map(|(tid, _)| *tid))?;
     let probed_polls = settings.polls.is_ok() && settings.tier != PollTier::Off;
     let mut auto = Auto::new(if probed_polls { settings.tier } else { PollTier::Off }, settings.budget_pct, start_ns, target_cpu_ns(target));
     // Set when the poll probes come off: polls open then never return.
     let polls_detached = std::cell::Cell::new(false);
-    let mut drain = |view: &mut LiveView, sink: &mut dyn Sink, names: &mut ThreadNames, auto: &mut Auto| -> Result<Option<Decision>> {
+    let mut drain = |view: &mut LiveView,
+                     sink: &mut dyn Sink,
+                     names: &mut ThreadNames,
+                     auto: &mut Auto,
+                     due_after_ns: u64|
+     -> Result<Option<Decision>> {
         let mut decided = None;
         if polls_detached.replace(false) {
             collector.forget_polls();
             identity.forget_polls();
         }
-        while let Some(item) = ring.next() {
-            if let Some(raw) = decode::decode_poll_start(&item) {
+        let mut handle = |item: &[u8], held: &mut HeldSlots| {
+            if let Some(raw) = decode::decode_poll_start(item) {
                 collector.poll_started(raw.tid, raw.ret_addr);
                 let poll_fn = collector.frame_of(raw.fn_avma);
                 batch.extend(collector.take_pending());
@@ -348,17 +361,17 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
                 view.feed(&event);
                 batch.push(event);
-                continue;
+                return;
             }
-            if let Some(ts) = decode::decode_exec(&item) {
+            if let Some(ts) = decode::decode_exec(item) {
                 if follower.program_changed() {
                     batch.extend(collector.exec(ts));
                     exec_seen.set(true);
                 }
-                continue;
+                return;
             }
-            if decode::is_stack(&item) {
-                match decode::decode_stack(&item) {
+            if decode::is_stack(item) {
+                match decode::decode_stack(item) {
                     Ok(raw) => {
                         // A blocked stack's switch record already carried its id.
                         if raw.reason == scope_model::StackReason::Sample {
@@ -368,9 +381,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                     }
                     Err(_) => undecodable += 1,
                 }
-                continue;
+                return;
             }
-            if let Some((ts, tid, bytes)) = decode::context_copy(&item) {
+            if let Some((ts, tid, bytes)) = decode::context_copy(item) {
                 if let Some(d) = identity.context_copy(ts, tid, bytes) {
                     decided = Some(d);
                     batch.extend(identity.marks_from_copies());
@@ -378,15 +391,15 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                         batch.extend(identity.end_marks(ts));
                     }
                 }
-                continue;
+                return;
             }
-            if let Some((ts, tid, name)) = decode::exit_name(&item) {
+            if let Some((ts, tid, name)) = decode::exit_name(item) {
                 batch.extend(names.exited(ts, tid, name));
             }
-            if let Some((ts, tid, id)) = decode::switch_task(&item) {
+            if let Some((ts, tid, id)) = decode::switch_task(item) {
                 batch.extend(identity.mark(ts, tid, id));
             }
-            match decode::decode(&item) {
+            match decode::decode(item) {
                 Ok(event) => {
                     if let Event::PollEnd { tid, .. } = event {
                         collector.poll_ended(tid);
@@ -396,15 +409,30 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                         auto.count(0, 1);
                     }
                     names.saw(&event);
+                    held.saw(&event);
                     view.feed(&event);
                     batch.push(event);
                     // After its switch, as the stack record it replaces came.
-                    if let Some(raw) = decode::switch_same_stack(&item) {
+                    if let Some(raw) = decode::switch_same_stack(item) {
                         batch.extend(collector.process(&raw));
                     }
                 }
                 Err(_) => undecodable += 1,
             }
+        };
+        while let Some(item) = ring.next() {
+            for part in decode::parts(&item) {
+                if !held.is_repeat(part) {
+                    handle(part, &mut held);
+                }
+            }
+        }
+        // After the buffer: a thread's own records before its switch-out
+        // were in it. The record that will carry a half still held is not
+        // in it yet (its slot is emptied before it is sent): it comes as a
+        // repeat and is dropped.
+        for record in held.take_due(monotonic_ns(), due_after_ns) {
+            handle(&record, &mut held);
         }
         let renamed = names.refresh_fresh(monotonic_ns());
         for event in &renamed {
@@ -420,7 +448,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         let now = monotonic_ns();
         let left_ms = deadline.map_or(POLL_MS, |d| (d.saturating_sub(now) / 1_000_000) as i32);
         let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, POLL_MS));
-        if let Some(d) = drain(&mut view, sink, &mut names, &mut auto)? {
+        if let Some(d) = drain(&mut view, sink, &mut names, &mut auto, settings.held_due_ns)? {
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
         }
@@ -467,8 +495,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let end_ns = monotonic_ns();
     let cpu_ns_at_stop = threads.iter().filter_map(|t| Some((t.tid, target.thread_cpu_ns(t.tid)?))).collect();
     say!("runtime-scope: stopped after {:.2} s: {}", (end_ns - start_ns) as f64 / 1e9, reason.describe());
-    // Records already in the buffer still belong to the window.
-    drain(&mut view, sink, &mut names, &mut auto)?;
+    // Records already in the buffer still belong to the window, and so do
+    // the switch-outs and wakings still held for a switch-in.
+    drain(&mut view, sink, &mut names, &mut auto, 0)?;
     if identity.checked.1 > 0 {
         let (agreed, total) = identity.checked;
         say!(
@@ -500,6 +529,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         );
     }
     let bench_stats = std::env::var_os("RUNTIME_SCOPE_BPF_STATS").is_some().then(|| probes.run_stats());
+    let held_count = probes.held_count().ok();
     // The target pays for each uprobe hit: take them off next, in the
     // background (see `Probes::release_in_background`); `finish_detaching`
     // waits for it before we exit. (Counters first: records dropped while
@@ -539,6 +569,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         });
         say!("runtime-scope: bench self-cpu-ticks={}", cpu.unwrap_or(0));
+        say!("runtime-scope: bench held={}", held_count.unwrap_or(0));
         for (name, runs, ns) in stats {
             say!("runtime-scope: bench bpf program={name} runs={runs} run_ns={ns}");
         }

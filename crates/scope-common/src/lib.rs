@@ -27,6 +27,9 @@ pub mod kind {
     pub const CURRENT_THREAD: u32 = 12;
     /// [`ContextCopy`]: a thread's CONTEXT bytes, to find the task id in it.
     pub const CONTEXT_COPY: u32 = 13;
+    /// [`Resumed`]: a target thread's switch-in, carrying its switch-out and
+    /// waking that were held back in [`Pending`] instead of sent.
+    pub const RESUMED: u32 = 14;
     /// [`Exec`]: the target process executed a new program.
     pub const EXEC: u32 = 32;
 }
@@ -104,7 +107,9 @@ pub mod counter {
     /// Child processes the target started (fork without CLONE_THREAD): not
     /// followed, said at the end.
     pub const FORKS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Switch-outs and wakings held for their thread's switch-in ([`super::Pending`]).
+    pub const HELD: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Largest user-stack copy the kernel side can make (`--stack-size` ≤ this).
@@ -342,6 +347,51 @@ pub struct Waking {
     pub waker_pid: u32,
     /// [`waking_flags`].
     pub flags: u32,
+}
+
+/// Where a target thread's switch-out and waking wait to ride in its next
+/// switch-in record ([`Resumed`]): one ring-buffer record per sleep instead
+/// of three. Indexed by `tid & PENDING_MASK`; a half is held when its tag
+/// is the thread's tid (0: empty). Userspace maps the array (no syscall)
+/// to deliver halves held too long, and the rest at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Set after `out` is written, cleared before the switch-in record that
+    /// carries it is submitted.
+    pub out_tid: u32,
+    /// Odd while `out` is being written (a seqcount for the mapped reader).
+    pub out_seq: u32,
+    pub waking_tid: u32,
+    pub waking_seq: u32,
+    pub out: Switch,
+    pub waking: Waking,
+}
+
+/// 16384 slots (1.5 MB): a process's thread ids rarely differ by a
+/// multiple of this; when two do, the second is sent at once.
+pub const PENDING_MASK: u32 = (1 << 14) - 1;
+pub const PENDING_SLOTS: u32 = PENDING_MASK + 1;
+
+/// Which held halves a [`Resumed`] record carries.
+pub mod resumed {
+    pub const OUT: u32 = 1;
+    pub const WAKING: u32 = 2;
+}
+
+/// A switch-in of a target thread with what was held for it: `out` (its
+/// last switch-out) and `waking`, each present when its [`resumed`] bit is
+/// set; then `switch`, this switch. Each part is a complete record of its
+/// own kind, in time order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    pub header: Header,
+    pub present: u32,
+    pub _pad: u32,
+    pub out: Switch,
+    pub waking: Waking,
+    pub switch: Switch,
 }
 
 pub mod waking_flags {

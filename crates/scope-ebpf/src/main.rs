@@ -7,6 +7,7 @@
 #![no_main]
 
 mod exec;
+mod held;
 mod polls;
 mod waker;
 mod sched;

@@ -5,7 +5,7 @@
 //! tracepoint program is skipped on a CPU where any other BPF program or a
 //! `bpf()` map syscall is active; see docs/design-notes.md).
 
-use crate::{bump, emit, header, layout, offsets, stacks, stacks::Blocked, target_tgid, task_id};
+use crate::{bump, emit, header, held, layout, offsets, stacks, stacks::Blocked, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
@@ -85,19 +85,30 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // Sleeping (S) or in uninterruptible wait (D): where it waits is the
     // question a blocked worker raises, so its stack is copied (within
     // budget), or marked in this record as the same as its last wait's.
-    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked(prev_tid, task_id) } else { Blocked::Nothing };
+    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked(prev_tid, task_id, head.ts) } else { Blocked::Nothing };
     if let Blocked::Same = blocked {
         ours |= side::SAME_STACK;
     }
-    emit(Switch {
+    let next_tid = task_u32(next, l.task_pid);
+    let record = Switch {
         header: head,
         prev_tid,
-        next_tid: task_u32(next, l.task_pid),
+        next_tid,
         prev_state,
         ours,
         cpu_lost: crate::COUNTERS.get(scope_common::counter::RINGBUF_DROPS).map_or(0, |n| *n as u32),
         task_id,
-    });
+    };
+    // A copied stack follows its switch record: that one is never held.
+    let copy = matches!(blocked, Blocked::Copy { .. });
+    if ours & side::NEXT != 0 {
+        if ours & side::PREV != 0 {
+            held::flush_out(prev_tid);
+        }
+        held::send_switch_in(next_tid, &record);
+    } else if !held::switch_out(prev_tid, &record, !copy) {
+        emit(record);
+    }
     if let Blocked::Copy { regs, now, comparable } = &blocked {
         stacks::copy_blocked(head, prev_tid, task_id, regs, now, *comparable);
     }
@@ -114,13 +125,11 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let flags = if crate::waker::no_waker(ctx.as_ptr()) { waking_flags::IN_INTERRUPT } else { 0 };
-    emit(Waking {
-        header: header(kind::WAKING),
-        tid: task_u32(wakee, l.task_pid),
-        waker_tid: ctx.pid(),
-        waker_pid: ctx.tgid(),
-        flags,
-    });
+    let tid = task_u32(wakee, l.task_pid);
+    let record = Waking { header: header(kind::WAKING), tid, waker_tid: ctx.pid(), waker_pid: ctx.tgid(), flags };
+    if !held::hold_waking(tid, &record) {
+        emit(record);
+    }
     0
 }
 

@@ -149,7 +149,7 @@ pub enum Blocked {
 }
 
 #[inline(always)]
-pub fn plan_blocked(tid: u32, task_id: u64) -> Blocked {
+pub fn plan_blocked(tid: u32, task_id: u64, ts: u64) -> Blocked {
     if config().blocked_stack_bytes == 0 {
         return Blocked::Nothing;
     }
@@ -172,6 +172,17 @@ pub fn plan_blocked(tid: u32, task_id: u64) -> Blocked {
             }
         }
     }
+    // Over budget, nothing is sent and the entry is left alone: it still
+    // describes the last stack the reader got, which is what a later
+    // "same as last" refers to. (Updating it and taking it back were two
+    // hash-map writes per wait, on every wait once a busy server is over
+    // budget: on mini-redis four waits in five were.) Decided here, before
+    // the switch record: one without a stack after it can be held.
+    let cfg = config();
+    if !within_budget(ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
+        bump(counter::STACKS_OVER_BUDGET);
+        return Blocked::Nothing;
+    }
     Blocked::Copy { regs, now, comparable: top_read == 0 }
 }
 
@@ -179,15 +190,6 @@ pub fn plan_blocked(tid: u32, task_id: u64) -> Blocked {
 #[inline(always)]
 pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, now: &LastBlocked, comparable: bool) {
     let cfg = config();
-    // Over budget, nothing is sent and the entry is left alone: it still
-    // describes the last stack the reader got, which is what a later
-    // "same as last" refers to. (Updating it and taking it back were two
-    // hash-map writes per wait, on every wait once a busy server is over
-    // budget: on mini-redis four waits in five were.)
-    if !within_budget(head.ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
-        bump(counter::STACKS_OVER_BUDGET);
-        return;
-    }
     if comparable {
         let _ = LAST_BLOCKED.insert(tid, now, 0);
     } else {

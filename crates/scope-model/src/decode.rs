@@ -3,8 +3,8 @@
 use crate::Event;
 use crate::StackReason;
 use scope_common::{
-    COMM_LEN, Comm, ContextCopy, Exit, Header, NewThread, PollEnter, PollExit, StackHeader, Switch, TaskSpawn, TaskWake, Waking,
-    WorkerRun, kind, side, stack_reason,
+    COMM_LEN, Comm, ContextCopy, Exit, Header, NewThread, PollEnter, PollExit, Resumed, StackHeader, Switch, TaskSpawn, TaskWake,
+    Waking, WorkerRun, kind, resumed, side, stack_reason,
 };
 use std::fmt;
 
@@ -152,6 +152,62 @@ pub fn context_copy(bytes: &[u8]) -> Option<(u64, u32, Vec<u8>)> {
     (r.header.kind == kind::CONTEXT_COPY).then(|| (r.header.ts, r.tid, r.bytes[..len].to_vec()))
 }
 
+/// The records in one ring-buffer record, oldest first: a [`Resumed`]
+/// (a switch-in with the switch-out and waking the kernel held for it)
+/// holds up to three, each a complete record of its own kind; any other
+/// record is itself. Undecodable input comes back whole (for `decode` to
+/// say why).
+pub fn parts(bytes: &[u8]) -> Parts<'_> {
+    let mut out = Parts { parts: [&[]; 3], len: 0 };
+    let Ok(r) = read::<Resumed>(bytes, Some(kind::RESUMED)) else {
+        out.push(bytes);
+        return out;
+    };
+    if r.header.kind != kind::RESUMED {
+        out.push(bytes);
+        return out;
+    }
+    let mut found: [(u64, &[u8]); 3] = [(0, &[]); 3];
+    let mut n = 0;
+    let mut add = |present: bool, ts: u64, at: usize, len: usize| {
+        if present {
+            found[n] = (ts, &bytes[at..at + len]);
+            n += 1;
+        }
+    };
+    add(r.present & resumed::OUT != 0, r.out.header.ts, std::mem::offset_of!(Resumed, out), size_of::<Switch>());
+    add(r.present & resumed::WAKING != 0, r.waking.header.ts, std::mem::offset_of!(Resumed, waking), size_of::<Waking>());
+    add(true, r.switch.header.ts, std::mem::offset_of!(Resumed, switch), size_of::<Switch>());
+    // A waking held while its thread was still on its CPU can be older
+    // than the switch-out held after it.
+    found[..n].sort_by_key(|p| p.0);
+    for (_, part) in &found[..n] {
+        out.push(part);
+    }
+    out
+}
+
+/// What [`parts`] returns: up to three record slices.
+pub struct Parts<'a> {
+    parts: [&'a [u8]; 3],
+    len: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn push(&mut self, part: &'a [u8]) {
+        self.parts[self.len] = part;
+        self.len += 1;
+    }
+}
+
+impl<'a> IntoIterator for Parts<'a> {
+    type Item = &'a [u8];
+    type IntoIter = std::iter::Take<std::array::IntoIter<&'a [u8], 3>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.parts.into_iter().take(self.len)
+    }
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = read(bytes, None)?;
     let k = Some(header.kind);
@@ -271,6 +327,47 @@ mod tests {
         assert!(matches!(decode(&bytes_of(&raw)).unwrap(), Event::Switch { prev_ours: true, next_ours: false, .. }));
         raw.ours = side::PREV;
         assert_eq!(switch_same_stack(&bytes_of(&raw)), None);
+    }
+
+    /// A switch-in record with what the kernel held for it comes apart
+    /// into the records it stands for, oldest first; other records are
+    /// themselves.
+    #[test]
+    fn a_resumed_record_is_its_held_switch_out_and_waking_then_its_switch() {
+        let switch = |ts: u64, prev_tid: u32, next_tid: u32, ours: u32| Switch {
+            header: Header { kind: kind::SWITCH, cpu: 1, ts },
+            prev_tid,
+            next_tid,
+            prev_state: 1,
+            ours,
+            cpu_lost: 0,
+            task_id: 0,
+        };
+        let waking = |ts: u64| Waking { header: Header { kind: kind::WAKING, cpu: 0, ts }, tid: 10, waker_tid: 3, waker_pid: 3, flags: 0 };
+        let mut r = Resumed {
+            header: Header { kind: kind::RESUMED, cpu: 1, ts: 300 },
+            present: resumed::OUT | resumed::WAKING,
+            _pad: 0,
+            out: switch(100, 10, 0, side::PREV),
+            waking: waking(200),
+            switch: switch(300, 0, 10, side::NEXT),
+        };
+        let ts_of = |r: &Resumed| parts(&bytes_of(r)).into_iter().map(|p| decode(p).unwrap().ts()).collect::<Vec<_>>();
+        assert_eq!(ts_of(&r), [100, 200, 300]);
+        let events: Vec<Event> = parts(&bytes_of(&r)).into_iter().map(|p| decode(p).unwrap()).collect();
+        assert!(matches!(events[0], Event::Switch { prev_tid: 10, prev_ours: true, next_ours: false, .. }));
+        assert!(matches!(events[1], Event::Waking { tid: 10, waker_tid: 3, .. }));
+        assert!(matches!(events[2], Event::Switch { next_tid: 10, prev_ours: false, next_ours: true, .. }));
+        // Woken while still on its CPU, then preempted: the waking is older.
+        r.waking = waking(50);
+        assert_eq!(ts_of(&r), [50, 100, 300]);
+        r.present = resumed::WAKING;
+        assert_eq!(ts_of(&r), [50, 300]);
+        r.present = 0;
+        assert_eq!(ts_of(&r), [300]);
+        let plain = bytes_of(&switch(7, 1, 2, side::PREV));
+        assert_eq!(parts(&plain).into_iter().collect::<Vec<_>>(), [&plain[..]]);
+        assert_eq!(parts(&[1, 2]).into_iter().count(), 1);
     }
 
     #[test]

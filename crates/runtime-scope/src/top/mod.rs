@@ -55,6 +55,8 @@ pub fn run(args: TopArgs) -> Result<i32> {
     settings.program = Some(target.image());
     settings.quiet = true;
     settings.detach_after_exit = true;
+    // Snapshots and lanes end now: every switch-out held so far is in them.
+    settings.held_due_ns = 0;
     let rule = settings.rule.clone();
     let session = crate::stopping::install()?;
     let (tx, rx) = sync_channel(64);

@@ -83,6 +83,8 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     // Our lines would interleave with the snapshots' reports on stderr.
     settings.quiet = true;
     settings.live = false;
+    // Snapshots and lanes end now: every switch-out held so far is in them.
+    settings.held_due_ns = 0;
     let rule: WorkerRule = settings.rule.clone();
     let out = snapshot::Output::checked(&args.output, args.format, &rule, args.debug_files.clone(), args.long_poll)?;
     privileges::check()?;
