@@ -32,13 +32,15 @@ pub struct Config {
     pub profiler: Option<&'static [&'static str]>,
 }
 
-pub const CONFIGS: [Config; 6] = [
+pub const CONFIGS: [Config; 7] = [
     Config { name: "no profiler", profiler: None },
     Config { name: "runtime-scope (default: --polls auto, stacks)", profiler: Some(&["rs"]) },
     Config { name: "runtime-scope --polls on (every poll and wake)", profiler: Some(&["rs", "--polls", "on"]) },
     Config { name: "runtime-scope --no-tasks", profiler: Some(&["rs", "--no-tasks"]) },
     Config { name: "runtime-scope --no-tasks --no-stacks", profiler: Some(&["rs", "--no-tasks", "--no-stacks"]) },
     Config { name: "perf record -F 99 -g", profiler: Some(&["perf", "-F", "99", "-g"]) },
+    // What holding switch-outs and wakings for the switch-in saves.
+    Config { name: "runtime-scope default, nothing held (RUNTIME_SCOPE_NO_HOLD)", profiler: Some(&["rs-nohold"]) },
 ];
 
 /// The synthetic servers run the first three and perf.
@@ -148,16 +150,24 @@ pub(crate) fn load(port: &str, tests: &str, requests: u64) -> Result<(f64, f64, 
 }
 
 
+/// `rs…`: runtime-scope (else perf).
+fn is_ours(args: &[&str]) -> bool {
+    args[0].starts_with("rs")
+}
+
 struct Profiler {
     child: Child,
     stderr: std::thread::JoinHandle<String>,
 }
 
 fn start_profiler(args: &[&str], pid: u32, scope: &Path, out: &Path) -> Result<Profiler, String> {
-    let mut cmd = if args[0] == "rs" {
+    let mut cmd = if is_ours(args) {
         let mut c = Command::new(scope);
         c.args(["record", "--no-live", "-p", &pid.to_string(), "-o"]).arg(out).args(&args[1..]);
         c.env("RUNTIME_SCOPE_BPF_STATS", "1");
+        if args[0] == "rs-nohold" {
+            c.env("RUNTIME_SCOPE_NO_HOLD", "1");
+        }
         c
     } else {
         let mut c = Command::new("perf");
@@ -166,7 +176,7 @@ fn start_profiler(args: &[&str], pid: u32, scope: &Path, out: &Path) -> Result<P
     };
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{args:?}: {e}"))?;
     let mut reader = BufReader::new(child.stderr.take().expect("piped"));
-    if args[0] == "rs" {
+    if is_ours(args) {
         let mut line = String::new();
         while reader.read_line(&mut line).map_err(|e| e.to_string())? > 0 && !line.contains("runtime-scope: recording") {
             line.clear();
@@ -220,13 +230,13 @@ pub fn measure(target: &Target<'_>, which: &[usize], scope: &Path) -> Result<BTr
         let _ = stats(accounted);
         for &i in which {
             let config = &CONFIGS[i];
-            if accounted && config.profiler.is_none_or(|a| a[0] != "rs") {
+            if accounted && config.profiler.is_none_or(|a| !is_ours(a)) {
                 continue;
             }
             let what = if accounted { "with BPF accounting" } else { "measured" };
             println!("xtask bench: {}: round {}/{}: {} ({what})", target.label, round + 1, ROUNDS + ACCOUNTED_ROUNDS, config.name);
             let profiler = match config.profiler {
-                Some(args) => Some(start_profiler(args, target.pid, scope, &out.with_extension(if args[0] == "rs" { "rscope" } else { "perf" }))?),
+                Some(args) => Some(start_profiler(args, target.pid, scope, &out.with_extension(if is_ours(args) { "rscope" } else { "perf" }))?),
                 None => None,
             };
             let prof_pid = profiler.as_ref().map(|p| p.child.id());

@@ -68,6 +68,49 @@ fn trace_of_demo_matches_kernel_accounting() {
     assert!(sleeps_found >= 3, "expected ≥3 blocked gaps of 40 ms ±20%, found {sleeps_found}");
 }
 
+/// Most switch-outs and wakings of the target are held in the kernel and
+/// ride in the thread's next switch-in record; those still held when the
+/// recording stops (every thread is frozen then) are read from their slots.
+/// Either way nothing may go missing: the workers' traced on-CPU time
+/// must match schedstat, and their 40 ms sleeps must be there.
+#[test]
+fn switches_held_for_the_switch_in_still_account_exactly() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("trace.json");
+    let run = record_demo_accounted_with(
+        |pid| ["--pid", pid, "--trace", "--no-live", "--trace-output", trace_path.to_str().unwrap()].map(String::from).to_vec(),
+        &[("RUNTIME_SCOPE_BPF_STATS", "1")],
+    );
+    assert_eq!(run.code, 0, "profiler failed:\n{}", run.stderr);
+    let held: u64 = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("runtime-scope: bench held="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no held count in:\n{}", run.stderr));
+    // 3 s of the demo: two workers parking and waking hundreds of times.
+    assert!(held >= 100, "only {held} switch-outs and wakings held:\n{}", run.stderr);
+    let trace = read_trace(&trace_path);
+    let missing = trace["otherData"]["missing_switches"].as_u64().expect("missing_switches");
+    assert!(missing <= 3, "{missing} switches missing:\n{}", run.stderr);
+    let mut sleeps_found = 0;
+    for (i, &tid) in run.workers.iter().enumerate() {
+        let spans: Vec<_> = spans_of(&trace, tid).into_iter().filter(|s| s.2 == "oncpu" || s.2 == "offcpu").collect();
+        for pair in spans.windows(2) {
+            assert!(pair[1].0 >= pair[0].0 + pair[0].1 - 0.001, "overlap on {tid}: {:?} then {:?}", pair[0], pair[1]);
+        }
+        let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
+        let count = spans.iter().filter(|s| s.2 == "oncpu").count();
+        check_on_cpu(&format!("worker {i}"), on_cpu_us, run.kernel_ns[i] as f64 / 1_000.0, count);
+        sleeps_found += spans
+            .iter()
+            .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=upper_ms(48.0) * 1e3).contains(&s.1))
+            .count();
+    }
+    assert!(sleeps_found >= 3, "expected ≥3 blocked gaps of 40 ms ±20%, found {sleeps_found}");
+}
+
 #[test]
 fn stops_when_target_exits_and_still_writes_trace() {
     require_root();

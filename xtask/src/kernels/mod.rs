@@ -34,9 +34,10 @@ pub const KERNELS: [Kernel; 3] = [
 /// cover attach and launch mode, on-CPU time against schedstat, named
 /// polls, long polls with their cause, unwound stacks, the Perfetto trace
 /// read back, no probe left behind, and what the kernel lacks said truly.
-pub const TESTS: [GuestTest; 8] = [
+pub const TESTS: [GuestTest; 9] = [
     GuestTest { binary: "record_cli", test: "launch_mode_sees_the_program_from_its_first_instruction" },
     GuestTest { binary: "kernel_e2e", test: "trace_of_demo_matches_kernel_accounting" },
+    GuestTest { binary: "kernel_e2e", test: "switches_held_for_the_switch_in_still_account_exactly" },
     GuestTest { binary: "tasks_e2e", test: "demo_polls_are_counted_timed_and_named" },
     GuestTest { binary: "insights_e2e", test: "demo_long_polls_are_cpu_and_blocked_with_their_sites" },
     GuestTest { binary: "stacks_e2e", test: "stock_release_binary_gets_full_named_stacks" },

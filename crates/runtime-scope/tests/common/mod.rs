@@ -191,6 +191,11 @@ pub fn freeze(pid: u32) {
 /// wakes to read schedstat no longer counts (in qemu it was tens of ms,
 /// seen as 10–80 ms more traced than accounted).
 pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
+    record_demo_accounted_with(args, &[])
+}
+
+/// [`record_demo_accounted`] with the profiler's environment extended by `env`.
+pub fn record_demo_accounted_with(args: impl Fn(&str) -> Vec<String>, env: &[(&str, &str)]) -> Accounted {
     let demo = Demo::start(60);
     let workers = demo.wait_for_workers(2);
     let pid = demo.pid();
@@ -200,7 +205,7 @@ pub fn record_demo_accounted(args: impl Fn(&str) -> Vec<String>) -> Accounted {
     std::thread::sleep(Duration::from_millis(500));
     freeze(pid);
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
-    let mut run = Run::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut run = Run::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), env);
     run.wait_for_line("runtime-scope: recording");
     signal(pid, libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(3));
@@ -248,8 +253,13 @@ pub struct Run {
 
 impl Run {
     pub fn start(args: &[&str]) -> Run {
+        Run::start_with(args, &[])
+    }
+
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut child = Command::new(profiler_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
