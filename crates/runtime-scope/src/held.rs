@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use scope_common::{Header, PENDING_MASK, PENDING_SLOTS, Pending, Switch, Waking, kind, side};
 use scope_model::Event;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{addr_of, read_volatile};
 use std::sync::atomic::{Ordering, compiler_fence};
@@ -32,9 +32,10 @@ pub struct HeldSlots {
     memory: Memory,
     /// The target's threads (true: exited) whose slots are read.
     tids: HashMap<u32, bool>,
-    /// Halves delivered from a slot before their record came: tid →
-    /// (switch-out ts, waking ts), 0 for none.
-    delivered: HashMap<u32, (u64, u64)>,
+    /// Halves delivered from a slot before their record came: (tid, kind,
+    /// ts). A set, not the last per thread: a half superseded in its slot
+    /// is still sent on its own later.
+    delivered: HashSet<(u32, u32, u64)>,
 }
 
 // SAFETY: the mapping is only read, and only through this value.
@@ -53,7 +54,7 @@ impl HeldSlots {
     }
 
     fn over(base: *const Pending, memory: Memory, tids: impl IntoIterator<Item = u32>) -> HeldSlots {
-        HeldSlots { base, memory, tids: tids.into_iter().map(|t| (t, false)).collect(), delivered: HashMap::new() }
+        HeldSlots { base, memory, tids: tids.into_iter().map(|t| (t, false)).collect(), delivered: HashSet::new() }
     }
 
     /// Follows the target's threads as they come and go.
@@ -78,22 +79,21 @@ impl HeldSlots {
         for (&tid, &exited) in &self.tids {
             // SAFETY: the index is masked into the array's bounds.
             let slot = unsafe { self.base.add((tid & PENDING_MASK) as usize) };
-            let seen = self.delivered.get(&tid).copied().unwrap_or((0, 0));
-            let mut now_seen = seen;
             let out = unsafe { read_half(addr_of!((*slot).out_tid), addr_of!((*slot).out_seq), addr_of!((*slot).out), tid) };
-            if let Some(out) = out.filter(|o| o.prev_tid == tid && o.header.ts != seen.0 && o.header.ts.saturating_add(min_age) <= now) {
-                now_seen.0 = out.header.ts;
-                due.push(bytes_of(&out));
-            }
             let waking =
                 unsafe { read_half(addr_of!((*slot).waking_tid), addr_of!((*slot).waking_seq), addr_of!((*slot).waking), tid) };
-            if let Some(w) = waking.filter(|w| w.tid == tid && w.header.ts != seen.1 && w.header.ts.saturating_add(min_age) <= now) {
-                now_seen.1 = w.header.ts;
-                due.push(bytes_of(&w));
+            let mut take = |head: Header, bytes: Vec<u8>| {
+                if head.ts.saturating_add(min_age) <= now && self.delivered.insert((tid, head.kind, head.ts)) {
+                    due.push(bytes);
+                }
+            };
+            if let Some(o) = out.filter(|o| o.prev_tid == tid) {
+                take(o.header, bytes_of(&o));
             }
-            if now_seen != seen {
-                self.delivered.insert(tid, now_seen);
-            } else if exited && out.is_none() && waking.is_none() {
+            if let Some(w) = waking.filter(|w| w.tid == tid) {
+                take(w.header, bytes_of(&w));
+            }
+            if exited && out.is_none() && waking.is_none() {
                 gone.push(tid);
             }
         }
@@ -111,30 +111,21 @@ impl HeldSlots {
             return false;
         }
         let head = header_of(part);
-        let (tid, which) = match head.kind {
+        let tid = match head.kind {
             kind::SWITCH if part.len() >= size_of::<Switch>() => {
                 let r: Switch = unsafe { std::ptr::read_unaligned(part.as_ptr().cast()) };
                 if r.ours & side::NEXT != 0 {
                     return false;
                 }
-                (r.prev_tid, 0)
+                r.prev_tid
             }
             kind::WAKING if part.len() >= size_of::<Waking>() => {
                 let r: Waking = unsafe { std::ptr::read_unaligned(part.as_ptr().cast()) };
-                (r.tid, 1)
+                r.tid
             }
             _ => return false,
         };
-        let Some(seen) = self.delivered.get_mut(&tid) else { return false };
-        let ts = if which == 0 { &mut seen.0 } else { &mut seen.1 };
-        if *ts != head.ts {
-            return false;
-        }
-        *ts = 0;
-        if *seen == (0, 0) {
-            self.delivered.remove(&tid);
-        }
-        true
+        self.delivered.remove(&(tid, head.kind, head.ts))
     }
 }
 

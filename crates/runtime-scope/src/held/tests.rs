@@ -85,3 +85,19 @@ fn threads_are_followed_and_exited_ones_dropped_once_nothing_is_held() {
     assert!(held.take_due(300, 0).is_empty());
     assert!(!held.tids.contains_key(&12));
 }
+
+/// A waking held while its thread was still on its CPU is superseded in
+/// its slot by the next one, and the kernel then sends the old one on its
+/// own: both may have been delivered from the slot by then (top and watch
+/// take every half at each drain), and each of their records is a repeat.
+#[test]
+fn a_superseded_half_delivered_from_its_slot_is_still_known_when_its_record_comes() {
+    let (mut held, base) = slots(&[10]);
+    hold_waking(base, waking(100, 10));
+    assert_eq!(kinds_and_ts(&held.take_due(150, 0)), [(kind::WAKING, 100)]);
+    hold_waking(base, waking(200, 10));
+    assert_eq!(kinds_and_ts(&held.take_due(250, 0)), [(kind::WAKING, 200)]);
+    assert!(held.is_repeat(&bytes_of(&waking(100, 10))), "the old one, sent on its own");
+    assert!(held.is_repeat(&bytes_of(&waking(200, 10))), "the new one, in the switch-in's record");
+    assert!(held.delivered.is_empty());
+}
