@@ -102,6 +102,11 @@ fn switches_held_for_the_switch_in_still_account_exactly() {
         }
         let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
         let count = spans.iter().filter(|s| s.2 == "oncpu").count();
+        // Shown only if a check fails: where the time went.
+        if spans.len() <= 120 {
+            let list: Vec<String> = spans.iter().map(|s| format!("{:.0}+{:.0}:{}", s.0, s.1, s.3)).collect();
+            eprintln!("worker {i} spans (µs at + µs: state): {}", list.join(" "));
+        }
         check_on_cpu(&format!("worker {i}"), on_cpu_us, run.kernel_ns[i] as f64 / 1_000.0, count);
         sleeps_found += spans
             .iter()

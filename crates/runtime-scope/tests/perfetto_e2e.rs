@@ -32,6 +32,12 @@ fn perfetto_trace_of_demo_matches_kernel_accounting() {
             assert!(pair[1].start >= pair[0].end, "{row} ran twice at once: {pair:?}");
         }
         let on_cpu = runs.iter().map(|r| r.end - r.start).sum::<u64>() as f64 / 1_000.0;
+        // Shown only if a check fails: where the time went.
+        if runs.len() <= 60 {
+            let first = runs[0].start;
+            let list: Vec<String> = runs.iter().map(|r| format!("{}+{}", (r.start - first) / 1_000, (r.end - r.start) / 1_000)).collect();
+            eprintln!("{row} on-CPU runs (µs from the first + µs): {}", list.join(" "));
+        }
         if check_on_cpu(&row, on_cpu, run.kernel_ns[i] as f64 / 1_000.0, runs.len()) {
             busy_checked += 1;
         }
