@@ -219,7 +219,9 @@ fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
 /// still be under way when we get here (its command line is empty until
 /// then): it is waited for first, or the stub's line appearing would pass
 /// for the program's. Usually a few ms; a cold start can take over a
-/// second; each wait gives up after 10 s.
+/// second; each wait gives up after 10 s. The program's file must also be
+/// in its maps: once (6.1 under emulation, the first launch after boot)
+/// the maps read next held none of it.
 fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
@@ -242,7 +244,8 @@ fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
     wait_until(&|| cmdline().is_some_and(|c| is_stub(&c)));
     let before = cmdline();
     std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    wait_until(&|| cmdline().is_some_and(|now| Some(&now) != before.as_ref()) && runs_program());
+    let image = std::path::PathBuf::from(format!("/proc/{}/exe", target.pid));
+    wait_until(&|| cmdline().is_some_and(|now| Some(&now) != before.as_ref()) && runs_program() && crate::modules::maps_file(target.pid, &image));
     target.refresh_identity();
     Ok(())
 }

@@ -55,7 +55,7 @@ fn launch_mode_sees_the_program_from_its_first_instruction() {
     let events_of_threads: Vec<&Event> =
         rec.events.iter().filter(|e| matches!(e, Event::NewThread { .. } | Event::Rename { .. } | Event::Exit { .. })).collect();
     assert_eq!(born.iter().filter(|n| **n == "tokio-rt-worker").count(), 2, "{born:?} from {events_of_threads:?}\n{stderr}");
-    assert!(rec.modules.iter().any(|m| m.path.ends_with("/demo-app") && m.build_id.is_some()), "{:?}", rec.modules);
+    assert!(rec.modules.iter().any(|m| m.path.ends_with("/demo-app") && m.build_id.is_some()), "{:?}\n{stderr}", rec.modules);
     // And the report reads it back without root's help.
     let (code, stdout, _) = profiler(&["report", out.to_str().unwrap()]);
     assert_eq!(code, 0);
