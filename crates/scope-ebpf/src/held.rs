@@ -66,18 +66,6 @@ pub fn switch_out(tid: u32, record: &Switch, hold: bool) -> bool {
     hold
 }
 
-/// Sends a switch-out of `tid` still held (see [`switch_out`]) before a
-/// record of its next switch-out that is not held.
-#[inline(always)]
-pub fn flush_out(tid: u32) {
-    let Some(slot) = slot(tid) else { return };
-    if unsafe { core::ptr::read_volatile(&slot.out_tid) } == tid {
-        let stale = slot.out;
-        unsafe { core::ptr::write_volatile(&mut slot.out_tid, 0) };
-        emit(stale);
-    }
-}
-
 /// Holds the waking of `tid` until its switch-in. False: send it now.
 #[inline(always)]
 pub fn hold_waking(tid: u32, record: &Waking) -> bool {

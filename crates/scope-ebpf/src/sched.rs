@@ -103,7 +103,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let copy = matches!(blocked, Blocked::Copy { .. });
     if ours & side::NEXT != 0 {
         if ours & side::PREV != 0 {
-            held::flush_out(prev_tid);
+            // One record carries both sides: a switch-out still held for
+            // the previous thread goes first.
+            held::switch_out(prev_tid, &record, false);
         }
         held::send_switch_in(next_tid, &record);
     } else if !held::switch_out(prev_tid, &record, !copy) {
