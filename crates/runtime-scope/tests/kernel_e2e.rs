@@ -7,6 +7,33 @@ mod common;
 
 use common::*;
 
+/// (start µs, duration µs, name, state), as [`spans_of`] gives them.
+type Span = (f64, f64, String, String);
+
+/// Worker `i`'s states in the trace: they never overlap, their on-CPU time
+/// matches schedstat's `kernel_ns` ([`check_on_cpu`]; true when checked
+/// strictly). Returns them with the count of its 40 ms sleeps (±20%).
+fn check_worker(trace: &serde_json::Value, i: usize, tid: u32, kernel_ns: u64) -> (Vec<Span>, bool, usize) {
+    let spans: Vec<_> = spans_of(trace, tid).into_iter().filter(|s| s.2 == "oncpu" || s.2 == "offcpu").collect();
+    assert!(!spans.is_empty(), "worker {tid} has no spans");
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].0 + pair[0].1 - 0.001, "overlap on {tid}: {:?} then {:?}", pair[0], pair[1]);
+    }
+    // Shown only if a check fails: where the time went.
+    if spans.len() <= 120 {
+        let list: Vec<String> = spans.iter().map(|s| format!("{:.0}+{:.0}:{}", s.0, s.1, s.3)).collect();
+        eprintln!("worker {i} spans (µs at + µs: state): {}", list.join(" "));
+    }
+    let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
+    let switches = spans.iter().filter(|s| s.2 == "oncpu").count();
+    let strict = check_on_cpu(&format!("worker {i}"), on_cpu_us, kernel_ns as f64 / 1_000.0, switches);
+    let sleeps = spans
+        .iter()
+        .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=upper_ms(48.0) * 1e3).contains(&s.1))
+        .count();
+    (spans, strict, sleeps)
+}
+
 #[test]
 fn trace_of_demo_matches_kernel_accounting() {
     require_root();
@@ -41,27 +68,14 @@ fn trace_of_demo_matches_kernel_accounting() {
     let mut strictly_checked = 0;
     let mut sleeps_found = 0;
     for (i, &tid) in workers.iter().enumerate() {
-        let all = spans_of(&trace, tid);
-        // The thread's states never overlap; task polls nest inside on-CPU spans.
-        let spans: Vec<_> = all.iter().filter(|s| s.2 == "oncpu" || s.2 == "offcpu").cloned().collect();
-        assert!(!spans.is_empty(), "worker {tid} has no spans");
-        for pair in spans.windows(2) {
-            let end = pair[0].0 + pair[0].1;
-            assert!(pair[1].0 >= end - 0.001, "overlap on {tid}: {:?} then {:?}", pair[0], pair[1]);
-        }
-        for poll in all.iter().filter(|s| s.2.starts_with("poll")) {
+        let (spans, strict, sleeps) = check_worker(&trace, i, tid, run.kernel_ns[i]);
+        // Task polls nest inside on-CPU spans.
+        for poll in spans_of(&trace, tid).iter().filter(|s| s.2.starts_with("poll")) {
             let inside = spans.iter().any(|s| s.2 == "oncpu" && s.0 <= poll.0 + 0.001 && poll.0 + poll.1 <= s.0 + s.1 + 0.001);
             assert!(inside, "poll piece {poll:?} not inside an on-CPU span of {tid}");
         }
-        let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
-        let switches = spans.iter().filter(|s| s.2 == "oncpu").count();
-        if check_on_cpu(&format!("worker {i}"), on_cpu_us, run.kernel_ns[i] as f64 / 1_000.0, switches) {
-            strictly_checked += 1;
-        }
-        sleeps_found += spans
-            .iter()
-            .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=upper_ms(48.0) * 1e3).contains(&s.1))
-            .count();
+        strictly_checked += usize::from(strict);
+        sleeps_found += sleeps;
     }
     assert!(strictly_checked >= 1, "the CPU-heavy poll should make at least one worker busy");
     // 40 ms sleeps every 500 ms, minus at most 1 s of idle phase in the window.
@@ -96,22 +110,7 @@ fn switches_held_for_the_switch_in_still_account_exactly() {
     assert!(missing <= 3, "{missing} switches missing:\n{}", run.stderr);
     let mut sleeps_found = 0;
     for (i, &tid) in run.workers.iter().enumerate() {
-        let spans: Vec<_> = spans_of(&trace, tid).into_iter().filter(|s| s.2 == "oncpu" || s.2 == "offcpu").collect();
-        for pair in spans.windows(2) {
-            assert!(pair[1].0 >= pair[0].0 + pair[0].1 - 0.001, "overlap on {tid}: {:?} then {:?}", pair[0], pair[1]);
-        }
-        let on_cpu_us: f64 = spans.iter().filter(|s| s.2 == "oncpu").map(|s| s.1).sum();
-        let count = spans.iter().filter(|s| s.2 == "oncpu").count();
-        // Shown only if a check fails: where the time went.
-        if spans.len() <= 120 {
-            let list: Vec<String> = spans.iter().map(|s| format!("{:.0}+{:.0}:{}", s.0, s.1, s.3)).collect();
-            eprintln!("worker {i} spans (µs at + µs: state): {}", list.join(" "));
-        }
-        check_on_cpu(&format!("worker {i}"), on_cpu_us, run.kernel_ns[i] as f64 / 1_000.0, count);
-        sleeps_found += spans
-            .iter()
-            .filter(|s| s.2 == "offcpu" && s.3 == "blocked (S)" && (32_000.0..=upper_ms(48.0) * 1e3).contains(&s.1))
-            .count();
+        sleeps_found += check_worker(&trace, i, tid, run.kernel_ns[i]).2;
     }
     assert!(sleeps_found >= 3, "expected ≥3 blocked gaps of 40 ms ±20%, found {sleeps_found}");
 }
