@@ -8,6 +8,7 @@
 //!
 //! `demo-app [SECONDS]` exits after SECONDS (default: run until killed).
 //! Other shapes of known truth: `--yield-loop N`, `--lock-contention SECONDS`,
+//! `--two-waits SECONDS`,
 //! `--custom-names N`, `--current-thread N`, `--two-runtimes N`,
 //! `--block-in-place N`, `--local-set N` (see `shapes`); `--serve PORT
 //! WORK_US` answers redis-benchmark's PING at a known CPU cost (`server`).
@@ -153,6 +154,9 @@ fn main() {
     if first.as_deref() == Some("--serve") {
         let port = args.next().and_then(|s| s.parse().ok()).unwrap_or(6400);
         return server::serve(port, args.next().and_then(|s| s.parse().ok()).unwrap_or(10));
+    }
+    if first.as_deref() == Some("--two-waits") {
+        return shapes::two_waits(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));
     }
     if first.as_deref() == Some("--lock-contention") {
         return shapes::lock_contention(args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0));

@@ -204,3 +204,43 @@ pub fn lock_contention(secs: f64) {
     });
     holder.join().expect("lock-holder");
 }
+
+/// Blocks its worker for a short while. Shaped exactly like
+/// [`block_longer`], so the two wait at the same place in libc with the
+/// same stack pointer: only the return addresses above tell them apart.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn block_briefly() {
+    std::thread::sleep(Duration::from_millis(std::hint::black_box(TWO_WAITS_MS[0])));
+}
+
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn block_longer() {
+    std::thread::sleep(Duration::from_millis(std::hint::black_box(TWO_WAITS_MS[1])));
+}
+
+/// How long [`block_briefly`] and [`block_longer`] sleep.
+pub const TWO_WAITS_MS: [u64; 2] = [2, 25];
+
+/// `demo-app --two-waits SECONDS`: one task on a 1-worker runtime blocks
+/// its worker in `block_briefly`, yields, blocks in `block_longer`, yields,
+/// and so on: a thread alternating between two waits that look alike to
+/// the kernel. Each blocked stretch's stack must name the right one.
+pub fn two_waits(secs: f64) {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
+    println!("demo-app pid {} (two waits)", std::process::id());
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                block_briefly();
+                tokio::task::yield_now().await;
+                block_longer();
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("two-waits task");
+    });
+}

@@ -173,7 +173,7 @@ impl LiveView {
                 cpu: *cpu,
                 tid: *tid,
                 reason: StackReason::Sample,
-                frames: Vec::new(),
+                frames: std::sync::Arc::from([]),
                 complete: false,
             }),
             _ => None,

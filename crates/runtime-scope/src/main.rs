@@ -4,6 +4,7 @@ mod btf;
 #[macro_use]
 mod say;
 mod cli;
+mod code_ranges;
 mod commands;
 mod exec_follow;
 mod failure;
@@ -30,6 +31,7 @@ mod thread_names;
 mod tiers;
 mod tracefs;
 mod uprobe_multi;
+mod wait_masks;
 mod watch;
 
 use clap::Parser;

@@ -123,6 +123,14 @@ impl Probes {
         self.task_id_field(scope_common::TASK_IDS_OFF)
     }
 
+    /// Where the target's code is now (see [`crate::code_ranges`]).
+    pub fn set_code(&mut self, modules: &[scope_model::Module]) -> Result<()> {
+        let mut map: aya::maps::Array<&mut MapData, scope_common::CodeRanges> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("CODE").context("CODE map missing")?)?;
+        map.set(0, crate::code_ranges::of(modules), 0).context("setting the target's code ranges")?;
+        Ok(())
+    }
+
     fn task_id_field(&mut self, value: u32) -> Result<()> {
         let mut map: aya::maps::Array<&mut MapData, u32> =
             aya::maps::Array::try_from(self.ebpf.map_mut("TASK_ID_FIELD").context("TASK_ID_FIELD map missing")?)?;
@@ -354,6 +362,12 @@ impl Probes {
     pub fn held_slots(&self, tids: impl IntoIterator<Item = u32>) -> Result<crate::held::HeldSlots> {
         let Some(Map::Array(data)) = self.ebpf.map("PENDING") else { anyhow::bail!("PENDING map missing") };
         crate::held::HeldSlots::map(data.fd().as_fd(), tids)
+    }
+
+    /// Where the recorder says which words of a remembered wait matter.
+    pub fn wait_masks(&self) -> Result<crate::wait_masks::WaitMasks> {
+        let Some(Map::Array(data)) = self.ebpf.map("MASKS") else { anyhow::bail!("MASKS map missing") };
+        crate::wait_masks::WaitMasks::map(data.fd().as_fd())
     }
 
     /// Switch-outs and wakings the kernel held for a switch-in.

@@ -282,6 +282,12 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut module_warnings = Vec::new();
     let modules = modules::read(target.pid, &mut module_warnings);
     let mut collector = StackCollector::new(target.pid, &modules);
+    collector.masks = Some(probes.wait_masks()?);
+    // The kernel's repeated-wait check needs the code; libraries mapped
+    // later are added as the collector finds them (`late_code`).
+    let mut code = modules.clone();
+    probes.set_code(&code)?;
+    let late_code = std::cell::RefCell::new(Vec::new());
     let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field));
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
@@ -380,7 +386,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                         if raw.reason == scope_model::StackReason::Sample {
                             batch.extend(identity.mark(raw.ts, raw.tid, raw.task_id));
                         }
-                        batch.extend(collector.process(&raw));
+                        collector.process(&raw, &mut batch);
                     }
                     Err(_) => undecodable += 1,
                 }
@@ -417,7 +423,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                     batch.push(event);
                     // After its switch, as the stack record it replaces came.
                     if let Some(raw) = decode::switch_same_stack(item) {
-                        batch.extend(collector.process(&raw));
+                        collector.process(&raw, &mut batch);
                     }
                 }
                 Err(_) => undecodable += 1,
@@ -442,6 +448,11 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             view.feed(event);
         }
         batch.extend(renamed);
+        for event in &batch {
+            if let Event::NewModule { module, .. } = event {
+                late_code.borrow_mut().push((**module).clone());
+            }
+        }
         sink.events(&batch).context("writing the capture")?;
         batch.clear();
         Ok(decided)
@@ -454,6 +465,10 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         if let Some(d) = drain(&mut view, sink, &mut names, &mut auto, settings.held_due_ns)? {
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
+        }
+        if !late_code.borrow().is_empty() {
+            code.append(&mut late_code.borrow_mut());
+            probes.set_code(&code)?;
         }
         if exec_seen.replace(false) {
             crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);

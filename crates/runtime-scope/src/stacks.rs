@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+/// A stack's frames, shared by the events that repeat it.
+type Frames = std::sync::Arc<[scope_model::Frame]>;
+
 /// Maps are re-read at most this often for addresses already found in no
 /// module after a fresh read (JIT code, garbage from a broken walk)...
 const RESCAN_EVERY: Duration = Duration::from_millis(200);
@@ -48,11 +51,14 @@ pub struct StackCollector {
     /// last): each is hidden on the stack behind the uretprobe trampoline.
     open_polls: HashMap<u32, Vec<u64>>,
     uprobes: Option<Range<u64>>,
-    /// Per thread, its last blocked stack: the kernel says "same as last
-    /// time" instead of copying a wait it has just copied.
-    last_blocked: HashMap<u32, (Vec<scope_model::Frame>, bool)>,
-    /// Blocked switch-outs that repeated the previous stack.
+    /// Per thread and remembered wait (the kernel keeps two a thread), the
+    /// stack last copied for it: the kernel says "same as that one"
+    /// instead of copying a wait again.
+    last_blocked: HashMap<(u32, u8), (Frames, bool)>,
+    /// Blocked switch-outs that repeated a remembered wait's stack.
     pub repeats: u64,
+    /// Where to say which words of a remembered wait its unwinding read.
+    pub masks: Option<crate::wait_masks::WaitMasks>,
 }
 
 impl StackCollector {
@@ -72,6 +78,7 @@ impl StackCollector {
             live: Vec::new(),
             open_polls: HashMap::new(),
             last_blocked: HashMap::new(),
+            masks: None,
             repeats: 0,
             uprobes: None,
         };
@@ -234,20 +241,24 @@ impl StackCollector {
         self.bytes_used[step] += 1;
     }
 
-    pub fn process(&mut self, raw: &RawStack<'_>) -> Vec<Event> {
+    /// The stack's event, after any modules found for it, onto `out`.
+    pub fn process(&mut self, raw: &RawStack<'_>, out: &mut Vec<Event>) {
         if raw.same_as_last {
-            let Some((frames, complete)) = self.last_blocked.get(&raw.tid) else { return Vec::new() };
+            // The busy path (most waits of a server): no allocation.
+            let Some((frames, complete)) = raw.way.and_then(|way| self.last_blocked.get(&(raw.tid, way))) else { return };
             self.repeats += 1;
-            return vec![Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete }];
+            out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete });
+            return;
         }
-        let mut out = Vec::new();
         let restored = self.restore_return_addresses(raw.tid, raw.bytes);
         let bytes = restored.as_deref().unwrap_or(raw.bytes);
         let mut unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
         if unwound.first_unknown().is_some_and(|avma| self.worth_rescan(avma)) {
-            out = self.rescan(raw.ts);
+            let found = self.rescan(raw.ts);
+            let any = !found.is_empty();
+            out.extend(found);
             self.uprobes = modules::uprobes_area(self.pid);
-            if !out.is_empty() {
+            if any {
                 unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, bytes);
             }
             if let Some(still) = unwound.first_unknown() {
@@ -260,18 +271,23 @@ impl StackCollector {
         if unwound.complete {
             self.count_used(unwound.bytes_used);
         }
-        if raw.reason == scope_model::StackReason::Blocked {
-            self.last_blocked.insert(raw.tid, (unwound.frames.clone(), unwound.complete));
+        let frames: Frames = unwound.frames.into();
+        if let (scope_model::StackReason::Blocked, Some(way)) = (raw.reason, raw.way) {
+            self.last_blocked.insert((raw.tid, way), (frames.clone(), unwound.complete));
+            // Return addresses put back from behind uprobe trampolines
+            // are not what the kernel compares: no mask for those.
+            if let (Some(masks), None) = (self.masks.as_mut(), &restored) {
+                masks.publish(raw.tid, way, raw.ts, unwound.words_read);
+            }
         }
         out.push(Event::Stack {
             ts: raw.ts,
             cpu: raw.cpu,
             tid: raw.tid,
             reason: raw.reason,
-            frames: unwound.frames,
+            frames,
             complete: unwound.complete,
         });
-        out
     }
 }
 

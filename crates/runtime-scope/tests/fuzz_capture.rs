@@ -81,7 +81,7 @@ fn event(paths: Vec<String>) -> impl Strategy<Value = Event> {
         1 => (ts(), tid(), "tokio-rt-worker|main|.{0,16}").prop_map(|(ts, tid, name)| Event::Rename { ts, tid, name }),
         2 => (ts(), cpu(), tid(), any::<bool>(), proptest::collection::vec(frame(), 0..12), any::<bool>()).prop_map(
             |(ts, cpu, tid, blocked, frames, complete)| Event::Stack {
-                ts, cpu, tid, reason: if blocked { StackReason::Blocked } else { StackReason::Sample }, frames, complete,
+                ts, cpu, tid, reason: if blocked { StackReason::Blocked } else { StackReason::Sample }, frames: frames.into(), complete,
             }
         ),
         1 => (ts(), prop_oneof![0u32..5, Just(0xFFFF_FFF0u32), any::<u32>()], module(paths)).prop_map(|(ts, index, module)| Event::NewModule { ts, index, module: Box::new(module) }),

@@ -88,10 +88,20 @@ pub mod stack_reason {
 pub mod side {
     pub const PREV: u32 = 1;
     pub const NEXT: u32 = 2;
-    /// The previous thread blocked where it blocked last time (same ip, sp,
-    /// task and top of stack): its stack is the last blocked one the reader
-    /// got, and no stack record follows. Was a record of its own.
+    /// The previous thread blocked where it blocked before (same ip, sp
+    /// and return addresses atop its stack): its stack is the one the
+    /// reader got for that remembered wait (which one: [`same_way`];
+    /// [`StackHeader::remembered`]), and no stack record follows. Was a
+    /// record of its own.
     pub const SAME_STACK: u32 = 4;
+    /// With [`SAME_STACK`]: which of the thread's remembered waits, in
+    /// these two bits ([`super::WAIT_WAYS`] of them).
+    pub const SAME_WAY_SHIFT: u32 = 3;
+    pub const SAME_WAY_BITS: u32 = 3 << SAME_WAY_SHIFT;
+
+    pub const fn same_way(ours: u32) -> u32 {
+        (ours & SAME_WAY_BITS) >> SAME_WAY_SHIFT
+    }
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -127,7 +137,11 @@ pub struct StackHeader {
     pub sp: u64,
     pub bp: u64,
     pub len: u32,
-    pub _pad: u32,
+    /// A blocked stack the kernel remembers, as way 1 + N of its thread's
+    /// waits: a later switch record may say "the same as" it
+    /// ([`side::SAME_STACK`]); its [`WaitMask`] names it by `header.ts`.
+    /// 0: not remembered (samples; an unreadable top).
+    pub remembered: u32,
     /// Tokio's current task id on that thread (as in [`Switch::task_id`]).
     pub task_id: u64,
 }
@@ -145,6 +159,53 @@ pub struct StackConfig {
     /// shallower than samples land (95% need ≤ 1.8 KiB, measured).
     pub blocked_stack_bytes: u32,
     pub _pad2: u32,
+}
+
+/// The target's executable mappings, `[start, length]` (unused entries
+/// 0 long), main program first: a thread's wait is told to repeat its last
+/// by the return addresses at the top of its stack, and only words in
+/// these ranges can be those (the others are saved registers, which vary
+/// from one wait to the next at the same place). Set by userspace, updated
+/// when libraries are mapped later.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeRanges {
+    pub ranges: [[u64; 2]; CODE_RANGES],
+}
+
+pub const CODE_RANGES: usize = 8;
+
+/// Which words atop a remembered wait's stack its unwinding read (bit i:
+/// the 8 bytes at `sp + 8 i`): the return addresses (and saved frame
+/// pointers) the frames were found by. A later wait at the same ip and sp
+/// whose words there are equal unwinds to the same frames that far, so it
+/// repeats the stack; other words (locals, stale return addresses of
+/// calls long returned) may differ. Written by the recorder once it has
+/// unwound the copy made at `copied_ts` (a seqcount: odd while written),
+/// in a `BPF_F_MMAPABLE` array indexed by [`wait_mask_slot`]; until then
+/// the kernel compares every word that points into code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitMask {
+    pub seq: u32,
+    pub tid: u32,
+    pub copied_ts: u64,
+    pub words: u64,
+}
+
+/// Stack words a wait is compared on (512 bytes): two waits at the same
+/// place in libc with the same stack pointer differ first in a return
+/// address above the callees they share (`thread::sleep` and
+/// `clock_nanosleep` take 120 bytes).
+pub const WAIT_WORDS: usize = 64;
+/// Remembered waits per thread: an idle Tokio worker parks on its condvar
+/// and in epoll, and its tasks wait in a place or two more (on mini-redis
+/// under load, two ways thrashed between four waits).
+pub const WAIT_WAYS: u32 = 4;
+pub const WAIT_MASK_SLOTS: u32 = PENDING_SLOTS * WAIT_WAYS;
+
+pub const fn wait_mask_slot(tid: u32, way: u32) -> u32 {
+    ((tid & PENDING_MASK) << 2) | (way & (WAIT_WAYS - 1))
 }
 
 /// Capacity of the thread filter map.
@@ -298,6 +359,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::TaskIdLayout {}
     unsafe impl aya::Pod for super::StackConfig {}
+    unsafe impl aya::Pod for super::CodeRanges {}
 }
 
 /// A task was spawned (`OwnedTasks::bind_inner`): from now on its header

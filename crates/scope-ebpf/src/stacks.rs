@@ -12,7 +12,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
-use scope_common::{Header, STACK_MAX, StackConfig, StackHeader, counter, kind, stack_reason};
+use scope_common::{CODE_RANGES, CodeRanges, Header, STACK_MAX, WAIT_MASK_SLOTS, WAIT_WAYS, WAIT_WORDS, WaitMask, wait_mask_slot, StackConfig, StackHeader, counter, kind, stack_reason};
 
 #[unsafe(no_mangle)]
 static STACK_CONFIG: StackConfig =
@@ -120,36 +120,78 @@ fn within_budget(now: u64, bytes: u64, rate: u64) -> bool {
     true
 }
 
-/// What a thread's last blocked stack looked like: where it waited (ip,
-/// sp), in which task, and the top of its stack (the caller's return
-/// addresses are in it).
+/// One of a thread's remembered waits: where it waited (ip, sp) and the
+/// top of its stack (the callers' return addresses are in it). Not the
+/// task: its switch record carries that, and tasks of one kind waiting at
+/// one place have the same stack.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct LastBlocked {
     ip: u64,
     sp: u64,
-    task_id: u64,
+    /// When it was copied: which [`WaitMask`] describes it.
+    copied_ts: u64,
+    /// When it was copied or last repeated: the least recent is replaced.
+    used_ts: u64,
     top: [u64; TOP_WORDS],
 }
 
-const TOP_WORDS: usize = 8;
+const TOP_WORDS: usize = WAIT_WORDS;
 
-/// Per thread of the target (an LRU: threads come and go).
+/// The wait being looked at (too large for sched_switch's stack).
 #[map]
-static LAST_BLOCKED: LruHashMap<u32, LastBlocked> = LruHashMap::with_max_entries(4096, 0);
+static NOW: PerCpuArray<LastBlocked> = PerCpuArray::with_max_entries(1, 0);
+
+/// A thread's last waits at distinct places ([`WAIT_WAYS`]): an idle
+/// Tokio worker alternates between parking on its condvar and waiting in
+/// epoll (on mini-redis a single remembered wait matched only ~55% of
+/// them). The reader keeps the stack of each way
+/// ([`scope_common::side::same_way`]).
+#[repr(C)]
+pub struct Waits {
+    way: [LastBlocked; WAYS],
+}
+
+const WAYS: usize = WAIT_WAYS as usize;
+
+/// `BPF_F_MMAPABLE`: the recorder writes the masks without a syscall.
+const MMAPABLE: u32 = 1 << 10;
+
+/// [`WaitMask`]s, by [`wait_mask_slot`].
+#[map]
+static MASKS: Array<WaitMask> = Array::with_max_entries(WAIT_MASK_SLOTS, MMAPABLE);
+
+/// What a thread that never waited before starts from (a map value may be
+/// inserted from global data, not from sched_switch's full stack).
+static NO_WAITS: Waits = Waits {
+    way: [LastBlocked { ip: 0, sp: 0, copied_ts: 0, used_ts: 0, top: [0; TOP_WORDS] }; WAYS],
+};
+
+/// Per thread of the target (an LRU: threads come and go). 2.1 KiB a
+/// thread, 4.4 MiB in all: a target with more threads than this waiting
+/// at once has some of their waits copied again (within the budget).
+#[map]
+static LAST_BLOCKED: LruHashMap<u32, Waits> = LruHashMap::with_max_entries(2048, 0);
+
+/// Where the target's code is ([`CodeRanges`]): a map, so userspace can
+/// add libraries mapped after the start.
+#[map]
+static CODE: Array<CodeRanges> = Array::with_max_entries(1, 0);
 
 /// What to do with a blocked switch-out's stack, decided before its switch
-/// record is written: a repeat of the thread's last blocked stack rides in
-/// that record as a bit ([`scope_common::side::SAME_STACK`]) instead of a
-/// record of its own.
+/// record is written: a repeat of one of the thread's remembered waits
+/// rides in that record as bits ([`scope_common::side::SAME_STACK`], and
+/// which way) instead of a record of its own.
 pub enum Blocked {
     Nothing,
-    Same,
-    /// Copy it; `comparable`: its top was read, so `now` can be remembered.
-    Copy { regs: UserRegs, now: LastBlocked, comparable: bool },
+    Same { way: u32 },
+    /// Copy it; `way`: where `now` is remembered (None: its top could not
+    /// be read, so it cannot be compared later).
+    Copy { regs: UserRegs, way: Option<u32> },
 }
 
 #[inline(always)]
-pub fn plan_blocked(tid: u32, task_id: u64, ts: u64) -> Blocked {
+pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
     if config().blocked_stack_bytes == 0 {
         return Blocked::Nothing;
     }
@@ -157,49 +199,177 @@ pub fn plan_blocked(tid: u32, task_id: u64, ts: u64) -> Blocked {
         bump(counter::STACKS_UNREADABLE);
         return Blocked::Nothing;
     };
-    // A worker parks at the same place thousands of times a second: the
-    // same ip, sp, task and top of stack as its last wait is the same
-    // stack, so say so instead of copying it again.
-    let mut now = LastBlocked { ip: regs.ip, sp: regs.sp, task_id, top: [0; TOP_WORDS] };
+    // A worker parks at the same places thousands of times a second: the
+    // same ip, sp and return addresses atop the stack as a remembered wait
+    // is the same stack, so say so instead of copying it.
+    let Some(now) = NOW.get_ptr_mut(0) else { return Blocked::Nothing };
+    let now = unsafe { &mut *now };
+    (now.ip, now.sp) = (regs.ip, regs.sp);
     let top_read = unsafe {
         bpf_probe_read_user(now.top.as_mut_ptr().cast(), (TOP_WORDS * 8) as u32, regs.sp as *const core::ffi::c_void)
     };
-    if top_read == 0 {
-        if let Some(last) = LAST_BLOCKED.get_ptr(tid) {
-            let last = unsafe { &*last };
-            if last.ip == now.ip && last.sp == now.sp && last.task_id == now.task_id && last.top == now.top {
-                return Blocked::Same;
+    let waits = LAST_BLOCKED.get_ptr_mut(tid);
+    let mut replace = Some(0);
+    if let Some(waits) = waits {
+        let waits = unsafe { &mut *waits };
+        let mut oldest = u64::MAX;
+        let mut w = 0;
+        while w < WAYS {
+            if waits.way[w].used_ts < oldest {
+                oldest = waits.way[w].used_ts;
+                replace = Some(w as u32);
+            }
+            w += 1;
+        }
+        if top_read == 0 {
+            let mut w = 0;
+            while w < WAYS {
+                match compare(tid, w as u32, &waits.way[w], now) {
+                    Compared::Same => {
+                        waits.way[w].used_ts = ts;
+                        return Blocked::Same { way: w as u32 };
+                    }
+                    // Most likely the same wait, while the recorder has
+                    // not yet said which words matter: copied, but the
+                    // way is kept for the mask that is on its way
+                    // (replacing it would start the wait over, with a
+                    // new copy, on every wait).
+                    Compared::Unsure => replace = None,
+                    Compared::Different => {}
+                }
+                w += 1;
             }
         }
     }
-    // Over budget, nothing is sent and the entry is left alone: it still
-    // describes the last stack the reader got, which is what a later
-    // "same as last" refers to. (Updating it and taking it back were two
-    // hash-map writes per wait, on every wait once a busy server is over
-    // budget: on mini-redis four waits in five were.) Decided here, before
-    // the switch record: one without a stack after it can be held.
+    // Over budget, nothing is sent and the ways are left alone: they still
+    // describe stacks the reader got, which is what a later "same as"
+    // refers to. (Updating and taking back were two hash-map writes per
+    // wait, on every wait once a busy server is over budget.) Decided
+    // here, before the switch record: one without a stack after it can be
+    // held.
     let cfg = config();
     if !within_budget(ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
         bump(counter::STACKS_OVER_BUDGET);
         return Blocked::Nothing;
     }
-    Blocked::Copy { regs, now, comparable: top_read == 0 }
+    Blocked::Copy { regs, way: if top_read == 0 { replace } else { None } }
+}
+
+enum Compared {
+    Same,
+    /// Same place, but words that may be return addresses differ and the
+    /// recorder has not said which words its frames came from.
+    Unsure,
+    Different,
+}
+
+/// Not inlined: four ways of 64 words inlined into sched_switch are more
+/// paths than the verifier walks.
+#[inline(never)]
+fn compare(tid: u32, way: u32, last: &LastBlocked, now: &LastBlocked) -> Compared {
+    if last.ip != now.ip || last.sp != now.sp {
+        return Compared::Different;
+    }
+    match mask_of(tid, way, last.copied_ts) {
+        Some(words) if same_masked_words(&last.top, &now.top, words) => Compared::Same,
+        Some(_) => Compared::Different,
+        None if same_code_words(&last.top, &now.top) => Compared::Same,
+        None => Compared::Unsure,
+    }
+}
+
+/// The words the recorder's unwinding of that copy read, if it has said
+/// so by now (and is not saying it this instant).
+#[inline(always)]
+fn mask_of(tid: u32, way: u32, copied_ts: u64) -> Option<u64> {
+    let m = MASKS.get_ptr(wait_mask_slot(tid, way))?;
+    unsafe {
+        let seq = core::ptr::read_volatile(&(*m).seq);
+        let (owner, ts, words) =
+            (core::ptr::read_volatile(&(*m).tid), core::ptr::read_volatile(&(*m).copied_ts), core::ptr::read_volatile(&(*m).words));
+        let valid = seq & 1 == 0 && core::ptr::read_volatile(&(*m).seq) == seq && owner == tid && ts == copied_ts && words != 0;
+        valid.then_some(words)
+    }
+}
+
+#[inline(always)]
+fn same_masked_words(last: &[u64; TOP_WORDS], now: &[u64; TOP_WORDS], words: u64) -> bool {
+    // Without a branch a word: one path for the verifier.
+    let mut differ = 0u64;
+    let mut i = 0;
+    while i < TOP_WORDS {
+        differ |= (last[i] ^ now[i]) & 0u64.wrapping_sub((words >> i) & 1);
+        i += 1;
+    }
+    differ == 0
+}
+
+/// Whether two tops of stack hold the same return addresses: a word that
+/// points into the target's code (in either) must be equal; other words
+/// are saved registers and locals (timeouts, heap and stack pointers),
+/// which differ from one wait to the next at the same place.
+#[inline(always)]
+fn same_code_words(last: &[u64; TOP_WORDS], now: &[u64; TOP_WORDS]) -> bool {
+    let Some(code) = CODE.get_ptr(0) else { return false };
+    // Without a branch a word (see `below`): one path for the verifier,
+    // where branches on 64 words of four ways took it ~0.5 s to walk.
+    let mut differ = 0u64;
+    let mut i = 0;
+    while i < TOP_WORDS {
+        let (a, b) = (last[i], now[i]);
+        differ |= (a ^ b) & 0u64.wrapping_sub(in_code(code, a) | in_code(code, b));
+        i += 1;
+    }
+    differ == 0
+}
+
+/// 1 when `word` is in one of the ranges (`[start, len]`).
+#[inline(always)]
+fn in_code(code: *const CodeRanges, word: u64) -> u64 {
+    let mut inside = 0;
+    let mut r = 0;
+    while r < CODE_RANGES {
+        let [start, len] = unsafe { core::ptr::read_volatile(&(*code).ranges[r]) };
+        inside |= below(word.wrapping_sub(start), len);
+        r += 1;
+    }
+    inside
+}
+
+/// `a < b` (unsigned) as 1 or 0, computed without a branch (Hacker's
+/// Delight 2-12): BPF has no conditional set, so a comparison is a jump.
+#[inline(always)]
+fn below(a: u64, b: u64) -> u64 {
+    ((!a & b) | ((!a | b) & a.wrapping_sub(b))) >> 63
 }
 
 /// The copy [`plan_blocked`] asked for, after the switch record.
 #[inline(always)]
-pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, now: &LastBlocked, comparable: bool) {
+pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, way: Option<u32>) {
     let cfg = config();
-    if comparable {
-        let _ = LAST_BLOCKED.insert(tid, now, 0);
-    } else {
-        // Not comparable: the next wait here must not pass for a repeat.
-        let _ = LAST_BLOCKED.remove(tid);
+    // The stack record says which way it fills (1 + way; 0: none).
+    let mut remembered = 0;
+    if let Some(w) = way {
+        if LAST_BLOCKED.get_ptr(tid).is_none() {
+            let _ = LAST_BLOCKED.insert(tid, &NO_WAITS, 0);
+        }
+        if let (Some(waits), Some(now)) = (LAST_BLOCKED.get_ptr_mut(tid), NOW.get_ptr(0)) {
+            let waits = unsafe { &mut *waits };
+            let i = (w & (WAIT_WAYS - 1)) as usize;
+            waits.way[i] = unsafe { *now };
+            (waits.way[i].copied_ts, waits.way[i].used_ts) = (head.ts, head.ts);
+            remembered = 1 + i as u32;
+        }
     }
-    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, regs) && comparable {
+    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, regs, remembered)
+        && remembered != 0
+    {
         // The reader did not get it (ring buffer full): a later repeat
-        // would point at the stack before it.
-        let _ = LAST_BLOCKED.remove(tid);
+        // would point at the stack that way held before.
+        if let Some(waits) = LAST_BLOCKED.get_ptr_mut(tid) {
+            let waits = unsafe { &mut *waits };
+            waits.way[((remembered - 1) & (WAIT_WAYS - 1)) as usize].ip = 0;
+        }
     }
 }
 
@@ -212,12 +382,12 @@ pub fn copy(head: Header, tid: u32, reason: u32, task_id: u64, want: u32) {
         bump(counter::STACKS_UNREADABLE);
         return;
     };
-    copy_with(head, tid, reason, task_id, want, &regs);
+    copy_with(head, tid, reason, task_id, want, &regs, 0);
 }
 
 /// False when nothing reached the ring buffer.
 #[inline(always)]
-fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs: &UserRegs) -> bool {
+fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs: &UserRegs, remembered: u32) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(unsafe { bpf_get_smp_processor_id() }) else { return false };
     let scratch = unsafe { &mut *scratch };
     let dst: *mut u8 = scratch.data.as_mut_ptr();
@@ -262,7 +432,7 @@ fn copy_with(head: Header, tid: u32, reason: u32, task_id: u64, want: u32, regs:
         sp: regs.sp,
         bp: regs.bp,
         len,
-        _pad: 0,
+        remembered,
         task_id,
     };
     let size = (size_of::<StackHeader>() as u64) + u64::from(len);

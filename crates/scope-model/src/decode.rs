@@ -58,9 +58,12 @@ pub struct RawStack<'a> {
     pub bytes: &'a [u8],
     /// Tokio's current task id on the thread (0: none or not read).
     pub task_id: u64,
-    /// A blocked switch-out whose stack is the thread's previous blocked
-    /// one (no bytes: from a switch record, [`switch_same_stack`]).
+    /// A blocked switch-out whose stack is one the thread's earlier waits
+    /// sent (no bytes: from a switch record, [`switch_same_stack`]).
     pub same_as_last: bool,
+    /// Which of the thread's remembered waits (0 to 3) this stack repeats
+    /// (`same_as_last`) or becomes (a copy); None: not remembered.
+    pub way: Option<u8>,
 }
 
 /// Stack records need the target's modules to become events (unwinding).
@@ -108,6 +111,7 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         bytes: stack,
         task_id: head.task_id,
         same_as_last: false,
+        way: (1..=scope_common::WAIT_WAYS).contains(&head.remembered).then(|| (head.remembered - 1) as u8),
     })
 }
 
@@ -135,6 +139,7 @@ pub fn switch_same_stack(bytes: &[u8]) -> Option<RawStack<'static>> {
         bytes: &[],
         task_id: r.task_id,
         same_as_last: true,
+        way: Some(side::same_way(r.ours) as u8),
     })
 }
 
@@ -323,8 +328,13 @@ mod tests {
             task_id: 7,
         };
         let stack = switch_same_stack(&bytes_of(&raw)).unwrap();
-        assert_eq!((stack.ts, stack.cpu, stack.tid, stack.reason, stack.task_id, stack.same_as_last), (42, 1, 10, StackReason::Blocked, 7, true));
+        assert_eq!(
+            (stack.ts, stack.cpu, stack.tid, stack.reason, stack.task_id, stack.same_as_last, stack.way),
+            (42, 1, 10, StackReason::Blocked, 7, true, Some(0))
+        );
         assert!(matches!(decode(&bytes_of(&raw)).unwrap(), Event::Switch { prev_ours: true, next_ours: false, .. }));
+        raw.ours |= 3 << side::SAME_WAY_SHIFT;
+        assert_eq!(switch_same_stack(&bytes_of(&raw)).unwrap().way, Some(3), "the thread's fourth remembered wait");
         raw.ours = side::PREV;
         assert_eq!(switch_same_stack(&bytes_of(&raw)), None);
     }
@@ -398,7 +408,7 @@ mod tests {
             sp: 0x7ff0,
             bp: 0,
             len: 3,
-            _pad: 0,
+            remembered: 2,
             task_id: 0,
         };
         let mut bytes = bytes_of(&head);
@@ -406,6 +416,7 @@ mod tests {
         assert!(is_stack(&bytes));
         let raw = decode_stack(&bytes).unwrap();
         assert_eq!((raw.tid, raw.reason, raw.ip, raw.bytes), (4, StackReason::Blocked, 0x1000, &[1u8, 2, 3][..]));
+        assert_eq!(raw.way, Some(1), "kept by the kernel as the thread's second wait");
         assert!(decode_stack(&bytes[..bytes.len() - 1]).is_err(), "fewer bytes than announced");
     }
 

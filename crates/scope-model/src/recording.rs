@@ -29,8 +29,10 @@ pub enum Event {
         tid: u32,
         reason: StackReason,
         /// Innermost first: the sampled instruction, then each caller's
-        /// return address minus one (ready for symbol lookup).
-        frames: Vec<Frame>,
+        /// return address minus one (ready for symbol lookup). Shared: a
+        /// thread's repeated waits are the same frames (on a busy server
+        /// most blocked switch-outs are), so a repeat costs no copy.
+        frames: std::sync::Arc<[Frame]>,
         /// The unwinder reached the thread's first frame.
         complete: bool,
     },

@@ -33,6 +33,13 @@ pub struct Unwound {
     pub unknown_addresses: usize,
     /// Bytes above `sp` the walk read: what this stack needed copied.
     pub bytes_used: usize,
+    /// Which of the first 64 words above `sp` the frames found depend on
+    /// (bit i: the 8 bytes at `sp + 8 i`), with ip and sp: those the walk
+    /// read a return address from, or a saved frame pointer that points
+    /// into this stack (one a caller's frame could be found by). A saved
+    /// `rbp` holding data (it is a general register in code built without
+    /// frame pointers) was read but found nothing.
+    pub words_read: u64,
 }
 
 impl Unwound {
@@ -104,13 +111,19 @@ impl StackUnwinder {
     /// Walks the stack copied at `sp` (`stack` holds memory from `sp` up).
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
         let mut bytes_used = 0usize;
+        // (offset, value) of the reads in the first 64 words.
+        let mut reads: Vec<(usize, u64)> = Vec::new();
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let at = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(at..at + 8).ok_or(())?;
             bytes_used = bytes_used.max(at + 8);
+            if at < 64 * 8 {
+                reads.push((at, u64::from_le_bytes(bytes.try_into().map_err(|_| ())?)));
+            }
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let mut frames = Vec::new();
+        let mut return_addresses = Vec::new();
         let mut unknown = 0;
         let mut complete = false;
         let mut iter = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
@@ -120,7 +133,10 @@ impl StackUnwinder {
                     let lookup = match address {
                         FrameAddress::InstructionPointer(a) => a,
                         // The call instruction, not the one after it.
-                        FrameAddress::ReturnAddress(a) => a.get() - 1,
+                        FrameAddress::ReturnAddress(a) => {
+                            return_addresses.push(a.get());
+                            a.get() - 1
+                        }
                     };
                     let frame = self.mapped.iter().find(|m| m.avma.contains(&lookup)).map(|m| Frame {
                         module: m.index,
@@ -143,7 +159,19 @@ impl StackUnwinder {
                 Err(_) => break,
             }
         }
-        Unwound { frames, complete, unknown_addresses: unknown, bytes_used }
+        let stack_range = sp..sp.saturating_add(stack.len() as u64);
+        let mut words_read = 0u64;
+        for (at, value) in reads {
+            if return_addresses.contains(&value) || stack_range.contains(&value) {
+                // An unaligned read touches two words.
+                for word in [at / 8, at.div_ceil(8)] {
+                    if word < 64 {
+                        words_read |= 1 << word;
+                    }
+                }
+            }
+        }
+        Unwound { frames, complete, unknown_addresses: unknown, bytes_used, words_read }
     }
 
     pub fn knows(&self, avma: u64) -> bool {

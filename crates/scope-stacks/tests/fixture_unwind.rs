@@ -19,6 +19,7 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (rebuild with tests/fixtures/regenerate.sh)", path.display()))
 }
 
+#[derive(Clone)]
 struct Dump {
     ip: u64,
     sp: u64,
@@ -153,4 +154,28 @@ fn a_stripped_copy_unwinds_the_same_and_keeps_module_offsets() {
         "{:?}",
         symbols.warnings
     );
+}
+
+/// The words the frames came from: changing any other word of the stack
+/// (a local, a saved register) gives the same frames, changing one of
+/// them gives other frames or none. What the kernel's repeated-wait check
+/// compares on (`words_read`).
+#[test]
+fn the_frames_depend_on_the_words_read_and_on_no_other() {
+    let dump = load_dump();
+    let modules = modules("deep", &dump);
+    let unwound = unwind(&modules, &dump);
+    let words = unwound.words_read;
+    assert_ne!(words, 0, "{unwound:?}");
+    let window = dump.stack.len().min(64 * 8) / 8;
+    for i in 0..window {
+        let mut stack = dump.stack.clone();
+        stack[i * 8..i * 8 + 8].copy_from_slice(&0x4141_4141_4141_4141u64.to_le_bytes());
+        let changed = unwind(&modules, &Dump { stack, ..dump.clone() });
+        if words & (1 << i) == 0 {
+            assert_eq!(changed.frames, unwound.frames, "word {i} is not one the frames came from");
+        } else {
+            assert_ne!(changed.frames, unwound.frames, "word {i} is one the frames came from");
+        }
+    }
 }

@@ -39,7 +39,7 @@ fn state() -> TopState {
         // worker 0: parked, then a 30 ms heavy poll, then a short one.
         ev.push(switch(t + 100 * MS, 0, 10, 0));
         ev.push(Event::PollStart { ts: t + 100 * MS, tid: 10, task: 0xa0, poll_fn: f(0x100) });
-        ev.push(Event::Stack { ts: t + 115 * MS, cpu: 0, tid: 10, reason: scope_model::StackReason::Sample, frames: vec![f(0x10), f(0x90)], complete: true });
+        ev.push(Event::Stack { ts: t + 115 * MS, cpu: 0, tid: 10, reason: scope_model::StackReason::Sample, frames: vec![f(0x10), f(0x90)].into(), complete: true });
         ev.push(Event::PollEnd { ts: t + 130 * MS, tid: 10 });
         for j in 0..3 {
             ev.push(Event::PollStart { ts: t + 131 * MS + j * 300_000, tid: 10, task: 0xb0 + i, poll_fn: f(0x200) });
@@ -50,7 +50,7 @@ fn state() -> TopState {
         ev.push(switch(t + 300 * MS, 0, 11, 0));
         ev.push(Event::PollStart { ts: t + 300 * MS, tid: 11, task: 0xc0, poll_fn: f(0x300) });
         ev.push(switch(t + 301 * MS, 11, 0, 1));
-        ev.push(Event::Stack { ts: t + 301 * MS, cpu: 0, tid: 11, reason: scope_model::StackReason::Blocked, frames: vec![f(0x20), f(0x21), f(0x90)], complete: true });
+        ev.push(Event::Stack { ts: t + 301 * MS, cpu: 0, tid: 11, reason: scope_model::StackReason::Blocked, frames: vec![f(0x20), f(0x21), f(0x90)].into(), complete: true });
         ev.push(switch(t + 341 * MS, 0, 11, 0));
         ev.push(Event::PollEnd { ts: t + 342 * MS, tid: 11 });
         ev.push(switch(t + 343 * MS, 11, 0, 1));

@@ -211,7 +211,7 @@ mod tests {
             Event::TaskId { ts: 500 * MS, tid: 7, task: 0xa, id: 42 },
             Event::PollStart { ts: 500 * MS, tid: 7, task: 0xa, poll_fn },
             Event::Switch { ts: 501 * MS, cpu: 0, prev_tid: 7, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 },
-            Event::Stack { ts: 501 * MS, cpu: 0, tid: 7, reason: StackReason::Blocked, frames: vec![sleep, stall], complete: true },
+            Event::Stack { ts: 501 * MS, cpu: 0, tid: 7, reason: StackReason::Blocked, frames: vec![sleep, stall].into(), complete: true },
             Event::Waking { ts: 700 * MS, tid: 7, waker_tid: 0, waker_pid: 0 },
             Event::Switch { ts: 701 * MS, cpu: 0, prev_tid: 0, next_tid: 7, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 },
             Event::PollEnd { ts: 702 * MS, tid: 7 },

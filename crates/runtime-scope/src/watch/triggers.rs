@@ -274,8 +274,8 @@ impl Detector {
                 let id = self.id_at(*tid, *ts);
                 let t = self.thread(*tid);
                 match t.off.as_mut() {
-                    Some(off) if off.since == *ts => off.stack = frames.clone(),
-                    _ => t.early_stack = Some((*ts, frames.clone())),
+                    Some(off) if off.since == *ts => off.stack = frames.to_vec(),
+                    _ => t.early_stack = Some((*ts, frames.to_vec())),
                 }
                 if let Some(id) = id {
                     Self::sight(*tid, t, id, frames, out);

@@ -96,7 +96,7 @@ fn recording_with_stacks() -> (Recording, Symbols) {
         cpu: 1,
         tid: WORKER,
         reason: StackReason::Sample,
-        frames: vec![f(0x10), f(0x20), f(0x30)],
+        frames: vec![f(0x10), f(0x20), f(0x30)].into(),
         complete: true,
     });
     for span in worker.spans.iter().filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))) {
@@ -105,7 +105,7 @@ fn recording_with_stacks() -> (Recording, Symbols) {
             cpu: 0,
             tid: WORKER,
             reason: StackReason::Blocked,
-            frames: vec![f(0x40), f(0x50), f(0x20), f(0x30)],
+            frames: vec![f(0x40), f(0x50), f(0x20), f(0x30)].into(),
             complete: true,
         });
     }

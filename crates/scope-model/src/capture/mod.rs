@@ -23,12 +23,23 @@ pub const MAGIC: [u8; 8] = *b"RSCOPE\n\0";
 /// 2: a stack equal to the previous one of its thread in the same frame is
 /// written as the one-frame [`REPEAT`] stack (version 1 readers would name
 /// that frame wrongly instead of refusing the file).
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: or equal to one of its thread's few stacks before that ([`repeat`]).
+pub const FORMAT_VERSION: u16 = 3;
 /// The only frame of a stack written as "the same frames (and completeness)
 /// as this thread's previous stack in this events frame": most blocked
 /// stacks of a server repeat (96% on mini-redis under load, where their
 /// frames were 40% of the capture). No module has this index.
-pub const REPEAT: crate::Frame = crate::Frame { module: u32::MAX - 1, offset: 0 };
+pub const REPEAT: crate::Frame = repeat(0);
+/// How far back [`repeat`] reaches: an idle Tokio worker alternates between
+/// two waits (its condvar and epoll), and a sample may come between.
+pub const REPEAT_BACK: usize = 4;
+
+/// The only frame of a stack written as "the same as this thread's stack
+/// `back` stacks before the previous one in this events frame" (0: the
+/// previous one, [`REPEAT`]).
+pub const fn repeat(back: u64) -> crate::Frame {
+    crate::Frame { module: u32::MAX - 1, offset: back }
+}
 pub const PREAMBLE_LEN: usize = 12;
 /// Larger frames are taken as corruption, not allocated.
 pub const MAX_FRAME_LEN: u32 = 256 * 1024 * 1024;

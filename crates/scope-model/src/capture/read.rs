@@ -72,23 +72,31 @@ fn next_frame(input: &mut impl Read, at: u64, payload: &mut Vec<u8>) -> Next {
     Next::Frame
 }
 
-/// Gives each stack written as [`super::REPEAT`] the frames of its thread's
-/// previous stack in the batch (none if there is none: a damaged frame).
+/// Gives each stack written as [`super::repeat`] the frames of its
+/// thread's stack that many back in the batch (none if there is none: a
+/// damaged frame).
 pub(super) fn restore_repeats(batch: &mut [Event]) {
-    let mut last: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    use super::REPEAT_BACK;
+    // Thread → indexes of its last stacks in the batch, the latest first.
+    let mut last: std::collections::HashMap<u32, [Option<usize>; REPEAT_BACK]> = std::collections::HashMap::new();
     for i in 0..batch.len() {
         let Event::Stack { tid, frames, .. } = &batch[i] else { continue };
         let tid = *tid;
-        if frames.as_slice() == [super::REPEAT] {
-            let base = last.get(&tid).and_then(|&p| match &batch[p] {
+        let earlier = last.entry(tid).or_default();
+        if let [only] = &frames[..]
+            && only.module == super::REPEAT.module
+        {
+            let from = usize::try_from(only.offset).ok().and_then(|back| *earlier.get(back)?);
+            let base = from.and_then(|p| match &batch[p] {
                 Event::Stack { frames, complete, .. } => Some((frames.clone(), *complete)),
                 _ => None,
             });
             if let Event::Stack { frames, complete, .. } = &mut batch[i] {
-                (*frames, *complete) = base.unwrap_or((Vec::new(), false));
+                (*frames, *complete) = base.unwrap_or((std::sync::Arc::from([]), false));
             }
         }
-        last.insert(tid, i);
+        earlier.rotate_right(1);
+        earlier[0] = Some(i);
     }
 }
 

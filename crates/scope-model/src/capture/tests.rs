@@ -252,7 +252,7 @@ fn repeated_stacks_are_written_once_a_frame_and_read_back_whole() {
     use crate::{Event, Frame, StackReason};
     let rec = fixture();
     let frames = |n: u64| (0..20).map(|i| Frame { module: 0, offset: 0x1000 * n + i }).collect::<Vec<_>>();
-    let stack = |ts, tid, n, complete| Event::Stack { ts, cpu: 1, tid, reason: StackReason::Blocked, frames: frames(n), complete };
+    let stack = |ts, tid, n, complete| Event::Stack { ts, cpu: 1, tid, reason: StackReason::Blocked, frames: frames(n).into(), complete };
     let events = vec![
         stack(rec.start_ns + 1, 7, 1, true),
         stack(rec.start_ns + 2, 8, 1, true),
@@ -282,7 +282,38 @@ fn repeated_stacks_are_written_once_a_frame_and_read_back_whole() {
     // A frame never refers to another: the next frame starts afresh.
     assert_eq!(read(&split).unwrap().recording.events, events);
     // A marker with nothing before it (a damaged frame): no frames, incomplete.
-    let mut lone = vec![Event::Stack { ts: rec.start_ns, cpu: 0, tid: 9, reason: StackReason::Sample, frames: vec![REPEAT], complete: true }];
+    let mut lone = vec![Event::Stack { ts: rec.start_ns, cpu: 0, tid: 9, reason: StackReason::Sample, frames: vec![REPEAT].into(), complete: true }];
     read::restore_repeats(&mut lone);
     assert!(matches!(&lone[0], Event::Stack { frames, complete: false, .. } if frames.is_empty()));
+}
+
+/// A worker alternating between two waits (its condvar, epoll), with a
+/// sample between: each wait is written once a frame, the rest as markers
+/// pointing a few stacks back, and all read back whole.
+#[test]
+fn alternating_stacks_of_a_thread_are_written_once_a_frame() {
+    use crate::{Event, Frame, StackReason};
+    let rec = fixture();
+    let frames = |n: u64| (0..20).map(|i| Frame { module: 0, offset: 0x1000 * n + i }).collect::<Vec<_>>();
+    let stack = |ts, n, reason| Event::Stack { ts: rec.start_ns + ts, cpu: 1, tid: 7, reason, frames: frames(n).into(), complete: true };
+    let mut events = vec![stack(0, 1, StackReason::Blocked), stack(1, 2, StackReason::Blocked)];
+    for i in 0..30 {
+        events.push(stack(2 + 2 * i, 1, StackReason::Blocked));
+        if i == 10 {
+            events.push(stack(3 + 2 * i, 3, StackReason::Sample));
+        }
+        events.push(stack(3 + 2 * i, 2, StackReason::Blocked));
+    }
+    let mut bytes = Vec::new();
+    let mut w = CaptureWriter::new(&mut bytes, &Start::of(&rec)).unwrap();
+    w.events(&events).unwrap();
+    w.finish(&Stop::of(&rec)).unwrap();
+    assert_eq!(read(&bytes).unwrap().recording.events, events);
+    // Three distinct stacks of 20 frames; 60 markers of a few bytes each.
+    assert!(bytes.len() < 3 * 20 * 8 + 60 * 24 + 400, "{} bytes", bytes.len());
+    // A marker reaching further back than the thread's stacks: none.
+    let marker = Event::Stack { ts: rec.start_ns + 1, cpu: 1, tid: 7, reason: StackReason::Blocked, frames: vec![super::repeat(2)].into(), complete: true };
+    let mut lone = vec![stack(0, 1, StackReason::Blocked), marker];
+    read::restore_repeats(&mut lone);
+    assert!(matches!(&lone[1], Event::Stack { frames, complete: false, .. } if frames.is_empty()));
 }

@@ -14,29 +14,34 @@ enum FrameRef<'a> {
 }
 
 /// A batch of events, encoded as the `Vec<Event>` it is, except that a
-/// stack equal to its thread's previous one in the batch is the one-frame
-/// [`super::REPEAT`] stack (the reader puts the frames back).
+/// stack equal to one of its thread's last few in the batch is the
+/// one-frame [`super::repeat`] stack (the reader puts the frames back).
 struct Batch<'a>(&'a [Event]);
 
 impl Serialize for Batch<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use super::REPEAT_BACK;
         use serde::ser::{SerializeSeq, SerializeStructVariant};
-        // Thread → its last stack in the batch (an index into it).
-        let mut last: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        // Thread → its last stacks in the batch (indexes into it), the latest first.
+        let mut last: std::collections::HashMap<u32, [Option<usize>; REPEAT_BACK]> = std::collections::HashMap::new();
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for (i, event) in self.0.iter().enumerate() {
             let Event::Stack { ts, cpu, tid, reason, frames, complete } = event else {
                 seq.serialize_element(event)?;
                 continue;
             };
-            let previous = last.insert(*tid, i).map(|p| &self.0[p]);
-            let repeats = matches!(previous, Some(Event::Stack { frames: f, complete: c, .. }) if f == frames && c == complete);
-            if !repeats {
+            let earlier = last.entry(*tid).or_default();
+            let back = earlier.iter().position(|p| {
+                matches!(p.map(|p| &self.0[p]), Some(Event::Stack { frames: f, complete: c, .. }) if f == frames && c == complete)
+            });
+            earlier.rotate_right(1);
+            earlier[0] = Some(i);
+            let Some(back) = back else {
                 seq.serialize_element(event)?;
                 continue;
-            }
+            };
             // As the derive encodes `Event::Stack` (postcard: variant index, then the fields in order).
-            struct Repeat<'a>(&'a u64, &'a u32, &'a u32, &'a crate::StackReason, &'a bool);
+            struct Repeat<'a>(&'a u64, &'a u32, &'a u32, &'a crate::StackReason, crate::Frame, &'a bool);
             impl Serialize for Repeat<'_> {
                 fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                     let mut v = serializer.serialize_struct_variant("Event", STACK_VARIANT, "stack", 6)?;
@@ -44,12 +49,12 @@ impl Serialize for Batch<'_> {
                     v.serialize_field("cpu", self.1)?;
                     v.serialize_field("tid", self.2)?;
                     v.serialize_field("reason", self.3)?;
-                    v.serialize_field("frames", &[super::REPEAT][..])?;
-                    v.serialize_field("complete", self.4)?;
+                    v.serialize_field("frames", &[self.4][..])?;
+                    v.serialize_field("complete", self.5)?;
                     v.end()
                 }
             }
-            seq.serialize_element(&Repeat(ts, cpu, tid, reason, complete))?;
+            seq.serialize_element(&Repeat(ts, cpu, tid, reason, super::repeat(back as u64), complete))?;
         }
         seq.end()
     }

@@ -155,7 +155,7 @@ fn a_task_id_needs_a_stack_that_names_it() {
             Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 },
         ];
         if !frames.is_empty() {
-            v.push(Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames, complete: true });
+            v.push(Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: frames.into(), complete: true });
         }
         v
     };
@@ -173,7 +173,7 @@ fn on_a_worker_whose_loop_id_is_known_any_other_id_is_a_task() {
     let mut r = rig();
     let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
     let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
-    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }], complete: true };
+    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }].into(), complete: true };
     let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
     // Short parks with the loop's id and a stack: the id recurs, is asked about, learned.
     let mut parks = vec![Event::Probes { ts: 0, polls: false, wakes: false }];

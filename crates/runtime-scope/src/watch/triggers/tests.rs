@@ -30,7 +30,7 @@ fn start(tid: u32, ts: u64, task: u64, poll_fn: Frame) -> Event {
 }
 
 fn sample(tid: u32, ts: u64, frames: Vec<Frame>) -> Event {
-    Event::Stack { ts, cpu: 0, tid, reason: StackReason::Sample, frames, complete: true }
+    Event::Stack { ts, cpu: 0, tid, reason: StackReason::Sample, frames: frames.into(), complete: true }
 }
 
 fn feed(d: &mut Detector, events: &[Event]) -> Noticed {
@@ -52,7 +52,7 @@ fn a_probed_poll_fires_while_still_running_and_says_when_it_ended() {
     let n = feed(&mut d, &[
         start(WORKER, 0, 0xa0, f(1)),
         out_(WORKER, MS, true),
-        Event::Stack { ts: MS, cpu: 0, tid: WORKER, reason: StackReason::Blocked, frames: blocked_stack, complete: true },
+        Event::Stack { ts: MS, cpu: 0, tid: WORKER, reason: StackReason::Blocked, frames: blocked_stack.into(), complete: true },
     ]);
     assert_eq!(n, Noticed::default());
     assert_eq!(ongoing(&mut d, 99 * MS), Noticed::default(), "not yet");
@@ -89,7 +89,7 @@ fn without_poll_probes_a_task_id_at_a_blocked_switch_out_is_a_lower_bound() {
         Event::Probes { ts: 0, polls: false, wakes: false },
         Event::TaskAt { ts: 10 * MS, tid: WORKER, id: 42 },
         out_(WORKER, 10 * MS, true),
-        Event::Stack { ts: 10 * MS, cpu: 0, tid: WORKER, reason: StackReason::Blocked, frames: stack.clone(), complete: true },
+        Event::Stack { ts: 10 * MS, cpu: 0, tid: WORKER, reason: StackReason::Blocked, frames: stack.clone().into(), complete: true },
         in_(WORKER, 160 * MS),
         // No id at the switch-out (marks come only when it changes):
         // outside any task.
