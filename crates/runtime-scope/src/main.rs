@@ -4,7 +4,6 @@ mod btf;
 #[macro_use]
 mod say;
 mod cli;
-mod code_ranges;
 mod commands;
 mod exec_follow;
 mod failure;

@@ -123,14 +123,6 @@ impl Probes {
         self.task_id_field(scope_common::TASK_IDS_OFF)
     }
 
-    /// Where the target's code is now (see [`crate::code_ranges`]).
-    pub fn set_code(&mut self, modules: &[scope_model::Module]) -> Result<()> {
-        let mut map: aya::maps::Array<&mut MapData, scope_common::CodeRanges> =
-            aya::maps::Array::try_from(self.ebpf.map_mut("CODE").context("CODE map missing")?)?;
-        map.set(0, crate::code_ranges::of(modules), 0).context("setting the target's code ranges")?;
-        Ok(())
-    }
-
     fn task_id_field(&mut self, value: u32) -> Result<()> {
         let mut map: aya::maps::Array<&mut MapData, u32> =
             aya::maps::Array::try_from(self.ebpf.map_mut("TASK_ID_FIELD").context("TASK_ID_FIELD map missing")?)?;

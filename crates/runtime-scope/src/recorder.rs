@@ -283,11 +283,6 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let modules = modules::read(target.pid, &mut module_warnings);
     let mut collector = StackCollector::new(target.pid, &modules);
     collector.masks = Some(probes.wait_masks()?);
-    // The kernel's repeated-wait check needs the code; libraries mapped
-    // later are added as the collector finds them (`late_code`).
-    let mut code = modules.clone();
-    probes.set_code(&code)?;
-    let late_code = std::cell::RefCell::new(Vec::new());
     let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field));
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
@@ -448,11 +443,6 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             view.feed(event);
         }
         batch.extend(renamed);
-        for event in &batch {
-            if let Event::NewModule { module, .. } = event {
-                late_code.borrow_mut().push((**module).clone());
-            }
-        }
         sink.events(&batch).context("writing the capture")?;
         batch.clear();
         Ok(decided)
@@ -465,10 +455,6 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         if let Some(d) = drain(&mut view, sink, &mut names, &mut auto, settings.held_due_ns)? {
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
-        }
-        if !late_code.borrow().is_empty() {
-            code.append(&mut late_code.borrow_mut());
-            probes.set_code(&code)?;
         }
         if exec_seen.replace(false) {
             crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);

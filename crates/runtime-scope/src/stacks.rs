@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 /// A stack's frames, shared by the events that repeat it.
 type Frames = std::sync::Arc<[scope_model::Frame]>;
 
+/// What the kernel remembers as one of a thread's waits, unwound.
+struct Remembered {
+    frames: Frames,
+    complete: bool,
+    /// The open polls' real return addresses put back from behind the
+    /// uprobe trampolines to unwind it (None: none were): the kernel sees
+    /// the trampoline, so a repeat is this stack only inside the same polls.
+    polls: Option<Vec<u64>>,
+}
+
 /// Maps are re-read at most this often for addresses already found in no
 /// module after a fresh read (JIT code, garbage from a broken walk)...
 const RESCAN_EVERY: Duration = Duration::from_millis(200);
@@ -54,7 +64,7 @@ pub struct StackCollector {
     /// Per thread and remembered wait (the kernel keeps two a thread), the
     /// stack last copied for it: the kernel says "same as that one"
     /// instead of copying a wait again.
-    last_blocked: HashMap<(u32, u8), (Frames, bool)>,
+    last_blocked: HashMap<(u32, u8), Remembered>,
     /// Blocked switch-outs that repeated a remembered wait's stack.
     pub repeats: u64,
     /// Where to say which words of a remembered wait its unwinding read.
@@ -245,9 +255,13 @@ impl StackCollector {
     pub fn process(&mut self, raw: &RawStack<'_>, out: &mut Vec<Event>) {
         if raw.same_as_last {
             // The busy path (most waits of a server): no allocation.
-            let Some((frames, complete)) = raw.way.and_then(|way| self.last_blocked.get(&(raw.tid, way))) else { return };
+            let Some(known) = raw.way.and_then(|way| self.last_blocked.get(&(raw.tid, way))) else { return };
+            if known.polls.as_ref().is_some_and(|polls| self.open_polls.get(&raw.tid) != Some(polls)) {
+                // Its frames came from other polls' return addresses: no stack.
+                return;
+            }
             self.repeats += 1;
-            out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: frames.clone(), complete: *complete });
+            out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: known.frames.clone(), complete: known.complete });
             return;
         }
         let restored = self.restore_return_addresses(raw.tid, raw.bytes);
@@ -273,10 +287,9 @@ impl StackCollector {
         }
         let frames: Frames = unwound.frames.into();
         if let (scope_model::StackReason::Blocked, Some(way)) = (raw.reason, raw.way) {
-            self.last_blocked.insert((raw.tid, way), (frames.clone(), unwound.complete));
-            // Return addresses put back from behind uprobe trampolines
-            // are not what the kernel compares: no mask for those.
-            if let (Some(masks), None) = (self.masks.as_mut(), &restored) {
+            let polls = restored.as_ref().and_then(|_| self.open_polls.get(&raw.tid).cloned());
+            self.last_blocked.insert((raw.tid, way), Remembered { frames: frames.clone(), complete: unwound.complete, polls });
+            if let Some(masks) = self.masks.as_mut() {
                 masks.publish(raw.tid, way, raw.ts, unwound.words_read);
             }
         }

@@ -161,20 +161,6 @@ pub struct StackConfig {
     pub _pad2: u32,
 }
 
-/// The target's executable mappings, `[start, length]` (unused entries
-/// 0 long), main program first: a thread's wait is told to repeat its last
-/// by the return addresses at the top of its stack, and only words in
-/// these ranges can be those (the others are saved registers, which vary
-/// from one wait to the next at the same place). Set by userspace, updated
-/// when libraries are mapped later.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CodeRanges {
-    pub ranges: [[u64; 2]; CODE_RANGES],
-}
-
-pub const CODE_RANGES: usize = 8;
-
 /// Which words atop a remembered wait's stack its unwinding read (bit i:
 /// the 8 bytes at `sp + 8 i`): the return addresses (and saved frame
 /// pointers) the frames were found by. A later wait at the same ip and sp
@@ -183,7 +169,7 @@ pub const CODE_RANGES: usize = 8;
 /// calls long returned) may differ. Written by the recorder once it has
 /// unwound the copy made at `copied_ts` (a seqcount: odd while written),
 /// in a `BPF_F_MMAPABLE` array indexed by [`wait_mask_slot`]; until then
-/// the kernel compares every word that points into code.
+/// the kernel compares every word.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WaitMask {
@@ -359,7 +345,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::TaskIdLayout {}
     unsafe impl aya::Pod for super::StackConfig {}
-    unsafe impl aya::Pod for super::CodeRanges {}
 }
 
 /// A task was spawned (`OwnedTasks::bind_inner`): from now on its header

@@ -12,7 +12,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
-use scope_common::{CODE_RANGES, CodeRanges, Header, STACK_MAX, WAIT_MASK_SLOTS, WAIT_WAYS, WAIT_WORDS, WaitMask, wait_mask_slot, StackConfig, StackHeader, counter, kind, stack_reason};
+use scope_common::{Header, STACK_MAX, WAIT_MASK_SLOTS, WAIT_WAYS, WAIT_WORDS, WaitMask, wait_mask_slot, StackConfig, StackHeader, counter, kind, stack_reason};
 
 #[unsafe(no_mangle)]
 static STACK_CONFIG: StackConfig =
@@ -173,11 +173,6 @@ static NO_WAITS: Waits = Waits {
 #[map]
 static LAST_BLOCKED: LruHashMap<u32, Waits> = LruHashMap::with_max_entries(2048, 0);
 
-/// Where the target's code is ([`CodeRanges`]): a map, so userspace can
-/// add libraries mapped after the start.
-#[map]
-static CODE: Array<CodeRanges> = Array::with_max_entries(1, 0);
-
 /// What to do with a blocked switch-out's stack, decided before its switch
 /// record is written: a repeat of one of the thread's remembered waits
 /// rides in that record as bits ([`scope_common::side::SAME_STACK`], and
@@ -257,24 +252,26 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
 
 enum Compared {
     Same,
-    /// Same place, but words that may be return addresses differ and the
-    /// recorder has not said which words its frames came from.
+    /// Same place, but some word differs and the recorder has not said yet
+    /// which words its frames came from (until then all 64 count).
     Unsure,
     Different,
 }
 
 /// Not inlined: four ways of 64 words inlined into sched_switch are more
-/// paths than the verifier walks.
+/// paths than the verifier walks (5.10's gave up at a million).
 #[inline(never)]
 fn compare(tid: u32, way: u32, last: &LastBlocked, now: &LastBlocked) -> Compared {
     if last.ip != now.ip || last.sp != now.sp {
         return Compared::Different;
     }
-    match mask_of(tid, way, last.copied_ts) {
-        Some(words) if same_masked_words(&last.top, &now.top, words) => Compared::Same,
-        Some(_) => Compared::Different,
-        None if same_code_words(&last.top, &now.top) => Compared::Same,
-        None => Compared::Unsure,
+    let mask = mask_of(tid, way, last.copied_ts);
+    if same_masked_words(&last.top, &now.top, mask.unwrap_or(u64::MAX)) {
+        Compared::Same
+    } else if mask.is_some() {
+        Compared::Different
+    } else {
+        Compared::Unsure
     }
 }
 
@@ -302,45 +299,6 @@ fn same_masked_words(last: &[u64; TOP_WORDS], now: &[u64; TOP_WORDS], words: u64
         i += 1;
     }
     differ == 0
-}
-
-/// Whether two tops of stack hold the same return addresses: a word that
-/// points into the target's code (in either) must be equal; other words
-/// are saved registers and locals (timeouts, heap and stack pointers),
-/// which differ from one wait to the next at the same place.
-#[inline(always)]
-fn same_code_words(last: &[u64; TOP_WORDS], now: &[u64; TOP_WORDS]) -> bool {
-    let Some(code) = CODE.get_ptr(0) else { return false };
-    // Without a branch a word (see `below`): one path for the verifier,
-    // where branches on 64 words of four ways took it ~0.5 s to walk.
-    let mut differ = 0u64;
-    let mut i = 0;
-    while i < TOP_WORDS {
-        let (a, b) = (last[i], now[i]);
-        differ |= (a ^ b) & 0u64.wrapping_sub(in_code(code, a) | in_code(code, b));
-        i += 1;
-    }
-    differ == 0
-}
-
-/// 1 when `word` is in one of the ranges (`[start, len]`).
-#[inline(always)]
-fn in_code(code: *const CodeRanges, word: u64) -> u64 {
-    let mut inside = 0;
-    let mut r = 0;
-    while r < CODE_RANGES {
-        let [start, len] = unsafe { core::ptr::read_volatile(&(*code).ranges[r]) };
-        inside |= below(word.wrapping_sub(start), len);
-        r += 1;
-    }
-    inside
-}
-
-/// `a < b` (unsigned) as 1 or 0, computed without a branch (Hacker's
-/// Delight 2-12): BPF has no conditional set, so a comparison is a jump.
-#[inline(always)]
-fn below(a: u64, b: u64) -> u64 {
-    ((!a & b) | ((!a | b) & a.wrapping_sub(b))) >> 63
 }
 
 /// The copy [`plan_blocked`] asked for, after the switch record.
