@@ -34,13 +34,14 @@ pub const KERNELS: [Kernel; 3] = [
 /// cover attach and launch mode, on-CPU time against schedstat, named
 /// polls, long polls with their cause, unwound stacks, the Perfetto trace
 /// read back, no probe left behind, and what the kernel lacks said truly.
-pub const TESTS: [GuestTest; 9] = [
+pub const TESTS: [GuestTest; 10] = [
     GuestTest { binary: "record_cli", test: "launch_mode_sees_the_program_from_its_first_instruction" },
     GuestTest { binary: "kernel_e2e", test: "trace_of_demo_matches_kernel_accounting" },
     GuestTest { binary: "kernel_e2e", test: "switches_held_for_the_switch_in_still_account_exactly" },
     GuestTest { binary: "tasks_e2e", test: "demo_polls_are_counted_timed_and_named" },
     GuestTest { binary: "insights_e2e", test: "demo_long_polls_are_cpu_and_blocked_with_their_sites" },
     GuestTest { binary: "stacks_e2e", test: "stock_release_binary_gets_full_named_stacks" },
+    GuestTest { binary: "stacks_e2e", test: "a_thread_alternating_between_two_waits_gets_each_its_own_stack" },
     GuestTest { binary: "perfetto_e2e", test: "perfetto_trace_of_demo_matches_kernel_accounting" },
     GuestTest { binary: "tasks_e2e", test: "probes_are_gone_after_exit" },
     GuestTest { binary: "kernel_features_e2e", test: "a_recording_says_what_this_kernel_lacks_and_loses_only_that" },
