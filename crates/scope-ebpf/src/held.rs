@@ -7,13 +7,9 @@
 //! the slots and delivers what waits too long (an idle worker's park), so
 //! the live view and triggers still learn of a stall within a drain period.
 
-use crate::{EVENTS, bump, emit, wakeup_flags};
+use crate::{EVENTS, MMAPABLE, bump, emit, wakeup_flags};
 use aya_ebpf::{macros::map, maps::Array};
 use scope_common::{Header, PENDING_MASK, PENDING_SLOTS, Pending, Resumed, Switch, Waking, counter, kind, resumed};
-
-/// `BPF_F_MMAPABLE`: the recorder reads the slots without a syscall (a map
-/// syscall while recording blinds our programs on that CPU).
-const MMAPABLE: u32 = 1 << 10;
 
 #[map]
 static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, MMAPABLE);

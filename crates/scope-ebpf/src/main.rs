@@ -80,6 +80,11 @@ pub(crate) fn header(kind: u32) -> Header {
 /// makes it preempt the target on every record, which makes more records: a
 /// feedback loop (seen: 70k spurious preemptions/s on 2 CPUs). The reader
 /// also polls on a short timeout, so small amounts are never stranded.
+/// `BPF_F_MMAPABLE`: maps the recorder maps into its memory, to read or
+/// write them without a syscall (a map syscall while recording blinds our
+/// programs on that CPU).
+pub(crate) const MMAPABLE: u32 = 1 << 10;
+
 const WAKEUP_BYTES: u64 = 1024 * 1024;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;

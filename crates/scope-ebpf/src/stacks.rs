@@ -2,7 +2,7 @@
 //! unwound later in userspace from .eh_frame (release binaries have no frame
 //! pointers, so bpf_get_stack sees one frame).
 
-use crate::{EVENTS, bump, layout, wakeup_flags};
+use crate::{EVENTS, MMAPABLE, bump, layout, wakeup_flags};
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
@@ -154,9 +154,6 @@ pub struct Waits {
 
 const WAYS: usize = WAIT_WAYS as usize;
 
-/// `BPF_F_MMAPABLE`: the recorder writes the masks without a syscall.
-const MMAPABLE: u32 = 1 << 10;
-
 /// [`WaitMask`]s, by [`wait_mask_slot`].
 #[map]
 static MASKS: Array<WaitMask> = Array::with_max_entries(WAIT_MASK_SLOTS, MMAPABLE);
@@ -203,37 +200,35 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
     let top_read = unsafe {
         bpf_probe_read_user(now.top.as_mut_ptr().cast(), (TOP_WORDS * 8) as u32, regs.sp as *const core::ffi::c_void)
     };
-    let waits = LAST_BLOCKED.get_ptr_mut(tid);
-    let mut replace = Some(0);
-    if let Some(waits) = waits {
+    // Where the copy is remembered: the least recently used way, or none
+    // (a top that could not be read cannot be compared later).
+    let mut replace = (top_read == 0).then_some(0);
+    if let (Some(waits), 0) = (LAST_BLOCKED.get_ptr_mut(tid), top_read) {
         let waits = unsafe { &mut *waits };
         let mut oldest = u64::MAX;
         let mut w = 0;
         while w < WAYS {
-            if waits.way[w].used_ts < oldest {
-                oldest = waits.way[w].used_ts;
-                replace = Some(w as u32);
+            match compare(tid, w as u32, &waits.way[w], now) {
+                Compared::Same => {
+                    waits.way[w].used_ts = ts;
+                    return Blocked::Same { way: w as u32 };
+                }
+                // Most likely the same wait, while the recorder has not
+                // yet said which words matter: copied, but the way is
+                // kept for the mask that is on its way (replacing it
+                // would start the wait over, with a new copy, on every
+                // wait).
+                Compared::Unsure => {
+                    oldest = 0;
+                    replace = None;
+                }
+                Compared::Different if waits.way[w].used_ts < oldest => {
+                    oldest = waits.way[w].used_ts;
+                    replace = Some(w as u32);
+                }
+                Compared::Different => {}
             }
             w += 1;
-        }
-        if top_read == 0 {
-            let mut w = 0;
-            while w < WAYS {
-                match compare(tid, w as u32, &waits.way[w], now) {
-                    Compared::Same => {
-                        waits.way[w].used_ts = ts;
-                        return Blocked::Same { way: w as u32 };
-                    }
-                    // Most likely the same wait, while the recorder has
-                    // not yet said which words matter: copied, but the
-                    // way is kept for the mask that is on its way
-                    // (replacing it would start the wait over, with a
-                    // new copy, on every wait).
-                    Compared::Unsure => replace = None,
-                    Compared::Different => {}
-                }
-                w += 1;
-            }
         }
     }
     // Over budget, nothing is sent and the ways are left alone: they still
@@ -247,7 +242,7 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
         bump(counter::STACKS_OVER_BUDGET);
         return Blocked::Nothing;
     }
-    Blocked::Copy { regs, way: if top_read == 0 { replace } else { None } }
+    Blocked::Copy { regs, way: replace }
 }
 
 enum Compared {
