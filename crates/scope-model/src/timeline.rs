@@ -329,7 +329,7 @@ impl Timeline {
                 Event::Exit { ts, tid } => threads.entry(tid).close_polls(ts),
                 Event::Rename { tid, name, .. } => threads.entry(tid).name = name,
                 Event::Stack { ts, cpu, tid, reason, frames, complete } => {
-                    let index = stacks.index_of(Stack { cpu, frames: frames.to_vec(), complete, reason });
+                    let index = stacks.index_of(cpu, &frames, complete, reason);
                     let b = threads.entry(tid);
                     match reason {
                         StackReason::Sample => b.samples.push((ts, index)),

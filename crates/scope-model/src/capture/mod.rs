@@ -40,6 +40,23 @@ pub const REPEAT_BACK: usize = 4;
 pub const fn repeat(back: u64) -> crate::Frame {
     crate::Frame { module: u32::MAX - 1, offset: back }
 }
+
+/// Per thread, the indexes in a batch of its last [`REPEAT_BACK`] stacks,
+/// the latest first: what a [`repeat`] marker counts back through, kept
+/// the same way by the writer and the reader.
+#[derive(Default)]
+struct RecentStacks(std::collections::HashMap<u32, [Option<usize>; REPEAT_BACK]>);
+
+impl RecentStacks {
+    /// `tid`'s stacks before the one at `index`, which becomes its latest.
+    fn before(&mut self, tid: u32, index: usize) -> [Option<usize>; REPEAT_BACK] {
+        let recent = self.0.entry(tid).or_default();
+        let earlier = *recent;
+        recent.rotate_right(1);
+        recent[0] = Some(index);
+        earlier
+    }
+}
 pub const PREAMBLE_LEN: usize = 12;
 /// Larger frames are taken as corruption, not allocated.
 pub const MAX_FRAME_LEN: u32 = 256 * 1024 * 1024;

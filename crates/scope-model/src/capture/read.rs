@@ -76,13 +76,10 @@ fn next_frame(input: &mut impl Read, at: u64, payload: &mut Vec<u8>) -> Next {
 /// thread's stack that many back in the batch (none if there is none: a
 /// damaged frame).
 pub(super) fn restore_repeats(batch: &mut [Event]) {
-    use super::REPEAT_BACK;
-    // Thread → indexes of its last stacks in the batch, the latest first.
-    let mut last: std::collections::HashMap<u32, [Option<usize>; REPEAT_BACK]> = std::collections::HashMap::new();
+    let mut recent = super::RecentStacks::default();
     for i in 0..batch.len() {
         let Event::Stack { tid, frames, .. } = &batch[i] else { continue };
-        let tid = *tid;
-        let earlier = last.entry(tid).or_default();
+        let earlier = recent.before(*tid, i);
         if let [only] = &frames[..]
             && only.module == super::REPEAT.module
         {
@@ -95,8 +92,6 @@ pub(super) fn restore_repeats(batch: &mut [Event]) {
                 (*frames, *complete) = base.unwrap_or((std::sync::Arc::from([]), false));
             }
         }
-        earlier.rotate_right(1);
-        earlier[0] = Some(i);
     }
 }
 

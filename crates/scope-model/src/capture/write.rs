@@ -20,22 +20,17 @@ struct Batch<'a>(&'a [Event]);
 
 impl Serialize for Batch<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use super::REPEAT_BACK;
         use serde::ser::{SerializeSeq, SerializeStructVariant};
-        // Thread → its last stacks in the batch (indexes into it), the latest first.
-        let mut last: std::collections::HashMap<u32, [Option<usize>; REPEAT_BACK]> = std::collections::HashMap::new();
+        let mut recent = super::RecentStacks::default();
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for (i, event) in self.0.iter().enumerate() {
             let Event::Stack { ts, cpu, tid, reason, frames, complete } = event else {
                 seq.serialize_element(event)?;
                 continue;
             };
-            let earlier = last.entry(*tid).or_default();
-            let back = earlier.iter().position(|p| {
+            let back = recent.before(*tid, i).iter().position(|p| {
                 matches!(p.map(|p| &self.0[p]), Some(Event::Stack { frames: f, complete: c, .. }) if f == frames && c == complete)
             });
-            earlier.rotate_right(1);
-            earlier[0] = Some(i);
             let Some(back) = back else {
                 seq.serialize_element(event)?;
                 continue;
