@@ -61,7 +61,7 @@ pub struct StackCollector {
     /// last): each is hidden on the stack behind the uretprobe trampoline.
     open_polls: HashMap<u32, Vec<u64>>,
     uprobes: Option<Range<u64>>,
-    /// Per thread and remembered wait (the kernel keeps two a thread), the
+    /// Per thread and remembered wait (the kernel keeps four a thread), the
     /// stack last copied for it: the kernel says "same as that one"
     /// instead of copying a wait again.
     last_blocked: HashMap<(u32, u8), Remembered>,

@@ -3,9 +3,9 @@
 //! A later wait at the same place is then a repeat when those words are
 //! equal, whatever the rest of its stack holds (locals, stale return
 //! addresses): exact as far as the 512 bytes compared reach, where
-//! comparing every word that looks like code copies the same wait again
-//! and again, and comparing fewer words named the wrong one of two
-//! alike waits (`a_thread_alternating_between_two_waits_…` in stacks_e2e).
+//! comparing every word copies the same wait again and again, and
+//! comparing fewer words named the wrong one of two alike waits
+//! (`a_thread_alternating_between_two_waits_…` in stacks_e2e).
 
 use anyhow::{Context, Result};
 use scope_common::{WAIT_MASK_SLOTS, WaitMask, wait_mask_slot};
@@ -35,7 +35,7 @@ impl WaitMasks {
 
     /// The copy of `tid`'s wait `way` made at `copied_ts` was unwound
     /// reading `words` (0: nothing to compare on; the kernel keeps
-    /// comparing every code word).
+    /// comparing every word).
     pub fn publish(&mut self, tid: u32, way: u8, copied_ts: u64, words: u64) {
         let slot = wait_mask_slot(tid, u32::from(way)) as usize;
         assert!(slot < WAIT_MASK_SLOTS as usize);

@@ -14,15 +14,28 @@ fn record_demo(path: &std::path::Path) -> (Value, String) {
     demo.wait_for_workers(2);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
-    let pid = demo.pid().to_string();
-    let output = std::process::Command::new(PROFILER)
-        .args(["record", "--no-live", "-d", "3", "-p", &pid, "-o", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, stderr) = record_3s(demo.pid(), &out);
     (read_trace(&out), stdout + &stderr)
+}
+
+/// `record --no-live -d 3 -p PID -o OUT`, which must succeed: its stdout
+/// and stderr.
+fn record_3s(pid: u32, out: &std::path::Path) -> (String, String) {
+    let (code, stdout, stderr) = profiler_output(&["record", "--no-live", "-d", "3", "-p", &pid.to_string(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The end-of-run stacks line: "runtime-scope: 403 stacks (…), 448 waits
+/// at the same place as the last (not copied again), …".
+fn stacks_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"))
+}
+
+/// The number just before `needle` in `line`.
+fn number_before(line: &str, needle: &str) -> usize {
+    let before = &line[..line.find(needle).unwrap()];
+    before.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
 }
 
 fn stacks_of<'a>(trace: &'a Value, cat: &str) -> Vec<(&'a Value, Vec<&'a str>)> {
@@ -153,16 +166,9 @@ fn repeated_waits_keep_their_stacks_in_the_capture() {
     demo.wait_for_workers(2);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.rscope");
-    let pid = demo.pid().to_string();
-    let (code, stdout, stderr) = profiler_output(&["record", "--no-live", "-d", "3", "-p", &pid, "-o", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    // "runtime-scope: 403 stacks (…), 448 waits at the same place as the last (not copied again), …"
-    let line = stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"));
-    let number_before = |needle: &str| -> usize {
-        let before = &line[..line.find(needle).unwrap()];
-        before.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
-    };
-    let (unwound, repeats) = (number_before(" stacks ("), number_before(" waits at the same place"));
+    let (_, stderr) = record_3s(demo.pid(), &out);
+    let line = stacks_line(&stderr);
+    let (unwound, repeats) = (number_before(line, " stacks ("), number_before(line, " waits at the same place"));
     assert!(repeats > 0, "the demo's workers park at one place again and again: {line}");
     let rec = scope_model::capture::read(&std::fs::read(&out).unwrap()).unwrap().recording;
     let mut events: Vec<&scope_model::Event> = rec.events.iter().collect();
@@ -195,7 +201,7 @@ fn repeated_waits_keep_their_stacks_in_the_capture() {
 /// A worker alternating between two waits the kernel cannot tell apart by
 /// where it waits (same libc call, same stack pointer: `block_briefly`, 2
 /// ms, and `block_longer`, 25 ms, are shaped alike): each is remembered as
-/// one of the thread's two waits and repeated without a copy, and every
+/// one of the thread's waits and repeated without a copy, and every
 /// blocked stretch still names the right one, told apart by its length.
 #[test]
 fn a_thread_alternating_between_two_waits_gets_each_its_own_stack() {
@@ -204,10 +210,8 @@ fn a_thread_alternating_between_two_waits_gets_each_its_own_stack() {
     demo.wait_for_workers(1);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.json");
-    let pid = demo.pid().to_string();
-    let (code, stdout, stderr) = profiler_output(&["record", "--no-live", "-d", "3", "-p", &pid, "-o", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let line = stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"));
+    let (_, stderr) = record_3s(demo.pid(), &out);
+    let line = stacks_line(&stderr);
     let trace = read_trace(&out);
     let (mut brief, mut longer) = (0, 0);
     let end_us = |e: &Value| e["ts"].as_f64().unwrap_or(0.0) + e["dur"].as_f64().unwrap_or(0.0);
@@ -234,6 +238,6 @@ fn a_thread_alternating_between_two_waits_gets_each_its_own_stack() {
     }
     // 3 s of ~27 ms cycles: ~110 of each.
     assert!(brief >= 50 && longer >= 50, "{brief} brief and {longer} longer waits named: {line}");
-    let repeats: u64 = line.split(", ").find_map(|p| p.strip_suffix(" waits at the same place as the last (not copied again)")?.parse().ok()).unwrap_or(0);
+    let repeats = number_before(line, " waits at the same place");
     assert!(repeats >= 80, "the two waits repeat without copies: {line}");
 }
