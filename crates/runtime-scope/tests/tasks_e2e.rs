@@ -235,7 +235,16 @@ fn target_speed_is_back_after_we_exit() {
     let during = median(collect(1.0));
     assert!(recorder.wait().unwrap().success());
     let _ = collect(0.3); // and the detach
-    let after = median(collect(2.0));
+    // A shared machine can slow the target for a while on its own (CI once
+    // read 0.77 of the rate before); what a leftover probe does (6x slower
+    // while attached) does not pass, so up to three windows get their chance.
+    let mut after = 0.0_f64;
+    for _ in 0..3 {
+        after = after.max(median(collect(2.0)));
+        if after > before * 0.8 {
+            break;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     // Attached mid-run, with polls entered every microsecond: a poll whose
