@@ -12,13 +12,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PORT: &str = "6399";
-const MINI_REDIS: &str = "0.4.1";
+use crate::crates_io::MINI_REDIS;
 
 fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
-pub(crate) fn ensure_tools(tools: &Path) -> Result<PathBuf, String> {
+/// redis-benchmark and perf (apt), and mini-redis (crates_io).
+pub(crate) fn ensure_tools() -> Result<PathBuf, String> {
     let mut missing = Vec::new();
     if !have("redis-benchmark") {
         missing.push("redis-tools");
@@ -30,11 +31,7 @@ pub(crate) fn ensure_tools(tools: &Path) -> Result<PathBuf, String> {
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let server = tools.join("bin/mini-redis-server");
-    if !server.exists() {
-        println!("xtask bench: building mini-redis {MINI_REDIS} from crates.io (stock release build)");
-        run(Command::new("cargo").args(["install", "--quiet", "mini-redis", "--version", MINI_REDIS, "--root"]).arg(tools))?;
-    }
+    let server = crate::crates_io::mini_redis("stock")?;
     Ok(server)
 }
 
@@ -56,11 +53,11 @@ pub fn part(name: &str) -> Result<(), String> {
     let sections = match name {
         "floor" => vec![crate::floor::section(&scope, &demo)?.0],
         "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
-        "overhead" => vec![mini_redis(&ensure_tools(&root.join("target/bench-tools"))?, &scope)?],
+        "overhead" => vec![mini_redis(&ensure_tools()?, &scope)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
-        "endphase" => vec![crate::endphase::section(&scope, &demo, &ensure_tools(&root.join("target/bench-tools"))?)?],
+        "endphase" => vec![crate::endphase::section(&scope, &demo, &ensure_tools()?)?],
         "soak" => {
-            let server = ensure_tools(&root.join("target/bench-tools"))?;
+            let server = ensure_tools()?;
             let seconds = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(SOAK_SECONDS);
             vec![crate::soak::section(&scope, &server, seconds)?]
         }
@@ -102,8 +99,7 @@ fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
 
 pub fn bench() -> Result<(), String> {
     let root = workspace_root();
-    let tools = root.join("target/bench-tools");
-    let server = ensure_tools(&tools)?;
+    let server = ensure_tools()?;
     run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
     let scope = root.join("target/release/runtime-scope");
     let demo = root.join("target/release/demo-app");

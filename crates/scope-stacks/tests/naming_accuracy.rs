@@ -24,6 +24,14 @@ fn program(name: &str) -> PathBuf {
     path
 }
 
+/// A server from crates.io nobody here wrote, built with DWARF (`cargo
+/// xtask test` installs mini-redis 0.4.1 so, as `cargo install` resolves it).
+fn crates_io(name: &str) -> PathBuf {
+    let path = Path::new(ROOT).join("target/crates-io/debuginfo/bin").join(name);
+    assert!(path.exists(), "{}: missing (cargo xtask test installs it with CARGO_PROFILE_RELEASE_DEBUG=true)", path.display());
+    path
+}
+
 /// llvm-objcopy (installed with LLVM by `cargo xtask setup`) or binutils.
 fn objcopy() -> PathBuf {
     let candidates = ["/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy", "objcopy"];
@@ -126,10 +134,10 @@ fn naming_accuracy_per_form() {
     let mut totals: Vec<(&str, Tally)> = Vec::new();
     let mut rows = Vec::new();
     let mut wrongs = Vec::new();
-    // NAMING_ACCURACY_EXTRA=a:b adds debuginfo builds of other programs
+    // NAMING_ACCURACY_EXTRA=a:b adds debuginfo builds of more programs
     // (real servers from crates.io, built with CARGO_PROFILE_RELEASE_DEBUG=true).
     let extra: Vec<PathBuf> = std::env::var("NAMING_ACCURACY_EXTRA").map(|v| v.split(':').map(PathBuf::from).collect()).unwrap_or_default();
-    let programs: Vec<PathBuf> = ["kind-scenarios", "demo-app"].into_iter().map(program).chain(extra).collect();
+    let programs: Vec<PathBuf> = ["kind-scenarios", "demo-app"].into_iter().map(program).chain([crates_io("mini-redis-server")]).chain(extra).collect();
     for binary in &programs {
         let name = binary.file_name().unwrap().to_string_lossy().into_owned();
         let name = name.as_str();
