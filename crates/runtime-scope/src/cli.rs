@@ -94,8 +94,9 @@ pub struct StackArgs {
     pub stack_size: u32,
 
     /// Bytes of user stack copied when a thread blocks (512 to 32768, at
-    /// most --stack-size): waits sit shallower than samples land.
-    #[arg(long, default_value_t = 8192, value_name = "BYTES",
+    /// most --stack-size). A worker's park is shallow, but a wait inside a
+    /// task (a mutex, a blocking read) sits as deep as samples land.
+    #[arg(long, default_value_t = 16384, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(512..=32768))]
     pub blocked_stack_size: u32,
 

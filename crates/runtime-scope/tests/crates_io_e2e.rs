@@ -177,6 +177,16 @@ fn connection_kind(kinds: &BTreeMap<String, (u64, u64)>) -> (&String, (u64, u64)
 
 fn check(what: &str, rec: &Recorded) -> BTreeMap<String, (u64, u64)> {
     assert!(rec.stderr.contains("no events lost"), "{what}: {}", rec.stderr);
+    // Contended, the store's mutex makes tasks wait inside their polls, at
+    // stacks of up to 10.4 KB: copied whole by default (8 KiB left 36–59%
+    // of the stacks cut short of the thread's start).
+    let whole: f64 = rec
+        .stderr
+        .split_once(" stacks (")
+        .and_then(|(_, rest)| rest.split_once("% unwound to the thread's start"))
+        .and_then(|(pct, _)| pct.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no stacks line in {}", rec.stderr));
+    assert!(whole >= 90.0, "{what}: {whole}% of stacks unwound to the thread's start");
     let kinds = kinds(&rec.report);
     let (kind, (polls, _)) = connection_kind(&kinds);
     eprintln!("{what}: {} requests; connection kind {kind}: {polls} polls; all kinds {kinds:?}", rec.requests);
