@@ -235,13 +235,15 @@ fn target_speed_is_back_after_we_exit() {
     let during = median(collect(1.0));
     assert!(recorder.wait().unwrap().success());
     let _ = collect(0.3); // and the detach
-    // A shared machine can slow the target for a while on its own (CI once
-    // read 0.77 of the rate before); what a leftover probe does (6x slower
-    // while attached) does not pass, so up to three windows get their chance.
+    // Alone, the loop's rate swings by a quarter on this VM (2.3–3.2 M/s
+    // over tens of seconds, measured with no profiler around; CI failed
+    // "after" at 0.77–0.80 of "before" twice). Our probes left in place
+    // make it ~6x slower: the best of up to three windows must be over
+    // 0.65 of the rate before.
     let mut after = 0.0_f64;
     for _ in 0..3 {
         after = after.max(median(collect(2.0)));
-        if after > before * 0.8 {
+        if after > before * 0.65 {
             break;
         }
     }
@@ -261,6 +263,6 @@ fn target_speed_is_back_after_we_exit() {
     let longest = all.iter().map(|p| p.3).fold(0.0, f64::max);
     assert!(all.len() > 1000 && longest < 100_000.0, "{} polls, the longest {longest:.0} µs", all.len());
     assert!(before > 0.0 && during < before * 0.6, "the probes must show while attached: before {before:.0}/s, during {during:.0}/s");
-    assert!(after > before * 0.8, "back to full speed after we exit: before {before:.0}/s, after {after:.0}/s (during {during:.0}/s)");
+    assert!(after > before * 0.65, "back to full speed after we exit: before {before:.0}/s, after {after:.0}/s (during {during:.0}/s)");
     assert_no_probes_left();
 }
