@@ -13,9 +13,16 @@ pub fn count(n: u64, word: &str) -> String {
     format!("{n} {}", noun(n, word))
 }
 
-/// The frames of a stack, innermost first, with inlined frames expanded.
+/// The frames of a stack, innermost first, with inlined frames expanded,
+/// and [`scope_model::CUT_SHORT`] last when it was not unwound to
+/// its thread's start.
 pub fn stack(tl: &Timeline, symbols: &Symbols, index: u32) -> Vec<ResolvedFrame> {
-    tl.stacks.get(index as usize).map_or_else(Vec::new, |s| symbols.expand(&s.frames))
+    let Some(stack) = tl.stacks.get(index as usize) else { return Vec::new() };
+    let mut frames = symbols.expand(&stack.frames);
+    if !stack.complete {
+        frames.push(ResolvedFrame::unknown(scope_model::CUT_SHORT.to_string()));
+    }
+    frames
 }
 
 pub fn most_telling(tl: &Timeline, symbols: &Symbols, index: u32) -> Option<ResolvedFrame> {

@@ -147,3 +147,29 @@ fn arrows_go_from_spawn_to_first_poll_and_from_wake_to_next_poll() {
     assert_eq!(arrows[1].0, arrows[0].1, "the wake leaves from the first poll");
     assert_eq!(arrows[1].1, (us(&polls[1]["ts"]), "demo_app::spawned".to_string()), "the wake lands on the next poll");
 }
+
+/// A stack not unwound to its thread's start says so as its outermost
+/// frame, in both formats: a short stack is never shown as a whole one.
+#[test]
+fn stacks_cut_short_say_so() {
+    let (mut tl, symbols) = fixture_with_stacks();
+    for stack in &mut tl.stacks {
+        stack.complete = false;
+    }
+    let value = scope_export::chrome::to_value(&tl, &symbols, "test");
+    let events = value["traceEvents"].as_array().unwrap();
+    let blocked = events.iter().find(|e| e["cat"].as_str().is_some_and(|c| c.starts_with("offcpu")) && e["args"]["stack"].is_array()).expect("a blocked stack");
+    let lines = blocked["args"]["stack"].as_array().unwrap();
+    assert_eq!(lines.last().unwrap(), scope_model::CUT_SHORT, "{lines:?}");
+    assert_eq!(lines[0], "std::thread::sleep (src/main.rs:7)");
+    let mut bytes = Vec::new();
+    scope_export::perfetto::write(&tl, &symbols, &mut bytes).unwrap();
+    let trace = Trace::parse_from_bytes(&bytes).unwrap();
+    let names: Vec<String> = trace
+        .packet
+        .iter()
+        .filter_map(|p| p.interned_data.as_ref())
+        .flat_map(|i| i.function_names.iter().map(|s| String::from_utf8(s.str().to_vec()).unwrap()))
+        .collect();
+    assert!(names.iter().any(|n| n == scope_model::CUT_SHORT), "{names:?}");
+}

@@ -15,7 +15,7 @@ mod workers;
 
 pub use recording::{Event, Frame, Launch, Module, Recording, StackReason, StopReason, ThreadInfo};
 pub use kinds::{Evidence, KindName, KindRole, TaskKind};
-pub use symbols::{ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
+pub use symbols::{CUT_SHORT, ResolvedFrame, Symbols, is_plumbing as symbols_is_plumbing};
 pub use thread_state::ThreadState;
 pub use timeline::spans;
 pub use timeline::rows_so_far;

@@ -15,6 +15,11 @@ pub struct ResolvedFrame {
     pub inlined: bool,
 }
 
+/// The outermost line of a stack not unwound to its thread's start (cut at
+/// the bytes copied, an unwinding that stopped, or a repeated wait given
+/// only the frames the kernel's compare vouches for): what is missing.
+pub const CUT_SHORT: &str = "[cut short: the frames further out are not known]";
+
 impl ResolvedFrame {
     pub fn unknown(label: String) -> Self {
         ResolvedFrame { function: label, file: None, line: None, inlined: false }

@@ -24,9 +24,15 @@ fn next_id<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) -> u64 {
 }
 
 impl Interner {
-    /// Interned callstack of a stack (innermost first in, outermost first out).
-    fn callstack(&mut self, frames: &[Frame], symbols: &Symbols) -> u64 {
+    /// Interned callstack of a stack (innermost first in, outermost first
+    /// out, after a `CUT_SHORT` root when it is not complete).
+    fn callstack(&mut self, frames: &[Frame], complete: bool, symbols: &Symbols) -> u64 {
         let mut ids = Vec::new();
+        if !complete {
+            let function = next_id(&mut self.functions, scope_model::CUT_SHORT.to_string());
+            let mapping = next_id(&mut self.mappings, Frame::NO_MODULE);
+            ids.push(next_id(&mut self.frames, (function, mapping, 0)));
+        }
         for frame in frames.iter().rev() {
             let mapping = next_id(&mut self.mappings, frame.module);
             // Inlined frames share the address; outermost function first.
@@ -88,7 +94,7 @@ pub(super) fn write(
     for t in &tl.threads {
         for &(ts, index) in &t.samples {
             let Some(stack) = tl.stacks.get(index as usize) else { continue };
-            let callstack = interner.callstack(&stack.frames, symbols);
+            let callstack = interner.callstack(&stack.frames, stack.complete, symbols);
             samples.push((ts.saturating_sub(tl.start_ns), t.tid, stack.cpu, callstack));
         }
     }
