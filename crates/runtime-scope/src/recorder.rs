@@ -555,13 +555,17 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         let need = collector.p95_bytes().map_or(String::new(), |b| format!("; 95% needed ≤ {b} stack bytes"));
         let seconds = (end_ns - start_ns).max(1) as f64 / 1e9;
         say!(
-            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {} waits at the same place as the last (not copied again), {over_budget} skipped over the budget, {unreadable} unreadable; {:.0} KiB of stack copied ({:.1} KiB/s)",
+            "runtime-scope: {} stacks ({:.0}% unwound to the thread's start{need}), {} waits at the same place as the last (not copied again; {} of them with only the frames the 512 bytes compared vouch for), {over_budget} skipped over the budget, {unreadable} unreadable; {:.0} KiB of stack copied ({:.1} KiB/s)",
             collector.stacks,
             collector.complete as f64 * 100.0 / collector.stacks.max(1) as f64,
             collector.repeats,
+            collector.repeats_cut,
             collector.bytes_copied as f64 / 1024.0,
             collector.bytes_copied as f64 / 1024.0 / seconds,
         );
+    }
+    if let Some(check) = collector.check_summary() {
+        say!("runtime-scope: {check}");
     }
     for warning in &collector.warnings {
         say!("runtime-scope: warning: {warning}");

@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 /// A stack's frames, shared by the events that repeat it.
 type Frames = std::sync::Arc<[scope_model::Frame]>;
 
-/// What the kernel remembers as one of a thread's waits, unwound.
+/// What the kernel remembers as one of a thread's waits, unwound: the
+/// frames a repeat of it carries. The kernel compares ip, sp and the words
+/// atop the stack, so a repeat is known to share only the frames found
+/// from those (`frames_within_words`): a deeper caller may differ (seen on
+/// mini-redis: two callers of one mutex wait); past those the repeat is
+/// cut short, not completed from the copy.
 struct Remembered {
     frames: Frames,
     complete: bool,
@@ -65,10 +70,18 @@ pub struct StackCollector {
     /// stack last copied for it: the kernel says "same as that one"
     /// instead of copying a wait again.
     last_blocked: HashMap<(u32, u8), Remembered>,
-    /// Blocked switch-outs that repeated a remembered wait's stack.
+    /// Blocked switch-outs that repeated a remembered wait's stack, and
+    /// how many of those are cut short (see [`Remembered`]).
     pub repeats: u64,
+    pub repeats_cut: u64,
     /// Where to say which words of a remembered wait its unwinding read.
     pub masks: Option<crate::wait_masks::WaitMasks>,
+    /// Repeats copied anyway (`RUNTIME_SCOPE_CHECK_REPEATS`), and how many
+    /// of those unwound to other frames than the wait they repeated.
+    checked: u64,
+    check_differed: u64,
+    /// The first difference, described.
+    check_example: Option<String>,
 }
 
 impl StackCollector {
@@ -90,7 +103,11 @@ impl StackCollector {
             last_blocked: HashMap::new(),
             masks: None,
             repeats: 0,
+            repeats_cut: 0,
             uprobes: None,
+            checked: 0,
+            check_differed: 0,
+            check_example: None,
         };
         for m in modules {
             collector.add(m.clone());
@@ -251,8 +268,56 @@ impl StackCollector {
         self.bytes_used[step] += 1;
     }
 
+    /// A repeat copied anyway: what it unwinds to, against the frames of
+    /// the remembered wait its switch record named (and gave it, unless
+    /// that stack was unwound inside other polls: then it had none).
+    fn check_repeat(&mut self, raw: &RawStack<'_>) {
+        let Some(way) = raw.way else { return };
+        let restored = self.restore_return_addresses(raw.tid, raw.bytes);
+        let unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, restored.as_deref().unwrap_or(raw.bytes));
+        let Some(known) = self.last_blocked.get(&(raw.tid, way)) else { return };
+        if known.polls.as_ref().is_some_and(|polls| self.open_polls.get(&raw.tid) != Some(polls)) {
+            return;
+        }
+        self.checked += 1;
+        let same = unwound.frames.get(..known.frames.len()) == Some(&known.frames[..])
+            && (!known.complete || (unwound.complete && unwound.frames.len() == known.frames.len()));
+        if !same {
+            self.check_differed += 1;
+            if self.check_example.is_none() {
+                let at = known.frames.iter().zip(&unwound.frames).position(|(a, b)| a != b);
+                self.check_example = Some(format!(
+                    "tid {} way {way}: remembered {} frames (complete {}), copy {} frames (complete {}), first different frame {at:?}: {:?} vs {:?}",
+                    raw.tid,
+                    known.frames.len(),
+                    known.complete,
+                    unwound.frames.len(),
+                    unwound.complete,
+                    at.map(|i| known.frames[i]),
+                    at.map(|i| unwound.frames[i])
+                ));
+            }
+        }
+    }
+
+    /// The end-of-run line of a check of the repeats, if one was made.
+    pub fn check_summary(&self) -> Option<String> {
+        (self.checked > 0).then(|| {
+            format!(
+                "repeat check: {} repeated waits copied anyway, {} of them unwound to other frames than the wait they repeated{}",
+                self.checked,
+                self.check_differed,
+                self.check_example.as_ref().map_or(String::new(), |e| format!(" (the first: {e})"))
+            )
+        })
+    }
+
     /// The stack's event, after any modules found for it, onto `out`.
     pub fn process(&mut self, raw: &RawStack<'_>, out: &mut Vec<Event>) {
+        if raw.check {
+            self.check_repeat(raw);
+            return;
+        }
         if raw.same_as_last {
             // The busy path (most waits of a server): no allocation.
             let Some(known) = raw.way.and_then(|way| self.last_blocked.get(&(raw.tid, way))) else { return };
@@ -261,6 +326,7 @@ impl StackCollector {
                 return;
             }
             self.repeats += 1;
+            self.repeats_cut += u64::from(!known.complete);
             out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: known.frames.clone(), complete: known.complete });
             return;
         }
@@ -288,7 +354,13 @@ impl StackCollector {
         let frames: Frames = unwound.frames.into();
         if let (scope_model::StackReason::Blocked, Some(way)) = (raw.reason, raw.way) {
             let polls = restored.as_ref().and_then(|_| self.open_polls.get(&raw.tid).cloned());
-            self.last_blocked.insert((raw.tid, way), Remembered { frames: frames.clone(), complete: unwound.complete, polls });
+            let within = unwound.frames_within_words;
+            let remembered = if within >= frames.len() {
+                Remembered { frames: frames.clone(), complete: unwound.complete, polls }
+            } else {
+                Remembered { frames: frames[..within].into(), complete: false, polls }
+            };
+            self.last_blocked.insert((raw.tid, way), remembered);
             if let Some(masks) = self.masks.as_mut() {
                 masks.publish(raw.tid, way, raw.ts, unwound.words_read);
             }

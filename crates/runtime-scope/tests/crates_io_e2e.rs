@@ -136,7 +136,9 @@ fn record(binary: &Path, dir: &Path) -> Recorded {
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
     let requests_before = load.done.load(Ordering::Relaxed);
     let args = ["record", "--no-live", "--polls", "on", "-p", &pid.to_string(), "-o", capture.to_str().unwrap()];
-    let mut run = Run::start(&args);
+    // Every repeated wait is also copied (within the budget) and checked
+    // against the stack it was said to repeat.
+    let mut run = Run::start_with(&args, &[("RUNTIME_SCOPE_CHECK_REPEATS", "1")]);
     run.wait_for_line("runtime-scope: recording");
     signal(pid, libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(3));
@@ -187,6 +189,11 @@ fn check(what: &str, rec: &Recorded) -> BTreeMap<String, (u64, u64)> {
         .and_then(|(pct, _)| pct.parse().ok())
         .unwrap_or_else(|| panic!("{what}: no stacks line in {}", rec.stderr));
     assert!(whole >= 90.0, "{what}: {whole}% of stacks unwound to the thread's start");
+    // A wait the kernel says repeats a remembered one unwinds to that one's
+    // frames: checked on every repeat the budget let us copy.
+    let check = rec.stderr.lines().find(|l| l.contains("repeat check:")).unwrap_or_else(|| panic!("{what}: no repeat check in {}", rec.stderr));
+    let numbers: Vec<u64> = check.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers.len() >= 2 && numbers[0] >= 100 && numbers[1] == 0, "{what}: {check}");
     let kinds = kinds(&rec.report);
     let (kind, (polls, _)) = connection_kind(&kinds);
     eprintln!("{what}: {} requests; connection kind {kind}: {polls} polls; all kinds {kinds:?}", rec.requests);

@@ -87,8 +87,11 @@ fn stock_release_binary_gets_full_named_stacks() {
         let sleep = stack.iter().position(|f| f.starts_with("std::thread") && f.contains("sleep"));
         let caller = stack.iter().position(|f| *f == "block_in_syscall");
         assert!(sleep.is_some() && sleep < caller, "std::thread::sleep ← block_in_syscall: {stack:?}");
-        assert!(reaches_thread_entry(stack), "{stack:?}");
+        // A repeat of a wait carries the frames the kernel's compare of the
+        // top of the stack vouches for, and says the rest is not known.
+        assert!(reaches_thread_entry(stack) || stack.last() == Some(&scope_model::CUT_SHORT), "{stack:?}");
     }
+    assert!(sleeps.iter().any(|(_, stack)| reaches_thread_entry(stack)), "the copy of the wait is whole");
     assert!(output.contains("hottest code") && output.contains("cpu_heavy_poll"), "{output}");
     assert!(output.contains("block_in_syscall"), "{output}");
 }

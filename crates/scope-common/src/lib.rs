@@ -82,6 +82,9 @@ pub mod stack_reason {
     pub const BLOCKED: u32 = 2;
     // 3 was a blocked stack equal to the thread's last one; that is now
     // `side::SAME_STACK` in the switch record.
+    /// A blocked switch-out the switch record says repeats remembered wait
+    /// `remembered - 1`, copied anyway to check that ([`StackConfig::check_repeats`]).
+    pub const BLOCKED_CHECK: u32 = 4;
 }
 
 /// Bits of [`Switch::ours`]: which side of the switch belongs to the target.
@@ -155,10 +158,12 @@ pub struct StackConfig {
     pub _pad: u32,
     /// Budget for blocked-switch stack copies, bytes per second per CPU.
     pub blocked_bytes_per_sec: u64,
-    /// Bytes copied at a blocked switch-out (≤ stack_bytes): waits sit
-    /// shallower than samples land (95% need ≤ 1.8 KiB, measured).
+    /// Bytes copied at a blocked switch-out (≤ stack_bytes).
     pub blocked_stack_bytes: u32,
-    pub _pad2: u32,
+    /// 1: a wait that repeats a remembered one is copied anyway (within
+    /// the budget), as [`stack_reason::BLOCKED_CHECK`], so the recorder can
+    /// check the repeat against what that copy unwinds to.
+    pub check_repeats: u32,
 }
 
 /// Which words atop a remembered wait's stack its unwinding read (bit i:

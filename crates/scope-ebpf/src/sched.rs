@@ -86,7 +86,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // question a blocked worker raises, so its stack is copied (within
     // budget), or marked in this record as the same as its last wait's.
     let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked(prev_tid, head.ts) } else { Blocked::Nothing };
-    if let Blocked::Same { way } = blocked {
+    if let Blocked::Same { way } | Blocked::Copy { way: Some(way), check: true, .. } = blocked {
         ours |= side::SAME_STACK | ((way << side::SAME_WAY_SHIFT) & side::SAME_WAY_BITS);
     }
     let next_tid = task_u32(next, l.task_pid);
@@ -111,8 +111,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     } else if !held::switch_out(prev_tid, &record, !copy) {
         emit(record);
     }
-    if let Blocked::Copy { regs, way } = &blocked {
-        stacks::copy_blocked(head, prev_tid, task_id, regs, *way);
+    if let Blocked::Copy { regs, way, check } = &blocked {
+        stacks::copy_blocked(head, prev_tid, task_id, regs, *way, *check);
     }
     0
 }

@@ -16,7 +16,7 @@ use scope_common::{Header, STACK_MAX, WAIT_MASK_SLOTS, WAIT_WAYS, WAIT_WORDS, Wa
 
 #[unsafe(no_mangle)]
 static STACK_CONFIG: StackConfig =
-    StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0, blocked_stack_bytes: 0, _pad2: 0 };
+    StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0, blocked_stack_bytes: 0, check_repeats: 0 };
 
 #[repr(C)]
 pub struct Scratch {
@@ -178,8 +178,10 @@ pub enum Blocked {
     Nothing,
     Same { way: u32 },
     /// Copy it; `way`: where `now` is remembered (None: its top could not
-    /// be read, so it cannot be compared later).
-    Copy { regs: UserRegs, way: Option<u32> },
+    /// be read, so it cannot be compared later). `check`: it repeats `way`
+    /// (said in the switch record) and is copied only to check that
+    /// ([`StackConfig::check_repeats`]): the ways are left as they are.
+    Copy { regs: UserRegs, way: Option<u32>, check: bool },
 }
 
 #[inline(always)]
@@ -211,6 +213,10 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
             match compare(tid, w as u32, &waits.way[w], now) {
                 Compared::Same => {
                     waits.way[w].used_ts = ts;
+                    let cfg = config();
+                    if cfg.check_repeats != 0 && within_budget(ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
+                        return Blocked::Copy { regs, way: Some(w as u32), check: true };
+                    }
                     return Blocked::Same { way: w as u32 };
                 }
                 // Most likely the same wait, while the recorder has not
@@ -242,7 +248,7 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
         bump(counter::STACKS_OVER_BUDGET);
         return Blocked::Nothing;
     }
-    Blocked::Copy { regs, way: replace }
+    Blocked::Copy { regs, way: replace, check: false }
 }
 
 enum Compared {
@@ -298,11 +304,16 @@ fn same_masked_words(last: &[u64; TOP_WORDS], now: &[u64; TOP_WORDS], words: u64
 
 /// The copy [`plan_blocked`] asked for, after the switch record.
 #[inline(always)]
-pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, way: Option<u32>) {
+pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, way: Option<u32>, check: bool) {
     let cfg = config();
-    // The stack record says which way it fills (1 + way; 0: none).
+    // The stack record says which way it fills (1 + way; 0: none), or
+    // which one it repeats (a check).
     let mut remembered = 0;
-    if let Some(w) = way {
+    let mut reason = stack_reason::BLOCKED;
+    if check {
+        remembered = 1 + (way.unwrap_or(0) & (WAIT_WAYS - 1));
+        reason = stack_reason::BLOCKED_CHECK;
+    } else if let Some(w) = way {
         if LAST_BLOCKED.get_ptr(tid).is_none() {
             let _ = LAST_BLOCKED.insert(tid, &NO_WAITS, 0);
         }
@@ -314,8 +325,9 @@ pub fn copy_blocked(head: Header, tid: u32, task_id: u64, regs: &UserRegs, way: 
             remembered = 1 + i as u32;
         }
     }
-    if !copy_with(Header { kind: kind::STACK, ..head }, tid, stack_reason::BLOCKED, task_id, cfg.blocked_stack_bytes, regs, remembered)
+    if !copy_with(Header { kind: kind::STACK, ..head }, tid, reason, task_id, cfg.blocked_stack_bytes, regs, remembered)
         && remembered != 0
+        && !check
     {
         // The reader did not get it (ring buffer full): a later repeat
         // would point at the stack that way held before.

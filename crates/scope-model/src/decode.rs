@@ -62,8 +62,11 @@ pub struct RawStack<'a> {
     /// sent (no bytes: from a switch record, [`switch_same_stack`]).
     pub same_as_last: bool,
     /// Which of the thread's remembered waits (0 to 3) this stack repeats
-    /// (`same_as_last`) or becomes (a copy); None: not remembered.
+    /// (`same_as_last`, `check`) or becomes (a copy); None: not remembered.
     pub way: Option<u8>,
+    /// A copy of a wait its switch record already said repeats `way`: to
+    /// check that repeat, never a stack of its own (`stack_reason::BLOCKED_CHECK`).
+    pub check: bool,
 }
 
 /// Stack records need the target's modules to become events (unwinding).
@@ -112,6 +115,7 @@ pub fn decode_stack(bytes: &[u8]) -> Result<RawStack<'_>, DecodeError> {
         task_id: head.task_id,
         same_as_last: false,
         way: (1..=scope_common::WAIT_WAYS).contains(&head.remembered).then(|| (head.remembered - 1) as u8),
+        check: head.reason == stack_reason::BLOCKED_CHECK,
     })
 }
 
@@ -140,6 +144,7 @@ pub fn switch_same_stack(bytes: &[u8]) -> Option<RawStack<'static>> {
         task_id: r.task_id,
         same_as_last: true,
         way: Some(side::same_way(r.ours) as u8),
+        check: false,
     })
 }
 
@@ -417,7 +422,13 @@ mod tests {
         let raw = decode_stack(&bytes).unwrap();
         assert_eq!((raw.tid, raw.reason, raw.ip, raw.bytes), (4, StackReason::Blocked, 0x1000, &[1u8, 2, 3][..]));
         assert_eq!(raw.way, Some(1), "kept by the kernel as the thread's second wait");
+        assert!(!raw.check);
         assert!(decode_stack(&bytes[..bytes.len() - 1]).is_err(), "fewer bytes than announced");
+        let check = StackHeader { reason: stack_reason::BLOCKED_CHECK, ..head };
+        let mut bytes = bytes_of(&check);
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let raw = decode_stack(&bytes).unwrap();
+        assert_eq!((raw.reason, raw.check, raw.way), (StackReason::Blocked, true, Some(1)), "a copy of a repeat of the second wait");
     }
 
     #[test]

@@ -11,6 +11,10 @@ use std::ops::Range;
 /// Stops runaway unwinds on corrupt stacks.
 const MAX_FRAMES: usize = 256;
 
+/// Words atop a stack the kernel compares to tell a wait it has seen
+/// (`scope_common::WAIT_WORDS`; see [`Unwound::words_read`]).
+pub const WORDS_COMPARED: usize = 64;
+
 struct Mapped {
     index: u32,
     avma: Range<u64>,
@@ -40,6 +44,10 @@ pub struct Unwound {
     /// `rbp` holding data (it is a general register in code built without
     /// frame pointers) was read but found nothing.
     pub words_read: u64,
+    /// How many of the first frames depend on nothing but ip, sp and those
+    /// 64 words: all a wait that matches there is known to share (the
+    /// frames found by reading deeper may differ).
+    pub frames_within_words: usize,
 }
 
 impl Unwound {
@@ -110,14 +118,14 @@ impl StackUnwinder {
 
     /// Walks the stack copied at `sp` (`stack` holds memory from `sp` up).
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Unwound {
-        let mut bytes_used = 0usize;
+        let bytes_used = std::cell::Cell::new(0usize);
         // (offset, value) of the reads in the first 64 words.
         let mut reads: Vec<(usize, u64)> = Vec::new();
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let at = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(at..at + 8).ok_or(())?;
-            bytes_used = bytes_used.max(at + 8);
-            if at < 64 * 8 {
+            bytes_used.set(bytes_used.get().max(at + 8));
+            if at < WORDS_COMPARED * 8 {
                 reads.push((at, u64::from_le_bytes(bytes.try_into().map_err(|_| ())?)));
             }
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
@@ -126,6 +134,7 @@ impl StackUnwinder {
         let mut return_addresses = Vec::new();
         let mut unknown = 0;
         let mut complete = false;
+        let mut frames_within_words = 0;
         let mut iter = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
         loop {
             match iter.next() {
@@ -146,6 +155,9 @@ impl StackUnwinder {
                         unknown += 1;
                         Frame { module: Frame::NO_MODULE, offset: lookup }
                     }));
+                    if bytes_used.get() <= WORDS_COMPARED * 8 {
+                        frames_within_words = frames.len();
+                    }
                     if frames.len() >= MAX_FRAMES {
                         break;
                     }
@@ -165,13 +177,13 @@ impl StackUnwinder {
             if return_addresses.contains(&value) || stack_range.contains(&value) {
                 // An unaligned read touches two words.
                 for word in [at / 8, at.div_ceil(8)] {
-                    if word < 64 {
+                    if word < WORDS_COMPARED {
                         words_read |= 1 << word;
                     }
                 }
             }
         }
-        Unwound { frames, complete, unknown_addresses: unknown, bytes_used, words_read }
+        Unwound { frames, complete, unknown_addresses: unknown, bytes_used: bytes_used.get(), words_read, frames_within_words }
     }
 
     pub fn knows(&self, avma: u64) -> bool {

@@ -98,6 +98,29 @@ fn scope_stacks_test_body() {
     assert!(symbols.warnings.is_empty(), "{:?}", symbols.warnings);
 }
 
+/// What a repeated wait may be said to share with the one it matched: the
+/// frames found from ip, sp and the words the kernel compares stay
+/// whatever the stack holds deeper; the frames after them do not.
+#[test]
+fn the_frames_within_the_compared_words_do_not_depend_on_deeper_ones() {
+    let captured = scope_stacks_outer_caller();
+    let mut unwinder = StackUnwinder::default();
+    for (i, m) in own_modules().iter().enumerate() {
+        unwinder.add_module(i as u32, m).unwrap();
+    }
+    let unwound = unwinder.unwind(captured.ip, captured.sp, captured.bp, &captured.stack);
+    let within = unwound.frames_within_words;
+    // The test harness's thread is deeper than the compared words.
+    assert!(unwound.complete && within >= 2 && within < unwound.frames.len(), "{within} of {:?}", unwound.frames);
+    let mut stack = captured.stack.clone();
+    for word in stack.chunks_exact_mut(8).skip(scope_stacks::unwind::WORDS_COMPARED) {
+        word.copy_from_slice(&0x4141_4141_4141_4141u64.to_le_bytes());
+    }
+    let changed = unwinder.unwind(captured.ip, captured.sp, captured.bp, &stack);
+    assert_eq!(changed.frames[..within], unwound.frames[..within]);
+    assert!(!changed.complete && changed.frames != unwound.frames, "deeper words found the frames after those");
+}
+
 #[test]
 fn a_replaced_binary_is_not_trusted() {
     let modules: Vec<Module> = own_modules()
