@@ -102,13 +102,26 @@ impl Probes {
 
     /// A BTF tracepoint program (`sched_switch`, `sched_waking`).
     pub fn attach_btf(&mut self, program: &str, btf: &aya::Btf) -> Result<()> {
+        self.attach_btf_as(program, program, btf)
+    }
+
+    /// `sched_switch`, or with `RUNTIME_SCOPE_CHECK_REPEATS` set the
+    /// variant that checks remembered waits, for tests (docs/design-notes.md,
+    /// Repeats carry what the compare vouches for).
+    pub fn attach_switch(&mut self, btf: &aya::Btf) -> Result<()> {
+        let program = if std::env::var_os("RUNTIME_SCOPE_CHECK_REPEATS").is_some() { "sched_switch_check" } else { "sched_switch" };
+        self.attach_btf_as(program, "sched_switch", btf)
+    }
+
+    /// `program` on the BTF tracepoint `tracepoint`.
+    fn attach_btf_as(&mut self, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<()> {
         let tp: &mut BtfTracePoint = self
             .ebpf
             .program_mut(program)
             .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        Self::checked(&self.release, program, tp.load(program, btf))?;
-        tp.attach().with_context(|| format!("attaching to BTF tracepoint {program} failed"))?;
+        Self::checked(&self.release, program, tp.load(tracepoint, btf))?;
+        tp.attach().with_context(|| format!("attaching to BTF tracepoint {tracepoint} failed"))?;
         Ok(())
     }
 

@@ -111,6 +111,8 @@ pub struct Settings {
     pub program: Option<std::path::PathBuf>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
+    /// --blocked-stack-size was given (else the kernel may lower it).
+    pub blocked_stack_given: bool,
     /// The id's offset in CONTEXT when known before recording (DWARF);
     /// otherwise learned while exact polls run.
     pub task_id_field: Option<u32>,
@@ -163,7 +165,8 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     // RUNTIME_SCOPE_NO_HOLD: every switch and waking sent at once, to
     // measure what holding saves (`cargo xtask bench`).
     let hold = std::env::var_os("RUNTIME_SCOPE_NO_HOLD").is_none();
-    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel, hold)?;
+    let stacks = kernel.stack_config(settings.stacks, settings.blocked_stack_given);
+    let mut probes = Probes::load(target.pid, &offsets, &stacks, &task_ids, &kernel, hold)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;
@@ -177,7 +180,7 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
         .map(|&t| (t, target.thread_name(t).unwrap_or_else(|| format!("tid {t}"))))
         .collect();
     let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
-    probes.attach_btf("sched_switch", &btf)?;
+    probes.attach_switch(&btf)?;
     probes.attach_btf("sched_waking", &btf)?;
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;

@@ -83,7 +83,8 @@ pub mod stack_reason {
     // 3 was a blocked stack equal to the thread's last one; that is now
     // `side::SAME_STACK` in the switch record.
     /// A blocked switch-out the switch record says repeats remembered wait
-    /// `remembered - 1`, copied anyway to check that ([`StackConfig::check_repeats`]).
+    /// `remembered - 1`, copied anyway to check that (only by the
+    /// `sched_switch_check` program, loaded for `RUNTIME_SCOPE_CHECK_REPEATS`).
     pub const BLOCKED_CHECK: u32 = 4;
 }
 
@@ -160,10 +161,7 @@ pub struct StackConfig {
     pub blocked_bytes_per_sec: u64,
     /// Bytes copied at a blocked switch-out (≤ stack_bytes).
     pub blocked_stack_bytes: u32,
-    /// 1: a wait that repeats a remembered one is copied anyway (within
-    /// the budget), as [`stack_reason::BLOCKED_CHECK`], so the recorder can
-    /// check the repeat against what that copy unwinds to.
-    pub check_repeats: u32,
+    pub _pad2: u32,
 }
 
 /// Which words atop a remembered wait's stack its unwinding read (bit i:

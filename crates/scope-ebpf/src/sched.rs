@@ -55,6 +55,20 @@ fn reported_state(preempt: bool, state: u32) -> u64 {
 /// `sched_switch(bool preempt, task_struct *prev, task_struct *next[, unsigned int prev_state])`.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    switch::<false>(&ctx)
+}
+
+/// [`sched_switch`] that also copies each wait it finds repeated (within
+/// the budget) for the recorder to check the repeat against
+/// (`RUNTIME_SCOPE_CHECK_REPEATS`). A program of its own, loaded instead:
+/// with that path in it, 5.10's verifier gave up on `sched_switch`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_check(ctx: BtfTracePointContext) -> i32 {
+    switch::<true>(&ctx)
+}
+
+#[inline(always)]
+fn switch<const CHECK: bool>(ctx: &BtfTracePointContext) -> i32 {
     let l = layout();
     let tgid = target_tgid();
     let prev: *const u8 = ctx.arg(1);
@@ -85,7 +99,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // Sleeping (S) or in uninterruptible wait (D): where it waits is the
     // question a blocked worker raises, so its stack is copied (within
     // budget), or marked in this record as the same as its last wait's.
-    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked(prev_tid, head.ts) } else { Blocked::Nothing };
+    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked::<CHECK>(prev_tid, head.ts) } else { Blocked::Nothing };
     if let Blocked::Same { way } | Blocked::Copy { way: Some(way), check: true, .. } = blocked {
         ours |= side::SAME_STACK | ((way << side::SAME_WAY_SHIFT) & side::SAME_WAY_BITS);
     }
@@ -112,7 +126,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         emit(record);
     }
     if let Blocked::Copy { regs, way, check } = &blocked {
-        stacks::copy_blocked(head, prev_tid, task_id, regs, *way, *check);
+        stacks::copy_blocked(head, prev_tid, task_id, regs, *way, CHECK && *check);
     }
     0
 }

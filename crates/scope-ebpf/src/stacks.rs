@@ -16,7 +16,7 @@ use scope_common::{Header, STACK_MAX, WAIT_MASK_SLOTS, WAIT_WAYS, WAIT_WORDS, Wa
 
 #[unsafe(no_mangle)]
 static STACK_CONFIG: StackConfig =
-    StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0, blocked_stack_bytes: 0, check_repeats: 0 };
+    StackConfig { stack_bytes: 0, _pad: 0, blocked_bytes_per_sec: 0, blocked_stack_bytes: 0, _pad2: 0 };
 
 #[repr(C)]
 pub struct Scratch {
@@ -180,12 +180,13 @@ pub enum Blocked {
     /// Copy it; `way`: where `now` is remembered (None: its top could not
     /// be read, so it cannot be compared later). `check`: it repeats `way`
     /// (said in the switch record) and is copied only to check that
-    /// ([`StackConfig::check_repeats`]): the ways are left as they are.
+    /// (`sched_switch_check` only): the ways are left as they are.
     Copy { regs: UserRegs, way: Option<u32>, check: bool },
 }
 
+/// `CHECK`: a repeat is copied too, within the budget (`sched_switch_check`).
 #[inline(always)]
-pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
+pub fn plan_blocked<const CHECK: bool>(tid: u32, ts: u64) -> Blocked {
     if config().blocked_stack_bytes == 0 {
         return Blocked::Nothing;
     }
@@ -214,7 +215,7 @@ pub fn plan_blocked(tid: u32, ts: u64) -> Blocked {
                 Compared::Same => {
                     waits.way[w].used_ts = ts;
                     let cfg = config();
-                    if cfg.check_repeats != 0 && within_budget(ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
+                    if CHECK && within_budget(ts, u64::from(cfg.blocked_stack_bytes), cfg.blocked_bytes_per_sec) {
                         return Blocked::Copy { regs, way: Some(w as u32), check: true };
                     }
                     return Blocked::Same { way: w as u32 };
