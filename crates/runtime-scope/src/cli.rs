@@ -95,11 +95,12 @@ pub struct StackArgs {
 
     /// Bytes of user stack copied when a thread blocks (512 to 32768, at
     /// most --stack-size). A worker's park is shallow, but a wait inside a
-    /// task (a mutex, a blocking read) sits as deep as samples land.
-    /// [default: 16384; 8192 before Linux 5.15, whose verifier takes no
-    /// more]
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(512..=32768))]
-    pub blocked_stack_size: Option<u32>,
+    /// task (a mutex, a blocking read) can sit as deep as samples land:
+    /// 16384 copies those whole where the kernel's verifier takes it
+    /// (Linux 6.18 does; 6.1 and 5.10 reject sched_switch with it).
+    #[arg(long, default_value_t = 8192, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(512..=32768))]
+    pub blocked_stack_size: u32,
 
     /// Budget for stacks copied when a thread blocks, bytes per second over
     /// all CPUs; copies over budget are skipped and counted. 0: none.

@@ -86,14 +86,9 @@ pub(crate) fn settings(view: &ViewArgs, stacks: &StackArgs, duration_s: Option<u
             stack_bytes: if stacks.no_stacks { 0 } else { stacks.stack_size },
             _pad: 0,
             blocked_bytes_per_sec: stacks.stack_budget / cpus,
-            blocked_stack_bytes: if stacks.no_stacks {
-                0
-            } else {
-                stacks.blocked_stack_size.unwrap_or(crate::kernel_features::BLOCKED_STACK_BYTES).min(stacks.stack_size)
-            },
+            blocked_stack_bytes: if stacks.no_stacks { 0 } else { stacks.blocked_stack_size.min(stacks.stack_size) },
             _pad2: 0,
         },
-        blocked_stack_given: stacks.blocked_stack_size.is_some(),
         task_id_field: None,
         tier: stacks.polls,
         budget_pct: stacks.overhead_budget,

@@ -117,7 +117,7 @@ impl KernelFeatures {
                 what: "bpf_task_pt_regs",
                 since: (5, 15),
                 present: self.task_pt_regs,
-                without: "user registers for stacks are read from the top of the thread's kernel stack (x86-64 layout, checked per stack); blocked stacks copy 8 KiB by default, not 16 (the verifier takes no more)",
+                without: "user registers for stacks are read from the top of the thread's kernel stack (x86-64 layout, checked per stack)",
                 affects_recording: true,
             },
         ];
@@ -156,26 +156,6 @@ impl KernelFeatures {
 }
 
 /// `runtime-scope check`: this kernel's features, one line each (stdout).
-/// Stack bytes copied at a blocked switch-out by default...
-pub const BLOCKED_STACK_BYTES: u32 = 16384;
-/// ...and at most, unless asked for, on kernels without `bpf_task_pt_regs`
-/// (before 5.15): with 16 KiB, 5.10's verifier gives up on `sched_switch`
-/// (a million instructions: the copy's halving reads, and the registers
-/// read from the kernel stack, multiply its paths).
-const OLD_KERNEL_BLOCKED_STACK_BYTES: u32 = 8192;
-
-impl KernelFeatures {
-    /// `stacks` as this kernel can verify them: the default blocked copy
-    /// lowered where it would not load (`given`: the user chose the size,
-    /// so it is kept and a rejection says why).
-    pub fn stack_config(&self, stacks: scope_common::StackConfig, given: bool) -> scope_common::StackConfig {
-        if given || self.task_pt_regs {
-            return stacks;
-        }
-        scope_common::StackConfig { blocked_stack_bytes: stacks.blocked_stack_bytes.min(OLD_KERNEL_BLOCKED_STACK_BYTES), ..stacks }
-    }
-}
-
 pub fn check() -> Result<()> {
     crate::privileges::check()?;
     let kernel = KernelFeatures::detect_all()?;
@@ -283,20 +263,6 @@ mod tests {
         assert_eq!(old.list().len(), 4);
         let new = KernelFeatures { uprobe_cookies: true, task_pt_regs: true, ..old };
         assert!(new.notes().is_empty());
-    }
-
-    /// The default blocked copy is lowered where the verifier cannot take
-    /// it; a size the user gave is kept (a rejection then says why).
-    #[test]
-    fn blocked_copies_default_to_what_the_kernel_verifies() {
-        let old = KernelFeatures { release: "5.10".into(), uprobe_cookies: false, task_pt_regs: false, uprobe_multi: None, uretprobe_syscall: None };
-        let new = KernelFeatures { task_pt_regs: true, ..old.clone() };
-        let stacks = scope_common::StackConfig { stack_bytes: 16384, blocked_stack_bytes: BLOCKED_STACK_BYTES, ..Default::default() };
-        assert_eq!(old.stack_config(stacks, false).blocked_stack_bytes, 8192);
-        assert_eq!(old.stack_config(stacks, true).blocked_stack_bytes, 16384);
-        assert_eq!(new.stack_config(stacks, false), stacks);
-        let small = scope_common::StackConfig { blocked_stack_bytes: 4096, ..stacks };
-        assert_eq!(old.stack_config(small, false).blocked_stack_bytes, 4096, "never raised");
     }
 
     /// On the running kernel, every feature whose mainline release is at or

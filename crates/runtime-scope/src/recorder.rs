@@ -111,8 +111,6 @@ pub struct Settings {
     pub program: Option<std::path::PathBuf>,
     /// Sampling frequency (0: off), stack bytes and blocked-stack budget.
     pub stacks: StackConfig,
-    /// --blocked-stack-size was given (else the kernel may lower it).
-    pub blocked_stack_given: bool,
     /// The id's offset in CONTEXT when known before recording (DWARF);
     /// otherwise learned while exact polls run.
     pub task_id_field: Option<u32>,
@@ -165,8 +163,7 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     // RUNTIME_SCOPE_NO_HOLD: every switch and waking sent at once, to
     // measure what holding saves (`cargo xtask bench`).
     let hold = std::env::var_os("RUNTIME_SCOPE_NO_HOLD").is_none();
-    let stacks = kernel.stack_config(settings.stacks, settings.blocked_stack_given);
-    let mut probes = Probes::load(target.pid, &offsets, &stacks, &task_ids, &kernel, hold)?;
+    let mut probes = Probes::load(target.pid, &offsets, &settings.stacks, &task_ids, &kernel, hold)?;
     // Follow thread creation before listing threads, so none slips between.
     probes.attach("task_newtask", "task")?;
     probes.attach("sched_process_exit", "sched")?;

@@ -135,7 +135,7 @@ fn record(binary: &Path, dir: &Path) -> Recorded {
     freeze(pid);
     let before: Vec<u64> = workers.iter().map(|&t| schedstat_ns(pid, t)).collect();
     let requests_before = load.done.load(Ordering::Relaxed);
-    let args = ["record", "--no-live", "--polls", "on", "-p", &pid.to_string(), "-o", capture.to_str().unwrap()];
+    let args = ["record", "--no-live", "--blocked-stack-size", "16384", "--polls", "on", "-p", &pid.to_string(), "-o", capture.to_str().unwrap()];
     // Every repeated wait is also copied (within the budget) and checked
     // against the stack it was said to repeat.
     let mut run = Run::start_with(&args, &[("RUNTIME_SCOPE_CHECK_REPEATS", "1")]);
@@ -180,8 +180,8 @@ fn connection_kind(kinds: &BTreeMap<String, (u64, u64)>) -> (&String, (u64, u64)
 fn check(what: &str, rec: &Recorded) -> BTreeMap<String, (u64, u64)> {
     assert!(rec.stderr.contains("no events lost"), "{what}: {}", rec.stderr);
     // Contended, the store's mutex makes tasks wait inside their polls, at
-    // stacks of up to 10.4 KB: copied whole by default (8 KiB left 36–59%
-    // of the stacks cut short of the thread's start).
+    // stacks of up to 10.4 KB: copied whole with 16 KiB (the default 8 KiB
+    // left 36–59% of the stacks cut short of the thread's start).
     let whole: f64 = rec
         .stderr
         .split_once(" stacks (")
