@@ -81,10 +81,11 @@ fn test() -> Result<(), String> {
     // Fat LTO inlines across crates: the probe points must survive it (about
     // 15 s cold on 2 CPUs, mostly tokio; nothing when unchanged).
     run(cargo().args(["build", "--profile", "release-fat-lto", "-p", "demo-app"]))?;
-    // A server nobody here wrote, stock and with DWARF (crates_io_e2e,
-    // naming_accuracy).
+    // Programs nobody here wrote: a server stock and with DWARF
+    // (crates_io_e2e, naming_accuracy), a tunnel with DWARF (naming_accuracy).
     crates_io::mini_redis("stock")?;
     crates_io::mini_redis("debuginfo")?;
+    crates_io::bore()?;
     // One test at a time: kernel tests measure CPU time and check that no
     // probe outlives the profiler, which concurrent runs would blur.
     run(cargo().args(["test", "--release", "--", "--test-threads=1"]))?;

@@ -197,10 +197,48 @@ pub fn canonical(name: &str) -> String {
 
 /// Whether two canonical names are the same future: segment by segment,
 /// DWARF's `{impl}` standing for the type or `<impl … for …>` that legacy
-/// and v0 symbols spell there.
+/// and v0 symbols spell there, inside generic arguments too (a wrapper's:
+/// `Instrumented<m::{impl}::listen::{closure}::{closure}>`).
 pub fn same_future(a: &str, b: &str) -> bool {
     let (a, b) = (segments(a), segments(b));
-    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || *x == "{impl}" || *y == "{impl}")
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| same_segment(x, y))
+}
+
+fn same_segment(x: &str, y: &str) -> bool {
+    if x == y || x == "{impl}" || y == "{impl}" {
+        return true;
+    }
+    match (generic(x), generic(y)) {
+        (Some((xn, xa)), Some((yn, ya))) if xn == yn => {
+            let (xa, ya) = (arguments(xa), arguments(ya));
+            xa.len() == ya.len() && xa.iter().zip(&ya).all(|(p, q)| same_future(p.trim(), q.trim()))
+        }
+        _ => false,
+    }
+}
+
+/// `Name<args>` as (`Name`, `args`).
+fn generic(segment: &str) -> Option<(&str, &str)> {
+    let (name, args) = segment.split_once('<')?;
+    Some((name, args.strip_suffix('>')?))
+}
+
+/// The top-level arguments of `A, B<C, D>`: `A`, `B<C, D>`.
+fn arguments(list: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut from) = (Vec::new(), 0i32, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&list[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&list[from..]);
+    out
 }
 
 /// `<A, B<C>>` with each argument made canonical.
@@ -348,6 +386,16 @@ mod tests {
             &canonical("m::server::{impl#0}::run::{async_fn#0}::{async_block_env#0}")
         ));
         assert!(!same_future(&canonical("m::A::run::{{closure}}"), &canonical("m::{impl#0}::stop::{async_fn_env#0}")));
+        // Inside a wrapper's generic arguments too (bore-cli's tasks).
+        assert!(same_future(
+            &canonical("tracing::instrument::Instrumented<m::server::Server::listen::{{closure}}::{{closure}}>"),
+            &canonical("tracing::instrument::Instrumented<m::server::{impl#0}::listen::{async_fn#0}::{async_block_env#0}>")
+        ));
+        assert!(!same_future(
+            &canonical("tracing::instrument::Instrumented<m::server::Server::listen::{{closure}}>"),
+            &canonical("tracing::instrument::Instrumented<m::server::{impl#0}::listen::{async_fn#0}::{async_block_env#0}>")
+        ));
+        assert!(!same_future(&canonical("w::Wrap<a::f::{{closure}}, b::S>"), &canonical("w::Wrap<a::f::{{closure}}, b::T>")));
     }
 
     #[test]

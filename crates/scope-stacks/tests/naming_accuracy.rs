@@ -24,8 +24,9 @@ fn program(name: &str) -> PathBuf {
     path
 }
 
-/// A server from crates.io nobody here wrote, built with DWARF (`cargo
-/// xtask test` installs mini-redis 0.4.1 so, as `cargo install` resolves it).
+/// A program from crates.io nobody here wrote, built with DWARF (`cargo
+/// xtask test` installs mini-redis 0.4.1 and bore-cli 0.6.0 so, as `cargo
+/// install` resolves them).
 fn crates_io(name: &str) -> PathBuf {
     let path = Path::new(ROOT).join("target/crates-io/debuginfo/bin").join(name);
     assert!(path.exists(), "{}: missing (cargo xtask test installs it with CARGO_PROFILE_RELEASE_DEBUG=true)", path.display());
@@ -137,7 +138,7 @@ fn naming_accuracy_per_form() {
     // NAMING_ACCURACY_EXTRA=a:b adds debuginfo builds of more programs
     // (real servers from crates.io, built with CARGO_PROFILE_RELEASE_DEBUG=true).
     let extra: Vec<PathBuf> = std::env::var("NAMING_ACCURACY_EXTRA").map(|v| v.split(':').map(PathBuf::from).collect()).unwrap_or_default();
-    let programs: Vec<PathBuf> = ["kind-scenarios", "demo-app"].into_iter().map(program).chain([crates_io("mini-redis-server")]).chain(extra).collect();
+    let programs: Vec<PathBuf> = ["kind-scenarios", "demo-app"].into_iter().map(program).chain([crates_io("mini-redis-server"), crates_io("bore")]).chain(extra).collect();
     for binary in &programs {
         let name = binary.file_name().unwrap().to_string_lossy().into_owned();
         let name = name.as_str();
