@@ -244,19 +244,7 @@ fn arguments(list: &str) -> Vec<&str> {
 /// `<A, B<C>>` with each argument made canonical.
 fn canonical_generics(generics: &str) -> String {
     let Some(inner) = generics.strip_prefix('<').and_then(|g| g.strip_suffix('>')) else { return generics.to_string() };
-    let (mut args, mut depth, mut from) = (Vec::new(), 0i32, 0);
-    for (i, c) in inner.char_indices() {
-        match c {
-            '<' | '(' | '[' => depth += 1,
-            '>' | ')' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                args.push(canonical(&inner[from..i]));
-                from = i + 1;
-            }
-            _ => {}
-        }
-    }
-    args.push(canonical(&inner[from..]));
+    let args: Vec<String> = arguments(inner).into_iter().map(canonical).collect();
     format!("<{}>", args.join(", "))
 }
 
