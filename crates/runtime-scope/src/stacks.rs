@@ -268,17 +268,25 @@ impl StackCollector {
         self.bytes_used[step] += 1;
     }
 
-    /// A repeat copied anyway: what it unwinds to, against the frames of
-    /// the remembered wait its switch record named (and gave it, unless
-    /// that stack was unwound inside other polls: then it had none).
+    /// The remembered wait a repeat on `tid` names, if its frames hold
+    /// there: a stack unwound inside other polls (their return addresses
+    /// put back from behind the trampolines) gives the repeat none.
+    /// (Over the two maps, not `self`: the caller counts while it holds it.)
+    fn repeated<'a>(last_blocked: &'a HashMap<(u32, u8), Remembered>, open_polls: &HashMap<u32, Vec<u64>>, tid: u32, way: Option<u8>) -> Option<&'a Remembered> {
+        let known = last_blocked.get(&(tid, way?))?;
+        match &known.polls {
+            Some(polls) if open_polls.get(&tid) != Some(polls) => None,
+            _ => Some(known),
+        }
+    }
+
+    /// A repeat copied anyway: what it unwinds to, against the frames the
+    /// repeat was given.
     fn check_repeat(&mut self, raw: &RawStack<'_>) {
-        let Some(way) = raw.way else { return };
         let restored = self.restore_return_addresses(raw.tid, raw.bytes);
         let unwound = self.unwinder.unwind(raw.ip, raw.sp, raw.bp, restored.as_deref().unwrap_or(raw.bytes));
-        let Some(known) = self.last_blocked.get(&(raw.tid, way)) else { return };
-        if known.polls.as_ref().is_some_and(|polls| self.open_polls.get(&raw.tid) != Some(polls)) {
-            return;
-        }
+        let Some(known) = Self::repeated(&self.last_blocked, &self.open_polls, raw.tid, raw.way) else { return };
+        let way = raw.way.unwrap_or_default();
         self.checked += 1;
         let same = unwound.frames.get(..known.frames.len()) == Some(&known.frames[..])
             && (!known.complete || (unwound.complete && unwound.frames.len() == known.frames.len()));
@@ -320,11 +328,7 @@ impl StackCollector {
         }
         if raw.same_as_last {
             // The busy path (most waits of a server): no allocation.
-            let Some(known) = raw.way.and_then(|way| self.last_blocked.get(&(raw.tid, way))) else { return };
-            if known.polls.as_ref().is_some_and(|polls| self.open_polls.get(&raw.tid) != Some(polls)) {
-                // Its frames came from other polls' return addresses: no stack.
-                return;
-            }
+            let Some(known) = Self::repeated(&self.last_blocked, &self.open_polls, raw.tid, raw.way) else { return };
             self.repeats += 1;
             self.repeats_cut += u64::from(!known.complete);
             out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: known.frames.clone(), complete: known.complete });
