@@ -99,17 +99,6 @@ fn start_server(binary: &Path, port: u16) -> Server {
     server
 }
 
-/// Tokio's default worker name (1.54).
-fn workers_of(pid: u32) -> Vec<u32> {
-    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|t| std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm")).is_ok_and(|c| c.trim() == "tokio-rt-worker"))
-        .collect();
-    tids.sort_unstable();
-    tids
-}
-
 struct Recorded {
     report: Value,
     workers: Vec<u32>,
@@ -129,7 +118,7 @@ fn record(binary: &Path, dir: &Path) -> Recorded {
     let pid = server.0.id();
     let load = Load::start(port);
     std::thread::sleep(Duration::from_millis(500));
-    let workers = workers_of(pid);
+    let workers = worker_tids(pid);
     assert!(!workers.is_empty(), "no tokio-rt-worker thread in mini-redis");
     let capture = dir.join("r.rscope");
     freeze(pid);
@@ -182,18 +171,13 @@ fn check(what: &str, rec: &Recorded) -> BTreeMap<String, (u64, u64)> {
     // Contended, the store's mutex makes tasks wait inside their polls, at
     // stacks of up to 10.4 KB: copied whole with 16 KiB (the default 8 KiB
     // left 36–59% of the stacks cut short of the thread's start).
-    let whole: f64 = rec
-        .stderr
-        .split_once(" stacks (")
-        .and_then(|(_, rest)| rest.split_once("% unwound to the thread's start"))
-        .and_then(|(pct, _)| pct.parse().ok())
-        .unwrap_or_else(|| panic!("{what}: no stacks line in {}", rec.stderr));
-    assert!(whole >= 90.0, "{what}: {whole}% of stacks unwound to the thread's start");
+    let whole = number_before(stacks_line(&rec.stderr), "% unwound to the thread's start");
+    assert!(whole >= 90, "{what}: {whole}% of stacks unwound to the thread's start");
     // A wait the kernel says repeats a remembered one unwinds to that one's
     // frames: checked on every repeat the budget let us copy.
     let check = rec.stderr.lines().find(|l| l.contains("repeat check:")).unwrap_or_else(|| panic!("{what}: no repeat check in {}", rec.stderr));
-    let numbers: Vec<u64> = check.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    assert!(numbers.len() >= 2 && numbers[0] >= 100 && numbers[1] == 0, "{what}: {check}");
+    let (checked, differed) = (number_before(check, " repeated waits copied anyway"), number_before(check, " of them unwound to other frames"));
+    assert!(checked >= 100 && differed == 0, "{what}: {check}");
     let kinds = kinds(&rec.report);
     let (kind, (polls, _)) = connection_kind(&kinds);
     eprintln!("{what}: {} requests; connection kind {kind}: {polls} polls; all kinds {kinds:?}", rec.requests);

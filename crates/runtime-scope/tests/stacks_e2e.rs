@@ -26,18 +26,6 @@ fn record_3s(pid: u32, out: &std::path::Path) -> (String, String) {
     (stdout, stderr)
 }
 
-/// The end-of-run stacks line: "runtime-scope: 403 stacks (…), 448 waits
-/// at the same place as the last (not copied again), …".
-fn stacks_line(stderr: &str) -> &str {
-    stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"))
-}
-
-/// The number just before `needle` in `line`.
-fn number_before(line: &str, needle: &str) -> usize {
-    let before = &line[..line.find(needle).unwrap()];
-    before.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
-}
-
 fn stacks_of<'a>(trace: &'a Value, cat: &str) -> Vec<(&'a Value, Vec<&'a str>)> {
     trace["traceEvents"]
         .as_array()

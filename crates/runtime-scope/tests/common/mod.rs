@@ -390,3 +390,15 @@ pub fn assert_no_probes_left() {
     }
     assert!(left.is_empty(), "probes survived the profiler's exit by {GRACE_S} s: {left:?}");
 }
+
+/// The end-of-run stacks line: "runtime-scope: 403 stacks (…), 448 waits
+/// at the same place as the last (not copied again), …".
+pub fn stacks_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.contains(" waits at the same place")).unwrap_or_else(|| panic!("no stacks line:\n{stderr}"))
+}
+
+/// The number just before `needle` in `line`.
+pub fn number_before(line: &str, needle: &str) -> usize {
+    let before = &line[..line.find(needle).unwrap()];
+    before.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
+}
