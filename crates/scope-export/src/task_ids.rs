@@ -11,6 +11,17 @@ use scope_model::identity::stacks_with_ids;
 use scope_model::{Frame, ResolvedFrame, Symbols, Timeline};
 use std::collections::HashMap;
 
+/// Functions only a worker's own loop runs (parking, the I/O driver), never
+/// a task's poll: `block_in_place` inside a task runs worker code too, but
+/// not these.
+const SCHEDULER_OWN: [&str; 5] = [
+    "scheduler::multi_thread::worker::Context::park",
+    "scheduler::multi_thread::park::",
+    "tokio::runtime::park::",
+    "tokio::runtime::driver::",
+    "mio::poll::Poll::poll",
+];
+
 /// Share of an id's stacks that must agree on its kind.
 const AGREEMENT: f64 = 0.75;
 
@@ -21,7 +32,12 @@ const AGREEMENT: f64 = 0.75;
 /// (`{{closure}}`), a `spawn_blocking` closure; never a wrapper's `poll`,
 /// a waker or a runtime function. None when the stack shows neither.
 pub fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
-    let harness = frames.iter().position(is_harness)?;
+    let Some(harness) = frames.iter().position(is_harness) else {
+        // Cut short before any harness (a repeated wait keeps only the
+        // frames it was compared on): a worker parked or driving I/O still
+        // shows the scheduler's own frames, which no task's poll runs.
+        return frames.iter().any(|f| SCHEDULER_OWN.iter().any(|s| f.function.contains(s))).then(|| WORKER_LOOP.to_string());
+    };
     let inside = &frames[..harness];
     if inside.iter().any(|f| f.function.contains("scheduler::multi_thread::worker::")) {
         return Some(WORKER_LOOP.to_string());
@@ -121,5 +137,9 @@ mod tests {
         let no_future = stack(&["mio::poll::Poll::poll", harness]);
         assert_eq!(kind_in_stack(&no_future), None, "not a future: unnamed");
         assert_eq!(kind_in_stack(&stack(&["app::main"])), None, "no harness");
+        let cut_short = stack(&["epoll_wait", "mio::poll::Poll::poll", "tokio::runtime::io::driver::Driver::turn"]);
+        assert_eq!(kind_in_stack(&cut_short).as_deref(), Some(WORKER_LOOP), "a park cut short before the harness");
+        let waiting = stack(&["syscall", "<std::sys::sync::condvar::futex::Condvar>::wait"]);
+        assert_eq!(kind_in_stack(&waiting), None, "a wait cut short could be a task's");
     }
 }

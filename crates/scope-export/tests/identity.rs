@@ -98,3 +98,34 @@ fn samples_are_counted_by_the_task_they_caught() {
     assert_eq!((t.samples, t.tasks), (3, 2), "ids 7 and 17, both named by their stacks: {t:?}");
     assert_eq!(t.share_pct, 100.0);
 }
+
+/// A worker's own loop id named as a task by its few stacks (samples in a
+/// task's harness, where Tokio has not yet set the task's id) and no park
+/// stack: parked 190 ms with it set. `probed`: the poll probes saw the
+/// worker begin a poll before, so they know it was in none.
+fn misnamed_loop_id(probed: bool) -> Vec<insights::LongPollGroup> {
+    let (_, symbols) = recording();
+    let mut events = Vec::new();
+    if probed {
+        events.extend([
+            Event::PollStart { ts: MS, tid: W0, task: 0x100, poll_fn: f(0x40) },
+            Event::PollEnd { ts: 2 * MS, tid: W0 },
+        ]);
+    }
+    for at in [5, 6, 7] {
+        events.extend([stack(at * MS, StackReason::Sample, &SAMPLED), Event::TaskAt { ts: at * MS, tid: W0, id: WORKER_LOOP_ID }]);
+    }
+    events.extend([switch(10 * MS, W0, 0), switch(200 * MS, 0, W0)]);
+    let rec = Recording::made_up(0, 300 * MS, vec![ThreadInfo::named(W0, "tokio-rt-worker")], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    insights::build(&tl, &symbols, Options::default()).long_polls
+}
+
+#[test]
+fn where_the_poll_probes_watched_a_thread_an_id_does_not_overrule_them() {
+    let unprobed = misnamed_loop_id(false);
+    assert_eq!(unprobed.len(), 1, "without probes the id is all there is: {unprobed:#?}");
+    assert!(!unprobed[0].exact);
+    let probed = misnamed_loop_id(true);
+    assert!(probed.is_empty(), "the probes saw no poll open: not a task's {probed:#?}");
+}

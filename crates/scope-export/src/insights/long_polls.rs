@@ -202,13 +202,26 @@ fn exact_polls(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>,
     out
 }
 
+/// When the poll probes were taken off (`--polls auto`), if they were.
+fn polls_off_at(tl: &Timeline) -> u64 {
+    tl.probe_changes.iter().find(|&&(_, polls, _)| !polls).map_or(u64::MAX, |&(ts, _, _)| ts)
+}
+
 /// Blocked stretches inside tasks' polls, seen from Tokio's task id at the
-/// switch-out, on threads and at times no poll probe covered.
+/// switch-out, on threads and at times no poll probe covered. Where the
+/// probes were watching a thread (they had seen it begin a poll, and were
+/// still on) they are the truth: a stretch outside every probed poll was
+/// in no task, whatever id was read (a worker's own loop id misnamed by a
+/// few stacks must not make its parks a task's). Left to the ids: a poll
+/// begun before the window, with none of the thread's probed polls yet.
 fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, threshold_ns: u64) -> Vec<Occurrence> {
     let mut out = Vec::new();
+    let polls_off = polls_off_at(tl);
     for t in &tl.threads {
+        let watched_from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
         for b in identity::blocked_in_tasks(t, |id| ids.is_task(id)) {
-            if b.span.duration_ns() < threshold_ns.max(1) || t.polls.iter().any(|p| p.start_ns <= b.span.start_ns && b.span.start_ns < p.end_ns) {
+            let at = b.span.start_ns;
+            if b.span.duration_ns() < threshold_ns.max(1) || (watched_from..polls_off).contains(&at) {
                 continue;
             }
             let kind = ids.kind(b.id).unwrap_or("task").to_string();
