@@ -104,8 +104,15 @@ fn samples_are_counted_by_the_task_they_caught() {
 /// stack: parked 190 ms with it set. `probed`: the poll probes saw the
 /// worker begin a poll before, so they know it was in none.
 fn misnamed_loop_id(probed: bool) -> Vec<insights::LongPollGroup> {
-    let (_, symbols) = recording();
-    let mut events = Vec::new();
+    loop_id_with(probed, &[])
+}
+
+/// As [`misnamed_loop_id`], with blocked stacks taken at parks (id set)
+/// before the 190 ms one.
+fn loop_id_with(probed: bool, parks: &[Event]) -> Vec<insights::LongPollGroup> {
+    let (_, mut symbols) = recording();
+    symbols.frames.insert(f(0x62), vec![ResolvedFrame { function: "tokio::runtime::park::Inner::park".into(), file: None, line: None, inlined: false }]);
+    let mut events = parks.to_vec();
     if probed {
         events.extend([
             Event::PollStart { ts: MS, tid: W0, task: 0x100, poll_fn: f(0x40) },
@@ -128,4 +135,23 @@ fn where_the_poll_probes_watched_a_thread_an_id_does_not_overrule_them() {
     assert!(!unprobed[0].exact);
     let probed = misnamed_loop_id(true);
     assert!(probed.is_empty(), "the probes saw no poll open: not a task's {probed:#?}");
+}
+
+/// The worker parked before with its loop id set, its stacks cut short
+/// before any harness frame (a repeated wait keeps only the frames it was
+/// compared on) but showing Tokio's park: the id is the worker loop's, so
+/// its 190 ms park is no task's, with no poll probes at all.
+#[test]
+fn parks_cut_short_still_name_the_worker_loop() {
+    let mut parks = Vec::new();
+    for at in [1, 2, 3, 4] {
+        parks.extend([
+            switch(at * MS, W0, 0),
+            Event::Stack { ts: at * MS, cpu: 0, tid: W0, reason: StackReason::Blocked, frames: vec![f(0x60), f(0x62)].into(), complete: false },
+            Event::TaskAt { ts: at * MS, tid: W0, id: WORKER_LOOP_ID },
+            switch(at * MS + 1000, 0, W0),
+        ]);
+    }
+    let groups = loop_id_with(false, &parks);
+    assert!(groups.is_empty(), "{groups:#?}");
 }
