@@ -128,7 +128,7 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
     for poll in &t.polls {
         let pieces: Vec<(u64, u64)> = tasks::on_cpu_pieces(t, poll).collect();
         let on = pieces.iter().map(|(a, b)| b - a).sum::<u64>();
-        let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_default();
+        let kind = kinds.get(&tl.poll_fn(poll)).cloned().unwrap_or_default();
         let long = tasks::is_long_leaf(t, poll);
         for (i, (a, b)) in pieces.iter().enumerate() {
             let mut args = json!({

@@ -76,7 +76,7 @@ impl TaskIdKinds {
         for t in &tl.threads {
             for poll in &t.polls {
                 // Not the placeholder of an instance nothing named.
-                let kind = kinds.get(&poll.poll_fn).filter(|k| !k.starts_with("task kind "));
+                let kind = kinds.get(&tl.poll_fn(poll)).filter(|k| !k.starts_with("task kind "));
                 if let (Some(id), Some(kind)) = (tl.tokio_ids.get(&poll.serial), kind) {
                     kind_of.entry(*id).or_insert_with(|| kind.clone());
                 }

@@ -107,27 +107,27 @@ pub fn kind_names(tl: &Timeline, symbols: &Symbols) -> HashMap<Frame, String> {
             let Some(poll) = poll else { continue };
             let Some(s) = tl.stacks.get(stack as usize) else { continue };
             if let Some(name) = future_in_stack(&symbols.expand(&s.frames)) {
-                *votes.entry(poll.poll_fn).or_default().entry(name).or_default() += 1;
+                *votes.entry(tl.poll_fn(poll)).or_default().entry(name).or_default() += 1;
             }
         }
     }
     let mut names = HashMap::new();
     for t in &tl.threads {
         for poll in &t.polls {
-            names.entry(poll.poll_fn).or_insert_with(|| {
+            names.entry(tl.poll_fn(poll)).or_insert_with(|| {
                 symbols
                     .kinds
-                    .get(&poll.poll_fn)
+                    .get(&tl.poll_fn(poll))
                     .and_then(TaskKind::label)
-                    .or_else(|| kind_from_symbol(symbols, &poll.poll_fn))
+                    .or_else(|| kind_from_symbol(symbols, &tl.poll_fn(poll)))
                     .or_else(|| {
-                        let v = votes.get(&poll.poll_fn)?;
+                        let v = votes.get(&tl.poll_fn(poll))?;
                         let (name, _) = v.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))?;
                         Some(format!("{name} (from samples)"))
                     })
                     .unwrap_or_else(|| {
-                        let module = tl.module_paths.get(poll.poll_fn.module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
-                        format!("task kind {module}+{:#x}", poll.poll_fn.offset)
+                        let module = tl.module_paths.get(tl.poll_fn(poll).module as usize).map_or("?", |p| p.rsplit('/').next().unwrap_or(p));
+                        format!("task kind {module}+{:#x}", tl.poll_fn(poll).offset)
                     })
             });
         }
@@ -146,21 +146,21 @@ pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
     for t in &tl.threads {
         for (i, poll) in t.polls.iter().enumerate() {
             if t.polls.get(i + 1).is_some_and(|next| next.depth == poll.depth + 1 && next.start_ns < poll.end_ns) {
-                holds_polls.insert(poll.poll_fn);
+                holds_polls.insert(tl.poll_fn(poll));
             }
         }
     }
     let mut polled: HashMap<Frame, Polled> = HashMap::new();
     for t in &tl.threads {
         for poll in &t.polls {
-            polled.entry(poll.poll_fn).or_insert_with(|| match symbols.kinds.get(&poll.poll_fn).map(|k| k.role) {
+            polled.entry(tl.poll_fn(poll)).or_insert_with(|| match symbols.kinds.get(&tl.poll_fn(poll)).map(|k| k.role) {
                 Some(KindRole::WorkerLoop) => Polled::WorkerLoop,
-                Some(KindRole::Blocking) if holds_polls.contains(&poll.poll_fn) => Polled::WorkerLoop,
+                Some(KindRole::Blocking) if holds_polls.contains(&tl.poll_fn(poll)) => Polled::WorkerLoop,
                 Some(KindRole::Blocking) => Polled::Blocking,
                 Some(KindRole::Async) => Polled::Task,
                 // A LocalSet runs wherever it is driven: says nothing.
                 Some(KindRole::Local) => Polled::Unknown,
-                Some(KindRole::Unknown) | None => match kind_from_symbol(symbols, &poll.poll_fn) {
+                Some(KindRole::Unknown) | None => match kind_from_symbol(symbols, &tl.poll_fn(poll)) {
                     Some(kind) if kind == WORKER_LOOP => Polled::WorkerLoop,
                     Some(kind) if kind.starts_with("spawn_blocking(") => Polled::Blocking,
                     Some(kind) if kind.starts_with("spawn_local(") => Polled::Unknown,
@@ -216,7 +216,7 @@ pub fn totals(tl: &Timeline, names: &HashMap<Frame, String>) -> Vec<(String, Kin
     for t in &tl.threads {
         let busy = self_busy_all(t);
         for (poll, busy) in t.polls.iter().zip(busy) {
-            let Some(name) = names.get(&poll.poll_fn) else { continue };
+            let Some(name) = names.get(&tl.poll_fn(poll)) else { continue };
             let e = by.entry(name).or_default();
             e.0.polls += 1;
             e.0.busy_ns += busy;
@@ -267,7 +267,7 @@ mod tests {
         t.on_cpu_between(poll.start_ns, poll.end_ns).saturating_sub(nested)
     }
 
-    fn nested_thread(polls: Vec<(u64, u64, u32)>) -> ThreadTimeline {
+    fn nested_thread(polls: Vec<(u64, u64, u16)>) -> ThreadTimeline {
         use scope_model::{OffReason, Span, SpanState, ThreadState};
         let on = |a, b| Span { start_ns: a, end_ns: b, state: SpanState::OnCpu { cpu: Some(0) } };
         let blocked = Span { start_ns: 100, end_ns: 150, state: SpanState::OffCpu(OffReason::Blocked { state: ThreadState(1) }) };
@@ -287,7 +287,7 @@ mod tests {
                     start_ns,
                     end_ns,
                     serial: 1,
-                    poll_fn: Frame { module: 0, offset: 0 },
+                    instance: 0,
                     depth,
                     number: 1,
                     finished: true,
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(alone, vec![230 - 80 - 40, 80 - 30 - 10, 30, 10, 40, 4]);
         assert_eq!(self_busy_all(&t), alone);
         // Lost returns nest every poll in the one before: 3000 deep.
-        let deep = nested_thread((0..3000u64).map(|i| (1000 + i, 10_000 - i, i as u32)).collect());
+        let deep = nested_thread((0..3000u64).map(|i| (1000 + i, 10_000 - i, i as u16)).collect());
         let alone: Vec<u64> = deep.polls.iter().map(|p| self_busy_ns(&deep, p)).collect();
         assert_eq!(self_busy_all(&deep), alone);
     }

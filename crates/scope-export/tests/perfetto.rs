@@ -85,7 +85,7 @@ fn polls_are_whole_slices() {
     let mut expected = Vec::new();
     for t in &tl.threads {
         for p in &t.polls {
-            expected.push((t.display_name(), p.start_ns - tl.start_ns, p.end_ns - tl.start_ns, kinds[&p.poll_fn].clone(), p.number.to_string()));
+            expected.push((t.display_name(), p.start_ns - tl.start_ns, p.end_ns - tl.start_ns, kinds[&tl.poll_fn(p)].clone(), p.number.to_string()));
         }
     }
     let got: Vec<_> = d.slices.iter().filter(|s| s.category == "poll").map(|s| (s.track.clone(), s.start, s.end, s.name.clone(), s.args["poll"].clone())).collect();

@@ -111,7 +111,7 @@ pub enum Polled {
 /// only `spawn_blocking` work makes a blocking-pool thread, whatever the
 /// name; polling nothing leaves the name to decide. Such workers are
 /// numbered in tid order (Tokio's own index is not known for them).
-pub(crate) fn refine_by_polls(threads: &mut [ThreadTimeline], polled: impl Fn(&crate::Frame) -> Polled) {
+pub(crate) fn refine_by_polls(threads: &mut [ThreadTimeline], polled: impl Fn(&crate::Poll) -> Polled) {
     let mut order: Vec<usize> = (0..threads.len()).collect();
     order.sort_by_key(|&i| threads[i].tid);
     let mut next = 0;
@@ -121,7 +121,7 @@ pub(crate) fn refine_by_polls(threads: &mut [ThreadTimeline], polled: impl Fn(&c
         if matches!(t.role, Role::Worker { runtimes, .. } if runtimes > 0) {
             continue;
         }
-        let seen: Vec<Polled> = t.polls.iter().map(|p| polled(&p.poll_fn)).collect();
+        let seen: Vec<Polled> = t.polls.iter().map(&polled).collect();
         let worker = if seen.iter().any(|p| matches!(p, Polled::Task | Polled::WorkerLoop)) {
             true
         } else if seen.contains(&Polled::Blocking) {

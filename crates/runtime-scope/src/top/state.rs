@@ -296,7 +296,7 @@ fn lane(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<Frame, String>, colum
             [Cell::Busy, Cell::BlockedInPoll, Cell::Preempted, Cell::Idle][i]
         })
         .collect();
-    let running = t.polls.iter().rev().find(|p| !p.finished && is_leaf(t, p)).and_then(|p| kinds.get(&p.poll_fn).cloned());
+    let running = t.polls.iter().rev().find(|p| !p.finished && is_leaf(t, p)).and_then(|p| kinds.get(&tl.poll_fn(p)).cloned());
     Lane { name: t.display_name(), cells, running, busy_pct: t.on_cpu_ns() as f64 * 100.0 / t.lifetime_ns().max(1) as f64 }
 }
 
@@ -305,7 +305,7 @@ fn task_rows(tl: &Timeline, kinds: &HashMap<Frame, String>, sort: SortBy) -> Vec
     let mut last_end: HashMap<&str, u64> = HashMap::new();
     for t in &tl.threads {
         for p in t.polls.iter().filter(|p| is_leaf(t, p)) {
-            if let Some(k) = kinds.get(&p.poll_fn) {
+            if let Some(k) = kinds.get(&tl.poll_fn(p)) {
                 let end = if p.finished { p.end_ns } else { tl.end_ns };
                 let e = last_end.entry(k).or_default();
                 *e = (*e).max(end);

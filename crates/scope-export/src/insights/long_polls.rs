@@ -167,7 +167,7 @@ pub fn classify(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbol
         Some(2) => Cause::Preempted,
         _ => Cause::Cpu,
     };
-    let kind = kinds.get(&poll.poll_fn).cloned().unwrap_or_else(|| "task".into());
+    let kind = kinds.get(&tl.poll_fn(poll)).cloned().unwrap_or_else(|| "task".into());
     let site = match cause {
         Cause::Cpu => cpu_site(tl, t, poll, symbols),
         Cause::Blocked => blocked_site(tl, t, poll, symbols),

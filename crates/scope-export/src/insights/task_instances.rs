@@ -30,7 +30,7 @@ pub fn busiest(tl: &Timeline, kinds: &HashMap<Frame, String>) -> Vec<TaskInstanc
         let busy = tasks::self_busy_all(t);
         for (p, busy) in t.polls.iter().zip(busy).filter(|(p, _)| super::long_polls::is_leaf(t, p)) {
             let a = by.entry(p.serial).or_insert_with(|| Acc { first_ns: p.start_ns, ..Acc::default() });
-            a.poll_fn = Some(p.poll_fn);
+            a.poll_fn = Some(tl.poll_fn(p));
             a.polls += 1;
             a.busy_ns += busy;
             a.polled_ns += p.duration_ns();

@@ -177,7 +177,7 @@ pub fn task_tables(tl: &Timeline, kinds: &HashMap<Frame, String>) -> (Vec<TaskUs
     let mut kind_of: HashMap<u32, &str> = HashMap::new();
     for t in &tl.threads {
         for p in &t.polls {
-            if let Some(k) = kinds.get(&p.poll_fn) {
+            if let Some(k) = kinds.get(&tl.poll_fn(p)) {
                 kind_of.insert(p.serial, k);
             }
         }
@@ -211,7 +211,7 @@ pub fn task_tables(tl: &Timeline, kinds: &HashMap<Frame, String>) -> (Vec<TaskUs
     let mut flagged = HashSet::new();
     for t in &tl.threads {
         for p in t.polls.iter().filter(|p| p.duration_ns() > NEVER_YIELDED_NS && super::long_polls::is_leaf(t, p)) {
-            let kind = kinds.get(&p.poll_fn).cloned().unwrap_or_else(|| "task".into());
+            let kind = kinds.get(&tl.poll_fn(p)).cloned().unwrap_or_else(|| "task".into());
             if flagged.insert(kind.clone()) {
                 lints.push(Lint {
                     lint: "never_yielded",

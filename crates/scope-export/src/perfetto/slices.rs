@@ -74,7 +74,7 @@ pub(super) fn geometry(t: &ThreadTimeline) -> Vec<Slice> {
         .iter()
         .enumerate()
         .filter(|(_, p)| p.end_ns > p.start_ns)
-        .map(|(i, p)| Slice::new(p.start_ns, p.end_ns, p.depth, Source::Poll(i as u32)))
+        .map(|(i, p)| Slice::new(p.start_ns, p.end_ns, u32::from(p.depth), Source::Poll(i as u32)))
         .collect();
     for (i, span) in t.spans.iter().enumerate() {
         if !matches!(span.state, SpanState::OffCpu(OffReason::Blocked { .. })) {
@@ -83,7 +83,7 @@ pub(super) fn geometry(t: &ThreadTimeline) -> Vec<Slice> {
         let Some(poll) = leaf_poll_at(t, span.start_ns) else { continue };
         let (start, end) = (span.start_ns.max(poll.start_ns), span.end_ns.min(poll.end_ns));
         if end > start {
-            out.push(Slice::new(start, end, poll.depth + 1, Source::Blocked(i as u32)));
+            out.push(Slice::new(start, end, u32::from(poll.depth) + 1, Source::Blocked(i as u32)));
         }
     }
     out.sort_by_key(|s| (s.start, s.depth));
@@ -141,7 +141,7 @@ fn label(tl: &Timeline, t: &ThreadTimeline, slice: &Slice, symbols: &Symbols, ki
         Source::Poll(i) => {
             let poll = &t.polls[i as usize];
             Label {
-                name: kinds.get(&poll.poll_fn).cloned().unwrap_or_default(),
+                name: kinds.get(&tl.poll_fn(poll)).cloned().unwrap_or_default(),
                 category: if tasks::is_long_leaf(t, poll) { "long_poll" } else { "poll" }.into(),
                 blocked_in: None,
                 stack: None,

@@ -207,7 +207,7 @@ fn polls_nest_number_and_close() {
         ],
     );
     let tl = Timeline::build(&rec, &WorkerRule::default());
-    let polls: Vec<(u64, u64, u64, u32, u32, u32, bool)> = find(&tl, 50)
+    let polls: Vec<(u64, u64, u64, u32, u16, u32, bool)> = find(&tl, 50)
         .polls
         .iter()
         .map(|p| (p.start_ns, p.end_ns, tl.task_addr(p.serial).unwrap(), p.serial, p.depth, p.number, p.finished))
@@ -237,7 +237,7 @@ fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
     let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
     let tl = Timeline::build(&rec, &WorkerRule::default());
     let t = find(&tl, 50);
-    let polls: Vec<(u64, u64, u64, u32)> = t.polls.iter().take(2).map(|p| (p.start_ns, p.end_ns, tl.task_addr(p.serial).unwrap(), p.depth)).collect();
+    let polls: Vec<(u64, u64, u64, u16)> = t.polls.iter().take(2).map(|p| (p.start_ns, p.end_ns, tl.task_addr(p.serial).unwrap(), p.depth)).collect();
     assert_eq!(polls, vec![(1_300, 1_350, 7, 0), (1_400, 1_450, 7, 0)], "the polls without a return are left out");
     assert_eq!(t.polls.len(), 3, "and the last of task 9's, open at stop");
     assert_eq!(t.polls[2].depth, 0);
@@ -377,4 +377,10 @@ fn a_thread_seen_running_after_a_lost_switch_in_is_on_cpu_from_then() {
     assert_eq!(spans[..4], [(1_000, 1_100, true), (1_100, 1_200, false), (1_200, 1_300, true), (1_300, 2_000, false)]);
     assert_eq!(tl.inconsistencies, 1, "the repair is counted");
     assert_eq!(tl.threads[0].polls.len(), 1);
+}
+
+/// The timeline of a busy capture is mostly polls: their size is its size.
+#[test]
+fn a_poll_is_32_bytes() {
+    assert_eq!(std::mem::size_of::<Poll>(), 32);
 }
