@@ -148,7 +148,7 @@ fn sweep(tl: &Timeline, first: &mut impl FnMut(PollPlace), arrow: &mut impl FnMu
         while let Some(poll) = polls.next_before(w.ts) {
             reach(poll, &mut waiting);
         }
-        waiting.entry(w.serial).or_insert(i);
+        waiting.entry(w.serial()).or_insert(i);
     }
     while let Some(poll) = polls.next_before(u64::MAX) {
         reach(poll, &mut waiting);
@@ -172,7 +172,7 @@ pub fn flows(tl: &Timeline) -> Vec<Flow> {
         },
         &mut |i, to| {
             let w = &tl.wakes[i];
-            let kind = if w.self_wake { FlowKind::SelfWake } else { FlowKind::Wake };
+            let kind = if w.self_wake() { FlowKind::SelfWake } else { FlowKind::Wake };
             out.push(Flow::new(i as u32, kind, (w.tid, w.ts), to));
         },
     );
@@ -241,10 +241,10 @@ mod tests {
         let mut taken: HashMap<u32, usize> = HashMap::new();
         let mut arrows = Vec::new();
         for (i, w) in tl.wakes.iter().enumerate() {
-            let polls = of_task(w.serial);
+            let polls = of_task(w.serial());
             let next = polls.partition_point(|p| p.start < w.ts);
             let Some(poll) = polls.get(next) else { continue };
-            if taken.insert(w.serial, next) == Some(next) {
+            if taken.insert(w.serial(), next) == Some(next) {
                 continue;
             }
             arrows.extend(poll.place().map(|place| (i, place)));

@@ -184,10 +184,10 @@ pub fn task_tables(tl: &Timeline, kinds: &HashMap<Frame, String>) -> (Vec<TaskUs
     }
     let mut wakes: HashMap<&str, (u64, u64)> = HashMap::new();
     for w in &tl.wakes {
-        if let Some(k) = kind_of.get(&w.serial) {
+        if let Some(k) = kind_of.get(&w.serial()) {
             let e = wakes.entry(k).or_default();
             e.0 += 1;
-            e.1 += u64::from(w.self_wake);
+            e.1 += u64::from(w.self_wake());
         }
     }
     let mut lints = Vec::new();

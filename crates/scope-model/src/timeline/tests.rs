@@ -267,7 +267,7 @@ fn wakes_name_their_task_and_self_wakes_are_marked() {
         ],
     );
     let tl = Timeline::build(&rec, &WorkerRule::default());
-    let wakes: Vec<(u64, u32, u32, bool)> = tl.wakes.iter().map(|w| (w.ts, w.tid, w.serial, w.self_wake)).collect();
+    let wakes: Vec<(u64, u32, u32, bool)> = tl.wakes.iter().map(|w| (w.ts, w.tid, w.serial(), w.self_wake())).collect();
     assert_eq!(wakes, vec![(1_150, 50, 1, true), (1_210, 50, 1, true), (1_410, 50, 2, false), (1_420, 51, 1, false)]);
 }
 
@@ -383,4 +383,13 @@ fn a_thread_seen_running_after_a_lost_switch_in_is_on_cpu_from_then() {
 #[test]
 fn a_poll_is_32_bytes() {
     assert_eq!(std::mem::size_of::<Poll>(), 32);
+}
+
+/// One per task wake, all held at the end of a recording.
+#[test]
+fn a_wake_is_16_bytes_and_keeps_its_flag() {
+    assert_eq!(std::mem::size_of::<Wake>(), 16);
+    let w = Wake::new(5, 7, (1 << 31) - 1, true);
+    assert_eq!((w.ts, w.tid, w.serial(), w.self_wake()), (5, 7, (1 << 31) - 1, true));
+    assert!(!Wake::new(5, 7, 3, false).self_wake());
 }
