@@ -8,8 +8,9 @@
 use crate::tasks::{abbreviate, is_harness};
 use scope_model::kinds::{KindRole, WORKER_LOOP};
 use scope_model::identity::stacks_with_ids;
-use scope_model::{Frame, ResolvedFrame, Symbols, Timeline};
-use std::collections::HashMap;
+use scope_model::{Frame, Poll, ResolvedFrame, Symbols, ThreadTimeline, Timeline};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 /// Functions only a worker's own loop runs (parking, the I/O driver), never
 /// a task's poll: `block_in_place` inside a task runs worker code too, but
@@ -68,6 +69,42 @@ fn kind_of_stack(symbols: &Symbols, frames: &[Frame]) -> Option<String> {
 
 pub struct TaskIdKinds {
     kind_of: HashMap<u64, String>,
+    /// Ids read where the poll probes saw no poll open: Tokio sets a
+    /// task's id only inside its poll, so these are no task's (a worker's
+    /// own loop, or the harness before the id is set).
+    outside_polls: HashSet<u64>,
+}
+
+/// For instants fed in time order: whether the poll probes watched thread
+/// `t` then (from its first probed poll until they were taken off) and saw
+/// no poll open. Tokio sets a task's id only inside its poll, so an id read
+/// at such an instant is no task's.
+pub struct Unpolled<'a> {
+    polls: &'a [Poll],
+    watched: std::ops::Range<u64>,
+    next: usize,
+    open: BinaryHeap<Reverse<u64>>,
+}
+
+impl<'a> Unpolled<'a> {
+    pub fn new(tl: &Timeline, t: &'a ThreadTimeline) -> Self {
+        let from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
+        Unpolled { polls: &t.polls, watched: from..tl.polls_off_ns(), next: 0, open: BinaryHeap::new() }
+    }
+
+    pub fn at(&mut self, ts: u64) -> bool {
+        if !self.watched.contains(&ts) {
+            return false;
+        }
+        while let Some(p) = self.polls.get(self.next).filter(|p| p.start_ns <= ts) {
+            self.open.push(Reverse(p.end_ns));
+            self.next += 1;
+        }
+        while self.open.peek().is_some_and(|&Reverse(end)| end <= ts) {
+            self.open.pop();
+        }
+        self.open.is_empty()
+    }
 }
 
 impl TaskIdKinds {
@@ -102,7 +139,12 @@ impl TaskIdKinds {
                 kind_of.insert(id, kind);
             }
         }
-        TaskIdKinds { kind_of }
+        let mut outside_polls = HashSet::new();
+        for t in &tl.threads {
+            let mut unpolled = Unpolled::new(tl, t);
+            outside_polls.extend(t.task_marks.iter().filter(|&&(ts, id)| id != 0 && unpolled.at(ts)).map(|&(_, id)| id));
+        }
+        TaskIdKinds { kind_of, outside_polls }
     }
 
     pub fn kind(&self, id: u64) -> Option<&str> {
@@ -113,7 +155,7 @@ impl TaskIdKinds {
     /// are left out: a parked worker whose stacks could not be named must
     /// not pass for a task blocked in its poll.
     pub fn is_task(&self, id: u64) -> bool {
-        self.kind(id).is_some_and(|k| k != WORKER_LOOP)
+        self.kind(id).is_some_and(|k| k != WORKER_LOOP) && !self.outside_polls.contains(&id)
     }
 }
 

@@ -103,13 +103,13 @@ fn samples_are_counted_by_the_task_they_caught() {
 /// task's harness, where Tokio has not yet set the task's id) and no park
 /// stack: parked 190 ms with it set. `probed`: the poll probes saw the
 /// worker begin a poll before, so they know it was in none.
-fn misnamed_loop_id(probed: bool) -> Vec<insights::LongPollGroup> {
+fn misnamed_loop_id(probed: bool) -> insights::Insights {
     loop_id_with(probed, &[])
 }
 
 /// As [`misnamed_loop_id`], with blocked stacks taken at parks (id set)
 /// before the 190 ms one.
-fn loop_id_with(probed: bool, parks: &[Event]) -> Vec<insights::LongPollGroup> {
+fn loop_id_with(probed: bool, parks: &[Event]) -> insights::Insights {
     let (_, mut symbols) = recording();
     symbols.frames.insert(f(0x62), vec![ResolvedFrame { function: "tokio::runtime::park::Inner::park".into(), file: None, line: None, inlined: false }]);
     let mut events = parks.to_vec();
@@ -125,16 +125,18 @@ fn loop_id_with(probed: bool, parks: &[Event]) -> Vec<insights::LongPollGroup> {
     events.extend([switch(10 * MS, W0, 0), switch(200 * MS, 0, W0)]);
     let rec = Recording::made_up(0, 300 * MS, vec![ThreadInfo::named(W0, "tokio-rt-worker")], events);
     let tl = Timeline::build(&rec, &WorkerRule::default());
-    insights::build(&tl, &symbols, Options::default()).long_polls
+    insights::build(&tl, &symbols, Options::default())
 }
 
 #[test]
 fn where_the_poll_probes_watched_a_thread_an_id_does_not_overrule_them() {
     let unprobed = misnamed_loop_id(false);
-    assert_eq!(unprobed.len(), 1, "without probes the id is all there is: {unprobed:#?}");
-    assert!(!unprobed[0].exact);
+    assert_eq!(unprobed.long_polls.len(), 1, "without probes the id is all there is: {:#?}", unprobed.long_polls);
+    assert!(!unprobed.long_polls[0].exact);
+    assert_eq!(unprobed.sampled_tasks.len(), 1, "{:?}", unprobed.sampled_tasks);
     let probed = misnamed_loop_id(true);
-    assert!(probed.is_empty(), "the probes saw no poll open: not a task's {probed:#?}");
+    assert!(probed.long_polls.is_empty(), "the probes saw no poll open: not a task's {:#?}", probed.long_polls);
+    assert!(probed.sampled_tasks.is_empty(), "nor were its samples a task's: {:?}", probed.sampled_tasks);
 }
 
 /// The worker parked before with its loop id set, its stacks cut short
@@ -152,6 +154,6 @@ fn parks_cut_short_still_name_the_worker_loop() {
             switch(at * MS + 1000, 0, W0),
         ]);
     }
-    let groups = loop_id_with(false, &parks);
+    let groups = loop_id_with(false, &parks).long_polls;
     assert!(groups.is_empty(), "{groups:#?}");
 }

@@ -13,7 +13,6 @@
 //! Which ids are tasks is for the caller to say (from the stacks' names).
 
 use crate::timeline::{OffReason, Span, SpanState, ThreadTimeline};
-use std::collections::HashMap;
 
 /// The task id read at a switch-out or sample of `t` at `ts` (marks are
 /// recorded when the id read changes, so the last one at or before `ts`).
@@ -51,17 +50,6 @@ pub fn stacks_with_ids(t: &ThreadTimeline) -> Vec<(u64, u32, u64)> {
     t.samples.iter().chain(&t.blocked_stacks).filter_map(|&(ts, stack)| id_at(t, ts).map(|id| (ts, stack, id))).collect()
 }
 
-/// Samples per task id on a thread.
-pub fn samples_by_id(t: &ThreadTimeline) -> HashMap<u64, u32> {
-    let mut out: HashMap<u64, u32> = HashMap::new();
-    for &(ts, _) in &t.samples {
-        if let Some(id) = id_at(t, ts) {
-            *out.entry(id).or_default() += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +83,8 @@ mod tests {
         let t = thread(vec![blocked(10, 30), on, blocked(40, 80), blocked(90, 120), blocked(125, 130)], marks);
         let found = blocked_in_tasks(&t, |id| id != 1);
         assert_eq!(found.iter().map(|b| (b.span.start_ns, b.id)).collect::<Vec<_>>(), vec![(40, 7), (90, 8)]);
-        assert_eq!(samples_by_id(&t), HashMap::from([(8, 2), (9, 1)]));
+        let sampled: Vec<Option<u64>> = t.samples.iter().map(|&(ts, _)| id_at(&t, ts)).collect();
+        assert_eq!(sampled, vec![Some(8), Some(8), Some(9)]);
         assert_eq!(stacks_with_ids(&t).len(), 4);
         assert_eq!(id_at(&t, 160), Some(8), "unchanged since the last mark");
         assert_eq!(id_at(&t, 126), None, "no task since 125");

@@ -263,6 +263,11 @@ impl Timeline {
         self.end_ns - self.start_ns
     }
 
+    /// When `--polls auto` took the poll probes off (u64::MAX: never).
+    pub fn polls_off_ns(&self) -> u64 {
+        self.probe_changes.iter().find(|&&(_, polls, _)| !polls).map_or(u64::MAX, |&(ts, _, _)| ts)
+    }
+
     /// The `raw::poll` instance `poll` ran: it names the task's kind.
     pub fn poll_fn(&self, poll: &Poll) -> Frame {
         self.poll_fns[poll.instance as usize]

@@ -202,11 +202,6 @@ fn exact_polls(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>,
     out
 }
 
-/// When the poll probes were taken off (`--polls auto`), if they were.
-fn polls_off_at(tl: &Timeline) -> u64 {
-    tl.probe_changes.iter().find(|&&(_, polls, _)| !polls).map_or(u64::MAX, |&(ts, _, _)| ts)
-}
-
 /// Blocked stretches inside tasks' polls, seen from Tokio's task id at the
 /// switch-out, on threads and at times no poll probe covered. Where the
 /// probes were watching a thread (they had seen it begin a poll, and were
@@ -216,7 +211,7 @@ fn polls_off_at(tl: &Timeline) -> u64 {
 /// begun before the window, with none of the thread's probed polls yet.
 fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, threshold_ns: u64) -> Vec<Occurrence> {
     let mut out = Vec::new();
-    let polls_off = polls_off_at(tl);
+    let polls_off = tl.polls_off_ns();
     for t in &tl.threads {
         let watched_from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
         for b in identity::blocked_in_tasks(t, |id| ids.is_task(id)) {

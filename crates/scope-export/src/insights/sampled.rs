@@ -2,8 +2,8 @@
 //! target's CPU went, by task kind, when no poll probes ran (the cheap
 //! tier). A sample is an instant, so these are shares, not poll times.
 
-use crate::task_ids::TaskIdKinds;
-use scope_model::identity::samples_by_id;
+use crate::task_ids::{TaskIdKinds, Unpolled};
+use scope_model::identity::id_at;
 use scope_model::{Frame, Symbols, Timeline};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -24,12 +24,15 @@ pub fn by_kind(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>)
     let all_samples: usize = tl.threads.iter().map(|t| t.samples.len()).sum();
     let mut by: HashMap<String, (u64, HashSet<u64>)> = HashMap::new();
     for t in &tl.threads {
-        for (id, n) in samples_by_id(t) {
-            if !ids.is_task(id) {
+        // Where the poll probes saw no poll open, the id read is no task's.
+        let mut unpolled = Unpolled::new(tl, t);
+        for &(ts, _) in &t.samples {
+            let Some(id) = id_at(t, ts).filter(|&id| ids.is_task(id)) else { continue };
+            if unpolled.at(ts) {
                 continue;
             }
             let e = by.entry(ids.kind(id).unwrap_or("task").to_string()).or_default();
-            e.0 += u64::from(n);
+            e.0 += 1;
             e.1.insert(id);
         }
     }
