@@ -224,7 +224,10 @@ mod tests {
 
     /// The arrows as they were found before the sweep, from a list of every
     /// poll sorted by task (kept as the reference the sweep must match).
-    fn by_task_lists(tl: &Timeline) -> (Vec<(usize, (u32, u64))>, HashMap<u32, PollPlace>) {
+    /// (wake index, where its arrow ends), by wake.
+    type Arrows = Vec<(usize, (u32, u64))>;
+
+    fn by_task_lists(tl: &Timeline) -> (Arrows, HashMap<u32, PollPlace>) {
         let mut all: Vec<PollPlace> = tl.polls_without_return.iter().map(|&(serial, start)| PollPlace { start, tid: 0, at: 0, serial }).collect();
         for t in &tl.threads {
             for p in &t.polls {
