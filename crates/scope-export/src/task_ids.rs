@@ -75,10 +75,21 @@ pub struct TaskIdKinds {
     outside_polls: HashSet<u64>,
 }
 
+/// When the poll probes are the truth about thread `t`: from its first
+/// probed poll's start (a poll begun before the window has no start seen)
+/// on; if `--polls auto` took the probes off, only up to the end of its
+/// last poll in the timeline (one still open then is left out of the
+/// timeline, its end never seen, so the probes cannot say it was not open).
+pub fn watched(tl: &Timeline, t: &ThreadTimeline) -> std::ops::Range<u64> {
+    let from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
+    let off = tl.polls_off_ns();
+    let until = if off == u64::MAX { u64::MAX } else { t.polls.iter().map(|p| p.end_ns).max().unwrap_or(0).min(off) };
+    from..until
+}
+
 /// For instants fed in time order: whether the poll probes watched thread
-/// `t` then (from its first probed poll until they were taken off) and saw
-/// no poll open. Tokio sets a task's id only inside its poll, so an id read
-/// at such an instant is no task's.
+/// `t` then ([`watched`]) and saw no poll open. Tokio sets a task's id only
+/// inside its poll, so an id read at such an instant is no task's.
 pub struct Unpolled<'a> {
     polls: &'a [Poll],
     watched: std::ops::Range<u64>,
@@ -88,8 +99,7 @@ pub struct Unpolled<'a> {
 
 impl<'a> Unpolled<'a> {
     pub fn new(tl: &Timeline, t: &'a ThreadTimeline) -> Self {
-        let from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
-        Unpolled { polls: &t.polls, watched: from..tl.polls_off_ns(), next: 0, open: BinaryHeap::new() }
+        Unpolled { polls: &t.polls, watched: watched(tl, t), next: 0, open: BinaryHeap::new() }
     }
 
     pub fn at(&mut self, ts: u64) -> bool {

@@ -157,3 +157,29 @@ fn parks_cut_short_still_name_the_worker_loop() {
     let groups = loop_id_with(false, &parks).long_polls;
     assert!(groups.is_empty(), "{groups:#?}");
 }
+
+/// `--polls auto` took the probes off while a task was blocked inside its
+/// poll: that poll is not in the timeline (its end was never seen), so the
+/// probes say nothing about it, and its id must still name it.
+#[test]
+fn a_task_blocked_when_the_probes_came_off_is_still_found() {
+    let (_, symbols) = recording();
+    let at = 12 * MS;
+    let events = vec![
+        Event::PollStart { ts: MS, tid: W0, task: 0x100, poll_fn: f(0x40) },
+        Event::PollEnd { ts: 2 * MS, tid: W0 },
+        Event::PollStart { ts: 10 * MS, tid: W0, task: 0x200, poll_fn: f(0x40) },
+        switch(at, W0, 0),
+        stack(at, StackReason::Blocked, &IN_TASK),
+        Event::TaskAt { ts: at, tid: W0, id: TASK_ID },
+        Event::Probes { ts: 50 * MS, polls: false, wakes: false },
+        switch(300 * MS, 0, W0),
+    ];
+    let rec = Recording::made_up(0, 400 * MS, vec![ThreadInfo::named(W0, "tokio-rt-worker")], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    assert!(tl.threads[0].polls.iter().all(|p| p.end_ns <= 2 * MS), "the open poll was dropped");
+    let groups = insights::build(&tl, &symbols, Options::default()).long_polls;
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    assert_eq!((groups[0].exact, groups[0].max_ms), (false, 288.0), "{groups:#?}");
+    assert!(groups[0].task_kind.starts_with("app::config_reloader"), "{groups:#?}");
+}

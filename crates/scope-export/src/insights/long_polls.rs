@@ -3,7 +3,7 @@
 
 use super::{ms, stats::nearest_rank};
 use crate::labels;
-use crate::task_ids::TaskIdKinds;
+use crate::task_ids::{self, TaskIdKinds};
 use scope_model::identity;
 use scope_model::{Frame, OffReason, Poll, ResolvedFrame, SpanState, Symbols, ThreadTimeline, Timeline, Waker};
 use serde::Serialize;
@@ -204,19 +204,16 @@ fn exact_polls(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>,
 
 /// Blocked stretches inside tasks' polls, seen from Tokio's task id at the
 /// switch-out, on threads and at times no poll probe covered. Where the
-/// probes were watching a thread (they had seen it begin a poll, and were
-/// still on) they are the truth: a stretch outside every probed poll was
-/// in no task, whatever id was read (a worker's own loop id misnamed by a
-/// few stacks must not make its parks a task's). Left to the ids: a poll
-/// begun before the window, with none of the thread's probed polls yet.
+/// probes watched a thread ([`task_ids::watched`]) they are the truth: a
+/// stretch outside every probed poll was in no task, whatever id was read
+/// (a worker's own loop id misnamed by a few stacks must not make its
+/// parks a task's).
 fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, threshold_ns: u64) -> Vec<Occurrence> {
     let mut out = Vec::new();
-    let polls_off = tl.polls_off_ns();
     for t in &tl.threads {
-        let watched_from = t.polls.first().map_or(u64::MAX, |p| p.start_ns);
+        let watched = task_ids::watched(tl, t);
         for b in identity::blocked_in_tasks(t, |id| ids.is_task(id)) {
-            let at = b.span.start_ns;
-            if b.span.duration_ns() < threshold_ns.max(1) || (watched_from..polls_off).contains(&at) {
+            if b.span.duration_ns() < threshold_ns.max(1) || watched.contains(&b.span.start_ns) {
                 continue;
             }
             let kind = ids.kind(b.id).unwrap_or("task").to_string();
