@@ -227,10 +227,13 @@ pub fn record_demo_accounted_with(args: impl Fn(&str) -> Vec<String>, env: &[(&s
 
 /// A worker's traced on-CPU time against the kernel's for the same window.
 /// Each span's ends are tracepoint timestamps; the kernel's accounting
-/// starts and stops a few µs away from them (measured ≈13 µs per span on
-/// this VM). A busy worker (≥ 50 ms) must be within 10%, which this
-/// returns true for; for the other, the per-span bias dominates and is
-/// bounded instead. Emulated (see [`emulated`]), the bias per span grows
+/// starts and stops a few µs away from them (the kernel charging more,
+/// measured 11–19 µs per span on this VM, once 33). Every worker is held
+/// to 10% plus 25 µs a span: the demo's busy workers too run 150–300
+/// short slices besides their CPU polls, whose bias alone (3–8 ms) took
+/// most of a 10% margin (1 run in 5 failed by it). A busy worker (≥ 50
+/// ms), which this returns true for, still fails on any lost poll-sized
+/// span. Emulated (see [`emulated`]), the bias per span grows
 /// with the instructions between the tracepoint and the accounting (our
 /// own switch program among them: seen ≈90 µs per span on 5.10 in qemu),
 /// so it is bounded for the busy worker too.
@@ -242,13 +245,13 @@ pub fn check_on_cpu(what: &str, traced_us: f64, kernel_us: f64, spans: usize) ->
     // workers' shortfall below, not seen natively.
     let emulated_bias = if emulated() { 150.0 * spans as f64 + 20_000.0 } else { 0.0 };
     if kernel_us >= 50_000.0 {
-        assert!(diff <= kernel_us * 0.10 + emulated_bias, "{what}: {traced_us} vs kernel {kernel_us} µs");
+        assert!(diff <= kernel_us * 0.10 + 25.0 * spans as f64 + emulated_bias, "{what}: {traced_us} vs kernel {kernel_us} µs");
         true
     } else {
         // Emulated, a near-idle worker (6–15 spans) was seen 2–13 ms short
         // of schedstat on Linux 5.10, with switch records held and without
         // (RUNTIME_SCOPE_NO_HOLD), no switch reported undelivered: about one
-        // check in ten. Cause not found; the busy worker stays strict.
+        // check in ten. Cause not found; the busy worker's bound stays native.
         let emulated_bias = if emulated() { 1_000.0 * spans as f64 } else { 0.0 };
         assert!(diff <= kernel_us * 0.10 + 25.0 * spans as f64 + emulated_bias, "{what}: {traced_us} vs {kernel_us} µs");
         false
