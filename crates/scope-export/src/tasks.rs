@@ -145,7 +145,7 @@ pub fn classify_threads(tl: &mut Timeline, symbols: &Symbols) {
     let mut holds_polls: std::collections::HashSet<Frame> = std::collections::HashSet::new();
     for t in &tl.threads {
         for (i, poll) in t.polls.iter().enumerate() {
-            if t.polls.get(i + 1).is_some_and(|next| next.depth == poll.depth + 1 && next.start_ns < poll.end_ns) {
+            if t.polls.get(i + 1).is_some_and(|next| u32::from(next.depth) == u32::from(poll.depth) + 1 && next.start_ns < poll.end_ns) {
                 holds_polls.insert(tl.poll_fn(poll));
             }
         }
@@ -202,7 +202,7 @@ pub fn self_busy_all(t: &ThreadTimeline) -> Vec<u64> {
         while open.last().is_some_and(|&j| t.polls[j].depth >= p.depth || t.polls[j].end_ns <= p.start_ns) {
             open.pop();
         }
-        if let Some(&parent) = open.last().filter(|&&j| t.polls[j].depth + 1 == p.depth) {
+        if let Some(&parent) = open.last().filter(|&&j| u32::from(t.polls[j].depth) + 1 == u32::from(p.depth)) {
             // Still its whole on-CPU time: its own children come after it.
             busy[parent] = busy[parent].saturating_sub(busy[i]);
         }
