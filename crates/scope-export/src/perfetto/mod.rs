@@ -214,7 +214,7 @@ pub fn write(tl: &Timeline, symbols: &Symbols, out: impl Write) -> io::Result<us
     let kinds = crate::tasks::kind_names(tl, symbols);
     let geometry: Vec<Vec<slices::Slice>> = tl.threads.iter().map(slices::geometry).collect();
     let arrows = arrows::flow_ids(tl, &geometry, &flows);
-    // Placed on their slices: the list (40 bytes an arrow) can go.
+    // Placed on their slices: the list (32 bytes an arrow) can go.
     drop(flows);
     let mut ids = 1..;
     for ((t, slices), arrows) in tl.threads.iter().zip(geometry).zip(arrows) {

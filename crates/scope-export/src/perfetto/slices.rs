@@ -214,8 +214,8 @@ fn interned(tables: &Tables) -> InternedData {
     data
 }
 
-/// A slice's label as interning ids: what a BEGIN needs, ~50 bytes a
-/// slice held until it is written (the strings of a `Label` were ~180).
+/// A slice's label as interning ids: what a BEGIN needs (made when it is
+/// written, not held per slice).
 struct Interned {
     name: u32,
     category: u32,
@@ -346,7 +346,13 @@ pub(super) fn thread_packets(
 ) -> std::io::Result<()> {
     let ThreadInput { slices, flows, instants } = input;
     let mut tables = Tables::default();
-    let labels: Vec<Interned> = slices.iter().map(|s| intern(label(tl, t, s, symbols, kinds), &mut tables)).collect();
+    // Every string goes in the sequence's first packet, so the labels are
+    // made twice: here for their strings, then at each BEGIN (found in
+    // the tables by then). Kept, they were 40 bytes a slice: 60 MB for a
+    // thread of 1.5 M polls.
+    for s in &slices {
+        intern(label(tl, t, s, symbols, kinds), &mut tables);
+    }
     let instant_names: Vec<u64> = instants.iter().map(|&(_, name, _)| tables.names.id(name)).collect();
     // Packets are written as they are made: a million of them in memory
     // took gigabytes.
@@ -356,7 +362,7 @@ pub(super) fn thread_packets(
             Edge::Begin { slice, .. } => {
                 let at = flows.partition_point(|f| (f.0 as usize) < slice);
                 let ids: Vec<u64> = flows[at..].iter().take_while(|f| f.0 as usize == slice).map(|f| u64::from(f.1)).collect();
-                begin_event(&labels[slice], &ids)
+                begin_event(&intern(label(tl, t, &slices[slice], symbols, kinds), &mut tables), &ids)
             }
             Edge::End { .. } => {
                 let mut end = TrackEvent::new();
