@@ -74,8 +74,12 @@ fn without_poll_probes_the_blocked_task_is_still_named() {
         .find(|g| g["cause"] == "blocked" && g["site"] == "block_in_syscall")
         .unwrap_or_else(|| panic!("the 40 ms sleeps, seen from the task id: {groups:#?}"));
     assert!(sleep["task_kind"].as_str().unwrap().contains("blocking_loop"), "{sleep}");
-    let max = sleep["max_ms"].as_f64().unwrap();
-    assert!((38.0..=60.0).contains(&max), "blocked 40 ms inside the poll: {max}");
+    // A blocked stretch runs from the switch-out to the switch-in, so it
+    // holds the wait for a CPU after the wake: the typical one is the
+    // sleep, the longest can be more under load (CI once saw 69 ms).
+    let (p50, max) = (sleep["p50_ms"].as_f64().unwrap(), sleep["max_ms"].as_f64().unwrap());
+    assert!((38.0..=60.0).contains(&p50), "blocked 40 ms inside the poll: p50 {p50} (max {max})");
+    assert!(max >= p50, "{sleep}");
     assert_eq!(sleep["woken_by"][0], "a timer or interrupt");
     // Parked workers carry their own loop's id: never reported as a task's stall.
     for g in &observed {
