@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use scope_common::{Header, PENDING_MASK, PENDING_SLOTS, Pending, Switch, Waking, kind, side};
 use scope_model::Event;
-use std::collections::{HashMap, HashSet};
+use crate::fast_map::{Map, Set};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{addr_of, read_volatile};
 use std::sync::atomic::{Ordering, compiler_fence};
@@ -31,11 +31,11 @@ pub struct HeldSlots {
     base: *const Pending,
     memory: Memory,
     /// The target's threads (true: exited) whose slots are read.
-    tids: HashMap<u32, bool>,
+    tids: Map<u32, bool>,
     /// Halves delivered from a slot before their record came: (tid, kind,
     /// ts). A set, not the last per thread: a half superseded in its slot
     /// is still sent on its own later.
-    delivered: HashSet<(u32, u32, u64)>,
+    delivered: Set<(u32, u32, u64)>,
 }
 
 // SAFETY: the mapping is only read, and only through this value.
@@ -54,7 +54,7 @@ impl HeldSlots {
     }
 
     fn over(base: *const Pending, memory: Memory, tids: impl IntoIterator<Item = u32>) -> HeldSlots {
-        HeldSlots { base, memory, tids: tids.into_iter().map(|t| (t, false)).collect(), delivered: HashSet::new() }
+        HeldSlots { base, memory, tids: tids.into_iter().map(|t| (t, false)).collect(), delivered: Set::default() }
     }
 
     /// Follows the target's threads as they come and go.

@@ -5,7 +5,7 @@
 
 use scope_model::Event;
 use scope_stacks::task_context::Calibration;
-use std::collections::HashMap;
+use crate::fast_map::Map;
 
 /// Copies kept to be turned into task marks once the offset is known.
 const KEEP_COPIES: usize = 20_000;
@@ -28,7 +28,7 @@ pub struct Identity {
     field: Option<u32>,
     gave_up: bool,
     /// Tokio ids of each thread's open polls, innermost last (0: unknown).
-    open: HashMap<u32, Vec<u64>>,
+    open: Map<u32, Vec<u64>>,
     /// Copies taken before the offset was known: (ts, tid, bytes).
     pending: Vec<(u64, u32, Vec<u8>)>,
     /// Marks read while a poll with a known id was open: (agreed, total).
@@ -36,7 +36,7 @@ pub struct Identity {
     /// Set once the poll probes are gone: open polls are no longer known.
     unprobed: bool,
     /// The id last recorded per thread: marks are written on change only.
-    last: HashMap<u32, u64>,
+    last: Map<u32, u64>,
 }
 
 impl Identity {

@@ -87,7 +87,7 @@ pub struct LiveView {
     /// Highest lost-record count each CPU has reported in-band.
     lost: LostByCpu,
     /// Open polls per thread: (start, had a poll nested in it).
-    open_polls: HashMap<u32, Vec<(u64, bool)>>,
+    open_polls: crate::fast_map::Map<u32, Vec<(u64, bool)>>,
     long_poll_ns: u64,
     /// Long-poll lines printed in the current second (rate limit).
     long_lines: u32,
@@ -111,7 +111,7 @@ impl LiveView {
             counts: BTreeMap::new(),
             events_total: 0,
             lost: LostByCpu::default(),
-            open_polls: HashMap::new(),
+            open_polls: Default::default(),
             long_poll_ns: u64::MAX,
             long_lines: 0,
             long_suppressed: 0,

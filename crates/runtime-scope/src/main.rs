@@ -6,6 +6,7 @@ mod say;
 mod cli;
 mod commands;
 mod exec_follow;
+mod fast_map;
 mod failure;
 mod identity;
 mod formats;

@@ -327,7 +327,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut batch = Vec::new();
     // Header address → the Tokio id last recorded for it: one TaskId event
     // per task, not per poll.
-    let mut task_ids: HashMap<u64, u64> = HashMap::new();
+    let mut task_ids: crate::fast_map::Map<u64, u64> = Default::default();
     let mut trust_task_ids = true;
     let ring_fd = ring.as_raw_fd();
     let mut held = probes.held_slots(initial.iter().map(|(tid, _)| *tid))?;

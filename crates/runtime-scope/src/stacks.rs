@@ -7,7 +7,8 @@ use crate::{images, modules};
 use scope_model::decode::RawStack;
 use scope_model::{Event, Frame, Module};
 use scope_stacks::unwind::StackUnwinder;
-use std::collections::{HashMap, HashSet};
+use crate::fast_map::Map;
+use std::collections::HashSet;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -64,12 +65,12 @@ pub struct StackCollector {
     live: Vec<u32>,
     /// Per thread, the real return addresses of its open polls (innermost
     /// last): each is hidden on the stack behind the uretprobe trampoline.
-    open_polls: HashMap<u32, Vec<u64>>,
+    open_polls: Map<u32, Vec<u64>>,
     uprobes: Option<Range<u64>>,
     /// Per thread and remembered wait (the kernel keeps four a thread), the
     /// stack last copied for it: the kernel says "same as that one"
     /// instead of copying a wait again.
-    last_blocked: HashMap<(u32, u8), Remembered>,
+    last_blocked: Map<(u32, u8), Remembered>,
     /// Blocked switch-outs that repeated a remembered wait's stack, and
     /// how many of those are cut short (see [`Remembered`]).
     pub repeats: u64,
@@ -99,8 +100,8 @@ impl StackCollector {
             bytes_copied: 0,
             pending: Vec::new(),
             live: Vec::new(),
-            open_polls: HashMap::new(),
-            last_blocked: HashMap::new(),
+            open_polls: Map::default(),
+            last_blocked: Map::default(),
             masks: None,
             repeats: 0,
             repeats_cut: 0,
@@ -272,7 +273,7 @@ impl StackCollector {
     /// there: a stack unwound inside other polls (their return addresses
     /// put back from behind the trampolines) gives the repeat none.
     /// (Over the two maps, not `self`: the caller counts while it holds it.)
-    fn repeated<'a>(last_blocked: &'a HashMap<(u32, u8), Remembered>, open_polls: &HashMap<u32, Vec<u64>>, tid: u32, way: Option<u8>) -> Option<&'a Remembered> {
+    fn repeated<'a>(last_blocked: &'a Map<(u32, u8), Remembered>, open_polls: &Map<u32, Vec<u64>>, tid: u32, way: Option<u8>) -> Option<&'a Remembered> {
         let known = last_blocked.get(&(tid, way?))?;
         match &known.polls {
             Some(polls) if open_polls.get(&tid) != Some(polls) => None,
