@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Demo, PROFILER, Run, assert_no_probes_left, debuginfo_demo_path, demo_app_path, require_root};
+use common::{Demo, PROFILER, Run, assert_no_probes_left, debuginfo_demo_path, demo_app_path, require_root, upper_ms};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Instant;
@@ -74,12 +74,12 @@ fn without_poll_probes_the_blocked_task_is_still_named() {
         .find(|g| g["cause"] == "blocked" && g["site"] == "block_in_syscall")
         .unwrap_or_else(|| panic!("the 40 ms sleeps, seen from the task id: {groups:#?}"));
     assert!(sleep["task_kind"].as_str().unwrap().contains("blocking_loop"), "{sleep}");
-    // A blocked stretch runs from the switch-out to the switch-in, so it
-    // holds the wait for a CPU after the wake: the typical one is the
-    // sleep, the longest can be more under load (CI once saw 69 ms).
+    // A blocked stretch runs from the switch-out to the waking: the wait
+    // for a CPU after it is not in it (when it was, CI once saw 69 ms).
     let (p50, max) = (sleep["p50_ms"].as_f64().unwrap(), sleep["max_ms"].as_f64().unwrap());
-    assert!((38.0..=60.0).contains(&p50), "blocked 40 ms inside the poll: p50 {p50} (max {max})");
-    assert!(max >= p50, "{sleep}");
+    // Seen: 40.1 ms at most, with three CPU hogs on this machine's 2 CPUs.
+    let within = |ms: f64| (39.0..=upper_ms(45.0)).contains(&ms);
+    assert!(within(p50) && within(max), "blocked 40 ms inside the poll: p50 {p50}, max {max}");
     assert_eq!(sleep["woken_by"][0], "a timer or interrupt");
     // Parked workers carry their own loop's id: never reported as a task's stall.
     for g in &observed {

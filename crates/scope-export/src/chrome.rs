@@ -95,6 +95,16 @@ fn span_events(tl: &Timeline, t: &ThreadTimeline, symbols: &Symbols, events: &mu
                 "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid,
                 "args": { "reason": "preempted", "duration_us": dur }
             }),
+            SpanState::OffCpu(OffReason::Woken) => {
+                let mut args = json!({ "reason": "woken", "duration_us": dur });
+                if let Some(w) = t.woken_by(span) {
+                    args["woken_by"] = json!(crate::insights::long_polls::waker_name(tl, w));
+                }
+                json!({
+                    "name": "woken, waiting for a CPU", "cat": "offcpu", "ph": "X", "cname": "thread_state_runnable",
+                    "ts": ts, "dur": dur, "pid": tl.pid, "tid": t.tid, "args": args
+                })
+            }
             SpanState::OffCpu(OffReason::Blocked { state }) => {
                 let mut args = json!({
                     "reason": "blocked",

@@ -52,6 +52,8 @@ pub enum Doing {
     BlockingInPoll,
     Idle,
     Preempted,
+    /// Woken, waiting for a CPU.
+    Woken,
 }
 
 impl Doing {
@@ -62,6 +64,7 @@ impl Doing {
             Doing::BlockingInPoll => "blocking",
             Doing::Idle => "idle",
             Doing::Preempted => "preempted",
+            Doing::Woken => "woken",
         }
     }
 
@@ -72,7 +75,7 @@ impl Doing {
             Doing::Runtime => "olive",
             Doing::BlockingInPoll => "terrible",
             Doing::Idle => "thread_state_sleeping",
-            Doing::Preempted => "thread_state_runnable",
+            Doing::Preempted | Doing::Woken => "thread_state_runnable",
         }
     }
 }
@@ -88,6 +91,7 @@ pub fn doing(tl: &Timeline, t: &ThreadTimeline, span: &Span, symbols: &Symbols) 
             Some(if user { Doing::UserCode } else { Doing::Runtime })
         }
         SpanState::OffCpu(OffReason::Preempted) => Some(Doing::Preempted),
+        SpanState::OffCpu(OffReason::Woken) => Some(Doing::Woken),
         SpanState::OffCpu(OffReason::Blocked { .. }) => {
             let i = t.polls.partition_point(|p| p.start_ns <= span.start_ns);
             let in_poll = t.polls[..i].iter().rev().take(64).any(|p| p.end_ns > span.start_ns && crate::insights::long_polls::is_leaf(t, p));

@@ -32,11 +32,11 @@ fn thread_line(t: &ThreadTimeline, out: &mut String) {
     let longest = t.longest_blocked().map_or("-".to_string(), |s| ms(s.duration_ns()));
     let _ = write!(
         out,
-        "  {:<44} on-CPU {:>5.1}%  blocked {:>5.1}%  preempted {:>4.1}%  switches {:>6}  longest block {}",
+        "  {:<44} on-CPU {:>5.1}%  blocked {:>5.1}%  runnable {:>4.1}%  switches {:>6}  longest block {}",
         t.display_name(),
         pct(t.on_cpu_ns(), life),
         pct(t.blocked_ns(), life),
-        pct(t.preempted_ns(), life),
+        pct(t.runnable_ns(), life),
         t.switch_outs(),
         longest,
     );

@@ -61,11 +61,17 @@ fn wakings_end_blocked_spans_and_name_our_wakers() {
     let d = decode(&tl, &Symbols::default());
     let mut expected = Vec::new();
     for t in &tl.threads {
-        for s in t.spans.iter().filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))) {
+        for (i, s) in t.spans.iter().enumerate().filter(|(_, s)| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. }))) {
             let Some(w) = t.woken_by(s) else { continue };
             let ours = w.pid == tl.pid && tl.threads.iter().any(|o| o.tid == w.tid);
             assert!(!ours || on_cpu(&tl, w.tid, w.ts), "the fixture's wakers of ours run then");
-            expected.push((w.ts.min(s.end_ns - 1) - tl.start_ns, t.tid, if ours { w.tid } else { 0 }));
+            // The blocked span ends at the waking; the switch-in it led to
+            // ends the wait for a CPU after it.
+            let switch_in = match t.spans.get(i + 1) {
+                Some(next) if matches!(next.state, SpanState::OffCpu(OffReason::Woken)) => next.end_ns,
+                _ => s.end_ns,
+            };
+            expected.push((w.ts.min(switch_in - 1) - tl.start_ns, t.tid, if ours { w.tid } else { 0 }));
         }
     }
     expected.sort();

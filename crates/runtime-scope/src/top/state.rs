@@ -286,7 +286,7 @@ fn lane(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<Frame, String>, colum
                 let i = match s.state {
                     SpanState::OnCpu { .. } => 0,
                     SpanState::OffCpu(OffReason::Blocked { .. }) if in_poll(s.start_ns) => 1,
-                    SpanState::OffCpu(OffReason::Preempted) => 2,
+                    SpanState::OffCpu(OffReason::Preempted | OffReason::Woken) => 2,
                     SpanState::OffCpu(_) => 3,
                 };
                 share[i] += d;

@@ -73,7 +73,7 @@ w          write a snapshot of the last --window seconds (--snapshot)
 esc        close this window
 ?          this help
 
-Lanes: █ busy  ▓ blocked inside a task's poll  ░ preempted  · idle";
+Lanes: █ busy  ▓ blocked inside a task's poll  ░ runnable (waiting for a CPU)  · idle";
 
 /// Columns left of a lane: its name.
 pub const LANE_LABEL: usize = 24;
@@ -106,7 +106,7 @@ fn lanes(v: &View, area: Rect, f: &mut Frame) {
     if v.lanes.is_empty() {
         lines.push(Line::from("no Tokio workers seen yet"));
     }
-    let title = format!(" workers: last {:.0} s  █ busy  ▓ blocked in a poll  ░ preempted  · idle ", v.window_s);
+    let title = format!(" workers: last {:.0} s  █ busy  ▓ blocked in a poll  ░ runnable  · idle ", v.window_s);
     f.render_widget(Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)), area);
 }
 

@@ -108,7 +108,7 @@ pub fn describe(trigger: &Trigger, tl: &Timeline, symbols: &Symbols, kinds: &Has
                 let [cpu, blocked, preempted] = v.parts;
                 let end = if poll.finished { "" } else { ", still running when the snapshot ends" };
                 out.push(format!(
-                    "  task {}{id} on {thread}: a {} poll{end}, {}: on-CPU {}, blocked {}, preempted {}",
+                    "  task {}{id} on {thread}: a {} poll{end}, {}: on-CPU {}, blocked {}, waiting for a CPU {}",
                     v.kind,
                     ms(poll.duration_ns()),
                     v.cause.name(),
@@ -225,13 +225,15 @@ mod tests {
         let poll = trigger(Stretch::Poll, Subject::Poll { task: 0xa, poll_fn }, 500 * MS, 110 * MS, true);
         let lines = describe(&poll, &tl, &symbols, &kinds);
         assert_eq!(lines[0], "snapshot 1: long poll (--on long-poll) — app::stall polled for ≥ 110.0 ms so far on tid 7 (0.50 s into the snapshot)");
-        assert_eq!(lines[1], "  task app::stall (tokio id 42) on worker 0 (tid 7): a 202.0 ms poll, blocked: on-CPU 2.0 ms, blocked 200.0 ms, preempted 0.0 ms");
+        assert_eq!(lines[1], "  task app::stall (tokio id 42) on worker 0 (tid 7): a 202.0 ms poll, blocked: on-CPU 2.0 ms, blocked 199.0 ms, waiting for a CPU 1.0 ms");
         assert_eq!(lines[2], "  blocked in clock_nanosleep ← app::stall_once");
         assert_eq!(lines[3], "  woken by a timer or interrupt");
-        let by_id = trigger(Stretch::Blocked, Subject::TaskId(42), 501 * MS, 200 * MS, false);
+        // Blocked from the switch-out (501 ms) to the waking (700 ms), as
+        // the trigger measures it too.
+        let by_id = trigger(Stretch::Blocked, Subject::TaskId(42), 501 * MS, 199 * MS, false);
         let lines = describe(&by_id, &tl, &symbols, &kinds);
-        assert!(lines[0].contains("app::stall (tokio id 42) blocked inside its poll for 200.0 ms"), "{lines:?}");
-        assert_eq!(lines[1], "  task app::stall (tokio id 42) on worker 0 (tid 7): blocked 200.0 ms");
+        assert!(lines[0].contains("app::stall (tokio id 42) blocked inside its poll for 199.0 ms"), "{lines:?}");
+        assert_eq!(lines[1], "  task app::stall (tokio id 42) on worker 0 (tid 7): blocked 199.0 ms");
         assert_eq!(lines[2], "  blocked in clock_nanosleep ← app::stall_once");
         let missing = trigger(Stretch::Poll, Subject::Poll { task: 0xb, poll_fn }, 100 * MS, 150 * MS, false);
         assert!(describe(&missing, &tl, &symbols, &kinds)[1].contains("began before the snapshot"));

@@ -263,11 +263,16 @@ impl Detector {
                 }
             }
             Event::Waking { ts, tid, .. } => {
+                let limits = self.limits;
                 let t = self.thread(*tid);
                 // Only a thread seen going to sleep: a waking can race with a
-                // thread that never got off the CPU.
+                // thread that never got off the CPU. Its blocked stretch ends
+                // here, as the timeline's does: the wait for a CPU follows.
                 if t.waiting.is_none() && t.off.as_ref().is_some_and(|o| o.blocked) {
                     t.waiting = Some((*ts, false, false));
+                    if let Some(off) = t.off.take() {
+                        blocked_stretch(*tid, &off, *ts, false, &limits, out);
+                    }
                 }
             }
             Event::Stack { ts, tid, reason: StackReason::Blocked, frames, .. } => {

@@ -16,7 +16,8 @@ pub enum Cause {
     Cpu,
     /// Mostly off-CPU waiting (sleep, file I/O, a lock, DNS …) inside the poll.
     Blocked,
-    /// Mostly runnable but descheduled: CPU contention from outside.
+    /// Mostly runnable but not running: preempted, or woken and waiting
+    /// for a CPU (CPU contention).
     Preempted,
 }
 
@@ -73,7 +74,7 @@ pub fn is_leaf(t: &ThreadTimeline, poll: &Poll) -> bool {
     !t.polls[next..].iter().take_while(|p| p.start_ns < poll.end_ns).any(|p| p.depth > poll.depth || p.depth == u16::MAX)
 }
 
-/// (on-CPU, blocked, preempted) ns of a thread between two instants.
+/// (on-CPU, blocked, runnable) ns of a thread between two instants.
 fn split(t: &ThreadTimeline, start: u64, end: u64) -> [u64; 3] {
     let mut out = [0; 3];
     for s in t.spans_between(start, end) {
@@ -81,7 +82,7 @@ fn split(t: &ThreadTimeline, start: u64, end: u64) -> [u64; 3] {
         let i = match s.state {
             SpanState::OnCpu { .. } => 0,
             SpanState::OffCpu(OffReason::Blocked { .. } | OffReason::Unknown) => 1,
-            SpanState::OffCpu(OffReason::Preempted) => 2,
+            SpanState::OffCpu(OffReason::Preempted | OffReason::Woken) => 2,
         };
         out[i] += d;
     }

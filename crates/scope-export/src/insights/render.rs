@@ -110,7 +110,7 @@ fn workers(i: &Insights, p: &Paint, out: &mut String) {
         return;
     }
     let imbalance = i.worker_imbalance_pct.map_or(String::new(), |d| format!("; imbalance {d:.1} points"));
-    let _ = writeln!(out, "  {} busy / blocked in poll / idle / preempted, busy per second{imbalance}", p.bold("workers:"));
+    let _ = writeln!(out, "  {} busy / blocked in poll / idle / runnable, busy per second{imbalance}", p.bold("workers:"));
     for w in &i.workers {
         let unseen = if w.unseen_pct > 0.0 { format!("  (unseen {:.1}%)", w.unseen_pct) } else { String::new() };
         let _ = writeln!(

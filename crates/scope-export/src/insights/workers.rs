@@ -127,7 +127,7 @@ pub fn utilisation(tl: &Timeline) -> Vec<WorkerUse> {
                 busy_pct: pct(t.on_cpu_ns(), life),
                 blocked_in_poll_pct: pct(in_polls, life),
                 idle_pct: pct(t.blocked_ns().saturating_sub(in_polls), life),
-                preempted_pct: pct(t.preempted_ns(), life),
+                preempted_pct: pct(t.runnable_ns(), life),
                 unseen_pct: pct(t.unseen_ns(), life),
                 polls: t.polls.iter().filter(|p| super::long_polls::is_leaf(t, p)).count() as u64,
                 idle_while_work_queued_ms: ms(idle_overlap(t, &queued)),
@@ -150,8 +150,8 @@ pub fn wake_to_cpu(tl: &Timeline) -> Option<Percentiles> {
             .flat_map(|t| {
                 t.spans
                     .iter()
-                    .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })) && s.end_ns < tl.end_ns)
-                    .filter_map(move |s| t.woken_by(s).map(|w| s.end_ns - w.ts))
+                    .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Woken)) && s.end_ns < tl.end_ns)
+                    .map(|s| s.duration_ns())
             })
             .collect(),
     )

@@ -21,8 +21,6 @@ pub struct ThreadSpans {
     current: Option<(SpanState, u64)>,
     pub spans: Vec<Span>,
     pub(crate) exited_ns: Option<u64>,
-    /// A waking was seen: before its first switch-in the thread slept.
-    woken: bool,
 }
 
 /// Where threads' spans live: the timeline keeps them with each thread's
@@ -50,7 +48,7 @@ pub fn apply(threads: &mut impl SpansOf, event: &Event) -> u64 {
         }
         Event::NewThread { ts, tid, .. } => threads.spans_of(*tid).created(*ts),
         Event::Exit { ts, tid } => threads.spans_of(*tid).exit(*ts),
-        Event::Waking { tid, .. } => threads.spans_of(*tid).woken = true,
+        Event::Waking { ts, tid, .. } => threads.spans_of(*tid).woken(*ts),
         _ => {}
     }
     contradictions
@@ -87,7 +85,7 @@ pub fn percent(part: u64, whole: u64) -> f64 {
 
 impl ThreadSpans {
     pub fn new(window: (u64, u64)) -> Self {
-        ThreadSpans { window, begin_ns: window.0, current: None, spans: Vec::new(), exited_ns: None, woken: false }
+        ThreadSpans { window, begin_ns: window.0, current: None, spans: Vec::new(), exited_ns: None }
     }
 
     /// Created at `ts` while recording: runnable, then unknown until it runs.
@@ -127,13 +125,30 @@ impl ThreadSpans {
         if self.exited_ns.is_some() {
             return 0;
         }
-        // Before its first switch-in, a thread was off-CPU: asleep if it was
-        // woken (only a sleeping thread is); without a waking, runnable all
-        // along or a waking we missed: not known.
-        let before = if self.woken { OffReason::Blocked { state: ASLEEP } } else { OffReason::Unknown };
-        let was = self.close(ts, SpanState::OffCpu(before));
+        // Before its first switch-in, with no waking seen (that would have
+        // set the state), a thread was runnable all along or its waking was
+        // missed: not known.
+        let was = self.close(ts, SpanState::OffCpu(OffReason::Unknown));
         self.current = Some((SpanState::OnCpu { cpu: Some(cpu) }, ts));
         u64::from(!matches!(was, SpanState::OffCpu(_)))
+    }
+
+    /// Woken at `ts`: a blocked stretch ends there, and the wait for a CPU
+    /// begins (it ends at the switch-in). Only a sleeping thread is woken,
+    /// so one never seen before slept until now. Not split: a thread still
+    /// on its CPU (woken before it switched out), or in an unknown state.
+    fn woken(&mut self, ts: u64) {
+        if self.exited_ns.is_some() {
+            return;
+        }
+        match self.current {
+            None => self.push(SpanState::OffCpu(OffReason::Blocked { state: ASLEEP }), self.begin_ns, ts),
+            Some((SpanState::OffCpu(OffReason::Blocked { .. }), since)) if ts >= since => {
+                self.close(ts, SpanState::OffCpu(OffReason::Unknown));
+            }
+            _ => return,
+        }
+        self.current = Some((SpanState::OffCpu(OffReason::Woken), ts));
     }
 
     /// The thread itself did something at `ts` (a uprobe fired on it, a

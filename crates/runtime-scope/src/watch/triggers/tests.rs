@@ -107,6 +107,28 @@ fn without_poll_probes_a_task_id_at_a_blocked_switch_out_is_a_lower_bound() {
     assert_eq!((c.start_ns, c.duration_ns, c.evidence.clone()), (10 * MS, 150 * MS, stack));
 }
 
+/// A blocked stretch ends at its waking, as the timeline's blocked span
+/// does: 90 ms asleep and 40 ms waiting for a CPU is not a 130 ms block.
+#[test]
+fn a_blocked_stretch_ends_at_its_waking() {
+    let mut d = limits(Some(100), None, Some(30));
+    let n = feed(&mut d, &[
+        Event::Probes { ts: 0, polls: false, wakes: false },
+        Event::TaskAt { ts: 10 * MS, tid: WORKER, id: 42 },
+        out_(WORKER, 10 * MS, true),
+        Event::Waking { ts: 100 * MS, tid: WORKER, waker_tid: 0, waker_pid: 0 },
+        in_(WORKER, 140 * MS),
+    ]);
+    let what: Vec<(Rule, Stretch, u64, u64)> = n.candidates.iter().map(|c| (c.rule, c.stretch, c.start_ns, c.duration_ns)).collect();
+    assert_eq!(what, vec![(Rule::SchedDelay, Stretch::WorkerWait { preempted: false }, 100 * MS, 40 * MS)]);
+    // Still asleep past the limit: fires while ongoing, and ends at the waking.
+    let mut d = limits(Some(100), None, None);
+    feed(&mut d, &[Event::Probes { ts: 0, polls: false, wakes: false }, Event::TaskAt { ts: 0, tid: WORKER, id: 42 }, out_(WORKER, 0, true)]);
+    assert_eq!(ongoing(&mut d, 150 * MS).candidates.len(), 1);
+    let n = feed(&mut d, &[Event::Waking { ts: 200 * MS, tid: WORKER, waker_tid: 0, waker_pid: 0 }, in_(WORKER, 260 * MS)]);
+    assert_eq!(n.ended, vec![Ended { tid: WORKER, start_ns: 0, end_ns: 200 * MS }]);
+}
+
 #[test]
 fn runs_of_samples_with_one_id_stand_in_for_cpu_bound_polls_only_without_probes() {
     let mut d = limits(Some(100), None, None);
