@@ -23,12 +23,22 @@ pub fn id_at(t: &ThreadTimeline, ts: u64) -> Option<u64> {
     (id != 0).then_some(id)
 }
 
-/// A thread blocked inside a task's poll: the whole off-CPU span is
-/// inside it (a lower bound of that poll's length).
+/// A thread blocked inside a task's poll: the blocked span and the wait
+/// for a CPU after its waking are both inside it (together a lower bound
+/// of that poll's length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockedInTask {
     pub span: Span,
     pub id: u64,
+    /// The `Woken` span right after it: still in the poll, not blocked.
+    pub waited_ns: u64,
+}
+
+impl BlockedInTask {
+    /// How long the thread was surely inside the poll.
+    pub fn in_poll_ns(&self) -> u64 {
+        self.span.duration_ns() + self.waited_ns
+    }
 }
 
 /// Every blocked span of `t` that began with the id of a task
@@ -37,10 +47,15 @@ pub fn blocked_in_tasks(t: &ThreadTimeline, is_task: impl Fn(u64) -> bool) -> Ve
     if t.task_marks.is_empty() {
         return Vec::new();
     }
+    let waited = |i: usize| match t.spans.get(i + 1) {
+        Some(next) if matches!(next.state, SpanState::OffCpu(OffReason::Woken)) => next.duration_ns(),
+        _ => 0,
+    };
     t.spans
         .iter()
-        .filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
-        .filter_map(|s| id_at(t, s.start_ns).filter(|&id| is_task(id)).map(|id| BlockedInTask { span: *s, id }))
+        .enumerate()
+        .filter(|(_, s)| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
+        .filter_map(|(i, s)| id_at(t, s.start_ns).filter(|&id| is_task(id)).map(|id| BlockedInTask { span: *s, id, waited_ns: waited(i) }))
         .collect()
 }
 
@@ -80,9 +95,10 @@ mod tests {
         // Id 1 is the worker's own loop; marks where the id read changed.
         let marks = vec![(10, 1), (40, 7), (90, 8), (125, 0), (150, 8), (170, 9)];
         let on = Span { start_ns: 30, end_ns: 40, state: SpanState::OnCpu { cpu: Some(0) } };
-        let t = thread(vec![blocked(10, 30), on, blocked(40, 80), blocked(90, 120), blocked(125, 130)], marks);
+        let woken = Span { start_ns: 80, end_ns: 85, state: SpanState::OffCpu(OffReason::Woken) };
+        let t = thread(vec![blocked(10, 30), on, blocked(40, 80), woken, blocked(90, 120), blocked(125, 130)], marks);
         let found = blocked_in_tasks(&t, |id| id != 1);
-        assert_eq!(found.iter().map(|b| (b.span.start_ns, b.id)).collect::<Vec<_>>(), vec![(40, 7), (90, 8)]);
+        assert_eq!(found.iter().map(|b| (b.span.start_ns, b.id, b.in_poll_ns())).collect::<Vec<_>>(), vec![(40, 7, 45), (90, 8, 30)]);
         let sampled: Vec<Option<u64>> = t.samples.iter().map(|&(ts, _)| id_at(&t, ts)).collect();
         assert_eq!(sampled, vec![Some(8), Some(8), Some(9)]);
         assert_eq!(stacks_with_ids(&t).len(), 4);

@@ -139,6 +139,8 @@ struct OpenPoll {
 
 struct Off {
     since: u64,
+    /// When it was woken: blocked until then, waiting for a CPU after.
+    woken: Option<u64>,
     blocked: bool,
     within: Option<Subject>,
     stack: Vec<Frame>,
@@ -263,16 +265,14 @@ impl Detector {
                 }
             }
             Event::Waking { ts, tid, .. } => {
-                let limits = self.limits;
                 let t = self.thread(*tid);
                 // Only a thread seen going to sleep: a waking can race with a
-                // thread that never got off the CPU. Its blocked stretch ends
-                // here, as the timeline's does: the wait for a CPU follows.
-                if t.waiting.is_none() && t.off.as_ref().is_some_and(|o| o.blocked) {
+                // thread that never got off the CPU. Its blocked time ends
+                // here, as the timeline's blocked span does; the thread is
+                // still inside its poll while it waits for a CPU.
+                if t.waiting.is_none() && let Some(off) = t.off.as_mut().filter(|o| o.blocked) {
                     t.waiting = Some((*ts, false, false));
-                    if let Some(off) = t.off.take() {
-                        blocked_stretch(*tid, &off, *ts, false, &limits, out);
-                    }
+                    off.woken = Some(*ts);
                 }
             }
             Event::Stack { ts, tid, reason: StackReason::Blocked, frames, .. } => {
@@ -386,7 +386,7 @@ impl Detector {
             // Until (unless) its own stack comes: the task's latest sample.
             _ => t.last_sample.as_ref().filter(|(sampled, _)| Some(*sampled) == id).map(|(_, f)| f.clone()).unwrap_or_default(),
         };
-        t.off = Some(Off { since: ts, blocked, within, stack, reported: false });
+        t.off = Some(Off { since: ts, woken: None, blocked, within, stack, reported: false });
         if !blocked {
             t.waiting = Some((ts, true, false));
         }
@@ -500,21 +500,24 @@ fn end_run(tid: u32, t: &mut Thread, out: &mut Noticed) {
 }
 
 /// An off-CPU stretch up to `until` (its end, or the watermark when
-/// `ongoing`). Blocked inside a probed poll it may fire `blocked`; inside a
-/// task seen only by its id, also `long-poll` (the poll was at least this
+/// `ongoing`). Blocked inside a probed poll it may fire `blocked` (the time
+/// up to its waking, as the report counts blocked time); inside a task
+/// seen only by its id, also `long-poll` (up to `until`: the thread is in
+/// the poll while it waits for a CPU too, so the poll was at least this
 /// long). Returns whether it fired.
 fn blocked_stretch(tid: u32, off: &Off, until: u64, ongoing: bool, limits: &Thresholds, out: &mut Noticed) -> bool {
     let Some(within) = off.within.clone().filter(|_| off.blocked) else { return false };
-    let took = until.saturating_sub(off.since);
     if off.reported {
         out.ended.push(Ended { tid, start_ns: off.since, end_ns: until });
         return true;
     }
+    let blocked = off.woken.unwrap_or(until).min(until).saturating_sub(off.since);
+    let in_poll = until.saturating_sub(off.since);
     let by_id = matches!(within, Subject::TaskId(_));
-    let rule = if limits.blocked_ns.is_some_and(|l| took >= l) {
-        Rule::Blocked
-    } else if by_id && limits.long_poll_ns.is_some_and(|l| took >= l) {
-        Rule::LongPoll
+    let (rule, took) = if limits.blocked_ns.is_some_and(|l| blocked >= l) {
+        (Rule::Blocked, blocked)
+    } else if by_id && limits.long_poll_ns.is_some_and(|l| in_poll >= l) {
+        (Rule::LongPoll, in_poll)
     } else {
         return false;
     };

@@ -217,7 +217,7 @@ fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, thresho
     for t in &tl.threads {
         let watched = task_ids::watched(tl, t);
         for b in identity::blocked_in_tasks(t, |id| ids.is_task(id)) {
-            if b.span.duration_ns() < threshold_ns.max(1) || watched.contains(&b.span.start_ns) {
+            if b.in_poll_ns() < threshold_ns.max(1) || watched.contains(&b.span.start_ns) {
                 continue;
             }
             let kind = ids.kind(b.id).unwrap_or("task").to_string();
@@ -230,9 +230,13 @@ fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, thresho
                     Some((telling.function, describe(&frames[..upto])))
                 })
                 .unwrap_or_else(|| (kind.clone(), Vec::new()));
-            let duration = b.span.duration_ns();
+            // The poll lasted at least its blocked time and the wait for a
+            // CPU after it; mostly the latter is CPU contention, not a block.
+            let (blocked, waited) = (b.span.duration_ns(), b.waited_ns);
+            let duration = blocked + waited;
+            let (cause, site, frames) = if waited > blocked { (Cause::Preempted, kind.clone(), Vec::new()) } else { (Cause::Blocked, site, frames) };
             out.push(Occurrence {
-                verdict: Verdict { cause: Cause::Blocked, kind, site, frames, parts: [0, duration, 0] },
+                verdict: Verdict { cause, kind, site, frames, parts: [0, blocked, waited] },
                 exact: false,
                 start: b.span.start_ns,
                 duration,

@@ -107,26 +107,31 @@ fn without_poll_probes_a_task_id_at_a_blocked_switch_out_is_a_lower_bound() {
     assert_eq!((c.start_ns, c.duration_ns, c.evidence.clone()), (10 * MS, 150 * MS, stack));
 }
 
-/// A blocked stretch ends at its waking, as the timeline's blocked span
-/// does: 90 ms asleep and 40 ms waiting for a CPU is not a 130 ms block.
+/// Blocked time ends at the waking, as the timeline's blocked span does:
+/// 90 ms asleep and 40 ms waiting for a CPU is not a 130 ms block. Seen
+/// only by its task id, the poll lasted at least all 130 ms.
 #[test]
-fn a_blocked_stretch_ends_at_its_waking() {
-    let mut d = limits(Some(100), None, Some(30));
-    let n = feed(&mut d, &[
+fn blocked_time_ends_at_the_waking_a_poll_seen_by_its_id_does_not() {
+    let events = [
         Event::Probes { ts: 0, polls: false, wakes: false },
         Event::TaskAt { ts: 10 * MS, tid: WORKER, id: 42 },
         out_(WORKER, 10 * MS, true),
         Event::Waking { ts: 100 * MS, tid: WORKER, waker_tid: 0, waker_pid: 0 },
         in_(WORKER, 140 * MS),
-    ]);
-    let what: Vec<(Rule, Stretch, u64, u64)> = n.candidates.iter().map(|c| (c.rule, c.stretch, c.start_ns, c.duration_ns)).collect();
-    assert_eq!(what, vec![(Rule::SchedDelay, Stretch::WorkerWait { preempted: false }, 100 * MS, 40 * MS)]);
-    // Still asleep past the limit: fires while ongoing, and ends at the waking.
-    let mut d = limits(Some(100), None, None);
+    ];
+    let what = |n: Noticed| n.candidates.iter().map(|c| (c.rule, c.stretch, c.start_ns, c.duration_ns)).collect::<Vec<_>>();
+    let mut blocked = limits(None, Some(100), Some(30));
+    assert_eq!(what(feed(&mut blocked, &events)), vec![(Rule::SchedDelay, Stretch::WorkerWait { preempted: false }, 100 * MS, 40 * MS)]);
+    let mut long_poll = limits(Some(100), None, None);
+    assert_eq!(what(feed(&mut long_poll, &events)), vec![(Rule::LongPoll, Stretch::Blocked, 10 * MS, 130 * MS)]);
+    // Still asleep past the limit: fires while ongoing, and has ended once
+    // the thread runs again.
+    let mut d = limits(None, Some(100), None);
     feed(&mut d, &[Event::Probes { ts: 0, polls: false, wakes: false }, Event::TaskAt { ts: 0, tid: WORKER, id: 42 }, out_(WORKER, 0, true)]);
-    assert_eq!(ongoing(&mut d, 150 * MS).candidates.len(), 1);
+    let fired = ongoing(&mut d, 150 * MS);
+    assert_eq!(what(fired), vec![(Rule::Blocked, Stretch::Blocked, 0, 150 * MS)]);
     let n = feed(&mut d, &[Event::Waking { ts: 200 * MS, tid: WORKER, waker_tid: 0, waker_pid: 0 }, in_(WORKER, 260 * MS)]);
-    assert_eq!(n.ended, vec![Ended { tid: WORKER, start_ns: 0, end_ns: 200 * MS }]);
+    assert_eq!(n.ended, vec![Ended { tid: WORKER, start_ns: 0, end_ns: 260 * MS }]);
 }
 
 #[test]
