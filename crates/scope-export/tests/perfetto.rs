@@ -67,10 +67,7 @@ fn wakings_end_blocked_spans_and_name_our_wakers() {
             assert!(!ours || on_cpu(&tl, w.tid, w.ts), "the fixture's wakers of ours run then");
             // The blocked span ends at the waking; the switch-in it led to
             // ends the wait for a CPU after it.
-            let switch_in = match t.spans.get(i + 1) {
-                Some(next) if matches!(next.state, SpanState::OffCpu(OffReason::Woken)) => next.end_ns,
-                _ => s.end_ns,
-            };
+            let switch_in = t.wait_after(i).map_or(s.end_ns, |wait| wait.end_ns);
             expected.push((w.ts.min(switch_in - 1) - tl.start_ns, t.tid, if ours { w.tid } else { 0 }));
         }
     }

@@ -47,15 +47,11 @@ pub fn blocked_in_tasks(t: &ThreadTimeline, is_task: impl Fn(u64) -> bool) -> Ve
     if t.task_marks.is_empty() {
         return Vec::new();
     }
-    let waited = |i: usize| match t.spans.get(i + 1) {
-        Some(next) if matches!(next.state, SpanState::OffCpu(OffReason::Woken)) => next.duration_ns(),
-        _ => 0,
-    };
     t.spans
         .iter()
         .enumerate()
         .filter(|(_, s)| matches!(s.state, SpanState::OffCpu(OffReason::Blocked { .. })))
-        .filter_map(|(i, s)| id_at(t, s.start_ns).filter(|&id| is_task(id)).map(|id| BlockedInTask { span: *s, id, waited_ns: waited(i) }))
+        .filter_map(|(i, s)| id_at(t, s.start_ns).filter(|&id| is_task(id)).map(|id| BlockedInTask { span: *s, id, waited_ns: t.wait_after(i).map_or(0, Span::duration_ns) }))
         .collect()
 }
 

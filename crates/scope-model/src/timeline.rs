@@ -195,6 +195,12 @@ impl ThreadTimeline {
         self.blocked_stacks.get(i).filter(|&&(ts, _)| ts == span.start_ns).map(|&(_, s)| s)
     }
 
+    /// The wait for a CPU that followed `spans[i]` (a blocked span ended by
+    /// its waking), if any: it ends at the switch-in.
+    pub fn wait_after(&self, i: usize) -> Option<&Span> {
+        self.spans.get(i + 1).filter(|s| matches!(s.state, SpanState::OffCpu(OffReason::Woken)))
+    }
+
     /// What ended a blocked span: the last waking inside it.
     pub fn woken_by(&self, span: &Span) -> Option<&Waker> {
         let upto = self.wakings.partition_point(|w| w.ts <= span.end_ns);

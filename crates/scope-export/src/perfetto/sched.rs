@@ -137,11 +137,9 @@ fn wakings(tl: &Timeline, streams: &BTreeMap<u32, Vec<Record>>) -> Vec<(u32, Rec
             let Some(w) = t.woken_by(span) else { continue };
             // A blocked span ends at its waking; the wait for a CPU after
             // it (a `Woken` span) ends at the switch-in.
-            let mut after = t.spans[i + 1..].iter().take(2);
-            let next = after.next();
-            let (switch_in, next) = match next {
-                Some(woken) if matches!(woken.state, SpanState::OffCpu(OffReason::Woken)) => (woken.end_ns, after.next()),
-                _ => (span.end_ns, next),
+            let (switch_in, next) = match t.wait_after(i) {
+                Some(wait) => (wait.end_ns, t.spans.get(i + 2)),
+                None => (span.end_ns, t.spans.get(i + 1)),
             };
             let ts = w.ts.min(switch_in.saturating_sub(1)).max(span.start_ns).saturating_sub(tl.start_ns);
             let target_cpu = match next.map(|s| s.state) {
