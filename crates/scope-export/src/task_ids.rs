@@ -5,7 +5,7 @@
 //! blocking task, so a parked worker carries its own loop's id: that kind
 //! is the worker loop, never a task.
 
-use crate::tasks::{abbreviate, is_harness};
+use crate::tasks::{abbreviate, is_async_body, is_harness, polling_harness};
 use scope_model::kinds::{KindRole, WORKER_LOOP};
 use scope_model::identity::stacks_with_ids;
 use scope_model::{Frame, Poll, ResolvedFrame, Symbols, ThreadTimeline, Timeline};
@@ -39,18 +39,20 @@ pub fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
         // shows the scheduler's own frames, which no task's poll runs.
         return frames.iter().any(|f| SCHEDULER_OWN.iter().any(|s| f.function.contains(s))).then(|| WORKER_LOOP.to_string());
     };
+    // Freeing or completing a task, not polling one: the id set then may be
+    // the task's or the caller's (a worker's loop, or another task).
+    polling_harness(frames)?;
     let inside = &frames[..harness];
     if inside.iter().any(|f| f.function.contains("scheduler::multi_thread::worker::")) {
         return Some(WORKER_LOOP.to_string());
     }
     if let Some(b) = inside.iter().rposition(|f| f.function.contains("BlockingTask<")) {
-        let closure = inside[..b].iter().rev().find(|f| f.function.contains("{{closure}}") || f.function.contains("{closure"))?;
+        let closure = inside[..b].iter().rev().find(|f| is_async_body(&f.function))?;
         return Some(format!("spawn_blocking({})", abbreviate(&closure.function)));
     }
     // Outermost body inside the harness: the task's own future, not what it awaits.
-    let body = inside.iter().rev().find(|f| {
-        !f.function.starts_with("tokio::") && !f.function.starts_with("<tokio::") && (f.function.contains("{{closure}}") || f.function.contains("{closure"))
-    })?;
+    // Drop glue spells a future too (`drop_in_place<…{{closure}}>`): not a body.
+    let body = inside.iter().rev().find(|f| !f.function.starts_with("tokio::") && !f.function.starts_with("<tokio::") && is_async_body(&f.function))?;
     Some(abbreviate(&body.function))
 }
 
@@ -193,5 +195,36 @@ mod tests {
         assert_eq!(kind_in_stack(&cut_short).as_deref(), Some(WORKER_LOOP), "a park cut short before the harness");
         let waiting = stack(&["syscall", "<std::sys::sync::condvar::futex::Condvar>::wait"]);
         assert_eq!(kind_in_stack(&waiting), None, "a wait cut short could be a task's");
+    }
+
+    /// A worker frees a finished task after its poll, with its own loop's
+    /// id set again: the drop glue names the freed task (seen on the demo,
+    /// where it named worker 0's loop id after `short_task_loop`'s child).
+    #[test]
+    fn freeing_or_completing_a_task_names_nothing() {
+        let worker = [
+            "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+            "tokio::runtime::scheduler::multi_thread::worker::run",
+            "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll",
+            "tokio::runtime::task::raw::poll",
+        ];
+        let on_worker = |inner: &[&str]| stack(&[inner, &worker[..]].concat());
+        let freed = on_worker(&[
+            "core::ptr::drop_in_place<alloc::boxed::Box<tokio::runtime::task::core::Cell<app::spawner::{{closure}}::{{closure}},alloc::sync::Arc<tokio::runtime::scheduler::multi_thread::handle::Handle>>>>",
+            "tokio::runtime::task::harness::Harness<T,S>::complete",
+        ]);
+        assert_eq!(kind_in_stack(&freed), None, "not the freed task's, nor surely the loop's");
+        let released = on_worker(&["tokio::util::sharded_list::ShardedList<L>::remove", "tokio::runtime::task::harness::Harness<T,S>::complete"]);
+        assert_eq!(kind_in_stack(&released), None);
+        let v0 = on_worker(&["<tokio::runtime::task::harness::Harness<app::poll::Job, alloc::sync::Arc<h::Handle>>>::dealloc"]);
+        assert_eq!(kind_in_stack(&v0), None, "a type path with `poll` in it is no poll step");
+        // Completion inlined into the poll: the future's own drop glue.
+        let dropped = on_worker(&[
+            "core::ptr::drop_in_place<tokio::runtime::task::core::Stage<app::job::{{closure}}>>",
+            "tokio::runtime::task::harness::Harness<T,S>::poll",
+        ]);
+        assert_eq!(kind_in_stack(&dropped), None);
+        let polled = on_worker(&["app::job::{{closure}}", "tokio::runtime::task::harness::poll_future::{{closure}}", "tokio::runtime::task::raw::poll::<app::job::{{closure}}, _>"]);
+        assert_eq!(kind_in_stack(&polled).as_deref(), Some("app::job"), "poll steps in every spelling");
     }
 }

@@ -42,7 +42,38 @@ fn kind_from_symbol(symbols: &Symbols, poll_fn: &Frame) -> Option<String> {
 }
 
 pub(crate) fn is_harness(f: &ResolvedFrame) -> bool {
-    f.function.contains("task::harness::") || f.function.contains("task::raw::poll") || f.function.contains("Harness<")
+    f.function.contains("task::harness::") || f.function.contains("task::raw::") || f.function.contains("Harness<")
+}
+
+/// The innermost task harness frame of a stack, if it is polling a task.
+/// Inside any other harness step (`complete`, `dealloc`, `shutdown`, a
+/// join handle's drop) the stack tells no task's poll: the id set there may
+/// be the task's (dropping its future) or the caller's (freeing its
+/// memory), and drop glue names the task being dropped, not the running one.
+pub(crate) fn polling_harness(frames: &[ResolvedFrame]) -> Option<usize> {
+    let at = frames.iter().position(is_harness)?;
+    last_step(&frames[at].function).starts_with("poll").then_some(at)
+}
+
+/// The last path segment that names a step: `poll` in
+/// `…Harness<T,S>::poll`, `<…Harness<F, S>>::poll`, `raw::poll::<F, S>`
+/// or `harness::poll_future::{{closure}}`; `drop` in `<… as Drop>::drop`.
+fn last_step(function: &str) -> &str {
+    let (mut depth, mut from, mut segments) = (0i32, 0, Vec::new());
+    let bytes = function.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'<' => depth += 1,
+            b'>' if i == 0 || bytes[i - 1] != b'-' => depth -= 1,
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                segments.push(&function[from..i]);
+                from = i + 2;
+            }
+            _ => {}
+        }
+    }
+    segments.push(&function[from..]);
+    segments.into_iter().rev().find(|s| !s.is_empty() && !s.starts_with('<') && !is_async_body(s)).map_or("", |s| s.split('<').next().unwrap_or(s))
 }
 
 /// In a stack taken inside a poll, the future being polled: the first
@@ -52,7 +83,7 @@ pub(crate) fn is_harness(f: &ResolvedFrame) -> bool {
 /// library function the inlined body called) names no future, so names
 /// nothing.
 pub fn future_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
-    let harness = frames.iter().position(is_harness)?;
+    let harness = polling_harness(frames)?;
     let inside = &frames[..harness];
     // spawn_blocking tasks (Tokio's own workers run as one): name the closure.
     if let Some(b) = inside.iter().rposition(|f| f.function.contains("BlockingTask<")) {
@@ -64,7 +95,7 @@ pub fn future_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
 }
 
 /// A closure or async body by its name's last segment.
-fn is_async_body(function: &str) -> bool {
+pub(crate) fn is_async_body(function: &str) -> bool {
     let last = function.rsplit("::").next().unwrap_or("");
     last == "{{closure}}" || last.starts_with("{closure") || last.starts_with("{async_")
 }
