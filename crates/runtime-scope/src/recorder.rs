@@ -26,6 +26,9 @@ use crate::stopping::StopFlag;
 /// The kernel side wakes us only when a lot is waiting; this is how stale
 /// a live view or a drain can get otherwise.
 const POLL_MS: i32 = 100;
+/// How often the buffer is read while `--polls auto` still looks at the
+/// poll rate (its first decision may come 50 ms in).
+const FIRST_LOOK_POLL_MS: i32 = 20;
 
 const PROBES: [&str; 5] = [
     "tracepoint:task/task_newtask",
@@ -451,7 +454,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let reason = loop {
         let now = monotonic_ns();
         let left_ms = deadline.map_or(POLL_MS, |d| (d.saturating_sub(now) / 1_000_000) as i32);
-        let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, POLL_MS));
+        // Until auto's first decision: every probed poll is paid by the target.
+        let every_ms = if auto.first_look() { FIRST_LOOK_POLL_MS } else { POLL_MS };
+        let exited = wait(ring_fd, target.exit_fd.as_raw_fd(), left_ms.clamp(0, every_ms));
         if let Some(d) = drain(&mut view, sink, &mut names, &mut auto, settings.held_due_ns)? {
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
