@@ -338,6 +338,11 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut auto = Auto::new(if probed_polls { settings.tier } else { PollTier::Off }, settings.budget_pct, start_ns, target_cpu_ns(target));
     // Set when the poll probes come off: polls open then never return.
     let polls_detached = std::cell::Cell::new(false);
+    // When auto took poll and wake probes off (u64::MAX: on). Their links
+    // close on threads of their own, and the probes fire on meanwhile (an
+    // entry can outlive its return probe): records from then on are left
+    // out, as the timeline leaves them out of captures made before this.
+    let (polls_off_at, wakes_off_at) = (std::cell::Cell::new(u64::MAX), std::cell::Cell::new(u64::MAX));
     let mut drain = |view: &mut LiveView,
                      sink: &mut dyn Sink,
                      names: &mut ThreadNames,
@@ -351,6 +356,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         }
         let mut handle = |item: &[u8], held: &mut HeldSlots| {
             if let Some(raw) = decode::decode_poll_start(item) {
+                if raw.ts >= polls_off_at.get() {
+                    return;
+                }
                 collector.poll_started(raw.tid, raw.ret_addr);
                 let poll_fn = collector.frame_of(raw.fn_avma);
                 batch.extend(collector.take_pending());
@@ -408,6 +416,11 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             }
             match decode::decode(item) {
                 Ok(event) => {
+                    match event {
+                        Event::PollEnd { ts, .. } if ts >= polls_off_at.get() => return,
+                        Event::TaskWake { ts, .. } if ts >= wakes_off_at.get() => return,
+                        _ => {}
+                    }
                     if let Event::PollEnd { tid, .. } = event {
                         collector.poll_ended(tid);
                         identity.poll_ended(tid);
@@ -479,6 +492,12 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 polls_detached.set(true);
             }
             let event = Event::Probes { ts: monotonic_ns(), polls: choice.polls, wakes: choice.wakes };
+            if !choice.polls {
+                polls_off_at.set(polls_off_at.get().min(event.ts()));
+            }
+            if !choice.wakes {
+                wakes_off_at.set(wakes_off_at.get().min(event.ts()));
+            }
             sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
         }
         let now = monotonic_ns();

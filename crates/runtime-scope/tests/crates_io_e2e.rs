@@ -231,3 +231,32 @@ fn mini_redis_from_crates_io_polls_kinds_and_cpu_against_the_truth() {
     assert!(same(stock_conn, dwarf_conn), "the connection task: {stock_conn} (symbols), {dwarf_conn} (DWARF)");
     assert_no_probes_left();
 }
+
+/// The default mode attached to the busy server: `--polls auto` takes the
+/// probes off, and those that fire while their links close (an entry can
+/// outlive its return probe) make no poll that never returns: once, such a
+/// poll passed for a `Listener::run` task polled for the rest of the
+/// recording (2.1 s), where no poll of mini-redis lasts a millisecond.
+#[test]
+fn mini_redis_in_the_default_mode_declines_exact_polls_and_shows_no_poll_that_never_returned() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_server(&mini_redis("stock"), port);
+    let load = Load::start(port);
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = dir.path().join("d.rscope");
+    let pid = server.0.id().to_string();
+    let (code, _, stderr) = profiler_output(&["record", "--no-live", "-d", "4", "-p", &pid, "-o", capture.to_str().unwrap()]);
+    load.finish();
+    drop(server);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("recording task identity at switches and samples"), "auto declined exact polls: {stderr}");
+    let (code, json, err) = profiler_output(&["report", capture.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "report failed: {err}");
+    let report: Value = serde_json::from_str(&json).expect("report --json is JSON");
+    for group in report["long_polls"].as_array().unwrap() {
+        let max = group["max_ms"].as_f64().unwrap();
+        assert!(max < 1000.0, "a {max} ms long poll in mini-redis: {group}\n{stderr}");
+    }
+}

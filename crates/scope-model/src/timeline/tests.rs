@@ -273,6 +273,24 @@ fn polls_nest_number_and_close() {
 }
 
 #[test]
+fn probes_still_firing_after_they_were_taken_off_are_ignored() {
+    let f = Frame { module: 0, offset: 0x10 };
+    let start = |ts, task| Event::PollStart { ts, tid: 50, task, poll_fn: f };
+    let end = |ts| Event::PollEnd { ts, tid: 50 };
+    let wake = |ts| Event::TaskWake { ts, tid: 50, task: 8 };
+    let off = |ts, polls| Event::Probes { ts, polls, wakes: false };
+    // Wakes off at 1 300, polls at 1 500; the entry probe outlives the
+    // return probe while their links close.
+    let events = vec![start(1_100, 7), wake(1_150), end(1_200), off(1_300, true), wake(1_350), start(1_400, 7), off(1_500, false), end(1_510), start(1_600, 8)];
+    let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u64, u64, bool)> = find(&tl, 50).polls.iter().map(|p| (p.start_ns, p.end_ns, p.finished)).collect();
+    assert_eq!(polls, vec![(1_100, 1_200, true)], "1 400 was open at the switch-off; 1 600 began after it");
+    assert_eq!(tl.wakes.len(), 1, "the wake at 1 350 came after wakes were off");
+    assert_eq!(tl.polls_off_ns(), 1_500);
+}
+
+#[test]
 fn a_task_polled_again_inside_its_own_open_poll_lost_a_return() {
     let f = |o| Frame { module: 0, offset: o };
     let start = |ts, task| Event::PollStart { ts, tid: 50, task, poll_fn: f(0x10) };
