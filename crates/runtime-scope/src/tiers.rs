@@ -26,11 +26,12 @@ const FLOOR_NS_PER_S: f64 = 2_000_000.0;
 /// by the target; later looks, which only ever take probes off, are a
 /// second apart.
 const FIRST_MEASURE_NS: u64 = 250_000_000;
-/// A first look that has seen this many polls decides after
+/// A look that has seen this many polls decides after
 /// [`EARLY_MEASURE_NS`]: a rate is known to a few percent, and on a busy
 /// server each further 100 ms of probes is thousands of trapped polls
 /// (mini-redis under load: 20 000 polls, ~40 ms of its CPU, before the
-/// 250 ms look ended). A quieter target is looked at for the full 250 ms.
+/// 250 ms look ended). A quieter target is looked at for the full 250 ms,
+/// then every second.
 const EARLY_POLLS: u64 = 2_000;
 const EARLY_MEASURE_NS: u64 = 50_000_000;
 const MEASURE_NS: u64 = 1_000_000_000;
@@ -92,8 +93,10 @@ impl Auto {
         }
         let elapsed = now_ns.saturating_sub(self.since_ns);
         let waited = now_ns.saturating_sub(self.start_ns);
+        // Busy now: judged at once, the first look or a later one (a target
+        // kept exact while idle that gets busy pays every poll until then).
         let window = match self.first {
-            true if self.polls >= EARLY_POLLS => EARLY_MEASURE_NS,
+            _ if self.polls >= EARLY_POLLS => EARLY_MEASURE_NS,
             true => FIRST_MEASURE_NS,
             false => MEASURE_NS,
         };
@@ -191,6 +194,18 @@ mod tests {
         let c = busy.decide(ms(60), ms(60), true).unwrap();
         assert!(!c.polls && !c.wakes, "2000 polls in 60 ms of CPU: {c:?}");
         assert!(!busy.first_look());
+    }
+
+    #[test]
+    fn a_target_kept_exact_while_idle_is_judged_again_as_soon_as_it_is_busy() {
+        let ms = |n: u64| n * 1_000_000;
+        let mut a = Auto::new(PollTier::Auto, 2.0, 0, 0);
+        a.count(100, 100);
+        assert!(a.decide(ms(250), ms(1), true).unwrap().polls, "idle: kept");
+        assert_eq!(a.decide(ms(300), ms(30), true), None);
+        a.count(EARLY_POLLS, 0);
+        let c = a.decide(ms(350), ms(100), true).unwrap();
+        assert!(!c.polls, "100 ms into the load, not a second: {c:?}");
     }
 
     #[test]
