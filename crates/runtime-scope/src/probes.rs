@@ -286,8 +286,9 @@ impl Probes {
         // poll is still to return (measured: a launched program's worker
         // loop, entered under the probes, held that wait for its whole
         // life). One thread each, so no link's wait keeps another's
-        // breakpoints in; entries before returns, or a poll entered after
-        // its return probe went would stay open.
+        // breakpoints in; entries are started first, but the threads race,
+        // so a poll may still be entered after its return probe went: the
+        // recorder leaves out what the probes send after they were taken off.
         let (returns, entries): (Vec<_>, Vec<_>) = going.into_iter().partition(|(_, program, _)| *program == "poll_exit");
         for (_, _, link) in entries.into_iter().chain(returns) {
             std::thread::spawn(move || drop(link));
