@@ -158,8 +158,9 @@ fn split_debuginfo_through_a_debug_link_gives_source_lines() {
 
 /// A wait at the same place as the thread's last one is not copied again:
 /// its switch record says so, and the capture still holds its stack, the
-/// same frames as that last wait's. The recorder's count of stacks unwound
-/// plus repeats is the number of stacks in the capture.
+/// same frames as that last wait's (or their innermost part, those the
+/// compared words vouch for). The recorder's count of stacks unwound plus
+/// repeats is the number of stacks in the capture.
 #[test]
 fn repeated_waits_keep_their_stacks_in_the_capture() {
     require_root();
@@ -185,12 +186,15 @@ fn repeated_waits_keep_their_stacks_in_the_capture() {
             assert!(!frames.is_empty(), "a stack without frames: {e:?}");
             if *reason == scope_model::StackReason::Blocked {
                 let recent = last_blocked.entry(*tid).or_default();
-                let known = recent.iter().position(|r| *r == &frames[..]);
+                // A repeat keeps only the frames its compared words vouch
+                // for: the innermost part of the wait it repeats.
+                let known = recent.iter().position(|r| r.starts_with(frames) || frames.starts_with(r));
                 same += usize::from(known.is_some());
+                let mut wait = &frames[..];
                 if let Some(i) = known {
-                    recent.remove(i);
+                    wait = std::cmp::max_by_key(recent.remove(i), wait, |f| f.len());
                 }
-                recent.insert(0, &frames[..]);
+                recent.insert(0, wait);
                 recent.truncate(scope_common::WAIT_WAYS as usize);
             }
         }
