@@ -95,10 +95,12 @@ impl Auto {
         let waited = now_ns.saturating_sub(self.start_ns);
         // Busy now: judged at once, the first look or a later one (a target
         // kept exact while idle that gets busy pays every poll until then).
-        let window = match self.first {
-            _ if self.polls >= EARLY_POLLS => EARLY_MEASURE_NS,
-            true => FIRST_MEASURE_NS,
-            false => MEASURE_NS,
+        let window = if self.polls >= EARLY_POLLS {
+            EARLY_MEASURE_NS
+        } else if self.first {
+            FIRST_MEASURE_NS
+        } else {
+            MEASURE_NS
         };
         if elapsed < window || (self.first && !calibrated && waited < MEASURE_MAX_NS) {
             return None;

@@ -5,7 +5,7 @@
 //! blocking task, so a parked worker carries its own loop's id: that kind
 //! is the worker loop, never a task.
 
-use crate::tasks::{abbreviate, is_async_body, is_harness, polling_harness};
+use crate::tasks::{abbreviate, is_async_body, is_harness, is_poll_step};
 use scope_model::kinds::{KindRole, WORKER_LOOP};
 use scope_model::identity::stacks_with_ids;
 use scope_model::{Frame, Poll, ResolvedFrame, Symbols, ThreadTimeline, Timeline};
@@ -41,7 +41,9 @@ pub fn kind_in_stack(frames: &[ResolvedFrame]) -> Option<String> {
     };
     // Freeing or completing a task, not polling one: the id set then may be
     // the task's or the caller's (a worker's loop, or another task).
-    polling_harness(frames)?;
+    if !is_poll_step(&frames[harness]) {
+        return None;
+    }
     let inside = &frames[..harness];
     if inside.iter().any(|f| f.function.contains("scheduler::multi_thread::worker::")) {
         return Some(WORKER_LOOP.to_string());

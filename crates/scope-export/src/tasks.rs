@@ -52,7 +52,12 @@ pub(crate) fn is_harness(f: &ResolvedFrame) -> bool {
 /// memory), and drop glue names the task being dropped, not the running one.
 pub(crate) fn polling_harness(frames: &[ResolvedFrame]) -> Option<usize> {
     let at = frames.iter().position(is_harness)?;
-    last_step(&frames[at].function).starts_with("poll").then_some(at)
+    is_poll_step(&frames[at]).then_some(at)
+}
+
+/// A harness frame that polls the task (`poll`, `poll_inner`, `poll_future`).
+pub(crate) fn is_poll_step(harness: &ResolvedFrame) -> bool {
+    last_step(&harness.function).starts_with("poll")
 }
 
 /// The last path segment that names a step: `poll` in
