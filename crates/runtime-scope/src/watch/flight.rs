@@ -26,9 +26,11 @@ const MAX_AWAITING: usize = 64;
 const MAX_TRIES: u8 = 3;
 /// Verdicts kept, at most (then forgotten and asked again when needed).
 const MAX_VERDICTS: usize = 50_000;
-/// Recurring ids judged per thread to find its worker loop's id before
-/// giving up (a thread that is not a multi-thread worker has none).
-const MAX_SIGHTINGS: u8 = 16;
+/// Questions about recurring ids per thread to find its worker loop's id
+/// before giving up (a thread that is not a multi-thread worker has none).
+const MAX_SIGHTINGS: u8 = 32;
+/// Questions about one recurring id whose stacks named nothing.
+const MAX_UNNAMED: u8 = 4;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -96,6 +98,8 @@ struct Loops {
     /// Questions out about a thread's stacks: key → thread.
     asking: HashMap<Key, u32>,
     tries: HashMap<u32, u8>,
+    /// Answers that named nothing, per id asked about.
+    unnamed: HashMap<Key, u8>,
 }
 
 pub struct FlightSink<J: Judge> {
@@ -155,6 +159,11 @@ impl<J: Judge> FlightSink<J> {
             said_size: false,
             exit_status: None,
         }
+    }
+
+    /// Workers whose own loop id is known: there a stretch needs no stack.
+    pub fn loops_known(&self) -> usize {
+        self.loops.of.len()
     }
 
     pub fn ring_bytes(&self) -> usize {
@@ -257,7 +266,9 @@ impl<J: Judge> FlightSink<J> {
         let Sighting { tid, id, stack } = sighting;
         let key = Key::Id(id);
         match self.verdicts.get(&key).cloned() {
-            Some(Verdict::Unknown) | None => {}
+            None => {}
+            Some(Verdict::Unknown) if self.loops.unnamed.get(&key).copied().unwrap_or(0) < MAX_UNNAMED => {}
+            Some(Verdict::Unknown) => return,
             Some(verdict) => return self.learned(tid, id, &verdict),
         }
         if self.loops.asking.values().any(|&t| t == tid) || self.loops.asking.contains_key(&key) || self.loops.asking.len() >= MAX_AWAITING {
@@ -351,10 +362,21 @@ impl<J: Judge> FlightSink<J> {
         if self.verdicts.len() > MAX_VERDICTS {
             self.verdicts.clear();
             self.tries.clear();
+            self.loops.unnamed.clear();
         }
         for (key, verdict) in answers {
-            if let (Some(tid), Key::Id(id)) = (self.loops.asking.remove(&key), key) {
-                self.learned(tid, id, &verdict);
+            if let Key::Id(id) = key {
+                let asker = self.loops.asking.remove(&key);
+                if asker.is_some() && verdict == Verdict::Unknown {
+                    *self.loops.unnamed.entry(key).or_default() += 1;
+                }
+                // A candidate's stack can show a worker's loop as well as a
+                // sighting's: either teaches that worker its loop id.
+                let candidates = self.awaiting.iter().filter(|c| Self::key(c) == Some(key)).map(|c| c.tid);
+                let tids: Vec<u32> = asker.into_iter().chain(candidates).collect();
+                for tid in tids {
+                    self.learned(tid, id, &verdict);
+                }
             }
             self.verdicts.insert(key, verdict);
         }

@@ -128,7 +128,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         Box::new(|line| say!("runtime-scope: {line}")),
     );
     let recorded = recorder::record(&mut target, settings, &session.stop, &mut sink);
-    let (tally, ring_bytes, exit_status) = (sink.tally, sink.ring_bytes(), sink.exit_status);
+    let (tally, ring_bytes, exit_status, loops) = (sink.tally, sink.ring_bytes(), sink.exit_status, sink.loops_known());
     drop(sink);
     if tally.snapshots > 0 {
         say!("runtime-scope: finishing the snapshots…");
@@ -140,7 +140,11 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         end.push_str(&format!("; {} more triggers came while one was pending or within --cooldown", tally.held_back));
     }
     if tally.unattributed > 0 {
-        end.push_str(&format!("; {} stretches over a threshold had no stack naming their task, so did not trigger", tally.unattributed));
+        let on = if loops == 1 { "thread" } else { "threads" };
+        end.push_str(&format!(
+            "; {} stretches over a threshold had no stack naming their task, so did not trigger (a worker's own loop id, which lets a stretch there trigger without one, was learned on {loops} {on})",
+            tally.unattributed
+        ));
     }
     end.push_str(&format!("; the ring held {:.1} MiB at the end", ring_bytes as f64 / MIB as f64));
     say!("{end}");

@@ -226,8 +226,8 @@ impl Detector {
         self.thread(tid).learned = true;
     }
 
-    /// A stack with `id` set on a thread still being learned: the second
-    /// time an id is seen there, it is worth a question.
+    /// A stack with `id` set on a thread still being learned: from the
+    /// second time an id is seen there, it is worth a question.
     fn sight(tid: u32, t: &mut Thread, id: u64, stack: &[Frame], out: &mut Noticed) {
         if t.learned || stack.is_empty() {
             return;
@@ -246,8 +246,11 @@ impl Detector {
                 1
             }
         };
-        // Again at 4, 8, 16… times: a stack can name nothing (cut short).
-        if count >= 2 && count.is_power_of_two() && !t.sighted {
+        // Every time it recurs until the thread is learned: a stack can name
+        // nothing (cut short, inside a harness step that is no poll), and a
+        // worker's loop may run on the CPU only a few times a second. The
+        // flight sink bounds the questions.
+        if count >= 2 && !t.sighted {
             t.sighted = true;
             out.sightings.push(Sighting { tid, id, stack: stack.to_vec() });
         }

@@ -10,6 +10,8 @@ const S: u64 = 1_000_000_000;
 const WORKER: u32 = 7;
 const TASK_FN: Frame = Frame { module: 0, offset: 1 };
 const LOOP_FN: Frame = Frame { module: 0, offset: 2 };
+/// A stack that names nothing, whatever id was set (cut short).
+const NAMELESS: Frame = Frame { module: 0, offset: 0xc0 };
 
 /// Answers on the next batch, as the real one would a little later.
 #[derive(Default)]
@@ -19,9 +21,10 @@ struct Fake {
 }
 
 impl Judge for Fake {
-    fn ask(&mut self, key: Key, _: Vec<Frame>, _: &Arc<Vec<Module>>) {
+    fn ask(&mut self, key: Key, evidence: Vec<Frame>, _: &Arc<Vec<Module>>) {
         self.asked.borrow_mut().push(key);
         let verdict = match key {
+            Key::Id(_) if evidence.contains(&NAMELESS) => Verdict::Unknown,
             Key::PollFn(f) if f == TASK_FN => Verdict::Task("app::handler".into()),
             Key::PollFn(_) => Verdict::NotTask("spawn_blocking(worker::run)".into()),
             Key::Id(1) => Verdict::NotTask(WORKER_LOOP.into()),
@@ -190,6 +193,53 @@ fn on_a_worker_whose_loop_id_is_known_any_other_id_is_a_task() {
     assert_eq!(snaps.len(), 1, "{:?}", r.said.borrow());
     assert_eq!((snaps[0].trigger.candidate.subject.clone(), snaps[0].trigger.kind.clone()), (Subject::TaskId(9), None));
     assert_eq!(r.sink.tally.unattributed, 0);
+}
+
+#[test]
+fn a_long_park_judged_the_worker_loop_teaches_that_worker_its_loop_id() {
+    let mut r = rig();
+    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
+    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
+    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }].into(), complete: true };
+    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
+    let park = S - 300 * MS;
+    r.run_to(S, vec![Event::Probes { ts: 0, polls: false, wakes: false }, at(park, 1), switch(park), stack(park), back(park + 150 * MS)]);
+    r.run_to(S + 200 * MS, vec![]);
+    assert_eq!(*r.asked.borrow(), vec![Key::Id(1)], "asked once, about the candidate");
+    assert_eq!(r.sink.loops.of.get(&WORKER), Some(&1));
+    r.run_to(2 * S, vec![at(S + 300 * MS, 9), switch(S + 300 * MS)]);
+    r.run_to(2 * S + 500 * MS, vec![back(S + 450 * MS)]);
+    assert_eq!(r.snapshots.borrow().len(), 1, "{:?}", r.said.borrow());
+}
+
+/// A worker's loop may show on the CPU a few times a second, and its first
+/// stacks may name nothing: each later one is asked about, not only the
+/// 4th, 8th, 16th… (CI: a loop id never learned in 30 s of the demo).
+#[test]
+fn a_loop_id_whose_first_stacks_named_nothing_is_learned_at_its_next_sample() {
+    let mut r = rig();
+    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
+    let sample = |ts: u64, frame: Frame| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Sample, frames: vec![frame].into(), complete: true };
+    // 10 ms apart: too short a run of one id to be a long poll itself.
+    let mut t = 100 * MS;
+    let mut samples = |frame: Frame, n: usize| {
+        (0..n)
+            .flat_map(|_| {
+                t += 10 * MS;
+                [at(t, 1), sample(t, frame)]
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut first = vec![Event::Probes { ts: 0, polls: false, wakes: false }];
+    first.extend(samples(NAMELESS, 2));
+    let second = samples(Frame { module: 0, offset: 3 }, 1);
+    let third = samples(NAMELESS, 1);
+    r.run_to(S, first);
+    r.run_to(S + 100 * MS, second);
+    r.run_to(S + 200 * MS, third);
+    r.run_to(S + 300 * MS, vec![]);
+    assert_eq!(r.sink.loops.of.get(&WORKER), Some(&1), "learned from the only stack that names it");
+    assert_eq!(*r.asked.borrow(), vec![Key::Id(1); 2], "asked at its 2nd and 3rd sample, then known");
 }
 
 #[test]
