@@ -39,6 +39,7 @@ pub(crate) fn find_poll_points(debug_files: &[std::path::PathBuf], binary: &Path
             wakes: offsets(&points.wakes),
             worker_runs: offsets(&points.worker_runs),
             take_cores: offsets(&points.take_cores),
+            parks: points.parks.iter().map(|p| p.file_offset..p.file_offset + p.size).collect(),
             context,
         }),
         Ok(_) => {
@@ -66,6 +67,7 @@ pub(crate) fn find_poll_points(debug_files: &[std::path::PathBuf], binary: &Path
                 wakes: Vec::new(),
                 worker_runs: Vec::new(),
                 take_cores: Vec::new(),
+                parks: Vec::new(),
                 // No symbol locates Tokio's CONTEXT in a stripped binary.
                 context: None,
             })

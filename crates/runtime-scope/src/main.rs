@@ -16,6 +16,7 @@ mod handoff;
 mod held;
 mod images;
 mod launch;
+mod mapped_array;
 mod live;
 mod modules;
 mod output;
@@ -32,6 +33,7 @@ mod tiers;
 mod tracefs;
 mod uprobe_multi;
 mod wait_masks;
+mod worker_loops;
 mod watch;
 
 use clap::Parser;

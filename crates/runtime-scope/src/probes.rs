@@ -376,6 +376,12 @@ impl Probes {
         crate::wait_masks::WaitMasks::map(data.fd().as_fd())
     }
 
+    /// Where the recorder says which id is each worker's own loop.
+    pub fn worker_loops(&self) -> Result<crate::worker_loops::WorkerLoops> {
+        let Some(Map::Array(data)) = self.ebpf.map("WORKER_LOOPS") else { anyhow::bail!("WORKER_LOOPS map missing") };
+        crate::worker_loops::WorkerLoops::map(data.fd().as_fd())
+    }
+
     /// Switch-outs and wakings the kernel held for a switch-in.
     pub fn held_count(&self) -> Result<u64> {
         self.counter(counter::HELD)
@@ -451,6 +457,11 @@ impl Probes {
     }
 
     /// (skipped over budget, unreadable) stack copies.
+    /// Parks of workers whose own loop id the kernel was told (no stack check).
+    pub fn parks(&self) -> Result<u64> {
+        self.counter(counter::PARKS)
+    }
+
     pub fn stack_misses(&self) -> Result<(u64, u64)> {
         Ok((self.counter(counter::STACKS_OVER_BUDGET)?, self.counter(counter::STACKS_UNREADABLE)?))
     }

@@ -70,6 +70,9 @@ pub struct PollProbes {
     pub wakes: Vec<u64>,
     pub worker_runs: Vec<u64>,
     pub take_cores: Vec<u64>,
+    /// File offset ranges of the worker's park code
+    /// (`scope_stacks::probe_points::PARK_CODE`).
+    pub parks: Vec<std::ops::Range<u64>>,
     /// Tokio's CONTEXT thread-local, where the current task's id is.
     pub context: Option<scope_stacks::task_context::ContextTls>,
 }
@@ -286,6 +289,14 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let modules = modules::read(target.pid, &mut module_warnings);
     let mut collector = StackCollector::new(target.pid, &modules);
     collector.masks = Some(probes.wait_masks()?);
+    if let Some(p) = settings.polls.as_ref().ok().filter(|p| !p.parks.is_empty()) {
+        let code = crate::stacks::ParkCode {
+            path: target.executable.display().to_string(),
+            build_id: crate::modules::build_id(&p.binary),
+            ranges: p.parks.clone(),
+        };
+        collector.parks = Some((code, probes.worker_loops()?));
+    }
     let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field));
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
@@ -546,6 +557,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         );
     }
     let (over_budget, unreadable) = probes.stack_misses()?;
+    let parks = probes.parks()?;
     // Skipped interrupt-depth updates heal at the next switch on that CPU.
     let skipped: Vec<(String, u64)> = probes.skipped_runs().into_iter().filter(|(p, _)| !p.starts_with("irq_")).collect();
     if !skipped.is_empty() {
@@ -586,6 +598,13 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             collector.repeats_cut,
             collector.bytes_copied as f64 / 1024.0,
             collector.bytes_copied as f64 / 1024.0 / seconds,
+        );
+    }
+    if collector.loops_learned() > 0 {
+        let workers = collector.loops_learned();
+        say!(
+            "runtime-scope: {parks} parks of {workers} worker{} not stack-checked (each worker's own loop id, set while it parks, was learned from one park's stack)",
+            if workers == 1 { "" } else { "s" }
         );
     }
     if let Some(check) = collector.check_summary() {

@@ -42,6 +42,25 @@ const UNRESOLVED_PAGES: usize = 256;
 const USED_STEP: u32 = 64;
 const USED_STEPS: usize = 32768 / USED_STEP as usize;
 
+/// Tokio's park code in the binary that holds it
+/// (`scope_stacks::probe_points::PARK_CODE`): file offset ranges, and the
+/// build-id (else the path) its module is known by.
+pub struct ParkCode {
+    pub path: String,
+    pub build_id: Option<String>,
+    pub ranges: Vec<Range<u64>>,
+}
+
+impl ParkCode {
+    fn holds(&self, module: &Module, offset: u64) -> bool {
+        let same = match (&self.build_id, &module.build_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => module.path == self.path,
+        };
+        same && self.ranges.iter().any(|r| r.contains(&offset))
+    }
+}
+
 pub struct StackCollector {
     pid: u32,
     unwinder: StackUnwinder,
@@ -77,6 +96,10 @@ pub struct StackCollector {
     pub repeats_cut: u64,
     /// Where to say which words of a remembered wait its unwinding read.
     pub masks: Option<crate::wait_masks::WaitMasks>,
+    /// Where workers park, and where to say each one's own loop id.
+    pub parks: Option<(ParkCode, crate::worker_loops::WorkerLoops)>,
+    /// Each worker's own loop id, as told to the kernel.
+    loops: Map<u32, u64>,
     /// Repeats copied anyway (`RUNTIME_SCOPE_CHECK_REPEATS`), and how many
     /// of those unwound to other frames than the wait they repeated.
     checked: u64,
@@ -103,6 +126,8 @@ impl StackCollector {
             open_polls: Map::default(),
             last_blocked: Map::default(),
             masks: None,
+            parks: None,
+            loops: Map::default(),
             repeats: 0,
             repeats_cut: 0,
             uprobes: None,
@@ -227,6 +252,16 @@ impl StackCollector {
         self.unresolved.clear();
         self.open_polls.clear();
         self.uprobes = None;
+        // The old image's workers are gone, and the new one numbers its
+        // tasks from 1 again: no id may pass for a park. Its park code is
+        // not looked for (every park is checked, as without symbols).
+        if let Some((_, loops)) = self.parks.take() {
+            let mut loops = loops;
+            for &tid in self.loops.keys() {
+                loops.publish(tid, 0);
+            }
+        }
+        self.loops.clear();
         self.rescan(ts)
     }
 
@@ -321,6 +356,27 @@ impl StackCollector {
         })
     }
 
+    /// A blocked stack through Tokio's park code was taken with the worker's
+    /// own loop id set: that id, told to the kernel, spares the worker's
+    /// later parks the stack check (and the capture says so).
+    fn learn_loop(&mut self, raw: &RawStack<'_>, frames: &[Frame], out: &mut Vec<Event>) {
+        let Some((code, loops)) = self.parks.as_mut() else { return };
+        if raw.task_id == 0 || self.loops.get(&raw.tid) == Some(&raw.task_id) {
+            return;
+        }
+        let parked = frames.iter().any(|f| self.modules.get(f.module as usize).is_some_and(|m| code.holds(m, f.offset)));
+        if parked {
+            self.loops.insert(raw.tid, raw.task_id);
+            loops.publish(raw.tid, raw.task_id);
+            out.push(Event::WorkerLoop { ts: raw.ts, tid: raw.tid, id: raw.task_id });
+        }
+    }
+
+    /// Workers whose own loop id the kernel was told.
+    pub fn loops_learned(&self) -> usize {
+        self.loops.len()
+    }
+
     /// The stack's event, after any modules found for it, onto `out`.
     pub fn process(&mut self, raw: &RawStack<'_>, out: &mut Vec<Event>) {
         if raw.check {
@@ -330,9 +386,13 @@ impl StackCollector {
         if raw.same_as_last {
             // The busy path (most waits of a server): no allocation.
             let Some(known) = Self::repeated(&self.last_blocked, &self.open_polls, raw.tid, raw.way) else { return };
+            let (frames, complete) = (known.frames.clone(), known.complete);
             self.repeats += 1;
-            self.repeats_cut += u64::from(!known.complete);
-            out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames: known.frames.clone(), complete: known.complete });
+            self.repeats_cut += u64::from(!complete);
+            // The id is often located after the worker's first parks were
+            // copied: its repeats teach the loop id as well.
+            self.learn_loop(raw, &frames, out);
+            out.push(Event::Stack { ts: raw.ts, cpu: raw.cpu, tid: raw.tid, reason: raw.reason, frames, complete });
             return;
         }
         let restored = self.restore_return_addresses(raw.tid, raw.bytes);
@@ -357,6 +417,9 @@ impl StackCollector {
             self.count_used(unwound.bytes_used);
         }
         let frames: Frames = unwound.frames.into();
+        if raw.reason == scope_model::StackReason::Blocked {
+            self.learn_loop(raw, &frames, out);
+        }
         if let (scope_model::StackReason::Blocked, Some(way)) = (raw.reason, raw.way) {
             let polls = restored.as_ref().and_then(|_| self.open_polls.get(&raw.tid).cloned());
             let within = unwound.frames_within_words;

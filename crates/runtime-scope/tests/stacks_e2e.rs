@@ -246,3 +246,71 @@ fn a_thread_alternating_between_two_waits_gets_each_its_own_stack() {
     let repeats = number_before(line, " waits at the same place");
     assert!(repeats >= 80, "the two waits repeat without copies: {line}");
 }
+
+/// A worker's own loop id is learned from a park's stack, and its later
+/// parks are not stack-checked: the capture says which id that is, those
+/// parks carry no stack, and every stack taken with that id set on that
+/// worker shows the worker's loop (never a task's poll).
+#[test]
+fn a_worker_s_parks_go_unchecked_once_its_own_loop_id_is_learned() {
+    require_root();
+    // DWARF: where Tokio keeps the task id is known from the start.
+    let demo = Demo::start_binary(&debuginfo_demo_path(), 60);
+    let workers = demo.wait_for_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.rscope");
+    let (_, stderr) = record_3s(demo.pid(), &out);
+    let line = stderr.lines().find(|l| l.contains(" parks of ")).unwrap_or_else(|| panic!("no parks line:\n{stderr}"));
+    let parks = number_before(line, " parks of ");
+    assert!(line.contains("of 2 workers not stack-checked") && parks > 20, "{line}");
+    let rec = scope_model::capture::read(&std::fs::read(&out).unwrap()).unwrap().recording;
+    let mut loops: Vec<(u32, u64, u64)> =
+        rec.events.iter().filter_map(|e| if let scope_model::Event::WorkerLoop { ts, tid, id } = e { Some((*tid, *id, *ts)) } else { None }).collect();
+    loops.sort();
+    let tids: Vec<u32> = loops.iter().map(|l| l.0).collect();
+    assert_eq!(tids, { let mut w = workers.clone(); w.sort(); w }, "one loop id per worker: {loops:?}");
+    assert!(loops[0].1 != loops[1].1 && loops.iter().all(|l| l.1 != 0), "{loops:?}");
+    // The id at each switch-out: the thread's latest TaskAt at or before it.
+    let mut events: Vec<&scope_model::Event> = rec.events.iter().collect();
+    events.sort_by_key(|e| e.ts());
+    let mut id_now: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    let blocked_stacks: std::collections::HashSet<(u32, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            scope_model::Event::Stack { ts, tid, reason: scope_model::StackReason::Blocked, .. } => Some((*tid, *ts)),
+            _ => None,
+        })
+        .collect();
+    let (mut bare_parks, mut parks_after) = (0, 0);
+    for e in &events {
+        match e {
+            scope_model::Event::TaskAt { tid, id, .. } => {
+                id_now.insert(*tid, *id);
+            }
+            scope_model::Event::Switch { ts, prev_tid, prev_state, prev_ours: true, .. } if prev_state & 0x3 != 0 => {
+                let Some(&(_, id, learned)) = loops.iter().find(|l| l.0 == *prev_tid) else { continue };
+                if id_now.get(prev_tid) == Some(&id) && *ts > learned {
+                    parks_after += 1;
+                    bare_parks += usize::from(!blocked_stacks.contains(&(*prev_tid, *ts)));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(bare_parks <= parks && bare_parks * 10 >= parks * 9, "{bare_parks} parks without a stack of {parks_after} after learning; the kernel skipped {parks}");
+    // Every stack taken with a loop id set names the worker loop or nothing.
+    let timeline = scope_model::Timeline::build(&rec, &scope_model::WorkerRule::default());
+    let symbols = scope_stacks::symbolize::symbolize(&rec.all_modules(), timeline.frames());
+    let mut named_loop = 0;
+    for t in &timeline.threads {
+        for (_, stack, id) in scope_model::identity::stacks_with_ids(t) {
+            if loops.iter().any(|l| l.0 == t.tid && l.1 == id) {
+                let frames = symbols.expand(&timeline.stacks[stack as usize].frames);
+                let kind = scope_export::task_ids::kind_in_stack(&frames);
+                assert!(kind.as_deref().is_none_or(|k| k == scope_model::kinds::WORKER_LOOP), "a stack with a loop id names {kind:?}: {frames:?}");
+                named_loop += usize::from(kind.is_some());
+            }
+        }
+    }
+    assert!(named_loop > 0, "the parks learned from show the worker loop");
+}

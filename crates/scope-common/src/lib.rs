@@ -123,7 +123,10 @@ pub mod counter {
     pub const FORKS: u32 = 4;
     /// Switch-outs and wakings held for their thread's switch-in ([`super::Pending`]).
     pub const HELD: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Blocked switch-outs of a worker with its own loop's id set: parks,
+    /// whose stacks were not looked at ([`super::WorkerLoop`]).
+    pub const PARKS: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Largest user-stack copy the kernel side can make (`--stack-size` ≤ this).
@@ -196,6 +199,23 @@ pub const WAIT_MASK_SLOTS: u32 = PENDING_SLOTS * WAIT_WAYS;
 pub const fn wait_mask_slot(tid: u32, way: u32) -> u32 {
     ((tid & PENDING_MASK) << 2) | (way & (WAIT_WAYS - 1))
 }
+
+/// A multi-thread worker's own loop id (Tokio runs each worker as a
+/// blocking task, so outside its tasks' polls, parked or not, its current
+/// task id is that one). Written by the recorder when a copied blocked
+/// stack of `tid` with `id` set shows Tokio's park code, in a
+/// `BPF_F_MMAPABLE` array indexed by `tid & PENDING_MASK` (a seqcount: odd
+/// while written). A later blocked switch-out of `tid` with `id` set is a
+/// park: its stack is neither checked nor copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerLoop {
+    pub seq: u32,
+    pub tid: u32,
+    pub id: u64,
+}
+
+pub const WORKER_LOOP_SLOTS: u32 = PENDING_SLOTS;
 
 /// Capacity of the thread filter map.
 pub const MAX_THREADS: u32 = 16384;

@@ -99,7 +99,19 @@ fn switch<const CHECK: bool>(ctx: &BtfTracePointContext) -> i32 {
     // Sleeping (S) or in uninterruptible wait (D): where it waits is the
     // question a blocked worker raises, so its stack is copied (within
     // budget), or marked in this record as the same as its last wait's.
-    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 { stacks::plan_blocked::<CHECK>(prev_tid, head.ts) } else { Blocked::Nothing };
+    // A worker parking with its own loop's id set: where it parks is
+    // Tokio's park code (the recorder saw it there with this id), so its
+    // stack is not looked at; its switch record carries the id.
+    let blocked = if ours & side::PREV != 0 && prev_state & 0x3 != 0 {
+        if task_id::is_worker_loop(prev_tid, task_id) {
+            bump(counter::PARKS);
+            Blocked::Nothing
+        } else {
+            stacks::plan_blocked::<CHECK>(prev_tid, head.ts)
+        }
+    } else {
+        Blocked::Nothing
+    };
     if let Blocked::Same { way } | Blocked::Copy { way: Some(way), check: true, .. } = blocked {
         ours |= side::SAME_STACK | ((way << side::SAME_WAY_SHIFT) & side::SAME_WAY_BITS);
     }

@@ -6,13 +6,13 @@
 //! is learned by userspace from [`ContextCopy`] records (sent while
 //! `TASK_ID_FIELD` is still 0) during a short window of exact polls.
 
-use crate::{EVENTS, bump, wakeup_flags};
+use crate::{EVENTS, MMAPABLE, bump, wakeup_flags};
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::map,
     maps::Array,
 };
-use scope_common::{CONTEXT_COPY_MAX, ContextCopy, Header, TASK_IDS_OFF, TaskIdLayout, counter, kind};
+use scope_common::{CONTEXT_COPY_MAX, ContextCopy, Header, PENDING_MASK, TASK_IDS_OFF, TaskIdLayout, WORKER_LOOP_SLOTS, WorkerLoop, counter, kind};
 
 #[unsafe(no_mangle)]
 static TASK_IDS: TaskIdLayout = TaskIdLayout { context_from_fs: 0, context_len: 0, _pad: 0 };
@@ -21,6 +21,25 @@ static TASK_IDS: TaskIdLayout = TaskIdLayout { context_from_fs: 0, context_len: 
 /// userspace (a map, not `.rodata`: it may be learned while recording).
 #[map]
 pub(crate) static TASK_ID_FIELD: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Each worker's own loop id, as the recorder learned it ([`WorkerLoop`]).
+#[map]
+static WORKER_LOOPS: Array<WorkerLoop> = Array::with_max_entries(WORKER_LOOP_SLOTS, MMAPABLE);
+
+/// Whether `id`, read at a blocked switch-out of `tid`, is that worker's own
+/// loop id: the worker parks (a stack-less read of a few words).
+#[inline(always)]
+pub(crate) fn is_worker_loop(tid: u32, id: u64) -> bool {
+    if id == 0 {
+        return false;
+    }
+    let Some(slot) = WORKER_LOOPS.get_ptr(tid & PENDING_MASK) else { return false };
+    unsafe {
+        let seq = core::ptr::read_volatile(&(*slot).seq);
+        let (owner, own_id) = (core::ptr::read_volatile(&(*slot).tid), core::ptr::read_volatile(&(*slot).id));
+        seq & 1 == 0 && core::ptr::read_volatile(&(*slot).seq) == seq && owner == tid && own_id == id
+    }
+}
 
 /// The current thread's Tokio task id (0: none, unknown or unreadable).
 /// While the offset is unknown, sends the thread's CONTEXT bytes instead.

@@ -72,6 +72,9 @@ fn hottest(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     }
 }
 
+/// The place of a worker's parks whose stacks were not taken.
+const PARKED: &str = "parked in the worker's own loop (stacks not taken)";
+
 /// Where time went blocked, by the most telling frame at the switch-out.
 fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
     let mut by: HashMap<String, (u64, usize)> = HashMap::new();
@@ -80,11 +83,18 @@ fn blocked_in(tl: &Timeline, symbols: &Symbols, out: &mut String) {
             if !matches!(span.state, SpanState::OffCpu(OffReason::Blocked { .. })) {
                 continue;
             }
-            if let Some((_, telling)) = labels::blocked(tl, t, span, symbols) {
-                let e = by.entry(telling.function).or_default();
-                e.0 += span.duration_ns();
-                e.1 += 1;
-            }
+            let place = match labels::blocked(tl, t, span, symbols) {
+                Some((_, telling)) => telling.function,
+                // Parks of a worker whose own loop id the recorder learned
+                // carry no stack: still where its blocked time went.
+                None if scope_model::identity::id_at(t, span.start_ns).is_some_and(|id| tl.worker_loops.contains(&(t.tid, id))) => {
+                    PARKED.to_string()
+                }
+                None => continue,
+            };
+            let e = by.entry(place).or_default();
+            e.0 += span.duration_ns();
+            e.1 += 1;
         }
     }
     if by.is_empty() {

@@ -124,6 +124,10 @@ impl<'a> Unpolled<'a> {
 impl TaskIdKinds {
     pub fn learn(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>) -> TaskIdKinds {
         let mut kind_of: HashMap<u64, String> = HashMap::new();
+        // The recorder saw each of these at a park: its stacks were not taken.
+        for &(_, id) in &tl.worker_loops {
+            kind_of.insert(id, WORKER_LOOP.to_string());
+        }
         for t in &tl.threads {
             for poll in &t.polls {
                 // Not the placeholder of an instance nothing named.

@@ -183,3 +183,16 @@ fn a_task_blocked_when_the_probes_came_off_is_still_found() {
     assert_eq!((groups[0].exact, groups[0].max_ms), (false, 288.0), "{groups:#?}");
     assert!(groups[0].task_kind.starts_with("app::config_reloader"), "{groups:#?}");
 }
+
+/// The recorder learned the worker's loop id from a park's stack and the
+/// kernel stopped taking its parks' stacks: the capture's `WorkerLoop`
+/// names the id, so its stackless 190 ms park is no task's, whatever the
+/// few samples with that id seemed to show (without it: one long poll,
+/// as in `where_the_poll_probes_watched_…`).
+#[test]
+fn a_park_without_a_stack_is_the_worker_loop_the_capture_names() {
+    let told = [Event::WorkerLoop { ts: 0, tid: W0, id: WORKER_LOOP_ID }];
+    let i = loop_id_with(false, &told);
+    assert!(i.long_polls.is_empty(), "{:#?}", i.long_polls);
+    assert!(i.sampled_tasks.is_empty(), "its samples are the loop's, not a task's: {:?}", i.sampled_tasks);
+}

@@ -75,6 +75,12 @@ pub enum Event {
     /// `--polls auto` decided, after measuring, what fits its budget.
     /// Last, for the same reason as above.
     Probes { ts: u64, polls: bool, wakes: bool },
+    /// Thread `tid` is a multi-thread worker whose own loop runs with
+    /// Tokio task id `id` (a blocked stack through Tokio's park code was
+    /// taken with it set): from `ts` on, its blocked switch-outs with `id`
+    /// set are parks, and their stacks were not taken. Last, for the same
+    /// reason as above.
+    WorkerLoop { ts: u64, tid: u32, id: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,7 +124,8 @@ impl Event {
             | Event::CurrentThreadRun { ts, .. }
             | Event::TaskId { ts, .. }
             | Event::TaskAt { ts, .. }
-            | Event::Probes { ts, .. } => *ts,
+            | Event::Probes { ts, .. }
+            | Event::WorkerLoop { ts, .. } => *ts,
         }
     }
 }

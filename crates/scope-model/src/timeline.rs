@@ -280,6 +280,10 @@ pub struct Timeline {
     /// What was probed and what was left off, and why (`Recording::probes`).
     #[serde(default)]
     pub probes: Vec<String>,
+    /// (thread, Tokio task id) of each worker's own loop, as the recorder
+    /// learned it (`Event::WorkerLoop`): its parks carry no stack.
+    #[serde(default)]
+    pub worker_loops: Vec<(u32, u64)>,
 }
 
 impl Timeline {
@@ -355,6 +359,7 @@ impl Timeline {
         let mut stacks = StackTable::default();
         let mut tasks = TaskTracker::default();
         let mut probe_changes = Vec::new();
+        let mut worker_loops = Vec::new();
         let mut poll_fns = PollFns::default();
         // Once `--polls auto` took the probes off, the ones still firing
         // while their links close (entries can outlive returns: each link
@@ -420,6 +425,11 @@ impl Timeline {
                     }
                 }
                 Event::TaskId { task, id, .. } => tasks.tokio_id(task, id),
+                Event::WorkerLoop { tid, id, .. } => {
+                    if !worker_loops.contains(&(tid, id)) {
+                        worker_loops.push((tid, id));
+                    }
+                }
                 Event::TaskAt { ts, tid, id } => threads.entry(tid).task_marks.push((ts, id)),
                 Event::TaskWake { ts, tid, task } => {
                     let innermost = threads.map.get(&tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
@@ -465,6 +475,7 @@ impl Timeline {
             untracked_threads: rec.untracked_threads,
             stop_reason: rec.stop_reason,
             probe_changes,
+            worker_loops,
             probes: rec.probes.clone(),
         }
     }

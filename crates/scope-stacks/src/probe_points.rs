@@ -37,6 +37,18 @@ pub const WORKER_RUN: &str = "tokio::runtime::scheduler::multi_thread::worker::r
 /// are told by name only).
 pub const TAKE_CORE: &str = "tokio::runtime::scheduler::current_thread::CurrentThread::take_core";
 
+/// A multi-thread worker's park (the parker's condvar wait, or the I/O and
+/// time drivers it turns while parked), only ever called from the worker's
+/// own loop, outside every task's poll. A blocked stack through one of
+/// these was taken with the worker's own loop id set. Not
+/// `worker::Context::park`, which can poll tasks (a task dump's tracing).
+pub const PARK_CODE: [&str; 4] = [
+    "tokio::runtime::scheduler::multi_thread::park::Inner::park_condvar",
+    "tokio::runtime::scheduler::multi_thread::park::Inner::park_driver",
+    "tokio::runtime::scheduler::multi_thread::park::Parker::park",
+    "tokio::runtime::scheduler::multi_thread::park::Parker::park_timeout",
+];
+
 /// Where each Tokio probe goes in one binary (file offsets and names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokioProbePoints {
@@ -50,6 +62,8 @@ pub struct TokioProbePoints {
     pub worker_runs: Vec<ProbePoint>,
     /// `current_thread::CurrentThread::take_core` (entered by each `block_on`).
     pub take_cores: Vec<ProbePoint>,
+    /// [`PARK_CODE`] (not probed: known in stacks by their address ranges).
+    pub parks: Vec<ProbePoint>,
 }
 
 pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
@@ -60,6 +74,7 @@ pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
             || name == WAKE_BY_REF
             || name == WORKER_RUN
             || name == TAKE_CORE
+            || PARK_CODE.contains(&name)
     })?;
     let pick = |wanted: &dyn Fn(&str) -> bool| all.iter().filter(|p| wanted(&p.name)).cloned().collect::<Vec<_>>();
     Ok(TokioProbePoints {
@@ -68,6 +83,7 @@ pub fn tokio_probe_points(data: &[u8]) -> Result<TokioProbePoints, String> {
         wakes: pick(&|n| n == WAKE_BY_VAL || n == WAKE_BY_REF),
         worker_runs: pick(&|n| n == WORKER_RUN),
         take_cores: pick(&|n| n == TAKE_CORE),
+        parks: pick(&|n| PARK_CODE.contains(&n)),
     })
 }
 
@@ -115,5 +131,8 @@ mod tests {
         assert!(names.contains(&super::WAKE_BY_VAL) && names.contains(&super::WAKE_BY_REF) && names.len() == 2, "{names:?}");
         assert_eq!(points.worker_runs.len(), 1);
         assert_eq!(points.take_cores.len(), 1);
+        let parks: Vec<&str> = points.parks.iter().map(|p| p.name.as_str()).collect();
+        assert!(parks.contains(&super::PARK_CODE[0]) && parks.contains(&super::PARK_CODE[1]), "{parks:?}");
+        assert!(points.parks.iter().all(|p| p.size > 0), "{:?}", points.parks);
     }
 }

@@ -218,9 +218,15 @@ impl<J: Judge> FlightSink<J> {
             });
         }
         for e in batch {
-            if let Event::Exit { tid, .. } = e {
-                self.loops.of.remove(tid);
-                self.loops.tries.remove(tid);
+            match e {
+                Event::Exit { tid, .. } => {
+                    self.loops.of.remove(tid);
+                    self.loops.tries.remove(tid);
+                }
+                Event::WorkerLoop { tid, id, .. } => {
+                    self.loops.of.insert(*tid, *id);
+                }
+                _ => {}
             }
         }
         for sighting in noticed.sightings {

@@ -44,6 +44,8 @@ struct Base {
     modules: Vec<Module>,
     /// `WorkerRun` / `CurrentThreadRun` of live threads.
     worker_entries: BTreeMap<u32, Event>,
+    /// `WorkerLoop` of live threads: a window's parks have no stacks.
+    worker_loops: BTreeMap<u32, Event>,
     /// Task header → its `TaskId` event, and the order they came in.
     task_ids: HashMap<u64, Event>,
     task_order: VecDeque<u64>,
@@ -60,6 +62,7 @@ fn is_structural(e: &Event) -> bool {
             | Event::WorkerRun { .. }
             | Event::CurrentThreadRun { .. }
             | Event::TaskId { .. }
+            | Event::WorkerLoop { .. }
     )
 }
 
@@ -72,6 +75,10 @@ impl Base {
             Event::Exit { tid, .. } => {
                 self.threads.remove(tid);
                 self.worker_entries.remove(tid);
+                self.worker_loops.remove(tid);
+            }
+            Event::WorkerLoop { tid, .. } => {
+                self.worker_loops.insert(*tid, e.clone());
             }
             Event::NewModule { index, module, .. } => {
                 let i = *index as usize;
@@ -249,7 +256,7 @@ impl Ring {
         if frames.is_empty() {
             return None;
         }
-        let mut prefix: Vec<Event> = base.worker_entries.values().cloned().collect();
+        let mut prefix: Vec<Event> = base.worker_entries.values().chain(base.worker_loops.values()).cloned().collect();
         prefix.extend(base.task_order.iter().filter_map(|t| base.task_ids.get(t)).cloned());
         for e in &mut prefix {
             set_ts(e, first);
@@ -279,7 +286,7 @@ fn first_ts(batch: &[Event]) -> u64 {
 /// Carried-over events are stated at the window's start (they held then).
 fn set_ts(e: &mut Event, at: u64) {
     match e {
-        Event::WorkerRun { ts, .. } | Event::CurrentThreadRun { ts, .. } | Event::TaskId { ts, .. } => *ts = at,
+        Event::WorkerRun { ts, .. } | Event::CurrentThreadRun { ts, .. } | Event::TaskId { ts, .. } | Event::WorkerLoop { ts, .. } => *ts = at,
         _ => {}
     }
 }
@@ -382,6 +389,20 @@ mod tests {
         ring.push(&[Event::TaskAt { ts: MS, tid: 10, id: 3 }, Event::NewModule { ts: 0, index: 1, module: Box::new(module) }, switch(50 * MS, 10, 0)]).unwrap();
         ring.push(&[switch(90 * MS, 10, 0)]).unwrap();
         assert_eq!(ring.window(&start(), 80 * MS).unwrap().start.start_ns, 50 * MS);
+    }
+
+    /// A worker's loop id, learned once, still names its parks (which carry
+    /// no stack) in a window that begins long after; an exited worker's not.
+    #[test]
+    fn worker_loop_ids_learned_before_a_window_are_carried_into_it() {
+        let mut ring = Ring::new(&start(), 1000 * MS, 1 << 30);
+        ring.push(&[Event::WorkerLoop { ts: 5 * MS, tid: 10, id: 1 }, Event::WorkerLoop { ts: 5 * MS, tid: 11, id: 2 }, switch(10 * MS, 10, 0)]).unwrap();
+        ring.push(&[Event::Exit { ts: 20 * MS, tid: 11 }, switch(20 * MS, 10, 0)]).unwrap();
+        ring.push(&[switch(500 * MS, 10, 0)]).unwrap();
+        ring.push(&[switch(900 * MS, 10, 0)]).unwrap();
+        let window = ring.window(&start(), 800 * MS).unwrap();
+        let loops: Vec<&Event> = window.prefix.iter().filter(|e| matches!(e, Event::WorkerLoop { .. })).collect();
+        assert_eq!(loops, vec![&Event::WorkerLoop { ts: window.start.start_ns, tid: 10, id: 1 }]);
     }
 
     #[test]

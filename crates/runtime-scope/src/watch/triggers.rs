@@ -348,6 +348,12 @@ impl Detector {
                 }
             }
             Event::WorkerRun { tid, .. } | Event::CurrentThreadRun { tid, .. } => self.thread(*tid).worker = true,
+            // Its loop id is known: no more sightings needed (the flight
+            // sink keeps the id).
+            Event::WorkerLoop { tid, .. } => {
+                let t = self.thread(*tid);
+                (t.worker, t.learned) = (true, true);
+            }
             Event::NewThread { tid, name, .. } | Event::Rename { tid, name, .. } => {
                 let worker = self.rule.is_worker(name);
                 let t = self.thread(*tid);

@@ -212,6 +212,22 @@ fn a_long_park_judged_the_worker_loop_teaches_that_worker_its_loop_id() {
     assert_eq!(r.snapshots.borrow().len(), 1, "{:?}", r.said.borrow());
 }
 
+/// The recorder says which id is the worker's own loop (learned from a
+/// park's stack): a stackless stretch of any other id there triggers at
+/// once, with no question asked.
+#[test]
+fn a_loop_id_the_recorder_learned_needs_no_question() {
+    let mut r = rig();
+    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
+    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
+    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
+    r.run_to(S, vec![Event::Probes { ts: 0, polls: false, wakes: false }, Event::WorkerLoop { ts: MS, tid: WORKER, id: 1 }]);
+    r.run_to(2 * S, vec![at(S + 300 * MS, 9), switch(S + 300 * MS)]);
+    r.run_to(2 * S + 500 * MS, vec![back(S + 450 * MS)]);
+    assert!(r.asked.borrow().is_empty(), "{:?}", r.asked.borrow());
+    assert_eq!(r.snapshots.borrow().len(), 1, "{:?}", r.said.borrow());
+}
+
 /// A worker's loop may show on the CPU a few times a second, and its first
 /// stacks may name nothing: each later one is asked about, not only the
 /// 4th, 8th, 16th… (CI: a loop id never learned in 30 s of the demo).

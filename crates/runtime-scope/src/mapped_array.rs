@@ -1,0 +1,43 @@
+//! A kernel array map (`BPF_F_MMAPABLE`) mapped for writing: how the
+//! recorder tells the kernel side something while it records without a map
+//! syscall (see docs/design-notes.md, "No map syscalls while recording").
+//! Each value carries its own seqcount; the writers here keep it.
+
+use anyhow::{Context, Result};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+pub struct MappedArray<T> {
+    base: *mut T,
+    slots: usize,
+}
+
+// SAFETY: the mapping is written only through this value.
+unsafe impl<T> Send for MappedArray<T> {}
+
+impl<T> MappedArray<T> {
+    /// Maps the `slots` values of the array behind `fd` (`what` for errors).
+    pub fn map(fd: BorrowedFd<'_>, slots: u32, what: &str) -> Result<MappedArray<T>> {
+        let len = slots as usize * size_of::<T>();
+        // SAFETY: a fresh shared mapping of the map's values.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("mapping the kernel's {what}"));
+        }
+        Ok(MappedArray { base: base.cast(), slots: slots as usize })
+    }
+
+    /// The value at `index`, for volatile writes (the kernel reads it
+    /// concurrently, guarded by the value's seqcount).
+    pub fn slot(&mut self, index: usize) -> *mut T {
+        assert!(index < self.slots);
+        // SAFETY: in bounds of our mapping.
+        unsafe { self.base.add(index) }
+    }
+}
+
+impl<T> Drop for MappedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.slots * size_of::<T>()) };
+    }
+}
