@@ -289,7 +289,10 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let modules = modules::read(target.pid, &mut module_warnings);
     let mut collector = StackCollector::new(target.pid, &modules);
     collector.masks = Some(probes.wait_masks()?);
-    if let Some(p) = settings.polls.as_ref().ok().filter(|p| !p.parks.is_empty()) {
+    // A check of the repeats (`RUNTIME_SCOPE_CHECK_REPEATS`) checks the
+    // parks' too, the most common repeats: no park goes unchecked then.
+    let check_repeats = std::env::var_os("RUNTIME_SCOPE_CHECK_REPEATS").is_some();
+    if let Some(p) = settings.polls.as_ref().ok().filter(|p| !p.parks.is_empty() && !check_repeats) {
         let code = crate::stacks::ParkCode {
             path: target.executable.display().to_string(),
             build_id: crate::modules::build_id(&p.binary),
