@@ -1,10 +1,18 @@
 //! A kernel array map (`BPF_F_MMAPABLE`) mapped for writing: how the
 //! recorder tells the kernel side something while it records without a map
 //! syscall (see docs/design-notes.md, "No map syscalls while recording").
-//! Each value carries its own seqcount; the writers here keep it.
+//! Each value carries its own seqcount, kept here for every writer.
 
 use anyhow::{Context, Result};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::{read_volatile, write_volatile};
+use std::sync::atomic::{Ordering, fence};
+
+/// A value the kernel takes only while its seqcount is even and unchanged.
+pub trait Seqcounted {
+    /// Its seqcount field.
+    fn seq(value: *mut Self) -> *mut u32;
+}
 
 pub struct MappedArray<T> {
     base: *mut T,
@@ -26,12 +34,25 @@ impl<T> MappedArray<T> {
         Ok(MappedArray { base: base.cast(), slots: slots as usize })
     }
 
-    /// The value at `index`, for volatile writes (the kernel reads it
-    /// concurrently, guarded by the value's seqcount).
-    pub fn slot(&mut self, index: usize) -> *mut T {
+}
+
+impl<T: Seqcounted> MappedArray<T> {
+    /// Writes the value at `index` (`write` makes volatile writes to it)
+    /// with its seqcount odd meanwhile: the kernel, which reads it
+    /// concurrently, never takes a value half written.
+    pub fn publish(&mut self, index: usize, write: impl FnOnce(*mut T)) {
         assert!(index < self.slots);
-        // SAFETY: in bounds of our mapping.
-        unsafe { self.base.add(index) }
+        // SAFETY: in bounds of our mapping; the kernel only reads it.
+        unsafe {
+            let value = self.base.add(index);
+            let seq = T::seq(value);
+            let was = read_volatile(seq);
+            write_volatile(seq, was.wrapping_add(1) | 1);
+            fence(Ordering::Release);
+            write(value);
+            fence(Ordering::Release);
+            write_volatile(seq, (was | 1).wrapping_add(1));
+        }
     }
 }
 

@@ -604,10 +604,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         );
     }
     if collector.loops_learned() > 0 {
-        let workers = collector.loops_learned();
         say!(
-            "runtime-scope: {parks} parks of {workers} worker{} not stack-checked (each worker's own loop id, set while it parks, was learned from one park's stack)",
-            if workers == 1 { "" } else { "s" }
+            "runtime-scope: {parks} parks of {} not stack-checked (each worker's own loop id, set while it parks, was learned from one park's stack)",
+            scope_export::labels::count(collector.loops_learned() as u64, "worker")
         );
     }
     if let Some(check) = collector.check_summary() {

@@ -53,11 +53,12 @@ pub struct ParkCode {
 
 impl ParkCode {
     fn holds(&self, module: &Module, offset: u64) -> bool {
-        let same = match (&self.build_id, &module.build_id) {
-            (Some(a), Some(b)) => a == b,
-            _ => module.path == self.path,
-        };
-        same && self.ranges.iter().any(|r| r.contains(&offset))
+        // The offsets first: most frames are elsewhere, and cheaper to tell.
+        self.ranges.iter().any(|r| r.contains(&offset))
+            && match (&self.build_id, &module.build_id) {
+                (Some(a), Some(b)) => a == b,
+                _ => module.path == self.path,
+            }
     }
 }
 
@@ -255,8 +256,7 @@ impl StackCollector {
         // The old image's workers are gone, and the new one numbers its
         // tasks from 1 again: no id may pass for a park. Its park code is
         // not looked for (every park is checked, as without symbols).
-        if let Some((_, loops)) = self.parks.take() {
-            let mut loops = loops;
+        if let Some((_, mut loops)) = self.parks.take() {
             for &tid in self.loops.keys() {
                 loops.publish(tid, 0);
             }

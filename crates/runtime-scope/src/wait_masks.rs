@@ -7,12 +7,11 @@
 //! comparing fewer words named the wrong one of two alike waits
 //! (`a_thread_alternating_between_two_waits_…` in stacks_e2e).
 
-use crate::mapped_array::MappedArray;
+use crate::mapped_array::{MappedArray, Seqcounted};
 use anyhow::Result;
 use scope_common::{WAIT_MASK_SLOTS, WaitMask, wait_mask_slot};
 use std::os::fd::BorrowedFd;
-use std::ptr::{addr_of_mut, read_volatile, write_volatile};
-use std::sync::atomic::{Ordering, fence};
+use std::ptr::{addr_of_mut, write_volatile};
 
 pub struct WaitMasks {
     array: MappedArray<WaitMask>,
@@ -28,18 +27,18 @@ impl WaitMasks {
     /// reading `words` (0: nothing to compare on; the kernel keeps
     /// comparing every word).
     pub fn publish(&mut self, tid: u32, way: u8, copied_ts: u64, words: u64) {
-        let m = self.array.slot(wait_mask_slot(tid, u32::from(way)) as usize);
-        // SAFETY: a slot of our mapping; the kernel only reads it, and
-        // takes a value only when the seqcount is even and unchanged.
-        unsafe {
-            let seq = read_volatile(addr_of_mut!((*m).seq));
-            write_volatile(addr_of_mut!((*m).seq), seq.wrapping_add(1) | 1);
-            fence(Ordering::Release);
+        // SAFETY: volatile writes to the slot `publish` hands over.
+        self.array.publish(wait_mask_slot(tid, u32::from(way)) as usize, |m| unsafe {
             write_volatile(addr_of_mut!((*m).tid), tid);
             write_volatile(addr_of_mut!((*m).copied_ts), copied_ts);
             write_volatile(addr_of_mut!((*m).words), words);
-            fence(Ordering::Release);
-            write_volatile(addr_of_mut!((*m).seq), (seq | 1).wrapping_add(1));
-        }
+        });
+    }
+}
+
+impl Seqcounted for WaitMask {
+    fn seq(value: *mut Self) -> *mut u32 {
+        // SAFETY: a field of the value behind the pointer, not read.
+        unsafe { addr_of_mut!((*value).seq) }
     }
 }

@@ -140,10 +140,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         end.push_str(&format!("; {} more triggers came while one was pending or within --cooldown", tally.held_back));
     }
     if tally.unattributed > 0 {
-        let on = if loops == 1 { "thread" } else { "threads" };
         end.push_str(&format!(
-            "; {} stretches over a threshold had no stack naming their task, so did not trigger (a worker's own loop id, which lets a stretch there trigger without one, was learned on {loops} {on})",
-            tally.unattributed
+            "; {} stretches over a threshold had no stack naming their task, so did not trigger (a worker's own loop id, which lets a stretch there trigger without one, was learned on {})",
+            tally.unattributed,
+            scope_export::labels::count(loops as u64, "thread")
         ));
     }
     end.push_str(&format!("; the ring held {:.1} MiB at the end", ring_bytes as f64 / MIB as f64));

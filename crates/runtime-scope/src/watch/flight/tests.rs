@@ -171,13 +171,29 @@ fn a_task_id_needs_a_stack_that_names_it() {
     assert!(r.snapshots.borrow().is_empty(), "the stack named nothing");
 }
 
+/// The worker's task id read at `ts` (`TaskAt`).
+fn at(ts: u64, id: u64) -> Event {
+    Event::TaskAt { ts, tid: WORKER, id }
+}
+
+/// The worker switching out asleep at `ts`.
+fn switch(ts: u64) -> Event {
+    Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 }
+}
+
+/// The worker's blocked stack at `ts` (named whatever the fake judge says).
+fn stack(ts: u64) -> Event {
+    Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }].into(), complete: true }
+}
+
+/// The worker back on a CPU at `ts`.
+fn back(ts: u64) -> Event {
+    Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 }
+}
+
 #[test]
 fn on_a_worker_whose_loop_id_is_known_any_other_id_is_a_task() {
     let mut r = rig();
-    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
-    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
-    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }].into(), complete: true };
-    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
     // Short parks with the loop's id and a stack: the id recurs, is asked about, learned.
     let mut parks = vec![Event::Probes { ts: 0, polls: false, wakes: false }];
     for ts in [S - 90 * MS, S - 50 * MS] {
@@ -198,10 +214,6 @@ fn on_a_worker_whose_loop_id_is_known_any_other_id_is_a_task() {
 #[test]
 fn a_long_park_judged_the_worker_loop_teaches_that_worker_its_loop_id() {
     let mut r = rig();
-    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
-    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
-    let stack = |ts: u64| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Blocked, frames: vec![Frame { module: 0, offset: 3 }].into(), complete: true };
-    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
     let park = S - 300 * MS;
     r.run_to(S, vec![Event::Probes { ts: 0, polls: false, wakes: false }, at(park, 1), switch(park), stack(park), back(park + 150 * MS)]);
     r.run_to(S + 200 * MS, vec![]);
@@ -218,9 +230,6 @@ fn a_long_park_judged_the_worker_loop_teaches_that_worker_its_loop_id() {
 #[test]
 fn a_loop_id_the_recorder_learned_needs_no_question() {
     let mut r = rig();
-    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
-    let switch = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: WORKER, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
-    let back = |ts: u64| Event::Switch { ts, cpu: 0, prev_tid: 0, next_tid: WORKER, prev_state: 0, prev_ours: false, next_ours: true, cpu_lost: 0 };
     r.run_to(S, vec![Event::Probes { ts: 0, polls: false, wakes: false }, Event::WorkerLoop { ts: MS, tid: WORKER, id: 1 }]);
     r.run_to(2 * S, vec![at(S + 300 * MS, 9), switch(S + 300 * MS)]);
     r.run_to(2 * S + 500 * MS, vec![back(S + 450 * MS)]);
@@ -234,7 +243,6 @@ fn a_loop_id_the_recorder_learned_needs_no_question() {
 #[test]
 fn a_loop_id_whose_first_stacks_named_nothing_is_learned_at_its_next_sample() {
     let mut r = rig();
-    let at = |ts: u64, id: u64| Event::TaskAt { ts, tid: WORKER, id };
     let sample = |ts: u64, frame: Frame| Event::Stack { ts, cpu: 0, tid: WORKER, reason: scope_model::StackReason::Sample, frames: vec![frame].into(), complete: true };
     // 10 ms apart: too short a run of one id to be a long poll itself.
     let mut t = 100 * MS;
