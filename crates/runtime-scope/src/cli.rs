@@ -117,12 +117,14 @@ pub struct StackArgs {
     pub no_tasks: bool,
 
     /// Exact polls: a probe on every poll of every task (and wake), about
-    /// 1.9 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
-    /// poll). `auto` measures the poll rate for a moment and keeps
-    /// them only while they cost less than --overhead-budget of the
-    /// target's CPU; otherwise tasks are seen through Tokio's task id at
-    /// switches and samples, which costs nothing per poll. `--polls` alone
-    /// means `on`.
+    /// 1.6 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
+    /// poll). `starts` probes each poll's start only (about 0.9 µs, no
+    /// wakes): a poll then ends at most where its worker is next seen
+    /// outside it, and lengths are upper bounds (≤). `auto` measures the
+    /// poll rate for a moment and keeps exact polls only while they cost
+    /// less than --overhead-budget of the target's CPU; otherwise tasks are
+    /// seen through Tokio's task id at switches and samples, which costs
+    /// nothing per poll. `--polls` alone means `on`.
     #[arg(long, value_enum, default_value_t = PollTier::Auto, num_args = 0..=1, default_missing_value = "on", value_name = "WHEN")]
     pub polls: PollTier,
 
@@ -163,6 +165,11 @@ pub enum PollTier {
     Auto,
     /// Always exact polls and wakes.
     On,
+    /// Every poll's start, not its return, and no wakes: about half the
+    /// cost of `on` per poll. A poll ends at most where its worker is next
+    /// seen outside it (its next poll, a switch or sample under another
+    /// task): durations are upper bounds, marked ≤.
+    Starts,
     /// Never: task identity only.
     Off,
 }

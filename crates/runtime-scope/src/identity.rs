@@ -63,6 +63,13 @@ impl Identity {
         }
     }
 
+    /// A poll began on `tid` and its return is not probed: the thread's
+    /// next id read is what ends it (or shows it still open), so it is
+    /// recorded even if it is the same as the last.
+    pub fn poll_entered(&mut self, tid: u32) {
+        self.last.insert(tid, u64::MAX);
+    }
+
     fn polled(&self, tid: u32) -> Option<u64> {
         self.open.get(&tid).and_then(|o| o.last()).copied().filter(|&id| id != 0)
     }
@@ -160,6 +167,19 @@ mod tests {
         assert!(id.mark(102, 7, 99).is_some());
         assert_eq!(id.checked, (2, 3));
         assert_eq!(id.end_marks(200), vec![Event::TaskAt { ts: 200, tid: 7, id: 0 }]);
+    }
+
+    /// Without returns a poll ends at its thread's next id read: that read
+    /// is recorded even when the id is the one recorded before the poll.
+    #[test]
+    fn after_a_poll_entry_the_next_id_is_recorded_even_if_unchanged() {
+        let mut id = Identity::with_field(Some(8));
+        assert!(id.mark(100, 7, 1).is_some());
+        assert_eq!(id.mark(110, 7, 1), None);
+        id.poll_entered(7);
+        assert_eq!(id.mark(120, 7, 1), Some(Event::TaskAt { ts: 120, tid: 7, id: 1 }));
+        id.poll_entered(7);
+        assert_eq!(id.mark(130, 7, 0), Some(Event::TaskAt { ts: 130, tid: 7, id: 0 }), "no task (a current_thread runtime) too");
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct LiveView {
     lost: LostByCpu,
     /// Open polls per thread: (start, had a poll nested in it).
     open_polls: crate::fast_map::Map<u32, Vec<(u64, bool)>>,
+    /// Poll returns are not probed (`--polls starts`): polls are counted,
+    /// not timed.
+    unreturned: bool,
     long_poll_ns: u64,
     /// Long-poll lines printed in the current second (rate limit).
     long_lines: u32,
@@ -112,6 +115,7 @@ impl LiveView {
             events_total: 0,
             lost: LostByCpu::default(),
             open_polls: Default::default(),
+            unreturned: false,
             long_poll_ns: u64::MAX,
             long_lines: 0,
             long_suppressed: 0,
@@ -201,6 +205,11 @@ impl LiveView {
             Event::Rename { tid, name, .. } => {
                 self.names.entry(*tid).or_insert_with(|| (String::new(), false)).0 = name.clone();
             }
+            Event::PollReturnsOff { .. } => {
+                self.unreturned = true;
+                self.open_polls.clear();
+            }
+            Event::PollStart { .. } if self.unreturned => count.1 += 1,
             Event::PollStart { ts, tid, .. } => {
                 count.1 += 1;
                 let open = self.open_polls.entry(*tid).or_default();

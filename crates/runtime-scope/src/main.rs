@@ -20,6 +20,7 @@ mod mapped_array;
 mod live;
 mod modules;
 mod output;
+mod poll_returns;
 mod privileges;
 mod probes;
 mod process;

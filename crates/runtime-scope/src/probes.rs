@@ -33,13 +33,32 @@ pub struct Probes {
     /// The uprobe_multi copies of programs (aya does not list them), for
     /// their run counters.
     multi_progs: Vec<(String, OwnedFd)>,
+    /// Which task probes attaching a set puts on: poll returns (off with
+    /// `--polls starts` once the task id's place is known) and wakes.
+    pub with_returns: bool,
+    pub with_wakes: bool,
 }
 
-/// Which task probes: polls (with spawns and worker loops), or wakes.
+/// Which task probes: polls (with spawns and worker loops, and their
+/// returns), or wakes. `Returns` names the poll returns alone, to take
+/// them off (`--polls starts`); taking `Polls` off takes them too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeSet {
     Polls,
+    Returns,
     Wakes,
+}
+
+impl ProbeSet {
+    /// The set a program's links belong to, attached as part of `set`.
+    fn of(set: ProbeSet, program: &str) -> ProbeSet {
+        if program == "poll_exit" { ProbeSet::Returns } else { set }
+    }
+
+    /// Whether taking `self` off takes links of set `s`.
+    fn takes(self, s: ProbeSet) -> bool {
+        s == self || (self == ProbeSet::Polls && s == ProbeSet::Returns)
+    }
 }
 
 fn explain_load_error(err: aya::EbpfError) -> anyhow::Error {
@@ -91,6 +110,8 @@ impl Probes {
             release: features.release.clone(),
             cookies: features.uprobe_cookies,
             multi_progs: Vec::new(),
+            with_returns: true,
+            with_wakes: true,
         })
     }
 
@@ -129,6 +150,15 @@ impl Probes {
     /// the programs then read that word instead of copying CONTEXT.
     pub fn set_task_id_field(&mut self, offset: u32) -> Result<()> {
         self.task_id_field(offset + 1)
+    }
+
+    /// Poll entries read the task id they are entered under (their
+    /// nesting, once returns are not probed).
+    pub fn read_poll_nesting(&mut self) -> Result<()> {
+        let mut map: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("POLL_NESTING").context("POLL_NESTING map missing")?)?;
+        map.set(0, 1, 0).context("setting poll nesting")?;
+        Ok(())
     }
 
     /// Neither read the task id nor copy CONTEXT any more.
@@ -215,7 +245,15 @@ impl Probes {
                 ("current_thread", &points.take_cores, false),
             ],
             ProbeSet::Wakes => vec![("task_wake", &points.wakes, false)],
+            ProbeSet::Returns => vec![("poll_exit", &points.polls, true)],
         };
+        let programs: Vec<_> = programs
+            .into_iter()
+            .filter(|(program, _, _)| (self.with_returns || *program != "poll_exit") && (self.with_wakes || *program != "task_wake"))
+            .collect();
+        if programs.is_empty() {
+            return Ok(());
+        }
         let with_cookies = self.cookies;
         let cookies = |program: &str, offsets: &[u64]| -> Vec<u64> {
             // poll_enter's cookie: where to read the task id (0: don't, and
@@ -248,7 +286,7 @@ impl Probes {
                 let link = probe
                     .attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, binary, scope)
                     .with_context(|| format!("uprobe at {}+{offset:#x}", binary.display()))?;
-                self.uprobes.push((set, program, link));
+                self.uprobes.push((ProbeSet::of(set, program), program, link));
             }
         }
         Ok(())
@@ -271,7 +309,7 @@ impl Probes {
         self.multi_progs.extend(loaded);
         // Only once every link is made: a half-attached set is undone whole.
         let set = if programs.iter().any(|(n, _, _)| *n == "task_wake") { ProbeSet::Wakes } else { ProbeSet::Polls };
-        self.multi_links.extend(links.into_iter().map(|(program, l)| (set, program, l)));
+        self.multi_links.extend(links.into_iter().map(|(program, l)| (ProbeSet::of(set, program), program, l)));
         Ok(())
     }
 
@@ -279,7 +317,7 @@ impl Probes {
     /// grace period); per-probe links go on a thread of their own, as each
     /// waits for its own grace period (seconds for dozens).
     pub fn detach_task_probes(&mut self, set: ProbeSet) -> Result<()> {
-        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _, _)| *s == set);
+        let (going, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links).into_iter().partition(|(s, _, _)| set.takes(*s));
         self.multi_links = staying;
         // Each link on a thread of its own, never on the recorder's: closing
         // one takes its breakpoints out at once, then waits until no probed
@@ -295,7 +333,7 @@ impl Probes {
         }
         let (mut entries, mut returns) = (Vec::new(), Vec::new());
         for (s, program, id) in std::mem::take(&mut self.uprobes) {
-            if s != set {
+            if !set.takes(s) {
                 self.uprobes.push((s, program, id));
                 continue;
             }

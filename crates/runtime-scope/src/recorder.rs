@@ -6,6 +6,7 @@ use crate::held::HeldSlots;
 use crate::live::LiveView;
 use crate::modules;
 use crate::cli::PollTier;
+use crate::poll_returns::PollReturns;
 use crate::probes::{ProbeSet, Probes};
 use crate::tiers::Auto;
 use crate::process::{Target, monotonic_ns};
@@ -189,10 +190,20 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
         probes.attach_sampling(settings.frequency)?;
     }
     if let Some(p) = settings.polls.as_ref().ok().filter(|_| settings.tier != PollTier::Off) {
+        // `--polls starts`: returns only while the task id's place is learned.
+        let starts = settings.tier == PollTier::Starts;
+        probes.with_wakes = !starts;
+        probes.with_returns = !(starts && known_task_id_field(settings).is_some());
         probes.attach_task_probes(p, target.pid, ProbeSet::Polls)?;
         probes.attach_task_probes(p, target.pid, ProbeSet::Wakes)?;
     }
     Ok((probes, initial))
+}
+
+/// Where Tokio keeps the current task id in CONTEXT, when known before
+/// recording (given, or from DWARF).
+fn known_task_id_field(settings: &Settings) -> Option<u32> {
+    settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field))
 }
 
 /// The target's CPU time so far, over its live threads (schedstat).
@@ -300,7 +311,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         };
         collector.parks = Some((code, probes.worker_loops()?));
     }
-    let known_field = settings.task_id_field.or_else(|| settings.polls.as_ref().ok().and_then(|p| p.context).and_then(|c| c.task_id_field));
+    let known_field = known_task_id_field(&settings);
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
         (Some(field), _) => {
@@ -352,6 +363,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut auto = Auto::new(if probed_polls { settings.tier } else { PollTier::Off }, settings.budget_pct, start_ns, target_cpu_ns(target));
     // Set when the poll probes come off: polls open then never return.
     let polls_detached = std::cell::Cell::new(false);
+    let returns = PollReturns::new(settings.tier == PollTier::Starts && settings.polls.is_ok());
     // When auto took poll and wake probes off (u64::MAX: on). Their links
     // close on threads of their own, and the probes fire on meanwhile (an
     // entry can outlive its return probe): records from then on are left
@@ -364,7 +376,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                      due_after_ns: u64|
      -> Result<Option<Decision>> {
         let mut decided = None;
-        if polls_detached.replace(false) {
+        if polls_detached.replace(false) || returns.take_just_off() {
             collector.forget_polls();
             identity.forget_polls();
         }
@@ -373,7 +385,11 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 if raw.ts >= polls_off_at.get() {
                     return;
                 }
-                collector.poll_started(raw.tid, raw.ret_addr);
+                // Without a return probe no return address is replaced.
+                let unreturned = returns.off_by(raw.ts);
+                if !unreturned {
+                    collector.poll_started(raw.tid, raw.ret_addr);
+                }
                 let poll_fn = collector.frame_of(raw.fn_avma);
                 batch.extend(collector.take_pending());
                 if raw.task_id >= IMPLAUSIBLE_TASK_ID && trust_task_ids {
@@ -386,6 +402,10 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                     batch.push(Event::TaskId { ts: raw.ts, tid: raw.tid, task: raw.task, id: raw.task_id });
                 }
                 identity.poll_started(raw.tid, if trust_task_ids { raw.task_id } else { 0 });
+                if unreturned {
+                    identity.poll_entered(raw.tid);
+                    batch.extend(returns.inside(raw.ts, raw.tid, raw.outer_id, collector.loop_id(raw.tid)));
+                }
                 auto.count(1, 0);
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };
                 view.feed(&event);
@@ -431,7 +451,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             match decode::decode(item) {
                 Ok(event) => {
                     match event {
-                        Event::PollEnd { ts, .. } if ts >= polls_off_at.get() => return,
+                        Event::PollEnd { ts, .. } if ts >= polls_off_at.get() || returns.off_by(ts) => return,
                         Event::TaskWake { ts, .. } if ts >= wakes_off_at.get() => return,
                         _ => {}
                     }
@@ -487,6 +507,18 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
         if let Some(d) = drain(&mut view, sink, &mut names, &mut auto, settings.held_due_ns)? {
             calibrated = matches!(d, Decision::Field(_));
             apply(&mut probes, d)?;
+            if d == Decision::GiveUp && settings.tier == PollTier::Starts && !settings.quiet {
+                say!("runtime-scope: --polls starts: without Tokio's task id a poll's end cannot be told from its next sign of life; poll returns stay probed");
+            }
+        }
+        if calibrated || known_field.is_some() {
+            if let Some(event) = returns.take_off(&mut probes, monotonic_ns())? {
+                if !settings.quiet {
+                    say!("runtime-scope: --polls starts: poll returns are not probed from now; a poll ends at most where its worker is next seen outside it");
+                }
+                view.feed(&event);
+                sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
+            }
         }
         if exec_seen.replace(false) {
             crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);

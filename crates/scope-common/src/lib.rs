@@ -63,6 +63,12 @@ pub struct PollEnter {
     /// vtable states (`Vtable::id_offset`, passed as the uprobe's cookie);
     /// 0 when userspace could not validate that offset for this instance.
     pub task_id: u64,
+    /// Tokio's current task id as the poll is entered (before its own id
+    /// is set): the task whose poll this one runs inside, or the worker's
+    /// own loop id. Read only once poll returns are no longer probed
+    /// (`--polls starts`, see `POLL_NESTING`), else 0: then it is the one
+    /// sign of a poll nested in another.
+    pub outer_id: u64,
 }
 
 /// Return from the innermost `raw::poll` on that thread.

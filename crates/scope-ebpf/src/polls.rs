@@ -43,7 +43,7 @@ pub fn poll_enter(ctx: ProbeContext) -> u32 {
     } else {
         unsafe { bpf_probe_read_user((task + id_offset) as *const u64) }.unwrap_or(0)
     };
-    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma, ret_addr, task_id });
+    emit(PollEnter { header: header(kind::POLL_ENTER), tid, _pad: 0, task, fn_avma, ret_addr, task_id, outer_id: crate::task_id::outer() });
     0
 }
 

@@ -8,7 +8,7 @@
 use crate::{bump, emit, header, held, layout, offsets, stacks, stacks::Blocked, target_tgid, task_id};
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::bpf_get_current_comm,
     macros::{btf_tracepoint, perf_event, tracepoint},
     programs::{BtfTracePointContext, PerfEventContext, TracePointContext},
 };
@@ -167,15 +167,7 @@ pub fn sample_stack(ctx: PerfEventContext) -> u32 {
     if ctx.tgid() == target_tgid() {
         let head = header(kind::STACK);
         let tid = ctx.pid();
-        let fsbase = if stacks::task_btf() {
-            let task = unsafe { aya_ebpf::helpers::bpf_get_current_task_btf() } as *const u8;
-            Some(unsafe { *(task.wrapping_add(layout().task_fsbase as usize) as *const u64) })
-        } else {
-            // Before 5.11 there is no typed pointer: through the untyped one.
-            let task = unsafe { bpf_get_current_task() } as *const u8;
-            unsafe { bpf_probe_read_kernel(task.wrapping_add(layout().task_fsbase as usize) as *const u64) }.ok()
-        };
-        let task_id = fsbase.map_or(0, |fsbase| task_id::current(fsbase, head, tid));
+        let task_id = stacks::current_fsbase().map_or(0, |fsbase| task_id::current(fsbase, head, tid));
         stacks::copy(head, tid, stack_reason::SAMPLE, task_id, stacks::config().stack_bytes);
     }
     0

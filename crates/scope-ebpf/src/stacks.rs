@@ -58,6 +58,21 @@ pub(crate) fn task_btf() -> bool {
     unsafe { core::ptr::read_volatile(&TASK_PT_REGS) != 0 }
 }
 
+/// The running thread's fs base (its thread pointer): where its
+/// thread-locals are found.
+#[inline(always)]
+pub(crate) fn current_fsbase() -> Option<u64> {
+    let offset = layout().task_fsbase as usize;
+    if task_btf() {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        Some(unsafe { *(task.wrapping_add(offset) as *const u64) })
+    } else {
+        // Before 5.11 there is no typed pointer: through the untyped one.
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.ok()
+    }
+}
+
 /// x86-64 `__USER_CS`.
 const USER_CS: u64 = 0x33;
 

@@ -45,6 +45,29 @@ pub(crate) fn is_worker_loop(tid: u32, id: u64) -> bool {
 /// While the offset is unknown, sends the thread's CONTEXT bytes instead.
 /// `fsbase` is the current thread's thread pointer
 /// (`task_struct.thread.fsbase`).
+/// 1: poll entries read the id they are entered under (set by userspace
+/// once poll returns are no longer probed: `--polls starts`).
+#[map]
+pub(crate) static POLL_NESTING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Tokio's current task id on this thread, where the id's place is known
+/// (0 otherwise, and before `POLL_NESTING` is set): read at a poll's
+/// entry, it names the task whose poll this one is nested in, if any.
+#[inline(always)]
+pub(crate) fn outer() -> u64 {
+    if POLL_NESTING.get(0).copied().unwrap_or(0) == 0 {
+        return 0;
+    }
+    let field = TASK_ID_FIELD.get(0).copied().unwrap_or(0);
+    if field == 0 || field == TASK_IDS_OFF {
+        return 0;
+    }
+    let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
+    let Some(fsbase) = crate::stacks::current_fsbase() else { return 0 };
+    let at = fsbase.wrapping_add(cfg.context_from_fs as u64).wrapping_add(u64::from(field - 1)) as *const u64;
+    unsafe { bpf_probe_read_user(at) }.unwrap_or(0)
+}
+
 #[inline(always)]
 pub(crate) fn current(fsbase: u64, head: Header, tid: u32) -> u64 {
     let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };

@@ -158,6 +158,10 @@ fn poll_events(tl: &Timeline, t: &ThreadTimeline, kinds: &HashMap<scope_model::F
             if !poll.finished {
                 args["unfinished"] = json!(true);
             }
+            if poll.bounded {
+                // No return probe (`--polls starts`): it ended by its end.
+                args["end"] = json!("upper bound");
+            }
             events.push(json!({
                 "name": kind, "cat": if long { "poll,long_poll" } else { "poll" }, "ph": "X",
                 "cname": if long { "bad" } else { "good" },

@@ -327,6 +327,7 @@ mod tests {
                     depth,
                     number: 1,
                     finished: true,
+                    bounded: false,
                 })
                 .collect(),
             wakings: Vec::new(),

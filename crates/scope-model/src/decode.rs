@@ -84,12 +84,14 @@ pub struct RawPollStart {
     pub ret_addr: u64,
     /// Tokio's task id, 0 when not read.
     pub task_id: u64,
+    /// The task id it was entered under (`PollEnter::outer_id`), 0 when not read.
+    pub outer_id: u64,
 }
 
 /// Poll entries need the module table too (address → (module, offset)).
 pub fn decode_poll_start(bytes: &[u8]) -> Option<RawPollStart> {
     let r: PollEnter = read(bytes, Some(kind::POLL_ENTER)).ok()?;
-    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr, task_id: r.task_id })
+    (r.header.kind == kind::POLL_ENTER).then_some(RawPollStart { ts: r.header.ts, tid: r.tid, task: r.task, fn_avma: r.fn_avma, ret_addr: r.ret_addr, task_id: r.task_id, outer_id: r.outer_id })
 }
 
 /// The target executed a new program at this time: the recorder moves its

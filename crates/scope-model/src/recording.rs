@@ -81,6 +81,15 @@ pub enum Event {
     /// set are parks, and their stacks were not taken. Last, for the same
     /// reason as above.
     WorkerLoop { ts: u64, tid: u32, id: u64 },
+    /// From `ts` on, poll returns are not probed (`--polls starts`: poll
+    /// entries only): a poll ends at most where its thread is next seen
+    /// outside it (see `Poll::bounded`). Last, for the same reason as above.
+    PollReturnsOff { ts: u64 },
+    /// The poll starting next on thread `tid` (at `ts`) was entered with
+    /// Tokio's current task id `id`: inside the poll of the task with that
+    /// id, if one is open there. Recorded only without poll returns, and
+    /// not for the worker's own loop id. Last, for the same reason as above.
+    PollInside { ts: u64, tid: u32, id: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -125,7 +134,9 @@ impl Event {
             | Event::TaskId { ts, .. }
             | Event::TaskAt { ts, .. }
             | Event::Probes { ts, .. }
-            | Event::WorkerLoop { ts, .. } => *ts,
+            | Event::WorkerLoop { ts, .. }
+            | Event::PollReturnsOff { ts }
+            | Event::PollInside { ts, .. } => *ts,
         }
     }
 }

@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use spans::{SpansOf, ThreadSpans};
 use open_polls::OpenPolls;
+use poll_ends::PollEnds;
 use stack_table::StackTable;
 use tasks::TaskTracker;
 pub use tasks::{Spawn, Wake, WorkerStart};
 
 mod open_polls;
+mod poll_ends;
 pub mod spans;
 mod stack_table;
 mod tasks;
@@ -120,6 +122,11 @@ pub struct Poll {
     pub depth: u16,
     /// False if the recording ended (or the thread exited) inside it.
     pub finished: bool,
+    /// Its return was not probed (`--polls starts`): it ended at or before
+    /// `end_ns`, where its thread was first seen outside it (its next
+    /// poll, a switch-out or sample under another task id, its exit).
+    #[serde(default)]
+    pub bounded: bool,
 }
 
 impl Poll {
@@ -284,6 +291,10 @@ pub struct Timeline {
     /// learned it (`Event::WorkerLoop`): its parks carry no stack.
     #[serde(default)]
     pub worker_loops: Vec<(u32, u64)>,
+    /// From when poll returns were not probed (`--polls starts`): polls
+    /// after it end at most where they end ([`Poll::bounded`]).
+    #[serde(default)]
+    pub poll_returns_off_ns: Option<u64>,
 }
 
 impl Timeline {
@@ -367,6 +378,8 @@ impl Timeline {
         // shows its return, and would pass for one as long as the rest of
         // the recording (seen on mini-redis: 2.1 s "long polls").
         let (mut polls_off, mut wakes_off) = (false, false);
+        let mut ends = PollEnds::default();
+        let mut returns_off = None;
         for event in events {
             inconsistencies += spans::apply(&mut threads, &event);
             match event {
@@ -380,7 +393,13 @@ impl Timeline {
                     b.name = name;
                     b.created_ns = Some(ts);
                 }
-                Event::Exit { ts, tid } => threads.entry(tid).close_polls(ts),
+                Event::Exit { ts, tid } => {
+                    let b = threads.entry(tid);
+                    if ends.unprobed {
+                        ends.exits(b, &mut tasks, tid, ts);
+                    }
+                    b.close_polls(ts);
+                }
                 Event::Rename { tid, name, .. } => threads.entry(tid).name = name,
                 Event::Stack { ts, cpu, tid, reason, frames, complete } => {
                     let index = stacks.index_of(cpu, &frames, complete, reason);
@@ -392,8 +411,14 @@ impl Timeline {
                 }
                 Event::NewModule { .. } => {}
                 Event::PollStart { .. } | Event::PollEnd { .. } if polls_off => {}
+                // Returns still firing while their probes come off.
+                Event::PollEnd { .. } if ends.unprobed => {}
                 Event::TaskWake { .. } if wakes_off => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
+                    if ends.unprobed {
+                        let loop_id = worker_loops.iter().rev().find(|(t, _)| *t == tid).map(|&(_, id)| id);
+                        ends.poll_starts(threads.entry(tid), &mut tasks, tid, ts, loop_id);
+                    }
                     let (serial, number) = tasks.poll_start(tid, task);
                     let b = threads.entry(tid);
                     // A task is never polled inside its own poll: the
@@ -410,6 +435,7 @@ impl Timeline {
                         number,
                         depth: u16::try_from(b.open_polls.len()).unwrap_or(u16::MAX),
                         finished: false,
+                        bounded: false,
                     });
                 }
                 Event::TaskSpawn { ts, tid, task } => tasks.spawn(ts, tid, task),
@@ -430,7 +456,18 @@ impl Timeline {
                         worker_loops.push((tid, id));
                     }
                 }
-                Event::TaskAt { ts, tid, id } => threads.entry(tid).task_marks.push((ts, id)),
+                Event::TaskAt { ts, tid, id } => {
+                    let b = threads.entry(tid);
+                    if ends.unprobed {
+                        ends.task_at(b, &mut tasks, tid, ts, id);
+                    }
+                    b.task_marks.push((ts, id));
+                }
+                Event::PollReturnsOff { ts } => {
+                    ends.unprobed = true;
+                    returns_off.get_or_insert(ts);
+                }
+                Event::PollInside { tid, id, .. } => ends.entered_under(tid, id),
                 Event::TaskWake { ts, tid, task } => {
                     let innermost = threads.map.get(&tid).and_then(|b| b.open_polls.last()).map(|p| p.serial);
                     tasks.wake(ts, tid, task, innermost);
@@ -477,6 +514,7 @@ impl Timeline {
             probe_changes,
             worker_loops,
             probes: rec.probes.clone(),
+            poll_returns_off_ns: returns_off,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct TaskRow {
 pub struct LongPoll {
     pub end_ns: u64,
     pub ms: f64,
+    /// No return probe (`--polls starts`): `ms` is an upper bound.
+    pub upper_bound: bool,
     pub cause: Cause,
     pub kind: String,
     pub site: String,
@@ -104,6 +106,8 @@ pub struct TopState {
     long_polls: VecDeque<LongPoll>,
     lost: crate::live::LostByCpu,
     received: VecDeque<(u64, usize)>,
+    /// Poll returns are not probed (`--polls starts`) since some time.
+    returns_off: bool,
 }
 
 impl TopState {
@@ -122,6 +126,7 @@ impl TopState {
             long_polls: VecDeque::new(),
             lost: crate::live::LostByCpu::default(),
             received: VecDeque::new(),
+            returns_off: false,
         }
     }
 
@@ -148,6 +153,8 @@ impl TopState {
                     self.modules[i] = (**module).clone();
                 }
                 Event::Switch { cpu, cpu_lost, .. } => self.lost.saw(*cpu, *cpu_lost),
+                // Kept past the window: its polls end without returns.
+                Event::PollReturnsOff { .. } => self.returns_off = true,
                 _ => {}
             }
             self.events.push_back(e);
@@ -192,7 +199,12 @@ impl TopState {
             lost_events: 0,
             untracked_threads: 0,
             threads,
-            events: self.events.iter().filter(|e| !matches!(e, Event::NewModule { .. })).cloned().collect(),
+            events: self
+                .returns_off
+                .then_some(Event::PollReturnsOff { ts: from })
+                .into_iter()
+                .chain(self.events.iter().filter(|e| !matches!(e, Event::NewModule { .. })).cloned())
+                .collect(),
         })
     }
 
@@ -252,6 +264,7 @@ impl TopState {
                     fresh.push(LongPoll {
                         end_ns: p.end_ns,
                         ms: p.duration_ns() as f64 / 1e6,
+                        upper_bound: p.bounded,
                         cause: v.cause,
                         kind: v.kind,
                         site: v.site,

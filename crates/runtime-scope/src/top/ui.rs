@@ -148,7 +148,11 @@ fn long_polls(v: &View, chrome: &Chrome, area: Rect, f: &mut Frame) {
             let frames = if l.frames.is_empty() { l.site.clone() } else { l.frames.join(" ← ") };
             let line = Line::from(vec![
                 Span::styled(format!("{:<9}", l.cause.name()), Style::new().fg(color)),
-                Span::raw(format!("{:>5.1} s ago {:>7.1} ms  ", v.now_ns.saturating_sub(l.end_ns) as f64 / 1e9, l.ms)),
+                Span::raw(format!(
+                    "{:>5.1} s ago {:>7} ms  ",
+                    v.now_ns.saturating_sub(l.end_ns) as f64 / 1e9,
+                    format!("{}{:.1}", if l.upper_bound { "≤" } else { "" }, l.ms)
+                )),
                 Span::styled(frames, Style::new().fg(Color::Cyan)),
                 Span::raw(format!("  [{} · {}]", l.kind, l.thread)),
             ]);
@@ -180,7 +184,13 @@ fn details(v: &View, chrome: &Chrome) -> Vec<String> {
         }),
         Focus::LongPolls => v.long_polls.get(chrome.selected).map_or_else(Vec::new, |l| {
             let mut out = vec![
-                format!("{} poll of {:.2} ms, {:.1} s ago", l.cause.name(), l.ms, v.now_ns.saturating_sub(l.end_ns) as f64 / 1e9),
+                format!(
+                    "{} poll of {}{:.2} ms, {:.1} s ago",
+                    l.cause.name(),
+                    if l.upper_bound { "≤" } else { "" },
+                    l.ms,
+                    v.now_ns.saturating_sub(l.end_ns) as f64 / 1e9
+                ),
                 format!("task kind   {}", l.kind),
                 format!("thread      {}", l.thread),
                 format!("site        {}", l.site),

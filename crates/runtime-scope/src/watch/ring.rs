@@ -46,6 +46,9 @@ struct Base {
     worker_entries: BTreeMap<u32, Event>,
     /// `WorkerLoop` of live threads: a window's parks have no stacks.
     worker_loops: BTreeMap<u32, Event>,
+    /// `PollReturnsOff`: a window's polls end where their thread is next
+    /// seen outside them, not at returns.
+    returns_off: Option<Event>,
     /// Task header → its `TaskId` event, and the order they came in.
     task_ids: HashMap<u64, Event>,
     task_order: VecDeque<u64>,
@@ -63,6 +66,7 @@ fn is_structural(e: &Event) -> bool {
             | Event::CurrentThreadRun { .. }
             | Event::TaskId { .. }
             | Event::WorkerLoop { .. }
+            | Event::PollReturnsOff { .. }
     )
 }
 
@@ -80,6 +84,7 @@ impl Base {
             Event::WorkerLoop { tid, .. } => {
                 self.worker_loops.insert(*tid, e.clone());
             }
+            Event::PollReturnsOff { .. } => self.returns_off = Some(e.clone()),
             Event::NewModule { index, module, .. } => {
                 let i = *index as usize;
                 if self.modules.len() <= i {
@@ -256,7 +261,8 @@ impl Ring {
         if frames.is_empty() {
             return None;
         }
-        let mut prefix: Vec<Event> = base.worker_entries.values().chain(base.worker_loops.values()).cloned().collect();
+        let mut prefix: Vec<Event> =
+            base.worker_entries.values().chain(base.worker_loops.values()).chain(&base.returns_off).cloned().collect();
         prefix.extend(base.task_order.iter().filter_map(|t| base.task_ids.get(t)).cloned());
         for e in &mut prefix {
             set_ts(e, first);
@@ -286,7 +292,11 @@ fn first_ts(batch: &[Event]) -> u64 {
 /// Carried-over events are stated at the window's start (they held then).
 fn set_ts(e: &mut Event, at: u64) {
     match e {
-        Event::WorkerRun { ts, .. } | Event::CurrentThreadRun { ts, .. } | Event::TaskId { ts, .. } | Event::WorkerLoop { ts, .. } => *ts = at,
+        Event::WorkerRun { ts, .. }
+        | Event::CurrentThreadRun { ts, .. }
+        | Event::TaskId { ts, .. }
+        | Event::WorkerLoop { ts, .. }
+        | Event::PollReturnsOff { ts } => *ts = at,
         _ => {}
     }
 }
@@ -403,6 +413,18 @@ mod tests {
         let window = ring.window(&start(), 800 * MS).unwrap();
         let loops: Vec<&Event> = window.prefix.iter().filter(|e| matches!(e, Event::WorkerLoop { .. })).collect();
         assert_eq!(loops, vec![&Event::WorkerLoop { ts: window.start.start_ns, tid: 10, id: 1 }]);
+    }
+
+    /// Without returns (`--polls starts`) a window's polls end by inference:
+    /// the switch to that must reach a window that begins after it.
+    #[test]
+    fn poll_returns_off_before_a_window_is_carried_into_it() {
+        let mut ring = Ring::new(&start(), 1000 * MS, 1 << 30);
+        ring.push(&[Event::PollReturnsOff { ts: 5 * MS }, switch(10 * MS, 10, 0)]).unwrap();
+        ring.push(&[switch(500 * MS, 10, 0)]).unwrap();
+        ring.push(&[switch(900 * MS, 10, 0)]).unwrap();
+        let window = ring.window(&start(), 800 * MS).unwrap();
+        assert!(window.prefix.contains(&Event::PollReturnsOff { ts: window.start.start_ns }), "{:?}", window.prefix);
     }
 
     #[test]

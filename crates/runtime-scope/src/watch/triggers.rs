@@ -290,6 +290,9 @@ impl Detector {
                 }
             }
             Event::Stack { ts, tid, reason: StackReason::Sample, frames, .. } => self.sample(*ts, *tid, frames, out),
+            // Without returns (`--polls starts`) a poll's end is not seen
+            // here: long polls come from the stretches, as with no probes.
+            Event::PollStart { ts, tid, .. } if self.polls_off => self.running(*tid, *ts, out),
             Event::PollStart { ts, tid, task, poll_fn } => {
                 self.polls_seen = true;
                 self.running(*tid, *ts, out);
@@ -335,6 +338,12 @@ impl Detector {
                     self.woken.entry(*task).or_insert(*ts);
                 }
             }
+            Event::PollReturnsOff { .. } => {
+                self.polls_off = true;
+                for t in self.threads.values_mut() {
+                    t.open.clear();
+                }
+            }
             Event::Probes { polls, wakes, .. } => {
                 if !*polls {
                     // Polls open now will never be seen to return.
@@ -362,7 +371,7 @@ impl Detector {
             Event::Exit { tid, .. } => {
                 self.threads.remove(tid);
             }
-            Event::NewModule { .. } | Event::TaskSpawn { .. } | Event::TaskId { .. } => {}
+            Event::NewModule { .. } | Event::TaskSpawn { .. } | Event::TaskId { .. } | Event::PollInside { .. } => {}
         }
     }
 

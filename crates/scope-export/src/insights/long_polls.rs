@@ -62,6 +62,11 @@ pub struct LongPollGroup {
     /// from Tokio's task id at the switch-out: the time the thread was
     /// blocked inside the poll, a lower bound of the poll's length.
     pub exact: bool,
+    /// true: timed by a probe on each poll's start only (`--polls starts`):
+    /// a poll's length runs to where its worker was next seen outside it,
+    /// an upper bound.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub upper_bound: bool,
 }
 
 /// A poll that ran user code: one with nested polls is an executor
@@ -185,6 +190,7 @@ pub fn classify(tl: &Timeline, t: &ThreadTimeline, poll: &Poll, symbols: &Symbol
 struct Occurrence {
     verdict: Verdict,
     exact: bool,
+    upper_bound: bool,
     start: u64,
     duration: u64,
     thread: String,
@@ -200,7 +206,15 @@ fn exact_polls(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>,
             let waker = (verdict.cause == Cause::Blocked)
                 .then(|| longest_block(t, poll).and_then(|s| t.woken_by(s)).map(|w| waker_name(tl, w)))
                 .flatten();
-            out.push(Occurrence { verdict, exact: true, start: poll.start_ns, duration: poll.duration_ns(), thread: t.display_name(), waker });
+            out.push(Occurrence {
+                verdict,
+                exact: true,
+                upper_bound: poll.bounded,
+                start: poll.start_ns,
+                duration: poll.duration_ns(),
+                thread: t.display_name(),
+                waker,
+            });
         }
     }
     out
@@ -238,6 +252,7 @@ fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, thresho
             out.push(Occurrence {
                 verdict: Verdict { cause, kind, site, frames, parts: [0, blocked, waited] },
                 exact: false,
+                upper_bound: false,
                 start: b.span.start_ns,
                 duration,
                 thread: t.display_name(),
@@ -249,12 +264,12 @@ fn blocked_in_tasks(tl: &Timeline, symbols: &Symbols, ids: &TaskIdKinds, thresho
 }
 
 pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, threshold_ns: u64) -> Vec<LongPollGroup> {
-    let mut groups: HashMap<(Cause, String, String, bool), Acc> = HashMap::new();
+    let mut groups: HashMap<(Cause, String, String, bool, bool), Acc> = HashMap::new();
     let ids = TaskIdKinds::learn(tl, symbols, kinds);
     let occurrences = exact_polls(tl, symbols, kinds, threshold_ns).into_iter().chain(blocked_in_tasks(tl, symbols, &ids, threshold_ns));
     for o in occurrences {
         let Verdict { cause, kind, site, frames, parts } = o.verdict;
-        let acc = groups.entry((cause, kind, site, o.exact)).or_default();
+        let acc = groups.entry((cause, kind, site, o.exact, o.upper_bound)).or_default();
         acc.durations.push(o.duration);
         for (a, p) in acc.split.iter_mut().zip(parts) {
             *a += p;
@@ -272,7 +287,7 @@ pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, th
     }
     let mut out: Vec<LongPollGroup> = groups
         .into_iter()
-        .map(|((cause, task_kind, site, exact), mut acc)| {
+        .map(|((cause, task_kind, site, exact, upper_bound), mut acc)| {
             acc.durations.sort_unstable();
             let total: u64 = acc.durations.iter().sum();
             let wall = acc.split.iter().sum::<u64>().max(1) as f64;
@@ -298,6 +313,7 @@ pub fn find(tl: &Timeline, symbols: &Symbols, kinds: &HashMap<Frame, String>, th
                 },
                 longest_at_ms: ms(acc.longest.1.saturating_sub(tl.start_ns)),
                 exact,
+                upper_bound,
             }
         })
         .collect();

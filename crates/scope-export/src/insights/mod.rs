@@ -163,6 +163,12 @@ fn coverage(tl: &Timeline) -> Coverage {
             at.saturating_sub(tl.start_ns) as f64 / 1e9
         ));
     }
+    if let Some(at) = tl.poll_returns_off_ns {
+        missing.push(format!(
+            "poll returns not probed from {:.1} s on (--polls starts): a poll ends at most where its worker was next seen outside it (its next poll, a switch-out or sample under another task), so poll lengths are upper bounds (≤)",
+            at.saturating_sub(tl.start_ns) as f64 / 1e9
+        ));
+    }
     if !polls && task_ids {
         missing.push(
             "no poll probes (task identity only): polls are not timed; shown are the stretches a worker was blocked inside a task (≥: a lower bound of that poll) and the tasks samples caught; --polls on times every poll".into(),

@@ -85,7 +85,8 @@ fn long_polls(i: &Insights, p: &Paint, out: &mut String) {
             [first, rest @ ..] => on.push_str(&format!("; woken by {first} and {} more", rest.len())),
         }
         // ≥: blocked inside the poll (seen from the task id), not the whole poll.
-        let at_least = if g.exact { " " } else { "≥" };
+        // ≤: from its start to its worker's next sign of life (no return probe).
+        let at_least = if !g.exact { "≥" } else if g.upper_bound { "≤" } else { " " };
         let _ = writeln!(
             out,
             "    {} {:>5}× {at_least}{:>9} / {:>9}  {}  [{}; {on}]",
@@ -99,6 +100,9 @@ fn long_polls(i: &Insights, p: &Paint, out: &mut String) {
     }
     if i.long_polls.iter().any(|g| !g.exact) {
         let _ = writeln!(out, "    ≥: time blocked inside the poll, from Tokio's task id at the switch-out (no poll probe timed it)");
+    }
+    if i.long_polls.iter().any(|g| g.upper_bound) {
+        let _ = writeln!(out, "    ≤: from the poll's start to where its worker was next seen outside it (--polls starts: no return probe)");
     }
     if i.long_polls.len() > GROUPS_SHOWN {
         let _ = writeln!(out, "    … and {} more call sites (report --json lists all)", i.long_polls.len() - GROUPS_SHOWN);

@@ -142,7 +142,12 @@ fn label(tl: &Timeline, t: &ThreadTimeline, slice: &Slice, symbols: &Symbols, ki
             let poll = &t.polls[i as usize];
             Label {
                 name: kinds.get(&tl.poll_fn(poll)).cloned().unwrap_or_default(),
-                category: if tasks::is_long_leaf(t, poll) { "long_poll" } else { "poll" }.into(),
+                // `upper_bound`: no return probe (`--polls starts`); it ended by its end.
+                category: format!(
+                    "{}{}",
+                    if tasks::is_long_leaf(t, poll) { "long_poll" } else { "poll" },
+                    if poll.bounded { ",upper_bound" } else { "" }
+                ),
                 blocked_in: None,
                 stack: None,
                 task: Some((tl.tokio_ids.get(&poll.serial).map_or(TaskRef::Serial(poll.serial), |&id| TaskRef::Tokio(id)), poll.number)),

@@ -192,7 +192,8 @@ fn set_ts(e: &mut crate::Event, to: u64) {
     match e {
         Switch { ts, .. } | NewThread { ts, .. } | Exit { ts, .. } | Rename { ts, .. } | Stack { ts, .. } | NewModule { ts, .. }
         | PollStart { ts, .. } | PollEnd { ts, .. } | TaskSpawn { ts, .. } | TaskWake { ts, .. } | WorkerRun { ts, .. }
-        | Waking { ts, .. } | CurrentThreadRun { ts, .. } | TaskId { ts, .. } | TaskAt { ts, .. } | Probes { ts, .. } | WorkerLoop { ts, .. } => *ts = to,
+        | Waking { ts, .. } | CurrentThreadRun { ts, .. } | TaskId { ts, .. } | TaskAt { ts, .. } | Probes { ts, .. } | WorkerLoop { ts, .. }
+        | PollReturnsOff { ts } | PollInside { ts, .. } => *ts = to,
     }
 }
 

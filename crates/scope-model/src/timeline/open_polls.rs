@@ -52,4 +52,14 @@ impl OpenPolls {
             }
         }
     }
+
+    /// Pops the innermost polls while `ends` says they ended, innermost
+    /// first; stops at the first that did not.
+    pub fn pop_while(&mut self, mut ends: impl FnMut(&Poll) -> bool) -> Vec<Poll> {
+        let mut ended = Vec::new();
+        while self.stack.last().is_some_and(&mut ends) {
+            ended.extend(self.pop());
+        }
+        ended
+    }
 }

@@ -459,3 +459,76 @@ fn a_wake_is_16_bytes_and_keeps_its_flag() {
     assert_eq!((w.ts, w.tid, w.serial(), w.self_wake()), (5, 7, (1 << 31) - 1, true));
     assert!(!Wake::new(5, 7, 3, false).self_wake());
 }
+
+#[test]
+fn without_returns_a_poll_ends_where_its_thread_is_first_seen_outside_it() {
+    let f = Frame { module: 0, offset: 0x10 };
+    let start = |ts, task| Event::PollStart { ts, tid: 50, task, poll_fn: f };
+    let id = |ts, task, id| Event::TaskId { ts, tid: 50, task, id };
+    let at = |ts, id| Event::TaskAt { ts, tid: 50, id };
+    let inside = |ts, id| Event::PollInside { ts, tid: 50, id };
+    const LOOP: u64 = 1;
+    let events = vec![
+        start(1_050, 0xa),
+        Event::PollEnd { ts: 1_060, tid: 50 }, // probed: exact
+        Event::PollReturnsOff { ts: 1_070 },
+        id(1_100, 0xa, 7),
+        start(1_100, 0xa),
+        at(1_150, 7), // blocked inside task 7: still in its poll
+        Event::PollEnd { ts: 1_160, tid: 50 }, // a return still firing: ignored
+        inside(1_200, LOOP),
+        id(1_200, 0xb, 8),
+        start(1_200, 0xb), // entered from the worker loop: 7's poll ended by now
+        inside(1_300, 8),
+        id(1_300, 0xc, 9),
+        start(1_300, 0xc), // entered inside task 8's poll (a LocalSet): nested
+        at(1_400, LOOP),   // parked: both ended by now
+        start(1_500, 0xd), // no id known: ended only by the next poll
+        at(1_550, 3),
+        start(1_600, 0xa),
+        Event::Exit { ts: 1_700, tid: 50 },
+    ];
+    let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u64, u64, u16, bool, bool)> =
+        find(&tl, 50).polls.iter().map(|p| (p.start_ns, p.end_ns, p.depth, p.finished, p.bounded)).collect();
+    assert_eq!(
+        polls,
+        vec![
+            (1_050, 1_060, 0, true, false),
+            (1_100, 1_200, 0, true, true),
+            (1_200, 1_400, 0, true, true),
+            (1_300, 1_400, 1, true, true),
+            (1_500, 1_600, 0, true, true),
+            (1_600, 1_700, 0, true, true),
+        ]
+    );
+}
+
+#[test]
+fn without_returns_the_worker_loop_s_own_poll_stays_open_around_task_polls() {
+    let f = Frame { module: 0, offset: 0x10 };
+    let start = |ts, task| Event::PollStart { ts, tid: 50, task, poll_fn: f };
+    let id = |ts, task, id| Event::TaskId { ts, tid: 50, task, id };
+    const LOOP: u64 = 1;
+    // The worker's loop runs inside a blocking task's poll (id 1), entered
+    // before the returns went off; the recorder leaves out the `PollInside`
+    // of polls entered from that loop once it knows the loop's id.
+    let events = vec![
+        id(1_000, 0xf, LOOP),
+        start(1_000, 0xf),
+        Event::PollReturnsOff { ts: 1_010 },
+        Event::WorkerLoop { ts: 1_020, tid: 50, id: LOOP },
+        id(1_100, 0xa, 7),
+        start(1_100, 0xa),
+        Event::TaskAt { ts: 1_200, tid: 50, id: LOOP },
+        id(1_300, 0xb, 8),
+        start(1_300, 0xb),
+    ];
+    let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u64, u64, u16, bool, bool)> =
+        find(&tl, 50).polls.iter().map(|p| (p.start_ns, p.end_ns, p.depth, p.finished, p.bounded)).collect();
+    assert_eq!(polls, vec![(1_000, 2_000, 0, false, false), (1_100, 1_200, 1, true, true), (1_300, 2_000, 1, false, false)]);
+    assert_eq!(tl.poll_returns_off_ns, Some(1_010));
+}

@@ -107,6 +107,25 @@ fn without_poll_probes_a_task_id_at_a_blocked_switch_out_is_a_lower_bound() {
     assert_eq!((c.start_ns, c.duration_ns, c.evidence.clone()), (10 * MS, 150 * MS, stack));
 }
 
+/// With poll starts only (`--polls starts`) no poll is seen to end here:
+/// the detector judges by task ids as without probes, and holds no poll
+/// open for ever.
+#[test]
+fn without_poll_returns_long_polls_come_from_task_ids() {
+    let mut d = limits(Some(100), None, None);
+    let n = feed(&mut d, &[
+        Event::PollReturnsOff { ts: 0 },
+        start(WORKER, MS, 0xa, f(1)),
+        Event::TaskAt { ts: 10 * MS, tid: WORKER, id: 42 },
+        out_(WORKER, 10 * MS, true),
+        in_(WORKER, 160 * MS),
+        start(WORKER, 170 * MS, 0xb, f(1)),
+    ]);
+    assert_eq!(n.candidates.len(), 1, "{:?}", n.candidates);
+    assert_eq!((n.candidates[0].subject.clone(), n.candidates[0].duration_ns), (Subject::TaskId(42), 150 * MS));
+    assert!(d.threads.values().all(|t| t.open.is_empty()), "no poll is held open without its return");
+}
+
 /// Blocked time ends at the waking, as the timeline's blocked span does:
 /// 90 ms asleep and 40 ms waiting for a CPU is not a 130 ms block. Seen
 /// only by its task id, the poll lasted at least all 130 ms.

@@ -1,0 +1,59 @@
+//! `--polls starts`: a probe on each poll's entry, none on its return
+//! (about half the cost per poll; BENCHMARKS.md, Cost per poll). The
+//! returns stay on only while the task id's place in Tokio's CONTEXT is
+//! being learned (that needs to know which poll is open); from then on a
+//! poll ends where its worker is first seen outside it (the model's
+//! `timeline::poll_ends`), told by the task ids read at switch-outs and
+//! samples, and by the id each poll was entered under (`PollInside`).
+
+use crate::probes::{ProbeSet, Probes};
+use anyhow::Result;
+use scope_model::Event;
+use std::cell::Cell;
+
+pub struct PollReturns {
+    /// Whether to take the returns off once the task id can be read.
+    starts_only: bool,
+    /// When they went off (u64::MAX: on). A return still firing while its
+    /// link closes is left out, as the timeline leaves it out.
+    off_at: Cell<u64>,
+    /// Set when they go off, until the next drain forgets the open polls.
+    just_off: Cell<bool>,
+}
+
+impl PollReturns {
+    pub fn new(starts_only: bool) -> PollReturns {
+        PollReturns { starts_only, off_at: Cell::new(u64::MAX), just_off: Cell::new(false) }
+    }
+
+    /// Whether a record at `ts` came after the returns went off.
+    pub fn off_by(&self, ts: u64) -> bool {
+        ts >= self.off_at.get()
+    }
+
+    /// Once, for the drain: the returns went off since it last looked.
+    pub fn take_just_off(&self) -> bool {
+        self.just_off.replace(false)
+    }
+
+    /// Takes the returns off (the task id's place is known by now) and
+    /// gives the event that says so, the first time it is called with
+    /// `--polls starts`.
+    pub fn take_off(&self, probes: &mut Probes, now_ns: u64) -> Result<Option<Event>> {
+        if !self.starts_only || self.off_at.get() != u64::MAX {
+            return Ok(None);
+        }
+        probes.detach_task_probes(ProbeSet::Returns)?;
+        probes.with_returns = false;
+        probes.read_poll_nesting()?;
+        self.off_at.set(now_ns);
+        self.just_off.set(true);
+        Ok(Some(Event::PollReturnsOff { ts: now_ns }))
+    }
+
+    /// The event naming the task a poll starting now was entered under,
+    /// unless that is nothing (0) or the worker's own loop (`loop_id`).
+    pub fn inside(&self, ts: u64, tid: u32, outer_id: u64, loop_id: Option<u64>) -> Option<Event> {
+        (self.off_by(ts) && outer_id != 0 && loop_id != Some(outer_id)).then_some(Event::PollInside { ts, tid, id: outer_id })
+    }
+}

@@ -1,0 +1,89 @@
+//! `--polls starts` on the real kernel: a probe on each poll's entry and
+//! none on its return. Checked against the truth of the same polls: a
+//! second recorder with `--polls on` attached to the same demo at the same
+//! time (both clocks are CLOCK_MONOTONIC, so the two captures' polls are
+//! matched by thread, Tokio task id and start). Every bounded end must be
+//! at or after the poll's real return, and close to it.
+
+mod common;
+
+use common::{Demo, PROFILER, require_root};
+use scope_model::{Event, Poll, Timeline, WorkerRule};
+use std::process::{Command, Output};
+
+fn record(pid: u32, polls: &str, out: &std::path::Path) -> std::thread::JoinHandle<Output> {
+    let (pid, polls, out) = (pid.to_string(), polls.to_string(), out.to_owned());
+    std::thread::spawn(move || {
+        Command::new(PROFILER).args(["record", "--no-live", "-d", "6", "--polls", &polls, "-p", &pid, "-o"]).arg(&out).output().unwrap()
+    })
+}
+
+fn timeline(path: &std::path::Path) -> (Timeline, Vec<Event>) {
+    let rec = scope_model::capture::read(&std::fs::read(path).unwrap()).unwrap().recording;
+    (Timeline::build(&rec, &WorkerRule::default()), rec.events)
+}
+
+/// (tid, Tokio id, poll) of every poll whose task id was read.
+fn polls(tl: &Timeline) -> Vec<(u32, u64, Poll)> {
+    tl.threads
+        .iter()
+        .flat_map(|t| t.polls.iter().filter_map(move |p| Some((t.tid, *tl.tokio_ids.get(&p.serial)?, *p))))
+        .collect()
+}
+
+/// The stock demo (no DWARF): the task id's place is learned with the
+/// returns on, then they come off; the capture says when.
+#[test]
+fn poll_starts_end_each_poll_at_or_after_its_real_return() {
+    require_root();
+    let demo = Demo::start(14);
+    demo.wait_for_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (exact_path, starts_path) = (dir.path().join("on.rscope"), dir.path().join("starts.rscope"));
+    let exact = record(demo.pid(), "on", &exact_path);
+    let starts = record(demo.pid(), "starts", &starts_path);
+    for (what, run) in [("on", exact.join().unwrap()), ("starts", starts.join().unwrap())] {
+        assert!(run.status.success(), "--polls {what}: {}", String::from_utf8_lossy(&run.stderr));
+    }
+    let (truth, _) = timeline(&exact_path);
+    let (bounded, events) = timeline(&starts_path);
+
+    let off = bounded.poll_returns_off_ns.expect("the returns came off once the task id's place was learned");
+    assert!(!events.iter().any(|e| matches!(e, Event::TaskWake { .. })), "--polls starts records no wakes");
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::PollEnd { ts, .. } if *ts >= off)),
+        "no return is recorded after the returns came off"
+    );
+
+    let truth = polls(&truth);
+    let after: Vec<(u32, u64, Poll)> = polls(&bounded).into_iter().filter(|(_, _, p)| p.start_ns > off && p.finished).collect();
+    assert!(after.len() >= 300, "the demo polls hundreds of times in the window: {}", after.len());
+    assert!(after.iter().all(|(_, _, p)| p.bounded), "every poll after the switch is bounded");
+    let mut gaps = Vec::new();
+    for (tid, id, p) in &after {
+        // Two probes on the same instruction: the same poll starts within
+        // microseconds in both captures.
+        let Some((_, _, real)) = truth.iter().find(|(t, i, q)| t == tid && i == id && q.start_ns.abs_diff(p.start_ns) < 50_000) else {
+            continue;
+        };
+        if !real.finished {
+            continue;
+        }
+        // The two programs run one after the other at the same return: a
+        // few µs of slack, never more.
+        assert!(p.end_ns + 20_000 >= real.end_ns, "a bounded end before the real return: {p:?} vs {real:?}");
+        gaps.push(p.end_ns.saturating_sub(real.end_ns));
+    }
+    assert!(gaps.len() * 10 >= after.len() * 9, "{} of {} polls matched the exact capture", gaps.len(), after.len());
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    assert!(median < 200_000, "a bounded end is where the worker is next seen, µs after the return: median {median} ns");
+
+    // The report says what the lengths are.
+    let report = Command::new(PROFILER).arg("report").arg(&starts_path).arg("--json").output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let missing = json["data"]["missing"].to_string();
+    assert!(missing.contains("poll returns not probed") && missing.contains("upper bounds"), "{missing}");
+    let long = json["long_polls"].as_array().unwrap();
+    assert!(long.iter().any(|g| g["upper_bound"] == true && g["task_kind"].as_str().unwrap().contains("cpu_heavy")), "{long:?}");
+}

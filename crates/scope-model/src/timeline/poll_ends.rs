@@ -1,0 +1,66 @@
+//! Where polls end when their returns are not probed (`--polls starts`:
+//! a probe on each poll's entry only, about half the cost of entry and
+//! return). A poll then ends at most where its thread is first seen
+//! outside it: its next poll that is not nested in it, a switch-out or
+//! sample that read another task id (or none), the thread's exit. Each
+//! such end is an upper bound, and the poll says so (`Poll::bounded`).
+//!
+//! Nesting is told by the task id the next poll was entered with
+//! (`Event::PollInside`): a poll is nested in the open poll of the task
+//! with that id (a `LocalSet` run inside a task). A task whose Tokio id
+//! could not be read is never ended by a switch or sample (nothing says
+//! whose they are), only by the next poll outside it or the exit: a
+//! looser bound, never a wrong one.
+
+use super::{Builder, Poll};
+use super::tasks::TaskTracker;
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub(super) struct PollEnds {
+    /// Set from `Event::PollReturnsOff` on.
+    pub unprobed: bool,
+    /// The id each thread's next poll was entered with, until that poll.
+    entered_under: HashMap<u32, u64>,
+}
+
+impl PollEnds {
+    pub fn entered_under(&mut self, tid: u32, id: u64) {
+        self.entered_under.insert(tid, id);
+    }
+
+    /// A poll starts on `tid` at `ts`: the open polls it is not nested in
+    /// have ended by now. A poll with no `PollInside` was entered from
+    /// the thread's own loop (`loop_id`, when known: the recorder leaves
+    /// that one out) or from no task at all.
+    pub fn poll_starts(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, loop_id: Option<u64>) {
+        let under = self.entered_under.remove(&tid).or(loop_id);
+        let encloses = |p: &Poll| under.is_some_and(|id| id != 0 && tasks.tokio_ids.get(&p.serial) == Some(&id));
+        let ended = b.open_polls.pop_while(|p| !encloses(p));
+        close(b, tasks, tid, ts, ended);
+    }
+
+    /// Thread `tid`'s current task id read `id` at `ts` (a switch-out or a
+    /// sample): the open polls of other known ids have ended by now.
+    pub fn task_at(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, id: u64) {
+        let ended = b.open_polls.pop_while(|p| tasks.tokio_ids.get(&p.serial).is_some_and(|&own| own != id));
+        close(b, tasks, tid, ts, ended);
+    }
+
+    /// The thread exits: whatever it was polling ended before.
+    pub fn exits(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64) {
+        self.entered_under.remove(&tid);
+        let ended = b.open_polls.pop_while(|_| true);
+        close(b, tasks, tid, ts, ended);
+    }
+}
+
+fn close(b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, ended: Vec<Poll>) {
+    for mut poll in ended {
+        tasks.poll_end(tid, poll.serial);
+        poll.end_ns = ts;
+        poll.finished = true;
+        poll.bounded = true;
+        b.polls.push(poll);
+    }
+}
