@@ -50,8 +50,9 @@ pub fn part(name: &str) -> Result<(), String> {
     run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
     let root = workspace_root();
     let (scope, demo) = (root.join("target/release/runtime-scope"), root.join("target/release/demo-app"));
+    let dwarf_demo = dwarf_demo()?;
     let sections = match name {
-        "floor" => vec![crate::floor::section(&scope, &demo)?.0],
+        "floor" => vec![crate::floor::section(&scope, &demo, &dwarf_demo)?.0],
         "tax" => vec![crate::switch_tax::section(&scope, &demo)?],
         "overhead" => vec![mini_redis(&ensure_tools()?, &scope)?],
         "memory" => vec![crate::capacity::memory(&scope, &demo)?],
@@ -62,7 +63,7 @@ pub fn part(name: &str) -> Result<(), String> {
             vec![crate::soak::section(&scope, &server, seconds)?]
         }
         "scale" => {
-            let (floor, probed_ns) = crate::floor::section(&scope, &demo)?;
+            let (floor, probed_ns) = crate::floor::section(&scope, &demo, &dwarf_demo)?;
             vec![floor, crate::capacity::ingest(&scope, &demo, probed_ns)?, crate::capacity::memory(&scope, &demo)?]
         }
         _ => return Err(format!("no bench part {name:?}: overhead, floor, tax, memory, endphase, scale or soak [SECONDS]")),
@@ -97,12 +98,19 @@ fn mini_redis(server: &Path, scope: &Path) -> Result<String, String> {
     })
 }
 
+/// The demo built with DWARF (`--polls starts` finds Tokio's task id there at once).
+fn dwarf_demo() -> Result<std::path::PathBuf, String> {
+    run(cargo().args(["build", "--profile", "release-debuginfo", "-p", "demo-app"]))?;
+    Ok(workspace_root().join("target/release-debuginfo/demo-app"))
+}
+
 pub fn bench() -> Result<(), String> {
     let root = workspace_root();
     let server = ensure_tools()?;
     run(cargo().args(["build", "--release", "-p", "runtime-scope", "-p", "demo-app"]))?;
     let scope = root.join("target/release/runtime-scope");
     let demo = root.join("target/release/demo-app");
+    let dwarf_demo = dwarf_demo()?;
     let started = Instant::now();
     let redis = mini_redis(&server, &scope);
     // A section that fails says so in its place; the others are kept (a
@@ -124,7 +132,7 @@ pub fn bench() -> Result<(), String> {
     );
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
     let tax = section("The tax on other processes", crate::switch_tax::section(&scope, &demo));
-    let floor = crate::floor::section(&scope, &demo);
+    let floor = crate::floor::section(&scope, &demo, &dwarf_demo);
     let probed_ns = floor.as_ref().map_or(2000.0, |f| f.1);
     let per_poll = section("Cost per poll", floor.map(|f| f.0));
     let ingest = section("Ingest capacity", crate::capacity::ingest(&scope, &demo, probed_ns));

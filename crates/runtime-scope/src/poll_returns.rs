@@ -36,11 +36,17 @@ impl PollReturns {
         self.just_off.replace(false)
     }
 
-    /// Takes the returns off (the task id's place is known by now) and
-    /// gives the event that says so, the first time it is called with
-    /// `--polls starts`.
+    /// `--polls starts`: the returns come off as soon as the task id's
+    /// place is known.
+    pub fn starts_only(&self) -> bool {
+        self.starts_only
+    }
+
+    /// Takes the returns off (the task id's place is known by now: with
+    /// `--polls starts`, or `--polls auto` over its budget) and gives the
+    /// event that says so, the first time.
     pub fn take_off(&self, probes: &mut Probes, now_ns: u64) -> Result<Option<Event>> {
-        if !self.starts_only || self.off_at.get() != u64::MAX {
+        if self.off_at.get() != u64::MAX {
             return Ok(None);
         }
         probes.detach_task_probes(ProbeSet::Returns)?;

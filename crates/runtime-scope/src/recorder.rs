@@ -511,7 +511,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 say!("runtime-scope: --polls starts: without Tokio's task id a poll's end cannot be told from its next sign of life; poll returns stay probed");
             }
         }
-        if calibrated || known_field.is_some() {
+        if returns.starts_only() && (calibrated || known_field.is_some()) {
             if let Some(event) = returns.take_off(&mut probes, monotonic_ns())? {
                 if !settings.quiet {
                     say!("runtime-scope: --polls starts: poll returns are not probed from now; a poll ends at most where its worker is next seen outside it");
@@ -536,6 +536,11 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             if !choice.polls {
                 probes.detach_task_probes(ProbeSet::Polls)?;
                 polls_detached.set(true);
+            } else if !choice.returns
+                && let Some(event) = returns.take_off(&mut probes, monotonic_ns())?
+            {
+                view.feed(&event);
+                sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
             }
             let event = Event::Probes { ts: monotonic_ns(), polls: choice.polls, wakes: choice.wakes };
             if !choice.polls {

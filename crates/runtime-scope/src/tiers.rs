@@ -13,6 +13,9 @@ use crate::cli::PollTier;
 /// budget errs on the side of taking probes off.
 pub const POLL_COST_NS: u64 = 1_700;
 pub const WAKE_COST_NS: u64 = 1_000;
+/// A poll's entry alone (`--polls starts`: 0.67 to 0.89 µs on 2026-12-02),
+/// rounded up likewise.
+pub const START_COST_NS: u64 = 1_000;
 
 /// Exact polls costing less than this much CPU per second are kept
 /// whatever the target's own use: 2% of a mostly idle program is next to
@@ -41,6 +44,9 @@ const MEASURE_MAX_NS: u64 = 3_000_000_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
     pub polls: bool,
+    /// False: poll starts only (their returns come off; lengths are then
+    /// upper bounds).
+    pub returns: bool,
     pub wakes: bool,
     /// One line for the user.
     pub line: String,
@@ -50,6 +56,8 @@ pub struct Auto {
     budget_pct: f64,
     /// Still exact: (polls, wakes). Auto only ever takes probes off.
     kept: (bool, bool),
+    /// Poll returns still on (off: poll starts only).
+    returns: bool,
     first: bool,
     /// The window being measured: its start, the target's CPU then, and
     /// the polls and wakes seen since.
@@ -63,7 +71,7 @@ pub struct Auto {
 impl Auto {
     pub fn new(tier: PollTier, budget_pct: f64, start_ns: u64, cpu_at_start_ns: u64) -> Auto {
         let on = tier == PollTier::Auto;
-        Auto { budget_pct, kept: (on, on), first: true, since_ns: start_ns, cpu_since_ns: cpu_at_start_ns, polls: 0, wakes: 0, start_ns }
+        Auto { budget_pct, kept: (on, on), returns: on, first: true, since_ns: start_ns, cpu_since_ns: cpu_at_start_ns, polls: 0, wakes: 0, start_ns }
     }
 
     pub fn count(&mut self, polls: u64, wakes: u64) {
@@ -109,10 +117,13 @@ impl Auto {
         let cpu_ns = cpu_now_ns.saturating_sub(self.cpu_since_ns).max(1) as f64;
         let (polls, wakes) = (std::mem::take(&mut self.polls), std::mem::take(&mut self.wakes));
         (self.since_ns, self.cpu_since_ns) = (now_ns, cpu_now_ns);
-        let poll_cost = polls as f64 * POLL_COST_NS as f64 / seconds;
+        let per_poll = if self.returns { POLL_COST_NS } else { START_COST_NS };
+        let poll_cost = polls as f64 * per_poll as f64 / seconds;
+        let start_cost = polls as f64 * START_COST_NS as f64 / seconds;
         let wake_cost = if self.kept.1 { wakes as f64 * WAKE_COST_NS as f64 / seconds } else { 0.0 };
         let per_s_cpu = cpu_ns / seconds;
         let (poll_share, wake_share) = (poll_cost * 100.0 / per_s_cpu, wake_cost * 100.0 / per_s_cpu);
+        let start_share = start_cost * 100.0 / per_s_cpu;
         let rate = |n: u64| {
             let per_s = n as f64 / seconds;
             if per_s >= 1000.0 { format!("{:.0}k/s", per_s / 1000.0) } else { format!("{per_s:.0}/s") }
@@ -120,20 +131,28 @@ impl Auto {
         let budget = self.budget_pct;
         // A budget of 0 means no exact polls once the task id is found.
         let fits = |share: f64, cost: f64| share <= budget || (budget > 0.0 && cost <= FLOOR_NS_PER_S);
-        let now = if fits(poll_share + wake_share, poll_cost + wake_cost) {
-            self.kept
+        // Poll starts alone need Tokio's task id: it is what ends a poll.
+        let (now, returns) = if fits(poll_share + wake_share, poll_cost + wake_cost) {
+            (self.kept, self.returns)
         } else if fits(poll_share, poll_cost) {
-            (true, false)
+            ((true, false), self.returns)
+        } else if calibrated && fits(start_share, start_cost) {
+            ((true, false), false)
         } else {
-            (false, false)
+            ((false, false), false)
         };
         let first = std::mem::replace(&mut self.first, false);
-        if !first && now == self.kept {
+        if !first && now == self.kept && returns == self.returns {
             return None;
         }
+        let returns_were_on = std::mem::replace(&mut self.returns, returns);
         let wakes_were_on = std::mem::replace(&mut self.kept, now).1;
         let (polls, wakes) = (rate(polls), rate(wakes));
         let line = match now {
+            (true, _) if !returns && returns_were_on => format!(
+                "polls: {polls} cost ~{poll_share:.1}% of the target's CPU with their returns{}, over the {budget}% budget; their starts alone ~{start_share:.1}%: recording poll starts only, so poll lengths are upper bounds (--polls on to force)",
+                if wakes_were_on { format!(" and wakes ({wakes}) {wake_share:.1}% more") } else { String::new() }
+            ),
             (true, true) => format!(
                 "polls: {polls} and wakes {wakes} cost ~{:.1}% of the target's CPU ({:.1} ms/s), within budget: recording every poll",
                 poll_share + wake_share,
@@ -147,7 +166,7 @@ impl Auto {
                 "polls: {polls} would cost ~{poll_share:.0}% CPU; recording task identity at switches and samples (--polls on to force)"
             ),
         };
-        Some(Choice { polls: now.0, wakes: now.1, line })
+        Some(Choice { polls: now.0, returns: now.0 && returns, wakes: now.1, line })
     }
 }
 
@@ -217,6 +236,28 @@ mod tests {
         assert_eq!(a.decide(S, S, false), None, "not calibrated yet");
         let c = a.decide(3 * S, 3 * S, false).unwrap();
         assert!(c.polls && !c.wakes, "{c:?}");
+    }
+
+    /// 15k polls/s on a target using a whole CPU: 2.6% with their returns,
+    /// 1.5% as starts alone.
+    #[test]
+    fn over_budget_with_returns_keeps_poll_starts_where_the_task_id_is_known() {
+        let mut a = Auto::new(PollTier::Auto, 2.0, 0, 0);
+        a.count(15_000, 15_000);
+        let c = a.decide(S, S, true).unwrap();
+        assert!(c.polls && !c.returns && !c.wakes, "{c:?}");
+        assert!(c.line.contains("recording poll starts only"), "{}", c.line);
+        a.count(15_000, 0);
+        assert_eq!(a.decide(2 * S, 2 * S, true), None, "still fits as starts: nothing said");
+        a.count(30_000, 0);
+        let c = a.decide(3 * S, 3 * S, true).unwrap();
+        assert!(!c.polls, "30k starts a second: 3%: {c:?}");
+
+        // Without the task id nothing could end a poll: off instead.
+        let mut blind = Auto::new(PollTier::Auto, 2.0, 0, 0);
+        blind.count(45_000, 45_000);
+        let c = blind.decide(3 * S, 3 * S, false).unwrap();
+        assert!(!c.polls && !c.returns, "{c:?}");
     }
 
     #[test]

@@ -7,9 +7,14 @@
 
 mod common;
 
-use common::{Demo, PROFILER, require_root};
+use common::{Demo, PROFILER, demo_app_path, require_root};
 use scope_model::{Event, Poll, Timeline, WorkerRule};
-use std::process::{Command, Output};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 fn record(pid: u32, polls: &str, out: &std::path::Path) -> std::thread::JoinHandle<Output> {
     let (pid, polls, out) = (pid.to_string(), polls.to_string(), out.to_owned());
@@ -86,4 +91,59 @@ fn poll_starts_end_each_poll_at_or_after_its_real_return() {
     assert!(missing.contains("poll returns not probed") && missing.contains("upper bounds"), "{missing}");
     let long = json["long_polls"].as_array().unwrap();
     assert!(long.iter().any(|g| g["upper_bound"] == true && g["task_kind"].as_str().unwrap().contains("cpu_heavy")), "{long:?}");
+}
+
+/// The demo's PING server burning 60 µs a request under a steady load: a
+/// poll and a wake a request. With their returns and wakes they would cost
+/// it ~4% (2.7 µs of 62), their starts alone ~1.6%: `--polls auto` keeps
+/// poll starts, and says so.
+#[test]
+fn auto_keeps_poll_starts_where_whole_polls_are_over_the_budget() {
+    require_root();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new(demo_app_path()).args(["--serve", &port.to_string(), "60"]).stdout(Stdio::null()).spawn().unwrap();
+    let server = Demo { child: server };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the demo server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_nodelay(true).unwrap();
+            std::thread::spawn(move || {
+                let mut reply = [0u8; 7];
+                while !stop.load(Ordering::Relaxed) {
+                    if conn.write_all(b"PING\r\n").is_err() || conn.read_exact(&mut reply).is_err() {
+                        return;
+                    }
+                    assert_eq!(&reply, b"+PONG\r\n");
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("auto.rscope");
+    let run = record(server.pid(), "auto", &capture).join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("polls:")).unwrap_or_else(|| panic!("no decision line: {stderr}"));
+    assert!(line.contains("recording poll starts only"), "{line}");
+    let (tl, events) = timeline(&capture);
+    let off = tl.poll_returns_off_ns.expect("the returns came off");
+    assert!(!events.iter().any(|e| matches!(e, Event::TaskWake { ts, .. } if *ts > off + 100_000_000)), "wakes came off with them");
+    let after: Vec<Poll> = polls(&tl).into_iter().map(|(_, _, p)| p).filter(|p| p.start_ns > off && p.finished).collect();
+    assert!(after.len() >= 1000, "the server polled its connections on: {}", after.len());
+    assert!(after.iter().all(|p| p.bounded));
+    // Each poll burns 60 µs: no bound may be shorter than that work.
+    let short = after.iter().filter(|p| p.duration_ns() < 55_000).count();
+    assert!(short * 100 <= after.len(), "{short} of {} bounded polls shorter than the 60 µs each burns", after.len());
 }

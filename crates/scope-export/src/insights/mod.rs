@@ -165,7 +165,7 @@ fn coverage(tl: &Timeline) -> Coverage {
     }
     if let Some(at) = tl.poll_returns_off_ns {
         missing.push(format!(
-            "poll returns not probed from {:.1} s on (--polls starts): a poll ends at most where its worker was next seen outside it (its next poll, a switch-out or sample under another task), so poll lengths are upper bounds (≤)",
+            "poll returns not probed from {:.1} s on (--polls starts, or --polls auto over its budget with them): a poll ends at most where its worker was next seen outside it (its next poll, a switch-out or sample under another task), so poll lengths are upper bounds (≤)",
             at.saturating_sub(tl.start_ns) as f64 / 1e9
         ));
     }
