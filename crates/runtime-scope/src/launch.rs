@@ -7,6 +7,7 @@ use crate::failure::usage;
 use anyhow::{Context, Result};
 use scope_model::StopReason;
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -165,4 +166,46 @@ fn finish(mut child: Child, reason: StopReason) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Lets a held child exec its program and waits until it has (or exited),
+/// so the maps read next are the program's. The sign is its command line:
+/// the stub's (`… __launch CMD…`) is replaced only once the new program's
+/// arguments are in place, after the kernel mapped the program and set its
+/// name (the executable's link changes earlier, before the name: seen on
+/// 5.10 under emulation, where the recording was then named after our
+/// stub, `exe`), together with `/proc/PID/exe` no longer being ours (the
+/// program, or its interpreter for a script). The stub's own exec may
+/// still be under way when we get here (its command line is empty until
+/// then): it is waited for first, or the stub's line appearing would pass
+/// for the program's. Usually a few ms; a cold start can take over a
+/// second; each wait gives up after 10 s. The program's file must also be
+/// in its maps: once (6.1 under emulation, the first launch after boot)
+/// the maps read next held none of it.
+pub fn release_child(fd: OwnedFd, target: &mut crate::process::Target) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    };
+    let file_id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let stub = file_id(std::path::Path::new("/proc/self/exe"));
+    let runs_program = || file_id(std::path::Path::new(&format!("/proc/{}/exe", target.pid))).is_some_and(|exe| Some(exe) != stub);
+    let is_stub = |line: &[u8]| line.split(|&b| b == 0).any(|arg| arg == STUB_ARG.as_bytes());
+    let wait_until = |done: &dyn Fn() -> bool| {
+        for _ in 0..2000 {
+            if done() || gone() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_until(&|| cmdline().is_some_and(|c| is_stub(&c)));
+    let before = cmdline();
+    std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
+    let image = std::path::PathBuf::from(format!("/proc/{}/exe", target.pid));
+    wait_until(&|| cmdline().is_some_and(|now| Some(&now) != before.as_ref()) && runs_program() && crate::modules::maps_file(target.pid, &image));
+    target.refresh_identity();
+    Ok(())
 }

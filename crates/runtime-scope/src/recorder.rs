@@ -20,7 +20,6 @@ use scope_model::capture::{CLOCK_MONOTONIC, Start, Stop};
 use scope_common::{StackConfig, TaskIdLayout};
 use scope_model::{Event, Launch, StopReason, ThreadInfo, WorkerRule, decode};
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use crate::stopping::StopFlag;
 
@@ -200,6 +199,13 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     Ok((probes, initial))
 }
 
+/// An event of the recorder's own (not from the kernel): to the live view
+/// and the capture at once.
+fn tell(view: &mut LiveView, sink: &mut dyn Sink, event: &Event) -> Result<()> {
+    view.feed(event);
+    sink.events(std::slice::from_ref(event)).context("writing the capture")
+}
+
 /// Where Tokio keeps the current task id in CONTEXT, when known before
 /// recording (given, or from DWARF).
 fn known_task_id_field(settings: &Settings) -> Option<u32> {
@@ -225,54 +231,12 @@ fn apply(probes: &mut Probes, decision: Decision) -> Result<()> {
     }
 }
 
-/// Lets a held child exec its program and waits until it has (or exited),
-/// so the maps read next are the program's. The sign is its command line:
-/// the stub's (`… __launch CMD…`) is replaced only once the new program's
-/// arguments are in place, after the kernel mapped the program and set its
-/// name (the executable's link changes earlier, before the name: seen on
-/// 5.10 under emulation, where the recording was then named after our
-/// stub, `exe`), together with `/proc/PID/exe` no longer being ours (the
-/// program, or its interpreter for a script). The stub's own exec may
-/// still be under way when we get here (its command line is empty until
-/// then): it is waited for first, or the stub's line appearing would pass
-/// for the program's. Usually a few ms; a cold start can take over a
-/// second; each wait gives up after 10 s. The program's file must also be
-/// in its maps: once (6.1 under emulation, the first launch after boot)
-/// the maps read next held none of it.
-fn release_child(fd: OwnedFd, target: &mut Target) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let cmdline = || std::fs::read(format!("/proc/{}/cmdline", target.pid)).ok().filter(|c| !c.is_empty());
-    let gone = || {
-        std::fs::read_to_string(format!("/proc/{}/stat", target.pid))
-            .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-    };
-    let file_id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let stub = file_id(std::path::Path::new("/proc/self/exe"));
-    let runs_program = || file_id(std::path::Path::new(&format!("/proc/{}/exe", target.pid))).is_some_and(|exe| Some(exe) != stub);
-    let is_stub = |line: &[u8]| line.split(|&b| b == 0).any(|arg| arg == crate::launch::STUB_ARG.as_bytes());
-    let wait_until = |done: &dyn Fn() -> bool| {
-        for _ in 0..2000 {
-            if done() || gone() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    };
-    wait_until(&|| cmdline().is_some_and(|c| is_stub(&c)));
-    let before = cmdline();
-    std::fs::File::from(fd).write_all(b"go").context("releasing the launched program")?;
-    let image = std::path::PathBuf::from(format!("/proc/{}/exe", target.pid));
-    wait_until(&|| cmdline().is_some_and(|now| Some(&now) != before.as_ref()) && runs_program() && crate::modules::maps_file(target.pid, &image));
-    target.refresh_identity();
-    Ok(())
-}
-
 pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink: &mut dyn Sink) -> Result<StopReason> {
     let (mut probes, initial) = attach(target, &settings)?;
     let mut ring = probes.take_ring()?;
     let start_ns = monotonic_ns();
     if let Some(fd) = settings.release.take() {
-        release_child(fd, target)?;
+        crate::launch::release_child(fd, target)?;
     }
     // After a launch the names changed with the exec: read them now.
     let initial: Vec<(u32, String)> =
@@ -511,14 +475,14 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 say!("runtime-scope: --polls starts: without Tokio's task id a poll's end cannot be told from its next sign of life; poll returns stay probed");
             }
         }
-        if returns.starts_only() && (calibrated || known_field.is_some()) {
-            if let Some(event) = returns.take_off(&mut probes, monotonic_ns())? {
-                if !settings.quiet {
-                    say!("runtime-scope: --polls starts: poll returns are not probed from now; a poll ends at most where its worker is next seen outside it");
-                }
-                view.feed(&event);
-                sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
+        if returns.starts_only()
+            && (calibrated || known_field.is_some())
+            && let Some(event) = returns.take_off(&mut probes, monotonic_ns())?
+        {
+            if !settings.quiet {
+                say!("runtime-scope: --polls starts: poll returns are not probed from now; a poll ends at most where its worker is next seen outside it");
             }
+            tell(&mut view, sink, &event)?;
         }
         if exec_seen.replace(false) {
             crate::exec_follow::move_probes(target.pid, tasks_wanted, &mut probes);
@@ -539,8 +503,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
             } else if !choice.returns
                 && let Some(event) = returns.take_off(&mut probes, monotonic_ns())?
             {
-                view.feed(&event);
-                sink.events(std::slice::from_ref(&event)).context("writing the capture")?;
+                tell(&mut view, sink, &event)?;
             }
             let event = Event::Probes { ts: monotonic_ns(), polls: choice.polls, wakes: choice.wakes };
             if !choice.polls {

@@ -383,9 +383,13 @@ impl Timeline {
         for event in events {
             inconsistencies += spans::apply(&mut threads, &event);
             match event {
-                Event::Switch { prev_tid, prev_state, prev_ours, .. } => {
-                    if prev_ours && !ThreadState(prev_state).is_runnable() {
+                Event::Switch { ts, prev_tid, prev_state, prev_ours, .. } => {
+                    let preempted = ThreadState(prev_state).is_runnable();
+                    if prev_ours && !preempted {
                         tasks.blocked(prev_tid);
+                    }
+                    if prev_ours && ends.unprobed {
+                        ends.switched_out(threads.entry(prev_tid), &mut tasks, prev_tid, ts, preempted);
                     }
                 }
                 Event::NewThread { ts, tid, name, .. } => {
@@ -490,6 +494,9 @@ impl Timeline {
             }
         }
 
+        for (&tid, b) in threads.map.iter_mut() {
+            ends.flush(b, &mut tasks, tid);
+        }
         let mut built: Vec<ThreadTimeline> = threads.map.into_iter().map(|(tid, b)| b.finish(tid)).collect();
         crate::workers::assign_roles(&mut built, rule, &tasks.worker_starts);
         sort_rows(&mut built);

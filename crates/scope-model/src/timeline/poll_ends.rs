@@ -5,6 +5,15 @@
 //! sample that read another task id (or none), the thread's exit. Each
 //! such end is an upper bound, and the poll says so (`Poll::bounded`).
 //!
+//! A task id read at a preemption ends nothing: a worker preempted in
+//! Tokio's own bookkeeping around a poll (after the task's id is unset,
+//! before `raw::poll` returns: storing the task's state, waking its
+//! `JoinHandle`) reads the worker loop's id while the poll is still open.
+//! Seen once in ~1 800 polls with two recorders sharing two CPUs: the poll
+//! was cut 90 µs before its return. The read is held until the switch it
+//! came with says whether the thread was preempted (the recorder writes a
+//! switch-out's `TaskAt` just before its `Switch`, at the same time).
+//!
 //! Nesting is told by the task id the next poll was entered with
 //! (`Event::PollInside`): a poll is nested in the open poll of the task
 //! with that id (a `LocalSet` run inside a task). A task whose Tokio id
@@ -22,6 +31,8 @@ pub(super) struct PollEnds {
     pub unprobed: bool,
     /// The id each thread's next poll was entered with, until that poll.
     entered_under: HashMap<u32, u64>,
+    /// The last task id read on each thread, (ts, id), not applied yet.
+    marks: HashMap<u32, (u64, u64)>,
 }
 
 impl PollEnds {
@@ -34,6 +45,7 @@ impl PollEnds {
     /// the thread's own loop (`loop_id`, when known: the recorder leaves
     /// that one out) or from no task at all.
     pub fn poll_starts(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, loop_id: Option<u64>) {
+        self.flush(b, tasks, tid);
         let under = self.entered_under.remove(&tid).or(loop_id);
         let encloses = |p: &Poll| under.is_some_and(|id| id != 0 && tasks.tokio_ids.get(&p.serial) == Some(&id));
         let ended = b.open_polls.pop_while(|p| !encloses(p));
@@ -41,14 +53,31 @@ impl PollEnds {
     }
 
     /// Thread `tid`'s current task id read `id` at `ts` (a switch-out or a
-    /// sample): the open polls of other known ids have ended by now.
+    /// sample): held until it is known not to be a preemption's.
     pub fn task_at(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, id: u64) {
+        self.flush(b, tasks, tid);
+        self.marks.insert(tid, (ts, id));
+    }
+
+    /// Thread `tid` switched out at `ts`; `preempted`: still runnable.
+    pub fn switched_out(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, preempted: bool) {
+        if preempted && self.marks.get(&tid).is_some_and(|&(at, _)| at == ts) {
+            self.marks.remove(&tid);
+        }
+        self.flush(b, tasks, tid);
+    }
+
+    /// Applies the thread's held task id read: the open polls of other
+    /// known ids have ended by then.
+    pub fn flush(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32) {
+        let Some((ts, id)) = self.marks.remove(&tid) else { return };
         let ended = b.open_polls.pop_while(|p| tasks.tokio_ids.get(&p.serial).is_some_and(|&own| own != id));
         close(b, tasks, tid, ts, ended);
     }
 
     /// The thread exits: whatever it was polling ended before.
     pub fn exits(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64) {
+        self.flush(b, tasks, tid);
         self.entered_under.remove(&tid);
         let ended = b.open_polls.pop_while(|_| true);
         close(b, tasks, tid, ts, ended);

@@ -532,3 +532,27 @@ fn without_returns_the_worker_loop_s_own_poll_stays_open_around_task_polls() {
     assert_eq!(polls, vec![(1_000, 2_000, 0, false, false), (1_100, 1_200, 1, true, true), (1_300, 2_000, 1, false, false)]);
     assert_eq!(tl.poll_returns_off_ns, Some(1_010));
 }
+
+/// A worker preempted in Tokio's bookkeeping after the task's id is unset
+/// (before `raw::poll` returns) reads its loop's id inside the poll: that
+/// read ends nothing. The same read at a blocked switch-out does.
+#[test]
+fn without_returns_a_task_id_read_at_a_preemption_ends_no_poll() {
+    let f = Frame { module: 0, offset: 0x10 };
+    const LOOP: u64 = 1;
+    let at = |ts, id| Event::TaskAt { ts, tid: 50, id };
+    let events = vec![
+        Event::PollReturnsOff { ts: 1_000 },
+        Event::TaskId { ts: 1_100, tid: 50, task: 0xa, id: 7 },
+        Event::PollStart { ts: 1_100, tid: 50, task: 0xa, poll_fn: f },
+        at(1_200, LOOP),
+        out(1_200, 50, 0), // preempted
+        into(1_300, 50, 0),
+        at(1_400, LOOP),
+        out(1_400, 50, S), // parked
+    ];
+    let rec = recording(vec![thread(50, "tokio-rt-worker", None)], events);
+    let tl = Timeline::build(&rec, &WorkerRule::default());
+    let polls: Vec<(u64, u64, bool)> = find(&tl, 50).polls.iter().map(|p| (p.start_ns, p.end_ns, p.bounded)).collect();
+    assert_eq!(polls, vec![(1_100, 1_400, true)]);
+}
