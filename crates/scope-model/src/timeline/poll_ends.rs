@@ -9,8 +9,9 @@
 //! Tokio's own bookkeeping around a poll (after the task's id is unset,
 //! before `raw::poll` returns: storing the task's state, waking its
 //! `JoinHandle`) reads the worker loop's id while the poll is still open.
-//! Seen once in ~1 800 polls with two recorders sharing two CPUs: the poll
-//! was cut 90 µs before its return. The read is held until the switch it
+//! Seen once in ~1 800 polls with two recorders sharing two CPUs (a poll
+//! cut 94 µs before its return; a preemption the likeliest cause). The
+//! read is held until the switch it
 //! came with says whether the thread was preempted (the recorder writes a
 //! switch-out's `TaskAt` just before its `Switch`, at the same time).
 //!
