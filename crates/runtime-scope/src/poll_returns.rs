@@ -4,12 +4,14 @@
 //! being learned (that needs to know which poll is open); from then on a
 //! poll ends where its worker is first seen outside it (the model's
 //! `timeline::poll_ends`), told by the task ids read at switch-outs and
-//! samples, and by the id each poll was entered under (`PollInside`).
+//! samples, and by the id each poll was entered under (`PollInside`,
+//! written when it changes on a thread).
 
 use crate::probes::{ProbeSet, Probes};
 use anyhow::Result;
 use scope_model::Event;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 pub struct PollReturns {
     /// Whether to take the returns off once the task id can be read.
@@ -19,11 +21,15 @@ pub struct PollReturns {
     off_at: Cell<u64>,
     /// Set when they go off, until the next drain forgets the open polls.
     just_off: Cell<bool>,
+    /// The id each thread's last poll was entered under: a `PollInside`
+    /// is written when it changes (a worker's polls are entered from its
+    /// own loop, under one id, thousands of times a second).
+    entered_under: RefCell<HashMap<u32, u64>>,
 }
 
 impl PollReturns {
     pub fn new(starts_only: bool) -> PollReturns {
-        PollReturns { starts_only, off_at: Cell::new(u64::MAX), just_off: Cell::new(false) }
+        PollReturns { starts_only, off_at: Cell::new(u64::MAX), just_off: Cell::new(false), entered_under: Default::default() }
     }
 
     /// Whether a record at `ts` came after the returns went off.
@@ -57,9 +63,10 @@ impl PollReturns {
         Ok(Some(Event::PollReturnsOff { ts: now_ns }))
     }
 
-    /// The event naming the task a poll starting now was entered under,
-    /// unless that is nothing (0) or the worker's own loop (`loop_id`).
-    pub fn inside(&self, ts: u64, tid: u32, outer_id: u64, loop_id: Option<u64>) -> Option<Event> {
-        (self.off_by(ts) && outer_id != 0 && loop_id != Some(outer_id)).then_some(Event::PollInside { ts, tid, id: outer_id })
+    /// The event naming the task id a poll starting now on `tid` was
+    /// entered under, when it is not the one its last poll was.
+    pub fn inside(&self, ts: u64, tid: u32, outer_id: u64) -> Option<Event> {
+        let changed = self.entered_under.borrow_mut().insert(tid, outer_id) != Some(outer_id);
+        (self.off_by(ts) && changed).then_some(Event::PollInside { ts, tid, id: outer_id })
     }
 }

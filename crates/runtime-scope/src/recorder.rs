@@ -368,7 +368,7 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
                 identity.poll_started(raw.tid, if trust_task_ids { raw.task_id } else { 0 });
                 if unreturned {
                     identity.poll_entered(raw.tid);
-                    batch.extend(returns.inside(raw.ts, raw.tid, raw.outer_id, collector.loop_id(raw.tid)));
+                    batch.extend(returns.inside(raw.ts, raw.tid, raw.outer_id));
                 }
                 auto.count(1, 0);
                 let event = Event::PollStart { ts: raw.ts, tid: raw.tid, task: raw.task, poll_fn };

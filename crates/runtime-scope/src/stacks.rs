@@ -373,11 +373,6 @@ impl StackCollector {
     }
 
     /// Workers whose own loop id the kernel was told.
-    /// Thread `tid`'s own loop id, once learned.
-    pub fn loop_id(&self, tid: u32) -> Option<u64> {
-        self.loops.get(&tid).copied()
-    }
-
     pub fn loops_learned(&self) -> usize {
         self.loops.len()
     }

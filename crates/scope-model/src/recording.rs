@@ -85,10 +85,11 @@ pub enum Event {
     /// entries only): a poll ends at most where its thread is next seen
     /// outside it (see `Poll::bounded`). Last, for the same reason as above.
     PollReturnsOff { ts: u64 },
-    /// The poll starting next on thread `tid` (at `ts`) was entered with
-    /// Tokio's current task id `id`: inside the poll of the task with that
-    /// id, if one is open there. Recorded only without poll returns, and
-    /// not for the worker's own loop id. Last, for the same reason as above.
+    /// From the poll starting on thread `tid` at `ts` on, its polls are
+    /// entered with Tokio's current task id `id`: inside the poll of the
+    /// task with that id, if one is open there (else from the worker's own
+    /// loop, or from no task). Recorded only without poll returns, when it
+    /// changes. Last, for the same reason as above.
     PollInside { ts: u64, tid: u32, id: u64 },
 }
 

@@ -15,9 +15,10 @@
 //! came with says whether the thread was preempted (the recorder writes a
 //! switch-out's `TaskAt` just before its `Switch`, at the same time).
 //!
-//! Nesting is told by the task id the next poll was entered with
-//! (`Event::PollInside`): a poll is nested in the open poll of the task
-//! with that id (a `LocalSet` run inside a task). A task whose Tokio id
+//! Nesting is told by the task id polls are entered with
+//! (`Event::PollInside`, written when it changes on a thread): a poll is
+//! nested in the open poll of the task with that id (a `LocalSet` run
+//! inside a task). A task whose Tokio id
 //! could not be read is never ended by a switch or sample (nothing says
 //! whose they are), only by the next poll outside it or the exit: a
 //! looser bound, never a wrong one.
@@ -30,7 +31,7 @@ use std::collections::HashMap;
 pub(super) struct PollEnds {
     /// Set from `Event::PollReturnsOff` on.
     pub unprobed: bool,
-    /// The id each thread's next poll was entered with, until that poll.
+    /// The id each thread's polls are entered under, until it changes.
     entered_under: HashMap<u32, u64>,
     /// The last task id read on each thread, (ts, id), not applied yet.
     marks: HashMap<u32, (u64, u64)>,
@@ -42,12 +43,12 @@ impl PollEnds {
     }
 
     /// A poll starts on `tid` at `ts`: the open polls it is not nested in
-    /// have ended by now. A poll with no `PollInside` was entered from
-    /// the thread's own loop (`loop_id`, when known: the recorder leaves
-    /// that one out) or from no task at all.
+    /// have ended by now. Before any `PollInside` on the thread (a window
+    /// cut from a longer recording) its polls count as entered from its
+    /// own loop (`loop_id`, when known) or from no task.
     pub fn poll_starts(&mut self, b: &mut Builder, tasks: &mut TaskTracker, tid: u32, ts: u64, loop_id: Option<u64>) {
         self.flush(b, tasks, tid);
-        let under = self.entered_under.remove(&tid).or(loop_id);
+        let under = self.entered_under.get(&tid).copied().or(loop_id);
         let encloses = |p: &Poll| under.is_some_and(|id| id != 0 && tasks.tokio_ids.get(&p.serial) == Some(&id));
         let ended = b.open_polls.pop_while(|p| !encloses(p));
         close(b, tasks, tid, ts, ended);

@@ -483,6 +483,7 @@ fn without_returns_a_poll_ends_where_its_thread_is_first_seen_outside_it() {
         id(1_300, 0xc, 9),
         start(1_300, 0xc), // entered inside task 8's poll (a LocalSet): nested
         at(1_400, LOOP),   // parked: both ended by now
+        inside(1_500, LOOP),
         start(1_500, 0xd), // no id known: ended only by the next poll
         at(1_550, 3),
         start(1_600, 0xa),
@@ -512,8 +513,9 @@ fn without_returns_the_worker_loop_s_own_poll_stays_open_around_task_polls() {
     let id = |ts, task, id| Event::TaskId { ts, tid: 50, task, id };
     const LOOP: u64 = 1;
     // The worker's loop runs inside a blocking task's poll (id 1), entered
-    // before the returns went off; the recorder leaves out the `PollInside`
-    // of polls entered from that loop once it knows the loop's id.
+    // before the returns went off; this window (cut from a longer
+    // recording) begins after the thread's last `PollInside`: its learned
+    // loop id stands in for it.
     let events = vec![
         id(1_000, 0xf, LOOP),
         start(1_000, 0xf),
