@@ -63,6 +63,16 @@ impl PollReturns {
         Ok(Some(Event::PollReturnsOff { ts: now_ns }))
     }
 
+    /// `--polls starts` where the task id's place was known before
+    /// recording: the returns were never attached (and the entries read
+    /// their nesting from the first, `recorder::attach`), so every poll
+    /// entry recorded is one without a return, from the window's start on.
+    pub fn never_on(&self, start_ns: u64) -> Event {
+        self.off_at.set(0);
+        self.just_off.set(true);
+        Event::PollReturnsOff { ts: start_ns }
+    }
+
     /// The event naming the task id a poll starting now on `tid` was
     /// entered under, when it is not the one its last poll was.
     pub fn inside(&self, ts: u64, tid: u32, outer_id: u64) -> Option<Event> {

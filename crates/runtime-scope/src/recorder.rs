@@ -188,11 +188,20 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     if settings.frequency > 0 && settings.stacks.stack_bytes > 0 {
         probes.attach_sampling(settings.frequency)?;
     }
+    // Before a launched program is let go: its first polls and switches
+    // are read with the id too.
+    if let Some(field) = known_task_id_field(settings) {
+        probes.set_task_id_field(field)?;
+    }
     if let Some(p) = settings.polls.as_ref().ok().filter(|_| settings.tier != PollTier::Off) {
         // `--polls starts`: returns only while the task id's place is learned.
         let starts = settings.tier == PollTier::Starts;
+        let known = known_task_id_field(settings);
         probes.with_wakes = !starts;
-        probes.with_returns = !(starts && known_task_id_field(settings).is_some());
+        probes.with_returns = !(starts && known.is_some());
+        if starts && known.is_some() {
+            probes.read_poll_nesting()?;
+        }
         probes.attach_task_probes(p, target.pid, ProbeSet::Polls)?;
         probes.attach_task_probes(p, target.pid, ProbeSet::Wakes)?;
     }
@@ -279,7 +288,6 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
         (Some(field), _) => {
-            probes.set_task_id_field(field)?;
             if !settings.quiet {
                 say!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{field} (from DWARF)");
             }
@@ -328,6 +336,9 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     // Set when the poll probes come off: polls open then never return.
     let polls_detached = std::cell::Cell::new(false);
     let returns = PollReturns::new(settings.tier == PollTier::Starts && settings.polls.is_ok());
+    if returns.starts_only() && !probes.with_returns {
+        tell(&mut view, sink, &returns.never_on(start_ns))?;
+    }
     // When auto took poll and wake probes off (u64::MAX: on). Their links
     // close on threads of their own, and the probes fire on meanwhile (an
     // entry can outlive its return probe): records from then on are left
