@@ -154,3 +154,33 @@ fn auto_keeps_poll_starts_where_whole_polls_are_over_the_budget() {
     let short = after.iter().filter(|p| p.duration_ns() < 55_000).count();
     assert!(short * 100 <= after.len(), "{short} of {} bounded polls shorter than the 60 µs each burns", after.len());
 }
+
+/// Launched under `--polls starts` with the task id known from DWARF: the
+/// returns are never attached, and from the program's first instruction
+/// every poll is counted once, none taken for one whose return was lost,
+/// and the worker loop's own poll (a blocking task's) holds the task polls
+/// entered from it.
+#[test]
+fn a_launched_program_s_every_poll_is_counted_without_returns() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("launched.rscope");
+    let run = Command::new(PROFILER)
+        .args(["record", "--no-live", "--no-stacks", "--polls", "starts", "-o"])
+        .arg(&capture)
+        .arg("--")
+        .arg(debuginfo_demo_path())
+        .args(["--yield-loop", "200000"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (tl, events) = timeline(&capture);
+    assert_eq!(tl.poll_returns_off_ns, Some(tl.start_ns), "off from the window's start");
+    assert!(!events.iter().any(|e| matches!(e, Event::PollEnd { .. })), "no return probe was attached");
+    assert!(tl.polls_without_return.is_empty(), "{} polls taken for lost returns", tl.polls_without_return.len());
+    let worker = tl.workers().next().expect("the runtime's worker");
+    let loop_poll = worker.polls.iter().find(|p| p.depth == 0).expect("the worker loop's poll");
+    let tasks: Vec<&Poll> = worker.polls.iter().filter(|p| p.depth == 1).collect();
+    assert!(tasks.len() >= 200_000, "every iteration's poll, nested in the loop's: {}", tasks.len());
+    assert!(tasks.iter().all(|p| p.start_ns >= loop_poll.start_ns && p.end_ns <= loop_poll.end_ns));
+}
