@@ -117,12 +117,13 @@ pub struct StackArgs {
     pub no_tasks: bool,
 
     /// Exact polls: a probe on every poll of every task (and wake), about
-    /// 1.6 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
+    /// 1.9 µs per poll with its wake on Linux 6.18 (BENCHMARKS.md, Cost per
     /// poll). `starts` probes each poll's start only (about 0.9 µs, no
     /// wakes): a poll then ends at most where its worker is next seen
     /// outside it, and lengths are upper bounds (≤). `auto` measures the
     /// poll rate for a moment and keeps exact polls only while they cost
-    /// less than --overhead-budget of the target's CPU; otherwise tasks are
+    /// less than --overhead-budget of the target's CPU (or their starts
+    /// alone, when only those fit); otherwise tasks are
     /// seen through Tokio's task id at switches and samples, which costs
     /// nothing per poll. `--polls` alone means `on`.
     #[arg(long, value_enum, default_value_t = PollTier::Auto, num_args = 0..=1, default_missing_value = "on", value_name = "WHEN")]
@@ -161,7 +162,8 @@ pub struct ViewArgs {
 /// Whether to put a probe on every poll.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollTier {
-    /// Exact polls while they fit the budget, task identity otherwise.
+    /// Exact polls while they fit the budget; over it, poll starts only
+    /// if those fit; task identity otherwise.
     Auto,
     /// Always exact polls and wakes.
     On,

@@ -120,6 +120,7 @@ fn every_option_is_explained_and_consistent() {
     assert!(help(&["record", "--help"]).contains("-t, --target <PATH>"));
     let record = help(&["record", "--help"]);
     assert!(record.contains("1.9 µs per poll"), "the figure BENCHMARKS.md measured: {record}");
+    assert!(record.contains("starts") && record.contains("about 0.9 µs"), "poll starts alone, as BENCHMARKS.md measured them: {record}");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("watched.json");
     let (code, _, stderr) = profiler_output(&["top", "-p", "1", "--record", json.to_str().unwrap()]);
