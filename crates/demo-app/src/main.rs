@@ -43,9 +43,13 @@ pub fn cpu_heavy_poll(ms: u64) -> u64 {
 
 /// Always inlined into `cpu_heavy_poll`: with debuginfo, profiles show it as
 /// an inlined frame at its own source line.
+/// The division is the loop's slowest instruction, so samples land in
+/// this frame: without it, on one VM every sample fell on the range's
+/// increment and compare around it (timer interrupts are taken at
+/// instruction boundaries that depend on the host).
 #[inline(always)]
 fn mix_step(acc: u64, i: u64) -> u64 {
-    black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i))
+    black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(i) ^ (acc % (i | 7)))
 }
 
 /// Blocks the worker thread in a syscall, as a careless sync call would.

@@ -177,3 +177,34 @@ fn a_real_recording_fed_in_batches_shows_both_worker_lanes() {
     let text: String = terminal.backend().buffer().content().iter().map(|c| c.symbol()).collect();
     assert!(text.contains("worker 1 (tid 4244)") && text.contains("demo-app (pid 4242)"));
 }
+
+/// Without poll returns (`--polls starts`) a poll ends where its worker is
+/// next seen outside it, also in a window that began long after the
+/// returns went off: the dashboard lists such a long poll, marked.
+#[test]
+fn a_poll_without_its_return_is_a_long_poll_in_a_later_window() {
+    let mut s = TopState::new(2_000 * MS, 10 * MS, WorkerRule::default());
+    s.begin(scope_model::capture::Start {
+        tool_version: "test".into(),
+        clock: "CLOCK_MONOTONIC".into(),
+        pid: 7,
+        command: "server".into(),
+        executable: "/bin/server".into(),
+        start_ns: 0,
+        threads: vec![scope_model::ThreadInfo { tid: 10, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
+        modules: Vec::new(),
+        probes: Vec::new(),
+        launch: None,
+    });
+    let parked = Event::Switch { ts: 3_040 * MS, cpu: 0, prev_tid: 10, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
+    s.feed(vec![Event::PollReturnsOff { ts: 0 }]);
+    s.feed(vec![
+        Event::TaskId { ts: 3_000 * MS, tid: 10, task: 0xa, id: 7 },
+        Event::PollStart { ts: 3_000 * MS, tid: 10, task: 0xa, poll_fn: f(0x100) },
+        Event::TaskAt { ts: 3_040 * MS, tid: 10, id: 1 },
+        parked,
+    ]);
+    let view = s.view(3_500 * MS, 80, SortBy::Busy).unwrap();
+    let long: Vec<(f64, bool)> = view.long_polls.iter().map(|l| (l.ms, l.upper_bound)).collect();
+    assert_eq!(long, vec![(40.0, true)]);
+}
