@@ -287,10 +287,8 @@ pub fn record(target: &mut Target, mut settings: Settings, stop: &StopFlag, sink
     let known_field = known_task_id_field(&settings);
     let mut identity = Identity::with_field(known_field);
     match (known_field, &settings.polls) {
-        (Some(field), _) => {
-            if !settings.quiet {
-                say!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{field} (from DWARF)");
-            }
+        (Some(field), _) if !settings.quiet => {
+            say!("runtime-scope: task identity: Tokio's current task id is at CONTEXT+{field} (from DWARF)");
         }
         (None, Ok(p)) if p.context.is_some() && settings.tier == PollTier::Off && !settings.quiet => say!(
             "runtime-scope: task identity: --polls off and no DWARF: where Tokio keeps the task id is learned during exact polls, so switch-outs and samples carry no task"

@@ -2,7 +2,9 @@
 //! cost a probe hit per poll (and per wake); task identity (Tokio's task id
 //! read at switch-outs and samples) costs nothing per poll. `--polls auto`
 //! starts exact, measures the target's poll and wake rates against its own
-//! CPU each second, and keeps only what fits `--overhead-budget`.
+//! CPU each second, and keeps only what fits `--overhead-budget`: wakes
+//! go first, then poll returns (poll starts only, once Tokio's task id can
+//! be read: `poll_returns`), then polls.
 
 use crate::cli::PollTier;
 
