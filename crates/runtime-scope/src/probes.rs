@@ -155,10 +155,7 @@ impl Probes {
     /// Poll entries read the task id they are entered under (their
     /// nesting, once returns are not probed).
     pub fn read_poll_nesting(&mut self) -> Result<()> {
-        let mut map: aya::maps::Array<&mut MapData, u32> =
-            aya::maps::Array::try_from(self.ebpf.map_mut("POLL_NESTING").context("POLL_NESTING map missing")?)?;
-        map.set(0, 1, 0).context("setting poll nesting")?;
-        Ok(())
+        self.set_word("POLL_NESTING", 1, "setting poll nesting")
     }
 
     /// Neither read the task id nor copy CONTEXT any more.
@@ -167,10 +164,14 @@ impl Probes {
     }
 
     fn task_id_field(&mut self, value: u32) -> Result<()> {
-        let mut map: aya::maps::Array<&mut MapData, u32> =
-            aya::maps::Array::try_from(self.ebpf.map_mut("TASK_ID_FIELD").context("TASK_ID_FIELD map missing")?)?;
-        map.set(0, value, 0).context("setting the task id's offset")?;
-        Ok(())
+        self.set_word("TASK_ID_FIELD", value, "setting the task id's offset")
+    }
+
+    /// Sets the one `u32` of a one-entry array map the programs read.
+    fn set_word(&mut self, name: &str, value: u32, what: &'static str) -> Result<()> {
+        let map = self.ebpf.map_mut(name).with_context(|| format!("{name} map missing"))?;
+        let mut map: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map)?;
+        map.set(0, value, 0).context(what)
     }
 
     pub fn attach(&mut self, program: &str, category: &str) -> Result<()> {

@@ -190,13 +190,13 @@ fn attach(target: &Target, settings: &Settings) -> Result<(Probes, Vec<(u32, Str
     }
     // Before a launched program is let go: its first polls and switches
     // are read with the id too.
-    if let Some(field) = known_task_id_field(settings) {
+    let known = known_task_id_field(settings);
+    if let Some(field) = known {
         probes.set_task_id_field(field)?;
     }
     if let Some(p) = settings.polls.as_ref().ok().filter(|_| settings.tier != PollTier::Off) {
         // `--polls starts`: returns only while the task id's place is learned.
         let starts = settings.tier == PollTier::Starts;
-        let known = known_task_id_field(settings);
         probes.with_wakes = !starts;
         probes.with_returns = !(starts && known.is_some());
         if starts && known.is_some() {

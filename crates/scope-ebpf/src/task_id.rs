@@ -41,14 +41,17 @@ pub(crate) fn is_worker_loop(tid: u32, id: u64) -> bool {
     }
 }
 
-/// The current thread's Tokio task id (0: none, unknown or unreadable).
-/// While the offset is unknown, sends the thread's CONTEXT bytes instead.
-/// `fsbase` is the current thread's thread pointer
-/// (`task_struct.thread.fsbase`).
 /// 1: poll entries read the id they are entered under (set by userspace
 /// once poll returns are no longer probed: `--polls starts`).
 #[map]
 pub(crate) static POLL_NESTING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The word at `field` (offset + 1, from `TASK_ID_FIELD`) in the
+/// thread's CONTEXT, which starts at `context`.
+#[inline(always)]
+fn read_id(context: u64, field: u32) -> u64 {
+    unsafe { bpf_probe_read_user(context.wrapping_add(u64::from(field - 1)) as *const u64) }.unwrap_or(0)
+}
 
 /// Tokio's current task id on this thread, where the id's place is known
 /// (0 otherwise, and before `POLL_NESTING` is set): read at a poll's
@@ -64,10 +67,13 @@ pub(crate) fn outer() -> u64 {
     }
     let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
     let Some(fsbase) = crate::stacks::current_fsbase() else { return 0 };
-    let at = fsbase.wrapping_add(cfg.context_from_fs as u64).wrapping_add(u64::from(field - 1)) as *const u64;
-    unsafe { bpf_probe_read_user(at) }.unwrap_or(0)
+    read_id(fsbase.wrapping_add(cfg.context_from_fs as u64), field)
 }
 
+/// The current thread's Tokio task id (0: none, unknown or unreadable).
+/// While the offset is unknown, sends the thread's CONTEXT bytes instead.
+/// `fsbase` is the current thread's thread pointer
+/// (`task_struct.thread.fsbase`).
 #[inline(always)]
 pub(crate) fn current(fsbase: u64, head: Header, tid: u32) -> u64 {
     let cfg = unsafe { core::ptr::read_volatile(&TASK_IDS) };
@@ -80,8 +86,7 @@ pub(crate) fn current(fsbase: u64, head: Header, tid: u32) -> u64 {
     }
     let context = fsbase.wrapping_add(cfg.context_from_fs as u64);
     if field != 0 {
-        let at = context.wrapping_add(u64::from(field - 1)) as *const u64;
-        return unsafe { bpf_probe_read_user(at) }.unwrap_or(0);
+        return read_id(context, field);
     }
     let Some(mut entry) = EVENTS.reserve::<ContextCopy>(0) else {
         bump(counter::RINGBUF_DROPS);

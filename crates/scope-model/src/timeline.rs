@@ -379,7 +379,6 @@ impl Timeline {
         // the recording (seen on mini-redis: 2.1 s "long polls").
         let (mut polls_off, mut wakes_off) = (false, false);
         let mut ends = PollEnds::default();
-        let mut returns_off = None;
         for event in events {
             inconsistencies += spans::apply(&mut threads, &event);
             match event {
@@ -388,7 +387,7 @@ impl Timeline {
                     if prev_ours && !preempted {
                         tasks.blocked(prev_tid);
                     }
-                    if prev_ours && ends.unprobed {
+                    if prev_ours && ends.unprobed() {
                         ends.switched_out(threads.entry(prev_tid), &mut tasks, prev_tid, ts, preempted);
                     }
                 }
@@ -399,7 +398,7 @@ impl Timeline {
                 }
                 Event::Exit { ts, tid } => {
                     let b = threads.entry(tid);
-                    if ends.unprobed {
+                    if ends.unprobed() {
                         ends.exits(b, &mut tasks, tid, ts);
                     }
                     b.close_polls(ts);
@@ -416,10 +415,10 @@ impl Timeline {
                 Event::NewModule { .. } => {}
                 Event::PollStart { .. } | Event::PollEnd { .. } if polls_off => {}
                 // Returns still firing while their probes come off.
-                Event::PollEnd { .. } if ends.unprobed => {}
+                Event::PollEnd { .. } if ends.unprobed() => {}
                 Event::TaskWake { .. } if wakes_off => {}
                 Event::PollStart { ts, tid, task, poll_fn } => {
-                    if ends.unprobed {
+                    if ends.unprobed() {
                         let loop_id = worker_loops.iter().rev().find(|(t, _)| *t == tid).map(|&(_, id)| id);
                         ends.poll_starts(threads.entry(tid), &mut tasks, tid, ts, loop_id);
                     }
@@ -462,14 +461,13 @@ impl Timeline {
                 }
                 Event::TaskAt { ts, tid, id } => {
                     let b = threads.entry(tid);
-                    if ends.unprobed {
+                    if ends.unprobed() {
                         ends.task_at(b, &mut tasks, tid, ts, id);
                     }
                     b.task_marks.push((ts, id));
                 }
                 Event::PollReturnsOff { ts } => {
-                    ends.unprobed = true;
-                    returns_off.get_or_insert(ts);
+                    ends.off_ns.get_or_insert(ts);
                 }
                 Event::PollInside { tid, id, .. } => ends.entered_under(tid, id),
                 Event::TaskWake { ts, tid, task } => {
@@ -521,7 +519,7 @@ impl Timeline {
             probe_changes,
             worker_loops,
             probes: rec.probes.clone(),
-            poll_returns_off_ns: returns_off,
+            poll_returns_off_ns: ends.off_ns,
         }
     }
 }

@@ -12,13 +12,12 @@ fn f(offset: u64) -> Frame {
     Frame { module: 0, offset }
 }
 
-/// Two workers over 2 s: worker 0 runs a 30 ms CPU-heavy poll every 500 ms
-/// and short polls; worker 1 blocks 40 ms in a sleep inside a poll.
-fn state() -> TopState {
+/// A dashboard over 2 s begun on a server whose workers are `tids`.
+fn begun(tids: &[u32]) -> TopState {
     let mut s = TopState::new(2_000 * MS, 10 * MS, WorkerRule::default());
-    let threads = [(10, "tokio-rt-worker"), (11, "tokio-rt-worker")]
+    let threads = tids
         .iter()
-        .map(|(tid, name)| scope_model::ThreadInfo { tid: *tid, name: name.to_string(), cpu_ns_at_start: None, cpu_ns_at_stop: None })
+        .map(|&tid| scope_model::ThreadInfo { tid, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None })
         .collect();
     s.begin(scope_model::capture::Start {
         tool_version: "test".into(),
@@ -32,6 +31,13 @@ fn state() -> TopState {
         probes: Vec::new(),
         launch: None,
     });
+    s
+}
+
+/// Two workers over 2 s: worker 0 runs a 30 ms CPU-heavy poll every 500 ms
+/// and short polls; worker 1 blocks 40 ms in a sleep inside a poll.
+fn state() -> TopState {
+    let mut s = begun(&[10, 11]);
     let mut ev = Vec::new();
     let switch = |ts, prev: u32, next: u32, state: u64| Event::Switch { ts, cpu: 0, prev_tid: prev, next_tid: next, prev_state: state, prev_ours: prev != 0, next_ours: next != 0, cpu_lost: 0 };
     for i in 0..4u64 {
@@ -183,19 +189,7 @@ fn a_real_recording_fed_in_batches_shows_both_worker_lanes() {
 /// returns went off: the dashboard lists such a long poll, marked.
 #[test]
 fn a_poll_without_its_return_is_a_long_poll_in_a_later_window() {
-    let mut s = TopState::new(2_000 * MS, 10 * MS, WorkerRule::default());
-    s.begin(scope_model::capture::Start {
-        tool_version: "test".into(),
-        clock: "CLOCK_MONOTONIC".into(),
-        pid: 7,
-        command: "server".into(),
-        executable: "/bin/server".into(),
-        start_ns: 0,
-        threads: vec![scope_model::ThreadInfo { tid: 10, name: "tokio-rt-worker".into(), cpu_ns_at_start: None, cpu_ns_at_stop: None }],
-        modules: Vec::new(),
-        probes: Vec::new(),
-        launch: None,
-    });
+    let mut s = begun(&[10]);
     let parked = Event::Switch { ts: 3_040 * MS, cpu: 0, prev_tid: 10, next_tid: 0, prev_state: 1, prev_ours: true, next_ours: false, cpu_lost: 0 };
     s.feed(vec![Event::PollReturnsOff { ts: 0 }]);
     s.feed(vec![

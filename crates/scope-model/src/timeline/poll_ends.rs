@@ -11,17 +11,16 @@
 //! `JoinHandle`) reads the worker loop's id while the poll is still open.
 //! Seen once in ~1 800 polls with two recorders sharing two CPUs (a poll
 //! cut 94 µs before its return; a preemption the likeliest cause). The
-//! read is held until the switch it
-//! came with says whether the thread was preempted (the recorder writes a
-//! switch-out's `TaskAt` just before its `Switch`, at the same time).
+//! read is held until the switch it came with says whether the thread
+//! was preempted (the recorder writes a switch-out's `TaskAt` just before
+//! its `Switch`, at the same time).
 //!
 //! Nesting is told by the task id polls are entered with
 //! (`Event::PollInside`, written when it changes on a thread): a poll is
 //! nested in the open poll of the task with that id (a `LocalSet` run
-//! inside a task). A task whose Tokio id
-//! could not be read is never ended by a switch or sample (nothing says
-//! whose they are), only by the next poll outside it or the exit: a
-//! looser bound, never a wrong one.
+//! inside a task). A task whose Tokio id could not be read is never ended
+//! by a switch or sample (nothing says whose they are), only by the next
+//! poll outside it or the exit: a looser bound, never a wrong one.
 
 use super::{Builder, Poll};
 use super::tasks::TaskTracker;
@@ -29,8 +28,8 @@ use std::collections::HashMap;
 
 #[derive(Default)]
 pub(super) struct PollEnds {
-    /// Set from `Event::PollReturnsOff` on.
-    pub unprobed: bool,
+    /// When poll returns stopped being probed (`Event::PollReturnsOff`).
+    pub off_ns: Option<u64>,
     /// The id each thread's polls are entered under, until it changes.
     entered_under: HashMap<u32, u64>,
     /// The last task id read on each thread, (ts, id), not applied yet.
@@ -38,6 +37,11 @@ pub(super) struct PollEnds {
 }
 
 impl PollEnds {
+    /// Whether poll returns are no longer probed: ends are inferred.
+    pub fn unprobed(&self) -> bool {
+        self.off_ns.is_some()
+    }
+
     pub fn entered_under(&mut self, tid: u32, id: u64) {
         self.entered_under.insert(tid, id);
     }
